@@ -1,0 +1,3 @@
+"""rotator: keeps Polymarket CLOB API credentials fresh."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,266 @@
+"""Command line: run, rotate, status, check, revoke, sandbox, demo.
+
+Exit codes: 0 all good, 1 a rotation (or check) failed, 2 bad config or usage. Errors are one line
+on stderr, never a traceback, never a secret. Heavy imports happen inside the commands.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from rotator.config import CredentialSettings
+    from rotator.model import PassResult
+    from rotator.runtime import Runtime
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(EXIT_USAGE, f"rotator: {message}\n")
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="rotator", description="Keeps Polymarket CLOB API credentials fresh.")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    def with_config(name: str, help_: str) -> argparse.ArgumentParser:
+        sp = sub.add_parser(name, help=help_, description=help_)
+        sp.add_argument(
+            "-c", "--config", required=True, help="YAML config file (ROTATOR_* env vars override it)"
+        )
+        return sp
+
+    with_config("run", "run the scheduler daemon (serves /metrics, /healthz, /readyz)")
+    rot = with_config("rotate", "one pass over credentials (for a CronJob)")
+    which = rot.add_mutually_exclusive_group(required=True)
+    which.add_argument(
+        "--credential", metavar="NAME", action="append", help="credential to pass over (repeatable)"
+    )
+    which.add_argument("--all", action="store_true", help="every credential in the config")
+    rot.add_argument("--force", action="store_true", help="rotate even if the key is not due")
+    rot.add_argument("--dry-run", action="store_true", help="say what would happen; change nothing")
+    st = with_config("status", "show each credential's keys and deadlines (no secrets)")
+    st.add_argument("--json", action="store_true", help="machine-readable output")
+    with_config("check", "check config, store access, signers and the CLOB clock")
+    rv = with_config("revoke", "rotate now and revoke the old keys without grace")
+    rv.add_argument("--credential", metavar="NAME", required=True)
+    rv.add_argument(
+        "--emergency", action="store_true", required=True, help="required: consumers lose the old key now"
+    )
+    sb = sub.add_parser(
+        "sandbox", help="run the local CLOB auth sandbox", description="run the local CLOB auth sandbox"
+    )
+    sb.add_argument("--host", default="127.0.0.1")
+    sb.add_argument("--port", type=int, default=8080)
+    sb.add_argument("--chain-id", type=int, default=137)
+    sb.add_argument(
+        "--single-key", action="store_true", help="creating a key invalidates the wallet's others"
+    )
+    sb.add_argument(
+        "--propagation-delay", type=float, default=0.0, metavar="S", help="new keys answer 401 for S s"
+    )
+    sb.add_argument(
+        "--auth-limit", type=int, default=100, metavar="N", help="/auth/* requests per 10 s (0: off)"
+    )
+    dm = sub.add_parser(
+        "demo", help="the whole job on embedded defaults, in seconds", description="run the demo"
+    )
+    dm.add_argument("--rotations", type=int, default=3)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    from rotator.errors import ConfigError, RotatorError
+
+    try:
+        return _dispatch(args)
+    except ConfigError as exc:
+        print(f"rotator: config error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except RotatorError as exc:
+        print(f"rotator: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        return 130
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    if args.command == "sandbox":
+        return _sandbox(args)
+    if args.command == "demo":
+        from rotator.demo import run_demo
+
+        return run_demo(rotations=args.rotations)
+    rt = _runtime(args.config)
+    try:
+        if args.command == "rotate":
+            return _rotate(rt, args)
+        if args.command == "run":
+            from rotator.scheduler import run_daemon
+
+            return run_daemon(rt)
+        if args.command == "status":
+            return _status(rt, args.json)
+        if args.command == "check":
+            return _check(rt)
+        if args.command == "revoke":
+            cred = rt.settings.credential(args.credential)
+            return _report(rt, [_pass(rt, cred, force=True, emergency=True)])
+    finally:
+        rt.close()
+    raise AssertionError(args.command)
+
+
+def _runtime(path: str) -> Runtime:
+    from rotator.config import load_settings
+    from rotator.logs import setup_logging
+    from rotator.runtime import Runtime
+
+    settings = load_settings(path)
+    setup_logging(settings.log.format, settings.log.level)
+    rt = Runtime(settings, dict(os.environ))
+    rt.validate()
+    return rt
+
+
+def _pass(rt: Runtime, cred: CredentialSettings, **kw: bool) -> PassResult:
+    return rt.rotator.run_pass(rt.ref(cred), rt.signer(cred), rt.policy(cred), **kw)
+
+
+def _rotate(rt: Runtime, args: argparse.Namespace) -> int:
+    creds = rt.settings.credentials if args.all else [rt.settings.credential(n) for n in args.credential]
+    if not creds:
+        raise _config_error("credentials: the config lists none")
+    results = [_pass(rt, c, force=args.force, dry_run=args.dry_run) for c in creds]
+    code = _report(rt, results)
+    if rt.settings.metrics.pushgateway:
+        from rotator.exporter import push_metrics
+
+        push_metrics(rt, [c.name for c in creds])
+    return code
+
+
+def _config_error(msg: str) -> Exception:
+    from rotator.errors import ConfigError
+
+    return ConfigError(msg)
+
+
+def _report(rt: Runtime, results: list[PassResult]) -> int:
+    for r in results:
+        line = f"{r.credential}: {r.outcome}"
+        if r.key_prefix:
+            line += f" key={r.key_prefix}…"
+        if r.revoked:
+            line += f" revoked={r.revoked}"
+        if r.invalidated:
+            line += f" invalidated-by-server={r.invalidated}"
+        if r.error:
+            line += f" error=({r.failed_step}) {r.error}"
+        print(line)
+    return EXIT_FAILED if any(not r.ok for r in results) else EXIT_OK
+
+
+def _status(rt: Runtime, as_json: bool) -> int:
+    import json
+    import time
+
+    now = time.time()
+    rows: list[dict[str, Any]] = []
+    for cred in rt.settings.credentials:
+        snap = rt.store.load(rt.ref(cred))
+        st = snap.state
+        cur = st.current
+        rows.append(
+            {
+                "credential": cred.name,
+                "path": cred.path,
+                "key": cur.masked if cur else None,
+                "nonce": cur.nonce if cur else None,
+                "address": cur.address if cur else None,
+                "age_seconds": round(now - cur.created_at, 1) if cur else None,
+                "next_rotation": round(cur.created_at + cred.rotate_every, 1) if cur else None,
+                "pending": {"nonce": st.pending.nonce, "owner": st.pending.owner} if st.pending else None,
+                "retiring": [
+                    {
+                        "key": r.key.masked,
+                        "nonce": r.key.nonce,
+                        "revoke_after": r.revoke_after,
+                        "reason": r.reason,
+                    }
+                    for r in st.retiring
+                ],
+                "rotations": st.rotations,
+                "history": [h.to_dict() for h in st.history],
+            }
+        )
+    if as_json:
+        print(json.dumps(rows, indent=2))
+        return EXIT_OK
+    for row in rows:
+        age = row["age_seconds"]
+        age_text = f"{age:.0f}s" if isinstance(age, float) else "-"
+        print(
+            f"{row['credential']:<20} key={row['key'] or '-':<9} nonce={row['nonce']!s:<4} age={age_text:<8} "
+            f"retiring={len(row['retiring'])} pending={'yes' if row['pending'] else 'no'} "
+            f"rotations={row['rotations']}"
+        )
+    return EXIT_OK
+
+
+def _check(rt: Runtime) -> int:
+    from rotator.errors import RotatorError
+
+    problems = 0
+    for cred in rt.settings.credentials:
+        try:
+            rt.store.load(rt.ref(cred))
+            signer = rt.signer(cred)()
+            print(f"ok    {cred.name}: store readable, signer {signer.address}")
+        except RotatorError as exc:
+            problems += 1
+            print(f"FAIL  {cred.name}: {exc}")
+    try:
+        server = rt.clob.server_time()
+        import time
+
+        skew = server - time.time()
+        print(f"ok    clob {rt.settings.clob.host}: reachable, clock skew {skew:+.1f}s")
+        if abs(skew) > rt.settings.clob.clock_skew.max:
+            print(f"warn  clock skew above clob.clock_skew.max ({rt.settings.clob.clock_skew.max:g}s)")
+    except RotatorError as exc:
+        problems += 1
+        print(f"FAIL  clob {rt.settings.clob.host}: {exc}")
+    for cred in rt.settings.credentials:
+        if cred.grace < 60:
+            print(
+                f"warn  {cred.name}: grace {cred.grace:g}s is short: consumers must refresh faster than that"
+            )
+    return EXIT_FAILED if problems else EXIT_OK
+
+
+def _sandbox(args: argparse.Namespace) -> int:
+    from rotator.sandbox import SandboxSettings, serve
+
+    settings = SandboxSettings(
+        chain_id=args.chain_id,
+        single_key=args.single_key,
+        propagation_delay=args.propagation_delay,
+        auth_limit=args.auth_limit,
+    )
+    print(
+        f"sandbox CLOB on http://{args.host}:{args.port} (chain {args.chain_id})", file=sys.stderr, flush=True
+    )
+    serve(settings, args.host, args.port)
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,341 @@
+"""The CLOB auth adapter: L1/L2 signing, transport, retries, budgets and the clock-skew guard.
+
+Seams into py-clob-client (pinned in pyproject.toml; tests/integration prove this version):
+``py_clob_client.signing.eip712.sign_clob_auth_message`` builds and hashes the EIP-712
+``ClobAuth`` struct and calls ``signer.sign(hash_hex)`` on whatever object it is given, which is
+how any :class:`rotator.signers.base.Signer` (KMS included) signs L1 requests. Transport is our own
+httpx client rather than the SDK's module-level one: the SDK fixes a 5 s timeout, drops the
+``Retry-After`` header and only knows the local clock. L2 HMAC is the 6-line construction of
+clob-auth.md §2.2, written here so a pass that only checks a key does not import the SDK (0.8 s);
+``tests/unit/test_clob_signing.py`` proves it byte-identical to the SDK's ``build_hmac_signature``.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from rotator.clob.budget import SlidingWindowBudget
+from rotator.errors import ClobError, ConfigError, RateLimited, Rejected, Transient, Unauthorized
+from rotator.model import Key, Secret
+from rotator.signers.base import Signer
+
+if TYPE_CHECKING:
+    import httpx
+
+    from rotator.metrics import Metrics
+
+log = logging.getLogger("rotator.clob")
+
+L1_ENDPOINTS = frozenset({"/auth/api-key", "/auth/derive-api-key"})
+
+
+def l2_signature(secret: Secret, timestamp: str, method: str, path: str, body: str = "") -> str:
+    """urlsafe_b64(HMAC_SHA256(urlsafe_b64decode(secret), ts + METHOD + path [+ body])), padding kept."""
+    message = timestamp + method + path + body
+    digest = hmac.new(
+        base64.urlsafe_b64decode(secret.reveal()), message.encode("utf-8"), hashlib.sha256
+    ).digest()
+    return base64.urlsafe_b64encode(digest).decode("ascii")
+
+
+class _SdkSigner:
+    """What py-clob-client's ``sign_clob_auth_message`` expects of its signer, over our Signer."""
+
+    def __init__(self, signer: Signer, chain_id: int) -> None:
+        self._signer = signer
+        self._chain_id = chain_id
+
+    def address(self) -> str:
+        return self._signer.address
+
+    def get_chain_id(self) -> int:
+        return self._chain_id
+
+    def sign(self, message_hash: str) -> str:
+        return self._signer.sign_digest(bytes.fromhex(message_hash.removeprefix("0x"))).hex()
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """Exponential backoff with full jitter, capped, within a deadline per call."""
+
+    attempts: int = 5
+    base: float = 0.5
+    cap: float = 30.0
+    deadline: float = 120.0
+
+    def delay(self, attempt: int, retry_after: float | None) -> float:
+        jitter = random.uniform(0, min(self.cap, self.base * 2**attempt))  # noqa: S311 - jitter, not crypto
+        return max(jitter, retry_after) if retry_after is not None else jitter
+
+
+@dataclass(frozen=True, slots=True)
+class SkewPolicy:
+    """Local clock off from the CLOB's: ``correct`` (sign with server time) or ``refuse``."""
+
+    max_skew: float = 10.0
+    mode: str = "correct"
+    recheck_every: float = 600.0
+
+
+class ClobAdapter:
+    """Implements :class:`rotator.clob.base.ClobAuth` over HTTP."""
+
+    def __init__(
+        self,
+        host: str,
+        chain_id: int,
+        *,
+        timeout: float = 10.0,
+        retry: RetryPolicy | None = None,
+        skew: SkewPolicy | None = None,
+        auth_budget: SlidingWindowBudget | None = None,
+        metrics: Metrics | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.host = host.rstrip("/")
+        self.chain_id = chain_id
+        self.timeout = timeout
+        self.retry = retry or RetryPolicy()
+        self.skew = skew or SkewPolicy()
+        self.auth_budget = auth_budget or SlidingWindowBudget(100, 10.0)
+        self.metrics = metrics
+        self._sleep = sleep
+        self._http: httpx.Client | None = None
+        self._lock = threading.Lock()
+        self._offset: float | None = None  # server clock - local clock
+        self._offset_checked = 0.0
+
+    # -- transport ------------------------------------------------------------------------------
+    def _client(self) -> httpx.Client:
+        with self._lock:
+            if self._http is None:
+                import httpx  # lazy: keeps `rotator --help` and nothing-due passes light
+
+                self._http = httpx.Client(
+                    base_url=self.host,
+                    timeout=self.timeout,
+                    headers={"User-Agent": "rotator", "Accept": "*/*"},
+                    limits=httpx.Limits(max_connections=32, max_keepalive_connections=32),
+                )
+            return self._http
+
+    def close(self) -> None:
+        with self._lock:
+            if self._http is not None:
+                self._http.close()
+                self._http = None
+
+    def _count(self, path: str, code: int) -> None:
+        if self.metrics is not None:
+            self.metrics.clob_requests.labels(endpoint=path, code=str(code)).inc()
+
+    def _send(self, method: str, path: str, headers: dict[str, str], deadline: float, query: str = "") -> Any:
+        """One request. Translates every failure into the ClobError tree."""
+        import httpx
+
+        if path.startswith("/auth/") and not self.auth_budget.acquire(deadline):
+            raise Transient(
+                f"{method} {path}: no request budget left before the pass deadline", endpoint=path
+            )
+        try:
+            resp = self._client().request(method, path + query, headers=headers)
+        except httpx.TimeoutException as exc:
+            self._count(path, 0)
+            raise Transient(f"{method} {path}: timed out after {self.timeout:g}s", endpoint=path) from exc
+        except httpx.HTTPError as exc:
+            self._count(path, 0)
+            raise Transient(f"{method} {path}: {type(exc).__name__}", endpoint=path) from exc
+        self._count(path, resp.status_code)
+        if resp.status_code == 200:
+            try:
+                return resp.json()
+            except ValueError:
+                return resp.text
+        raise self._error(method, path, resp)
+
+    def _error(self, method: str, path: str, resp: httpx.Response) -> ClobError:
+        status = resp.status_code
+        ctype = resp.headers.get("content-type", "")
+        body: Any = None
+        if "json" in ctype:
+            try:
+                body = resp.json()
+            except ValueError:
+                body = None
+        reason = body.get("error") if isinstance(body, dict) else None
+        where = f"{method} {path}"
+        if status == 429:
+            retry_after = _retry_after(resp.headers.get("retry-after"), body)
+            if retry_after is not None:
+                self.auth_budget.penalise(retry_after)
+            return RateLimited(f"{where}: rate limited (429)", retry_after=retry_after, endpoint=path)
+        if status == 401:
+            return Unauthorized(f"{where}: 401 {reason or 'Unauthorized'}", status=401, endpoint=path)
+        if status == 403 and "html" in ctype:
+            return Transient(
+                f"{where}: 403 from Cloudflare (blocked IP or WAF page)", status=403, endpoint=path
+            )
+        if status == 425 or status >= 500:
+            return Transient(f"{where}: {status} {reason or 'server error'}", status=status, endpoint=path)
+        return Rejected(f"{where}: {status} {reason or 'rejected'}", status=status, endpoint=path)
+
+    def _call(
+        self,
+        method: str,
+        path: str,
+        headers_fn: Callable[[], dict[str, str]],
+        *,
+        idempotent: bool,
+        query: str = "",
+    ) -> Any:
+        """Send with retries: 429 always (nothing happened), transient failures only if idempotent."""
+        deadline = time.monotonic() + self.retry.deadline
+        attempt = 0
+        while True:
+            try:
+                return self._send(method, path, headers_fn(), deadline, query)
+            except (RateLimited, Transient) as exc:
+                attempt += 1
+                retryable = isinstance(exc, RateLimited) or idempotent
+                retry_after = exc.retry_after if isinstance(exc, RateLimited) else None
+                delay = self.retry.delay(attempt, retry_after)
+                if not retryable or attempt >= self.retry.attempts or time.monotonic() + delay > deadline:
+                    raise
+                log.debug("retrying %s %s in %.2fs after: %s", method, path, delay, exc)
+                self._sleep(delay)
+
+    # -- clock ------------------------------------------------------------------------------------
+    def server_time(self) -> float:
+        local_before = time.time()
+        value = self._call("GET", "/time", dict, idempotent=True)
+        local_after = time.time()
+        if isinstance(value, dict):  # some deployments answer {"time": ...}
+            value = value.get("time", value.get("timestamp"))
+        if not isinstance(value, (int, float)):
+            raise Transient("GET /time: answer is not a number", endpoint="/time")
+        offset = float(value) - (local_before + local_after) / 2
+        with self._lock:
+            self._offset = offset
+            self._offset_checked = time.monotonic()
+        if self.metrics is not None:
+            self.metrics.clock_skew.set(offset)
+        return float(value)
+
+    def clock_offset(self) -> float:
+        """Seconds to add to the local clock for signing; checks the server's clock when stale."""
+        with self._lock:
+            fresh = (
+                self._offset is not None and time.monotonic() - self._offset_checked < self.skew.recheck_every
+            )
+            offset = self._offset
+        if not fresh:
+            self.server_time()
+            with self._lock:
+                offset = self._offset
+        assert offset is not None
+        if abs(offset) <= self.skew.max_skew:
+            return 0.0
+        if self.skew.mode == "refuse":
+            raise ConfigError(
+                f"clock skew: local clock is {offset:+.1f}s off the CLOB's (clob.clock_skew.max is "
+                f"{self.skew.max_skew:g}s, mode refuse); fix NTP or set clob.clock_skew.mode: correct"
+            )
+        log.warning("local clock is %+.1fs off the CLOB's: signing with server time", offset)
+        return offset
+
+    def _timestamp(self) -> str:
+        return str(int(time.time() + self.clock_offset()))
+
+    # -- L1 ---------------------------------------------------------------------------------------
+    def _l1_headers(self, signer: Signer, nonce: int) -> dict[str, str]:
+        from py_clob_client.signing.eip712 import sign_clob_auth_message  # lazy: 0.8 s of imports
+
+        ts = self._timestamp()
+        signature = sign_clob_auth_message(_SdkSigner(signer, self.chain_id), int(ts), nonce)
+        return {
+            "POLY_ADDRESS": signer.address,
+            "POLY_SIGNATURE": signature,
+            "POLY_TIMESTAMP": ts,
+            "POLY_NONCE": str(nonce),
+        }
+
+    def _key_from(self, raw: Any, signer: Signer, nonce: int, what: str) -> Key:
+        if not isinstance(raw, dict) or not all(
+            isinstance(raw.get(f), str) for f in ("apiKey", "secret", "passphrase")
+        ):
+            raise Transient(f"{what}: answer lacks apiKey/secret/passphrase", endpoint=what)
+        return Key(
+            api_key=raw["apiKey"],
+            api_secret=Secret(raw["secret"]),
+            api_passphrase=Secret(raw["passphrase"]),
+            address=signer.address,
+            nonce=nonce,
+            created_at=time.time(),
+        )
+
+    def create_key(self, signer: Signer, nonce: int) -> Key:
+        raw = self._call("POST", "/auth/api-key", lambda: self._l1_headers(signer, nonce), idempotent=False)
+        return self._key_from(raw, signer, nonce, "/auth/api-key")
+
+    def derive_key(self, signer: Signer, nonce: int) -> Key | None:
+        try:
+            raw = self._call(
+                "GET", "/auth/derive-api-key", lambda: self._l1_headers(signer, nonce), idempotent=True
+            )
+        except Rejected as exc:
+            if exc.status == 400:  # "Could not derive api key!": no live key at this nonce
+                return None
+            raise
+        return self._key_from(raw, signer, nonce, "/auth/derive-api-key")
+
+    # -- L2 ---------------------------------------------------------------------------------------
+    def _l2_headers(self, key: Key, method: str, path: str) -> dict[str, str]:
+        ts = self._timestamp()
+        return {
+            "POLY_ADDRESS": key.address,
+            "POLY_SIGNATURE": l2_signature(key.api_secret, ts, method, path),
+            "POLY_TIMESTAMP": ts,
+            "POLY_API_KEY": key.api_key,
+            "POLY_PASSPHRASE": key.api_passphrase.reveal(),
+        }
+
+    def list_keys(self, key: Key) -> list[str]:
+        raw = self._call(
+            "GET", "/auth/api-keys", lambda: self._l2_headers(key, "GET", "/auth/api-keys"), idempotent=True
+        )
+        ids = raw.get("apiKeys") if isinstance(raw, dict) else None
+        if not isinstance(ids, list):
+            raise Transient("GET /auth/api-keys: answer lacks apiKeys", endpoint="/auth/api-keys")
+        # Some SDK typings say a list of creds objects: accept both shapes.
+        return [i if isinstance(i, str) else str(i.get("apiKey", i.get("key", ""))) for i in ids]
+
+    def delete_key(self, key: Key) -> None:
+        self._call(
+            "DELETE",
+            "/auth/api-key",
+            lambda: self._l2_headers(key, "DELETE", "/auth/api-key"),
+            idempotent=True,
+        )
+
+
+def _retry_after(header: str | None, body: Any) -> float | None:
+    for value in (header, body.get("retry_after_seconds") if isinstance(body, dict) else None):
+        if value is None:
+            continue
+        try:
+            seconds = float(value)
+        except (TypeError, ValueError):
+            continue
+        if seconds >= 0:
+            return min(seconds, 600.0)
+    return None

@@ -1,0 +1,46 @@
+"""The CLOB auth port: the five calls rotation needs, in rotator's own types."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from rotator.model import Key
+from rotator.signers.base import Signer
+
+
+class ClobAuth(Protocol):
+    """Issues, recovers, lists and deletes L2 keys.
+
+    Every method may raise :class:`rotator.errors.RateLimited` (after its own retries ran out),
+    :class:`rotator.errors.Transient` and :class:`rotator.errors.Unauthorized`.
+    """
+
+    def server_time(self) -> float:
+        """The CLOB's clock, unix seconds."""
+        ...
+
+    def create_key(self, signer: Signer, nonce: int) -> Key:
+        """``POST /auth/api-key`` for ``(signer, nonce)``. Not retried on a lost answer: the caller
+        recovers with :meth:`derive_key`.
+
+        :raises Rejected: the nonce already has a key (400 "Could not create api key").
+        """
+        ...
+
+    def derive_key(self, signer: Signer, nonce: int) -> Key | None:
+        """``GET /auth/derive-api-key``: the live key at ``nonce``, or ``None`` when there is none."""
+        ...
+
+    def list_keys(self, key: Key) -> list[str]:
+        """``GET /auth/api-keys`` signed with ``key``: the ids of the wallet's live keys.
+
+        :raises Unauthorized: ``key`` itself is not (or not yet) accepted.
+        """
+        ...
+
+    def delete_key(self, key: Key) -> None:
+        """``DELETE /auth/api-key`` signed with ``key``: revokes ``key``.
+
+        :raises Unauthorized: ``key`` is already gone (or was never live).
+        """
+        ...

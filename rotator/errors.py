@@ -1,0 +1,102 @@
+"""The one exception tree of rotator.
+
+Every error the worker raises is a ``RotatorError``. Adapters (``stores/*``, ``signers/*``,
+``clob/*``) translate their SDK's exceptions into this tree with ``raise ... from exc``; no hvac,
+botocore or py-clob-client type escapes its adapter. Messages never contain secret material.
+
+::
+
+    RotatorError
+    ├── ConfigError            bad configuration or usage: the CLI exits 2
+    │   └── SignerError        a signer source cannot produce a usable wallet key (names the source)
+    ├── StoreError             the store failed
+    │   ├── NotFound           the thing asked for does not exist
+    │   ├── Unavailable        unreachable, sealed, throttled: retryable
+    │   ├── AccessDenied       the worker's identity may not do this
+    │   ├── VersionConflict    compare-and-set lost: another worker wrote first
+    │   └── Corrupt            the stored data cannot be read (wrong key, tampered, bad JSON)
+    ├── ClobError              the CLOB answered badly or not at all
+    │   ├── RateLimited        429; ``retry_after`` seconds when the server said
+    │   ├── Unauthorized       401: the key (L2) or the wallet signature (L1) was refused
+    │   ├── Rejected           a 4xx that retrying will not fix (400 "Could not create api key", ...)
+    │   └── Transient          timeouts, connection errors, 425, 5xx, Cloudflare pages: retryable
+    └── RotationError          a protocol step failed; ``step`` names it, ``__cause__`` says why
+"""
+
+from __future__ import annotations
+
+
+class RotatorError(Exception):
+    """Base of every error rotator raises on purpose."""
+
+
+class ConfigError(RotatorError):
+    """The configuration or the command line is wrong. The message names the field."""
+
+
+class SignerError(ConfigError):
+    """A signer source is missing or malformed. The message names the source, never the value."""
+
+
+class StoreError(RotatorError):
+    """A store operation failed."""
+
+
+class NotFound(StoreError):
+    """The secret or path does not exist."""
+
+
+class Unavailable(StoreError):
+    """The store cannot be reached right now (network, sealed, throttled). Retry later."""
+
+
+class AccessDenied(StoreError):
+    """The worker's identity is not allowed to perform the operation."""
+
+
+class VersionConflict(StoreError):
+    """A compare-and-set write lost: the stored version moved since it was read."""
+
+
+class Corrupt(StoreError):
+    """Stored data could not be decrypted or parsed. Never silently reset."""
+
+
+class ClobError(RotatorError):
+    """The CLOB refused or failed a request.
+
+    ``status`` is the HTTP status (``None`` for transport failures); ``endpoint`` the request path.
+    """
+
+    def __init__(self, message: str, *, status: int | None = None, endpoint: str = "") -> None:
+        super().__init__(message)
+        self.status = status
+        self.endpoint = endpoint
+
+
+class RateLimited(ClobError):
+    """HTTP 429. ``retry_after`` is the server's hint in seconds, when it gave one."""
+
+    def __init__(self, message: str, *, retry_after: float | None = None, endpoint: str = "") -> None:
+        super().__init__(message, status=429, endpoint=endpoint)
+        self.retry_after = retry_after
+
+
+class Unauthorized(ClobError):
+    """HTTP 401: an L2 key that is unknown, revoked, not yet live, or a refused L1 signature."""
+
+
+class Rejected(ClobError):
+    """A client error that retrying will not fix (e.g. 400 "Could not create api key")."""
+
+
+class Transient(ClobError):
+    """A failure that may go away: timeout, connection error, 425, 5xx, a Cloudflare page."""
+
+
+class RotationError(RotatorError):
+    """A protocol step failed. ``step`` is the step's name; the cause is chained."""
+
+    def __init__(self, step: str, message: str) -> None:
+        super().__init__(f"{step}: {message}")
+        self.step = step

@@ -1,0 +1,259 @@
+"""Plain data of the rotation: keys, per-credential state, pass results. No I/O here.
+
+Secret values are held in :class:`Secret`, whose ``repr``/``str`` are masked, from the moment
+they are read to the moment they are sent, so a stray log line or traceback cannot leak them.
+"""
+
+from __future__ import annotations
+
+import hmac
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+PUBLISHED_FIELDS = ("api_key", "api_secret", "api_passphrase", "address", "nonce", "created_at")
+
+
+class Secret:
+    """A string that never shows itself by accident. ``reveal()`` is the one way out."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('**********')"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Secret):
+            return NotImplemented
+        return hmac.compare_digest(self._value.encode(), other._value.encode())
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+    def __reduce__(self) -> Any:  # pickling would be a quiet way out: refuse it
+        raise TypeError("Secret values are not picklable")
+
+
+def mask(key_id: str) -> str:
+    """The form of a key id that logs, status output and stores' tags may show."""
+    return key_id[:8]
+
+
+@dataclass(frozen=True, slots=True)
+class Key:
+    """One issued L2 triplet and where it came from."""
+
+    api_key: str
+    api_secret: Secret
+    api_passphrase: Secret
+    address: str
+    nonce: int
+    created_at: float
+
+    @property
+    def masked(self) -> str:
+        return mask(self.api_key)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The published-secret JSON object (DESIGN.md, "the consumer contract"). Reveals secrets."""
+        return {
+            "api_key": self.api_key,
+            "api_secret": self.api_secret.reveal(),
+            "api_passphrase": self.api_passphrase.reveal(),
+            "address": self.address,
+            "nonce": self.nonce,
+            "created_at": self.created_at,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Any) -> Key:
+        """Parse the published-secret object. :raises ValueError: naming the bad field."""
+        if not isinstance(data, dict):
+            raise ValueError("a key must be a JSON object")
+        missing = [f for f in PUBLISHED_FIELDS if f not in data]
+        if missing:
+            raise ValueError(f"key is missing field(s): {', '.join(missing)}")
+        for name in ("api_key", "api_secret", "api_passphrase", "address"):
+            if not isinstance(data[name], str) or not data[name]:
+                raise ValueError(f"key field {name} must be a non-empty string")
+        if not isinstance(data["nonce"], int) or isinstance(data["nonce"], bool) or data["nonce"] < 0:
+            raise ValueError("key field nonce must be a non-negative integer")
+        if not isinstance(data["created_at"], (int, float)) or isinstance(data["created_at"], bool):
+            raise ValueError("key field created_at must be a number")
+        return cls(
+            api_key=data["api_key"],
+            api_secret=Secret(data["api_secret"]),
+            api_passphrase=Secret(data["api_passphrase"]),
+            address=data["address"],
+            nonce=data["nonce"],
+            created_at=float(data["created_at"]),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Pending:
+    """A rotation in flight.
+
+    ``key is None`` means only the intent is recorded: a create for ``nonce`` may or may not have
+    reached the CLOB, so recovery derives before it creates. ``owner``/``lease_until`` make the
+    intent a lease: another worker takes over only when the lease ran out or its owner is dead.
+    """
+
+    nonce: int
+    started_at: float
+    owner: str
+    lease_until: float
+    key: Key | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "nonce": self.nonce,
+            "started_at": self.started_at,
+            "owner": self.owner,
+            "lease_until": self.lease_until,
+            "key": self.key.to_dict() if self.key else None,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Pending:
+        return cls(
+            nonce=int(data["nonce"]),
+            started_at=float(data["started_at"]),
+            owner=str(data["owner"]),
+            lease_until=float(data["lease_until"]),
+            key=Key.from_dict(data["key"]) if data.get("key") else None,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Retiring:
+    """A key that is no longer current and is revoked once ``revoke_after`` has passed."""
+
+    key: Key
+    retired_at: float
+    revoke_after: float
+    reason: str = "rotated"  # rotated | unverified | emergency
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "key": self.key.to_dict(),
+            "retired_at": self.retired_at,
+            "revoke_after": self.revoke_after,
+            "reason": self.reason,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Retiring:
+        return cls(
+            key=Key.from_dict(data["key"]),
+            retired_at=float(data["retired_at"]),
+            revoke_after=float(data["revoke_after"]),
+            reason=str(data.get("reason", "rotated")),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Revoked:
+    """A key that is gone, kept (masked, no secrets) so operators can see what happened."""
+
+    key_prefix: str
+    nonce: int
+    revoked_at: float
+    how: str  # deleted | already-gone | invalidated-by-server
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "key_prefix": self.key_prefix,
+            "nonce": self.nonce,
+            "revoked_at": self.revoked_at,
+            "how": self.how,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Revoked:
+        return cls(str(data["key_prefix"]), int(data["nonce"]), float(data["revoked_at"]), str(data["how"]))
+
+
+HISTORY_LIMIT = 20
+
+
+@dataclass(frozen=True, slots=True)
+class CredentialState:
+    """Everything the worker knows about one credential. Lives in the store, nowhere else."""
+
+    current: Key | None = None
+    pending: Pending | None = None
+    retiring: tuple[Retiring, ...] = ()
+    next_nonce: int = 0
+    published_nonce: int | None = None  # nonce of the key known to be at the published path
+    rotations: int = 0
+    history: tuple[Revoked, ...] = field(default=())
+
+    def with_revoked(self, entry: Retiring, how: str, now: float) -> CredentialState:
+        """This state with ``entry`` moved from ``retiring`` to the history."""
+        rest = tuple(r for r in self.retiring if r.key.api_key != entry.key.api_key)
+        record = Revoked(entry.key.masked, entry.key.nonce, now, how)
+        return replace(self, retiring=rest, history=(*self.history, record)[-HISTORY_LIMIT:])
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "current": self.current.to_dict() if self.current else None,
+            "pending": self.pending.to_dict() if self.pending else None,
+            "retiring": [r.to_dict() for r in self.retiring],
+            "next_nonce": self.next_nonce,
+            "published_nonce": self.published_nonce,
+            "rotations": self.rotations,
+            "history": [h.to_dict() for h in self.history],
+        }
+
+    @classmethod
+    def from_dict(cls, data: Any) -> CredentialState:
+        """:raises ValueError: when ``data`` is not a state this code wrote."""
+        if not isinstance(data, dict):
+            raise ValueError("rotation state must be a JSON object")
+        try:
+            return cls(
+                current=Key.from_dict(data["current"]) if data.get("current") else None,
+                pending=Pending.from_dict(data["pending"]) if data.get("pending") else None,
+                retiring=tuple(Retiring.from_dict(r) for r in data.get("retiring", ())),
+                next_nonce=int(data.get("next_nonce", 0)),
+                published_nonce=data.get("published_nonce"),
+                rotations=int(data.get("rotations", 0)),
+                history=tuple(Revoked.from_dict(h) for h in data.get("history", ())),
+            )
+        except (KeyError, TypeError) as exc:
+            raise ValueError(f"rotation state is malformed ({type(exc).__name__}: {exc})") from None
+
+
+@dataclass(frozen=True, slots=True)
+class CredentialRef:
+    """How a store addresses one credential: its name (state) and its publish path."""
+
+    name: str
+    path: str
+
+
+@dataclass(frozen=True, slots=True)
+class PassResult:
+    """What one pass over one credential did."""
+
+    credential: str
+    outcome: str  # rotated | revoked | nothing-due | in-flight-elsewhere | lost-race | failed | would-rotate
+    rotated: bool = False
+    revoked: int = 0
+    invalidated: int = 0
+    error: str | None = None
+    failed_step: str | None = None
+    duration: float = 0.0
+    key_prefix: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.outcome != "failed"

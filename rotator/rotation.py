@@ -1,0 +1,480 @@
+"""The rotation protocol (DESIGN.md, steps 1-7) over a Store and the CLOB auth port.
+
+Deciding what a credential needs is pure (:func:`decide`); executing a step is a small method over
+the injected ports, and every step is idempotent, so a crash anywhere is repaired by running the
+pass again. Every write is a compare-and-set on the state version read at the start of the pass:
+losing one means another worker moved first, and this pass stops without touching anything.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+
+from rotator.clob.base import ClobAuth
+from rotator.errors import ClobError, Rejected, RotationError, RotatorError, Unauthorized, VersionConflict
+from rotator.lease import owner_alive, this_owner
+from rotator.metrics import Metrics
+from rotator.model import CredentialRef, CredentialState, Key, PassResult, Pending, Retiring
+from rotator.signers.base import Signer
+from rotator.stores.base import Store, Version
+
+log = logging.getLogger("rotator.rotation")
+audit = logging.getLogger("rotator.audit")
+
+#: How many taken nonces a bootstrap walks past before it gives up.
+MAX_NONCE_WALK = 64
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    """Per-credential timing and bootstrap choices."""
+
+    rotate_every: float
+    grace: float
+    verify_timeout: float = 180.0
+    verify_backoff: float = 1.0
+    verify_backoff_cap: float = 15.0
+    lease_margin: float = 120.0
+    adopt_existing: bool = False
+    start_nonce: int = 0
+    probe_current: bool = True
+
+    @property
+    def lease(self) -> float:
+        return self.verify_timeout + self.lease_margin
+
+
+# -- pure decisions --------------------------------------------------------------------------------
+def rotation_reason(
+    state: CredentialState, now: float, policy: Policy, force_before: float | None
+) -> str | None:
+    """Why the credential needs a new key now, or None. ``force_before``: rotate a key older than it."""
+    if state.current is None:
+        return "bootstrap"
+    if force_before is not None and state.current.created_at < force_before:
+        return "forced"
+    if now - state.current.created_at >= policy.rotate_every:
+        return "due"
+    return None
+
+
+def due_revocations(state: CredentialState, now: float) -> list[Retiring]:
+    return [r for r in state.retiring if now >= r.revoke_after]
+
+
+def lease_blocked(pending: Pending, now: float, me: str, alive: Callable[[str], bool]) -> bool:
+    """True when another live worker holds the rotation in flight."""
+    return pending.owner != me and now < pending.lease_until and alive(pending.owner)
+
+
+# -- execution -------------------------------------------------------------------------------------
+class _Conflict(Exception):
+    """Internal: a compare-and-set was lost; the pass stops."""
+
+
+@dataclass(slots=True)
+class _Ctx:
+    ref: CredentialRef
+    state: CredentialState
+    version: Version | None
+    revoked: int = 0
+    invalidated: int = 0
+
+
+class Rotator:
+    """Runs passes over credentials. Thread-safe across credentials; one pass per credential at a time."""
+
+    def __init__(
+        self,
+        store: Store,
+        clob: ClobAuth,
+        metrics: Metrics | None = None,
+        *,
+        clock: Callable[[], float] = time.time,
+        sleep: Callable[[float], None] = time.sleep,
+        owner: str | None = None,
+        alive: Callable[[str], bool] = owner_alive,
+    ) -> None:
+        self.store = store
+        self.clob = clob
+        self.metrics = metrics or Metrics()
+        self.clock = clock
+        self.sleep = sleep
+        self.owner = owner or this_owner()
+        self.alive = alive
+
+    # -- store access with metrics ----------------------------------------------------------------
+    def _save(self, ctx: _Ctx, state: CredentialState) -> None:
+        try:
+            ctx.version = self.store.save(ctx.ref, state, ctx.version)
+        except VersionConflict:
+            self._store_metric("save", "conflict")
+            raise _Conflict() from None
+        except RotatorError:
+            self._store_metric("save", "failure")
+            raise
+        self._store_metric("save", "success")
+        ctx.state = state
+
+    def _store_metric(self, op: str, result: str) -> None:
+        self.metrics.store_operations.labels(backend=self.store.backend, operation=op, result=result).inc()
+
+    def _event(self, ctx: _Ctx, step: str, outcome: str, started: float, **fields: object) -> None:
+        audit.info(
+            "%s %s %s",
+            ctx.ref.name,
+            step,
+            outcome,
+            extra={
+                "credential": ctx.ref.name,
+                "step": step,
+                "outcome": outcome,
+                "duration": round(time.monotonic() - started, 4),
+                **fields,
+            },
+        )
+
+    # -- the pass -----------------------------------------------------------------------------------
+    def run_pass(
+        self,
+        ref: CredentialRef,
+        signer: Callable[[], Signer],
+        policy: Policy,
+        *,
+        force: bool = False,
+        emergency: bool = False,
+        dry_run: bool = False,
+    ) -> PassResult:
+        """One pass over one credential (DESIGN.md steps 1-7). Never raises a RotatorError."""
+        t0 = time.monotonic()
+        pass_start = self.clock()
+        ctx = _Ctx(ref, CredentialState(), None)
+        outcome = "nothing-due"
+        step = "read"
+        try:
+            try:
+                snap = self.store.load(ref)
+            except RotatorError:
+                self._store_metric("load", "failure")
+                raise
+            self._store_metric("load", "success")
+            ctx.state, ctx.version = snap.state, snap.version
+            now = self.clock()
+            if ctx.state.pending is not None and lease_blocked(
+                ctx.state.pending, now, self.owner, self.alive
+            ):
+                self._event(ctx, "read", "in-flight-elsewhere", t0, nonce=ctx.state.pending.nonce)
+                return self._finish(ctx, "in-flight-elsewhere", t0)
+            if dry_run:
+                return self._finish(ctx, self._dry_run(ctx, policy, force, pass_start), t0)
+
+            step = "publish"
+            self._reconcile_publish(ctx)
+            step = "revoke"
+            if emergency:
+                self._save(
+                    ctx,
+                    replace(
+                        ctx.state,
+                        retiring=tuple(
+                            replace(r, revoke_after=now, reason="emergency") for r in ctx.state.retiring
+                        ),
+                    ),
+                )
+            for entry in due_revocations(ctx.state, now):
+                self._revoke(ctx, entry)
+            if ctx.revoked:
+                outcome = "revoked"
+
+            if ctx.state.pending is not None:
+                step = "resume"
+                self._take_lease(ctx, policy)
+                step = self._complete(ctx, signer, policy, emergency)
+                outcome = "rotated"
+            else:
+                reason = rotation_reason(ctx.state, now, policy, pass_start if (force or emergency) else None)
+                if reason is None and policy.probe_current and ctx.state.current is not None:
+                    step = "probe"
+                    reason = self._probe_current(ctx)
+                if reason is not None:
+                    step = "issue"
+                    rot_start = time.monotonic()
+                    self._issue(ctx, signer, policy, reason)
+                    step = self._complete(ctx, signer, policy, emergency)
+                    self.metrics.rotation_duration.labels(credential=ref.name).observe(
+                        time.monotonic() - rot_start
+                    )
+                    outcome = "rotated"
+        except _Conflict:
+            self._event(ctx, step, "lost-race", t0)
+            return self._finish(ctx, "lost-race", t0)
+        except RotatorError as exc:
+            self.metrics.rotations.labels(credential=ref.name, result="failure").inc()
+            self._event(ctx, step, "failed", t0, error=str(exc))
+            log.error("%s: pass failed at %s: %s", ref.name, step, exc)
+            return self._finish(ctx, "failed", t0, error=str(exc), failed_step=step)
+        if outcome == "rotated":
+            self.metrics.rotations.labels(credential=ref.name, result="success").inc()
+        return self._finish(ctx, outcome, t0)
+
+    def _finish(
+        self, ctx: _Ctx, outcome: str, t0: float, error: str | None = None, failed_step: str | None = None
+    ) -> PassResult:
+        name = ctx.ref.name
+        state = ctx.state
+        if outcome != "failed":
+            self.metrics.last_success.labels(credential=name).set(self.clock())
+        if state.current is not None:
+            self.metrics.key_created.labels(credential=name).set(state.current.created_at)
+        self.metrics.retiring.labels(credential=name).set(len(state.retiring))
+        self.metrics.retiring_deadline.labels(credential=name).set(
+            min((r.revoke_after for r in state.retiring), default=0)
+        )
+        return PassResult(
+            credential=name,
+            outcome=outcome,
+            rotated=outcome == "rotated",
+            revoked=ctx.revoked,
+            invalidated=ctx.invalidated,
+            error=error,
+            failed_step=failed_step,
+            duration=time.monotonic() - t0,
+            key_prefix=state.current.masked if state.current else None,
+        )
+
+    def _dry_run(self, ctx: _Ctx, policy: Policy, force: bool, pass_start: float) -> str:
+        now = self.clock()
+        if ctx.state.pending is not None:
+            return "would-resume"
+        reason = rotation_reason(ctx.state, now, policy, pass_start if force else None)
+        if reason is not None:
+            return "would-rotate"
+        if due_revocations(ctx.state, now):
+            return "would-revoke"
+        return "nothing-due"
+
+    # -- steps ------------------------------------------------------------------------------------
+    def _reconcile_publish(self, ctx: _Ctx) -> None:
+        """Finish a promotion whose publish was interrupted: consumers must see ``current``."""
+        cur = ctx.state.current
+        if cur is None or ctx.state.published_nonce == cur.nonce:
+            return
+        t = time.monotonic()
+        self._publish(ctx, cur)
+        self._event(ctx, "publish", "republished", t, nonce=cur.nonce, key=cur.masked)
+
+    def _publish(self, ctx: _Ctx, key: Key) -> None:
+        try:
+            self.store.publish(ctx.ref, key)
+        except RotatorError:
+            self._store_metric("publish", "failure")
+            raise
+        self._store_metric("publish", "success")
+        self._save(ctx, replace(ctx.state, published_nonce=key.nonce))
+
+    def _revoke(self, ctx: _Ctx, entry: Retiring) -> None:
+        t = time.monotonic()
+        name = ctx.ref.name
+        try:
+            self.clob.delete_key(entry.key)
+            how = "deleted"
+        except Unauthorized:
+            how = "already-gone"  # a 401 signed with the key itself: it no longer exists
+        except ClobError as exc:
+            self.metrics.revocations.labels(credential=name, result="failure").inc()
+            self._event(
+                ctx, "revoke", "failed", t, nonce=entry.key.nonce, key=entry.key.masked, error=str(exc)
+            )
+            return  # the key stays retiring; the next pass tries again
+        self._save(ctx, ctx.state.with_revoked(entry, how, self.clock()))
+        self.metrics.revocations.labels(credential=name, result=how).inc()
+        ctx.revoked += 1
+        self._event(ctx, "revoke", how, t, nonce=entry.key.nonce, key=entry.key.masked, reason=entry.reason)
+
+    def _probe_current(self, ctx: _Ctx) -> str | None:
+        cur = ctx.state.current
+        assert cur is not None
+        t = time.monotonic()
+        try:
+            self.clob.list_keys(cur)
+        except Unauthorized:
+            self._event(ctx, "probe", "rejected", t, nonce=cur.nonce, key=cur.masked)
+            return "rejected"
+        return None
+
+    def _take_lease(self, ctx: _Ctx, policy: Policy) -> None:
+        pending = ctx.state.pending
+        assert pending is not None
+        if pending.owner != self.owner:
+            t = time.monotonic()
+            previous = pending.owner
+            now = self.clock()
+            self._save(
+                ctx,
+                replace(
+                    ctx.state, pending=replace(pending, owner=self.owner, lease_until=now + policy.lease)
+                ),
+            )
+            self._event(ctx, "resume", "took-over", t, nonce=pending.nonce, previous_owner=previous)
+
+    def _issue(self, ctx: _Ctx, signer: Callable[[], Signer], policy: Policy, reason: str) -> None:
+        """Step 4a: find the nonce and durably record the intent before any key exists."""
+        t = time.monotonic()
+        nonce = max(ctx.state.next_nonce, policy.start_nonce)
+        if ctx.state.current is None and not ctx.state.history and not ctx.state.retiring:
+            nonce = self._bootstrap_nonce(ctx, signer(), policy, nonce)
+            if ctx.state.current is not None:
+                reason = "adopted"
+        now = self.clock()
+        pending = Pending(nonce=nonce, started_at=now, owner=self.owner, lease_until=now + policy.lease)
+        self._save(ctx, replace(ctx.state, pending=pending, next_nonce=nonce + 1))
+        self._event(ctx, "intent", "recorded", t, nonce=nonce, reason=reason)
+
+    def _bootstrap_nonce(self, ctx: _Ctx, signer: Signer, policy: Policy, nonce: int) -> int:
+        """No key of ours yet: nonces that already hold a key were made by hand, not by us."""
+        for _ in range(MAX_NONCE_WALK):
+            existing = self.clob.derive_key(signer, nonce)
+            if existing is None:
+                return nonce
+            if policy.adopt_existing and ctx.state.current is None:
+                self._adopt(ctx, existing)
+            else:
+                self._event(ctx, "bootstrap", "nonce-taken", time.monotonic(), nonce=nonce)
+            nonce += 1
+        raise RotationError("issue", f"no free nonce in {MAX_NONCE_WALK} tries from {policy.start_nonce}")
+
+    def _adopt(self, ctx: _Ctx, key: Key) -> None:
+        t = time.monotonic()
+        if key.api_key not in self.clob.list_keys(key):
+            raise RotationError("adopt", f"existing key {key.masked} at nonce {key.nonce} does not verify")
+        # Unknown age: created_at 0 makes it due, so this same pass retires it with a grace window.
+        adopted = replace(key, created_at=0.0)
+        self._save(ctx, replace(ctx.state, current=adopted, next_nonce=key.nonce + 1))
+        self._publish(ctx, adopted)
+        self._event(ctx, "adopt", "adopted", t, nonce=key.nonce, key=key.masked)
+
+    def _complete(self, ctx: _Ctx, signer: Callable[[], Signer], policy: Policy, emergency: bool) -> str:
+        """Steps 4b-7 for the pending rotation. Returns the last step name (for error reports)."""
+        pending = ctx.state.pending
+        assert pending is not None
+        if pending.key is None:
+            key = self._obtain(ctx, signer(), pending.nonce)
+            pending = replace(pending, key=key)
+            self._save(ctx, replace(ctx.state, pending=pending))
+        assert pending.key is not None
+        self._verify(ctx, pending.key, policy)
+        old = self._promote(ctx, pending.key, policy, emergency)
+        if old is not None:
+            self._probe_old(ctx, old)
+        if emergency:
+            for entry in due_revocations(ctx.state, self.clock()):
+                self._revoke(ctx, entry)
+        return "promote"
+
+    def _obtain(self, ctx: _Ctx, signer: Signer, nonce: int) -> Key:
+        """Step 4b: the key for the recorded intent. Derive first: a create may have landed before a crash."""
+        t = time.monotonic()
+        key = self.clob.derive_key(signer, nonce)
+        if key is not None:
+            self._event(ctx, "create", "recovered", t, nonce=nonce, key=key.masked)
+            return key
+        try:
+            key = self.clob.create_key(signer, nonce)
+        except Rejected as exc:
+            # 400: a key exists at this nonce after all (our own create whose answer was lost).
+            key = self.clob.derive_key(signer, nonce)
+            if key is None:
+                raise RotationError("create", str(exc)) from exc
+        except ClobError as exc:
+            # The answer may have been lost after the key was made: never create blind, derive.
+            key = self.clob.derive_key(signer, nonce)
+            if key is None:
+                raise RotationError("create", str(exc)) from exc
+            self._event(ctx, "create", "recovered-lost-answer", t, nonce=nonce, key=key.masked)
+            return key
+        self._event(ctx, "create", "created", t, nonce=nonce, key=key.masked)
+        return key
+
+    def _verify(self, ctx: _Ctx, key: Key, policy: Policy) -> None:
+        """Step 5: the new key must work (L2) before anyone sees it. Retries through propagation delay."""
+        t = time.monotonic()
+        deadline = max(key.created_at + policy.verify_timeout, self.clock() + policy.verify_backoff)
+        delay = policy.verify_backoff
+        attempts = 0
+        while True:
+            attempts += 1
+            try:
+                if key.api_key in self.clob.list_keys(key):
+                    self._event(
+                        ctx, "verify", "verified", t, nonce=key.nonce, key=key.masked, attempts=attempts
+                    )
+                    return
+                problem = "the key is not in its own wallet's key list"
+            except Unauthorized as exc:
+                problem = str(exc)
+            if self.clock() + delay > deadline:
+                break
+            self.sleep(delay)
+            delay = min(delay * 2, policy.verify_backoff_cap)
+        self._abandon(ctx, key)
+        raise RotationError(
+            "verify", f"new key {key.masked} did not verify within {policy.verify_timeout:g}s ({problem})"
+        )
+
+    def _abandon(self, ctx: _Ctx, key: Key) -> None:
+        """A key that never verified is never published; it is revoked like any other (I3, I5)."""
+        t = time.monotonic()
+        now = self.clock()
+        entry = Retiring(key=key, retired_at=now, revoke_after=now, reason="unverified")
+        self._save(ctx, replace(ctx.state, pending=None, retiring=(*ctx.state.retiring, entry)))
+        self._event(ctx, "verify", "abandoned", t, nonce=key.nonce, key=key.masked)
+        self._revoke(ctx, entry)
+
+    def _promote(self, ctx: _Ctx, key: Key, policy: Policy, emergency: bool) -> Key | None:
+        """Step 6: the verified key becomes current; the old one retires with its grace deadline."""
+        t = time.monotonic()
+        now = self.clock()
+        old = ctx.state.current
+        retiring = ctx.state.retiring
+        if old is not None:
+            revoke_after = now if emergency else now + policy.grace
+            retiring = (*retiring, Retiring(old, now, revoke_after, "emergency" if emergency else "rotated"))
+        self._save(
+            ctx,
+            replace(
+                ctx.state, current=key, pending=None, retiring=retiring, rotations=ctx.state.rotations + 1
+            ),
+        )
+        self._publish(ctx, key)
+        self._event(
+            ctx,
+            "promote",
+            "published",
+            t,
+            nonce=key.nonce,
+            key=key.masked,
+            previous=old.masked if old else None,
+        )
+        self.metrics.next_rotation.labels(credential=ctx.ref.name).set(key.created_at + policy.rotate_every)
+        return old
+
+    def _probe_old(self, ctx: _Ctx, old: Key) -> None:
+        """Step 7: does the server keep one key per wallet? If the old key is already dead, record it."""
+        t = time.monotonic()
+        try:
+            self.clob.list_keys(old)
+        except Unauthorized:
+            entry = next((r for r in ctx.state.retiring if r.key.api_key == old.api_key), None)
+            if entry is not None:
+                self._save(ctx, ctx.state.with_revoked(entry, "invalidated-by-server", self.clock()))
+            self.metrics.old_key_invalidated.labels(credential=ctx.ref.name).inc()
+            ctx.invalidated += 1
+            self._event(ctx, "probe-old", "invalidated-by-server", t, nonce=old.nonce, key=old.masked)
+            return
+        except ClobError as exc:
+            self._event(ctx, "probe-old", "unknown", t, nonce=old.nonce, key=old.masked, error=str(exc))
+            return
+        self._event(ctx, "probe-old", "still-valid", t, nonce=old.nonce, key=old.masked)

@@ -1,0 +1,21 @@
+"""A faithful local Polymarket CLOB auth server (L1/L2 verification, key semantics, rate limit, faults).
+
+Used by ``rotator demo``/``rotator sandbox`` and by the integration tests in place of the real CLOB.
+"""
+
+from __future__ import annotations
+
+from rotator.sandbox.server import Hold, HoldPhase, Sandbox, serve
+from rotator.sandbox.state import Credentials, DuplicateNonce, KeyRecord, RevokedBy, SandboxSettings
+
+__all__ = [
+    "Credentials",
+    "DuplicateNonce",
+    "Hold",
+    "HoldPhase",
+    "KeyRecord",
+    "RevokedBy",
+    "Sandbox",
+    "SandboxSettings",
+    "serve",
+]

@@ -1,0 +1,26 @@
+"""The L1 signer port: whatever holds the wallet key signs EIP-712 digests with it.
+
+A signer gives an address and a 65-byte ``r || s || v`` signature (``v`` = 27/28, low ``s``) over
+a 32-byte digest. Sources that read a private key (env, file, Vault, Secrets Manager) hold it in a
+:class:`rotator.model.Secret`; the KMS source never has it at all.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+
+class Signer(Protocol):
+    """Signs CLOB L1 auth digests for one wallet.
+
+    :raises rotator.errors.SignerError: the key source is unusable (never shows the key).
+    """
+
+    @property
+    def address(self) -> str:
+        """The wallet address, EIP-55 checksummed."""
+        ...
+
+    def sign_digest(self, digest: bytes) -> bytes:
+        """Sign a 32-byte digest: 65 bytes ``r || s || v`` with ``v`` in {27, 28} and low ``s``."""
+        ...

@@ -1,0 +1,1 @@
+"""Stores: where keys are published and rotation state is kept. Backends are imported lazily."""

@@ -1,0 +1,70 @@
+"""The store port: where rotation state is kept and where consumers find the published key.
+
+One Protocol, N stores (file, vault, aws). The contract lives in these docstrings; the
+implementations do not repeat it. One contract test suite (``tests/contract``) runs against all.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+from rotator.model import CredentialRef, CredentialState, Key
+
+#: Opaque version of a credential's stored state. ``None`` means "nothing stored yet".
+Version = int | str
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """The state of one credential as read, with the version a compare-and-set must name."""
+
+    state: CredentialState
+    version: Version | None
+
+
+class Store(Protocol):
+    """Keeps each credential's rotation state and its published key.
+
+    Every method may raise :class:`rotator.errors.Unavailable` (retry later),
+    :class:`rotator.errors.AccessDenied` and :class:`rotator.errors.Corrupt`; nothing else escapes.
+    The state holds secrets: stores keep it where consumers cannot read it.
+    """
+
+    #: ``file`` | ``vault`` | ``aws``: the ``backend`` label of store metrics.
+    backend: str
+
+    def load(self, ref: CredentialRef) -> Snapshot:
+        """Read the rotation state of ``ref``.
+
+        :returns: the state and its version; an empty ``CredentialState()`` and ``version=None``
+            when nothing was stored for ``ref`` yet.
+        """
+        ...
+
+    def save(self, ref: CredentialRef, state: CredentialState, expected: Version | None) -> Version:
+        """Write ``state`` if and only if the stored version is still ``expected``.
+
+        ``expected=None`` means "only if nothing is stored yet". Atomic: a crash leaves either the
+        old or the new state, never a mix.
+
+        :returns: the new version.
+        :raises VersionConflict: another writer got there first; nothing was written.
+        """
+        ...
+
+    def publish(self, ref: CredentialRef, key: Key) -> None:
+        """Make ``key`` the one consumers read at ``ref.path``.
+
+        Called only with a verified key, after the state naming it as ``current`` was saved.
+        Idempotent: publishing the same key again changes nothing consumers can see.
+        """
+        ...
+
+    def read_published(self, ref: CredentialRef) -> Key | None:
+        """The key consumers currently read at ``ref.path``, or ``None`` if none was published."""
+        ...
+
+    def close(self) -> None:
+        """Release connections and file handles. Idempotent."""
+        ...

@@ -1,0 +1,302 @@
+"""The embedded-default store: rotation state and published keys in one AES-256-GCM encrypted file.
+
+Writers serialise on an ``fcntl`` lock of a sidecar file and replace the data file atomically
+(temp file, fsync, rename, fsync of the directory); readers take no lock, since a rename is atomic.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import contextlib
+import errno
+import fcntl
+import json
+import os
+import string
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from rotator.errors import AccessDenied, ConfigError, Corrupt, StoreError, Unavailable, VersionConflict
+from rotator.model import CredentialRef, CredentialState, Key
+from rotator.stores.base import Snapshot, Version
+
+FORMAT = "rotator-file-store"
+FORMAT_VERSION = 1
+KEY_BYTES = 32
+_NONCE_BYTES = 12
+_HEX = frozenset(string.hexdigits)
+
+
+def parse_file_key(text: str, *, source: str) -> bytes:
+    """The 32-byte key written as standard or URL-safe base64 (padding optional) or 64 hex digits.
+
+    :raises ConfigError: naming ``source``, never echoing ``text``.
+    """
+    s = text.strip()
+    if len(s) == 2 * KEY_BYTES and set(s) <= _HEX:
+        return bytes.fromhex(s)
+    t = s.replace("-", "+").replace("_", "/")
+    try:
+        raw = base64.b64decode(t + "=" * (-len(t) % 4), validate=True)
+    except (binascii.Error, ValueError):
+        raw = b""
+    if len(raw) != KEY_BYTES:
+        raise ConfigError(f"{source}: must be {KEY_BYTES} bytes as base64 or {2 * KEY_BYTES} hex characters")
+    return raw
+
+
+def generate_file_key() -> str:
+    """A fresh random key, base64-encoded, for the demo and the docs."""
+    return base64.b64encode(os.urandom(KEY_BYTES)).decode("ascii")
+
+
+@dataclass(slots=True)
+class _Entry:
+    version: int
+    state: dict[str, Any]  # CredentialState.to_dict(), parsed only when asked for
+
+
+@dataclass(slots=True)
+class _Contents:
+    credentials: dict[str, _Entry]
+    published: dict[str, dict[str, Any]]  # path -> Key.to_dict()
+
+
+def _aad(fmt: str, v: int) -> bytes:
+    # Binds the ciphertext to the envelope's header: an edited header fails authentication.
+    return f"{fmt}/v{v}".encode()
+
+
+def _translate(exc: OSError, path: Path, doing: str) -> StoreError:
+    reason = exc.strerror or type(exc).__name__
+    message = f"{path}: cannot {doing} ({reason})"
+    if isinstance(exc, PermissionError) or exc.errno == errno.EROFS:
+        return AccessDenied(message)
+    return Unavailable(message)
+
+
+class FileStore:
+    """The :class:`~rotator.stores.base.Store` kept in one encrypted file at ``path``.
+
+    Versions are per-credential integers starting at 1, so a compare-and-set on one credential
+    never conflicts with a write to another. Nothing is cached between calls (other processes
+    write the file); one call decrypts the file once. Safe to share between threads: every call
+    opens its own file descriptors, and ``flock`` locks belong to those.
+    """
+
+    backend = "file"
+
+    def __init__(self, path: Path, key: bytes) -> None:
+        if not isinstance(key, bytes) or len(key) != KEY_BYTES:
+            raise ConfigError(f"file store key must be {KEY_BYTES} bytes (AES-256)")
+        self._path = Path(path)
+        self._lock_path = self._path.with_name(self._path.name + ".lock")
+        # Only the lock holder writes it, so a fixed name is safe and a writer killed mid-write
+        # leaves at most this one file, which the next writer removes.
+        self._tmp_path = self._path.with_name(f".{self._path.name}.tmp")
+        self._aead = AESGCM(key)
+
+    def __repr__(self) -> str:
+        return f"FileStore({str(self._path)!r})"
+
+    @property
+    def path(self) -> Path:
+        return self._path
+
+    # -- the Store protocol ---------------------------------------------------------------------
+
+    def load(self, ref: CredentialRef) -> Snapshot:
+        return self._snapshot(self._read(), ref.name)
+
+    def load_all(self) -> dict[str, Snapshot]:
+        """Every stored credential's snapshot, from one read and one decryption.
+
+        :raises Corrupt: if the file or any credential's state cannot be read.
+        """
+        contents = self._read()
+        return {name: self._snapshot(contents, name) for name in contents.credentials}
+
+    def save(self, ref: CredentialRef, state: CredentialState, expected: Version | None) -> Version:
+        raw = state.to_dict()
+        with self._locked():
+            contents = self._read()
+            entry = contents.credentials.get(ref.name)
+            stored = entry.version if entry else None
+            if expected != stored or isinstance(expected, bool):
+                raise VersionConflict(
+                    f"credential {ref.name!r}: stored version is {stored}, expected {expected!r} "
+                    "(another writer got there first)"
+                )
+            version = (stored or 0) + 1
+            contents.credentials[ref.name] = _Entry(version, raw)
+            self._write(contents)
+        return version
+
+    def publish(self, ref: CredentialRef, key: Key) -> None:
+        raw = key.to_dict()
+        with self._locked():
+            contents = self._read()
+            if contents.published.get(ref.path) == raw:
+                return
+            contents.published[ref.path] = raw
+            self._write(contents)
+
+    def read_published(self, ref: CredentialRef) -> Key | None:
+        raw = self._read().published.get(ref.path)
+        if raw is None:
+            return None
+        try:
+            return Key.from_dict(raw)
+        except ValueError as exc:  # Key.from_dict names the field, never a value
+            raise Corrupt(f"{self._path}: published key at {ref.path!r} is malformed ({exc})") from None
+
+    def close(self) -> None:
+        """Nothing to release: every call opens and closes its own files."""
+
+    # -- reading ----------------------------------------------------------------------------------
+
+    def _snapshot(self, contents: _Contents, name: str) -> Snapshot:
+        entry = contents.credentials.get(name)
+        if entry is None:
+            return Snapshot(CredentialState(), None)
+        try:
+            state = CredentialState.from_dict(entry.state)
+        except ValueError as exc:
+            raise Corrupt(f"{self._path}: state of credential {name!r} is malformed ({exc})") from None
+        return Snapshot(state, entry.version)
+
+    def _read(self) -> _Contents:
+        try:
+            blob = self._path.read_bytes()
+        except FileNotFoundError:
+            return _Contents({}, {})
+        except OSError as exc:
+            raise _translate(exc, self._path, "read") from exc
+        return self._unseal(blob)
+
+    def _corrupt(self, why: str) -> Corrupt:
+        return Corrupt(f"{self._path}: {why}")
+
+    def _unseal(self, blob: bytes) -> _Contents:
+        try:
+            envelope = json.loads(blob)
+        except ValueError:
+            raise self._corrupt("not a rotator file store (unreadable envelope: truncated?)") from None
+        if not isinstance(envelope, dict) or envelope.get("format") != FORMAT:
+            raise self._corrupt("not a rotator file store (no format header)")
+        v = envelope.get("v")
+        if v != FORMAT_VERSION or isinstance(v, bool):
+            shown = v if isinstance(v, int) else "?"
+            raise self._corrupt(
+                f"unsupported file store version {shown} (this rotator reads {FORMAT_VERSION})"
+            )
+        try:
+            nonce = base64.b64decode(envelope["nonce"], validate=True)
+            ciphertext = base64.b64decode(envelope["ciphertext"], validate=True)
+        except (KeyError, TypeError, ValueError):
+            raise self._corrupt("malformed envelope (nonce or ciphertext)") from None
+        if len(nonce) != _NONCE_BYTES:
+            raise self._corrupt("malformed envelope (nonce length)")
+        try:
+            plaintext = self._aead.decrypt(nonce, ciphertext, _aad(FORMAT, FORMAT_VERSION))
+        except InvalidTag:
+            raise self._corrupt("cannot decrypt (wrong key or tampered file)") from None
+        return self._parse(plaintext)
+
+    def _parse(self, plaintext: bytes) -> _Contents:
+        # Authenticated, so only rotator wrote it; these checks catch our own bugs and version skew.
+        # Messages name the part that is wrong and never echo contents (they hold secrets).
+        try:
+            data = json.loads(plaintext)
+        except ValueError:
+            raise self._corrupt("decrypted contents are not JSON") from None
+        if not isinstance(data, dict):
+            raise self._corrupt("decrypted contents are not a JSON object")
+        creds, published = data.get("credentials", {}), data.get("published", {})
+        if not isinstance(creds, dict) or not isinstance(published, dict):
+            raise self._corrupt("decrypted contents lack 'credentials' or 'published' objects")
+        credentials: dict[str, _Entry] = {}
+        for name, item in creds.items():
+            version = item.get("version") if isinstance(item, dict) else None
+            state = item.get("state") if isinstance(item, dict) else None
+            if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+                raise self._corrupt(f"credential {name!r} has no valid version")
+            if not isinstance(state, dict):
+                raise self._corrupt(f"credential {name!r} has no state object")
+            credentials[name] = _Entry(version, state)
+        for path, key in published.items():
+            if not isinstance(key, dict):
+                raise self._corrupt(f"published key at {path!r} is not a JSON object")
+        return _Contents(credentials, published)
+
+    # -- writing ----------------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        try:
+            self._path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            fd = os.open(self._lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        except OSError as exc:
+            raise _translate(exc, self._lock_path, "open the lock file") from exc
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+            except OSError as exc:
+                raise _translate(exc, self._lock_path, "lock") from exc
+            yield
+        finally:
+            os.close(fd)  # releases the lock; so does the process dying, which is why it is flock
+
+    def _seal(self, contents: _Contents) -> bytes:
+        creds = {n: {"version": e.version, "state": e.state} for n, e in contents.credentials.items()}
+        document = {"credentials": creds, "published": contents.published}
+        plaintext = json.dumps(document, separators=(",", ":"), sort_keys=True).encode()
+        nonce = os.urandom(_NONCE_BYTES)
+        ciphertext = self._aead.encrypt(nonce, plaintext, _aad(FORMAT, FORMAT_VERSION))
+        envelope = {
+            "format": FORMAT,
+            "v": FORMAT_VERSION,
+            "nonce": base64.b64encode(nonce).decode("ascii"),
+            "ciphertext": base64.b64encode(ciphertext).decode("ascii"),
+        }
+        return json.dumps(envelope).encode() + b"\n"
+
+    def _write(self, contents: _Contents) -> None:
+        """Replace the file with ``contents``. The caller holds the lock."""
+        blob = self._seal(contents)
+        tmp = self._tmp_path
+        try:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)  # left by a writer that died mid-write
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+            try:
+                os.fchmod(fd, 0o600)  # exact, whatever the umask
+                view = memoryview(blob)
+                while view:
+                    view = view[os.write(fd, view) :]
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.replace(tmp, self._path)
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise _translate(exc, self._path, "write") from exc
+        self._fsync_dir()
+
+    def _fsync_dir(self) -> None:
+        # Makes the rename itself durable: without it a power loss can bring back the old file.
+        try:
+            dfd = os.open(self._path.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            try:
+                os.fsync(dfd)
+            finally:
+                os.close(dfd)
+        except OSError as exc:
+            raise _translate(exc, self._path.parent, "sync the directory") from exc

@@ -1,0 +1,292 @@
+"""The Store contract (``rotator/stores/base.py``), one suite run against every backend.
+
+Versions are opaque here: only the file store's unit tests may assume they are integers.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import random
+import signal
+import threading
+import time
+from typing import Any
+
+import pytest
+
+from rotator.errors import VersionConflict
+from rotator.model import CredentialRef, CredentialState, Key, Pending, Retiring, Revoked, Secret
+from rotator.stores.base import Snapshot, Store, Version
+
+from .conftest import Opener
+
+REF = CredentialRef("market-maker-1", "rotator/market-maker-1")
+OTHER = CredentialRef("market-maker-2", "rotator/market-maker-2")
+T0 = 1_700_000_000.25
+
+
+def make_key(nonce: int, tag: str = "a") -> Key:
+    return Key(
+        api_key=f"{tag}{nonce:07d}-1111-4222-8333-444455556666",
+        api_secret=Secret(f"c2VjcmV0LXNlY3JldC1{tag}{nonce}LXNlY3JldA=="),
+        api_passphrase=Secret(f"passphrase-{tag}-{nonce}-0123456789abcdef"),
+        address="0x" + "ab" * 20,
+        nonce=nonce,
+        created_at=T0 + nonce,
+    )
+
+
+def full_state(pending_key: bool) -> CredentialState:
+    return CredentialState(
+        current=make_key(3),
+        pending=Pending(
+            nonce=4,
+            started_at=T0 + 10,
+            owner="worker-a:4242",
+            lease_until=T0 + 70,
+            key=make_key(4) if pending_key else None,
+        ),
+        retiring=(
+            Retiring(make_key(2), retired_at=T0 + 5, revoke_after=T0 + 905, reason="rotated"),
+            Retiring(make_key(1, "b"), retired_at=T0 + 3, revoke_after=T0 + 3, reason="unverified"),
+        ),
+        next_nonce=5,
+        published_nonce=3,
+        rotations=3,
+        history=(Revoked("a0000000", 0, T0 + 1, "deleted"), Revoked("b0000000", 0, T0 + 2, "already-gone")),
+    )
+
+
+def counter_state(n: int) -> CredentialState:
+    """A state whose fields all encode ``n``, so a torn or mixed write would show."""
+    return CredentialState(
+        current=make_key(n - 1) if n > 0 else None,
+        next_nonce=n,
+        published_nonce=n - 1 if n > 0 else None,
+        rotations=n,
+    )
+
+
+def check_counter(state: CredentialState) -> int:
+    n = state.next_nonce
+    assert state == counter_state(n)
+    return n
+
+
+def increment(store: Store, ref: CredentialRef, times: int) -> tuple[int, list[Version]]:
+    """Add one ``times`` times, retrying lost compare-and-sets. Returns (conflicts, versions won)."""
+    conflicts = 0
+    versions: list[Version] = []
+    while len(versions) < times:
+        snap = store.load(ref)
+        try:
+            versions.append(store.save(ref, counter_state(check_counter(snap.state) + 1), snap.version))
+        except VersionConflict:
+            conflicts += 1
+    return conflicts, versions
+
+
+# -- single writer ------------------------------------------------------------------------------
+
+
+def test_empty_store_reads_empty_state_and_no_version(store: Store) -> None:
+    assert store.load(REF) == Snapshot(CredentialState(), None)
+
+
+@pytest.mark.parametrize("pending_key", [True, False], ids=["pending-with-key", "pending-intent-only"])
+def test_save_then_load_round_trips_the_full_state(store_factory: Opener, pending_key: bool) -> None:
+    state = full_state(pending_key)
+    writer = store_factory()
+    version = writer.save(REF, state, None)
+    assert writer.load(REF) == Snapshot(state, version)
+    reader = store_factory()  # another instance, as another process would see it
+    assert reader.load(REF) == Snapshot(state, version)
+    writer.close()
+    reader.close()
+
+
+def test_save_with_a_stale_version_conflicts_and_writes_nothing(store: Store) -> None:
+    v1 = store.save(REF, counter_state(1), None)
+    v2 = store.save(REF, counter_state(2), v1)
+    assert v2 != v1
+    with pytest.raises(VersionConflict):
+        store.save(REF, counter_state(99), v1)
+    assert store.load(REF) == Snapshot(counter_state(2), v2)
+
+
+def test_create_conflicts_when_a_state_exists(store: Store) -> None:
+    v1 = store.save(REF, counter_state(1), None)
+    with pytest.raises(VersionConflict):
+        store.save(REF, counter_state(99), None)
+    assert store.load(REF) == Snapshot(counter_state(1), v1)
+
+
+def test_update_conflicts_when_nothing_is_stored(store: Store) -> None:
+    foreign = store.save(OTHER, counter_state(1), None)
+    with pytest.raises(VersionConflict):
+        store.save(REF, counter_state(1), foreign)
+    assert store.load(REF) == Snapshot(CredentialState(), None)
+
+
+def test_credentials_have_independent_versions(store: Store) -> None:
+    a = store.save(REF, counter_state(1), None)
+    b = store.save(OTHER, counter_state(10), None)
+    b = store.save(OTHER, counter_state(11), b)
+    a = store.save(REF, counter_state(2), a)  # OTHER's writes did not move REF's version
+    store.save(OTHER, counter_state(12), b)
+    assert store.load(REF) == Snapshot(counter_state(2), a)
+    assert store.load(OTHER).state == counter_state(12)
+
+
+def test_read_published_is_none_before_publish(store: Store) -> None:
+    assert store.read_published(REF) is None
+
+
+def test_publish_round_trips_and_is_idempotent(store_factory: Opener) -> None:
+    store = store_factory()
+    first, second = make_key(7), make_key(8)
+    store.publish(REF, first)
+    assert store.read_published(REF) == first
+    store.publish(REF, first)
+    assert store_factory().read_published(REF) == first
+    store.publish(REF, second)
+    assert store.read_published(REF) == second
+    assert store.read_published(OTHER) is None
+    store.close()
+
+
+def test_close_is_idempotent(store_factory: Opener) -> None:
+    store = store_factory()
+    store.save(REF, counter_state(1), None)
+    store.close()
+    store.close()
+
+
+# -- concurrent writers -------------------------------------------------------------------------
+
+
+def test_concurrent_threads_lose_no_increment(store_factory: Opener) -> None:
+    threads, times = 8, 20
+    barrier = threading.Barrier(threads)
+    results: list[tuple[int, list[Version]]] = []
+    errors: list[BaseException] = []
+
+    def work() -> None:
+        store = store_factory()
+        try:
+            barrier.wait(30)
+            results.append(increment(store, REF, times))
+        except BaseException as exc:  # noqa: BLE001 -- surfaced by the assertion below
+            errors.append(exc)
+        finally:
+            store.close()
+
+    pool = [threading.Thread(target=work) for _ in range(threads)]
+    for t in pool:
+        t.start()
+    for t in pool:
+        t.join(60)
+    assert not errors
+    versions = [v for _, vs in results for v in vs]
+    assert len(versions) == threads * times
+    assert len(set(versions)) == len(versions)  # no two writers won with the same version
+    assert check_counter(store_factory().load(REF).state) == threads * times
+
+
+def test_publish_does_not_lose_concurrent_saves(store_factory: Opener) -> None:
+    times = 20
+    keys = [make_key(100 + i) for i in range(times)]
+
+    def publisher() -> None:
+        store = store_factory()
+        for key in keys:
+            store.publish(OTHER, key)
+
+    savers = [threading.Thread(target=increment, args=(store_factory(), REF, times)) for _ in range(2)]
+    pub = threading.Thread(target=publisher)
+    for t in (*savers, pub):
+        t.start()
+    for t in (*savers, pub):
+        t.join(60)
+    store = store_factory()
+    assert check_counter(store.load(REF).state) == 2 * times
+    assert store.read_published(OTHER) == keys[-1]
+
+
+def _process_increment(opener: Opener, times: int, barrier: Any, results: Any) -> None:
+    store = opener()
+    try:
+        barrier.wait(60)
+        _, versions = increment(store, REF, times)
+        results.put(("ok", len(versions)))
+    except BaseException as exc:  # noqa: BLE001 -- reported to the parent, which fails the test with it
+        results.put(("error", repr(exc)))
+    finally:
+        store.close()
+
+
+def test_concurrent_processes_lose_no_increment(store_factory: Opener) -> None:
+    procs, times = 4, 10
+    ctx = multiprocessing.get_context("spawn")
+    barrier, results = ctx.Barrier(procs), ctx.Queue()
+    children = [
+        ctx.Process(target=_process_increment, args=(store_factory, times, barrier, results))
+        for _ in range(procs)
+    ]
+    for p in children:
+        p.start()
+    try:
+        outcomes = [results.get(timeout=60) for _ in children]
+    finally:
+        for p in children:
+            p.join(10)
+            if p.is_alive():
+                p.kill()
+    assert outcomes == [("ok", times)] * procs
+    assert check_counter(store_factory().load(REF).state) == procs * times
+
+
+# -- crashes ------------------------------------------------------------------------------------
+
+
+def _save_until_killed(opener: Opener, ready: Any) -> None:
+    store = opener()
+    signalled = False
+    while True:
+        snap = store.load(REF)
+        try:
+            store.save(REF, counter_state(check_counter(snap.state) + 1), snap.version)
+        except VersionConflict:
+            continue
+        if not signalled:
+            ready.set()
+            signalled = True
+
+
+def test_a_writer_killed_at_any_point_leaves_a_consistent_state(store_factory: Opener) -> None:
+    ctx = multiprocessing.get_context("spawn")
+    seed = random.randrange(2**32)
+    rng = random.Random(seed)
+    store = store_factory()
+    last = 0
+    for _ in range(8):
+        ready = ctx.Event()
+        child = ctx.Process(target=_save_until_killed, args=(store_factory, ready), daemon=True)
+        child.start()
+        try:
+            assert ready.wait(60), "the writer never saved"
+            time.sleep(rng.uniform(0, 0.04))
+            os.kill(child.pid or 0, signal.SIGKILL)
+            child.join(10)
+        finally:
+            if child.is_alive():
+                child.kill()
+        assert child.exitcode == -signal.SIGKILL
+        snap = store.load(REF)  # never Corrupt, never a mix of two writes
+        n = check_counter(snap.state)
+        assert n > last, f"seed {seed}: the counter went from {last} to {n}"
+        store.save(REF, counter_state(n + 1), snap.version)  # the lock died with the writer
+        last = n + 1
+    assert check_counter(store.load(REF).state) == last
+    store.close()
