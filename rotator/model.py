@@ -41,6 +41,10 @@ class Secret:
         raise TypeError("Secret values are not picklable")
 
 
+class MalformedError(ValueError):
+    """Our own validation message: names the field, never quotes the value."""
+
+
 def mask(key_id: str) -> str:
     """The form of a key id that logs, status output and stores' tags may show."""
     return key_id[:8]
@@ -76,17 +80,17 @@ class Key:
     def from_dict(cls, data: Any) -> Key:
         """Parse the published-secret object. :raises ValueError: naming the bad field."""
         if not isinstance(data, dict):
-            raise ValueError("a key must be a JSON object")
+            raise MalformedError("a key must be a JSON object")
         missing = [f for f in PUBLISHED_FIELDS if f not in data]
         if missing:
-            raise ValueError(f"key is missing field(s): {', '.join(missing)}")
+            raise MalformedError(f"key is missing field(s): {', '.join(missing)}")
         for name in ("api_key", "api_secret", "api_passphrase", "address"):
             if not isinstance(data[name], str) or not data[name]:
-                raise ValueError(f"key field {name} must be a non-empty string")
+                raise MalformedError(f"key field {name} must be a non-empty string")
         if not isinstance(data["nonce"], int) or isinstance(data["nonce"], bool) or data["nonce"] < 0:
-            raise ValueError("key field nonce must be a non-negative integer")
+            raise MalformedError("key field nonce must be a non-negative integer")
         if not isinstance(data["created_at"], (int, float)) or isinstance(data["created_at"], bool):
-            raise ValueError("key field created_at must be a number")
+            raise MalformedError("key field created_at must be a number")
         return cls(
             api_key=data["api_key"],
             api_secret=Secret(data["api_secret"]),
@@ -217,19 +221,28 @@ class CredentialState:
     def from_dict(cls, data: Any) -> CredentialState:
         """:raises ValueError: when ``data`` is not a state this code wrote."""
         if not isinstance(data, dict):
-            raise ValueError("rotation state must be a JSON object")
-        try:
-            return cls(
-                current=Key.from_dict(data["current"]) if data.get("current") else None,
-                pending=Pending.from_dict(data["pending"]) if data.get("pending") else None,
-                retiring=tuple(Retiring.from_dict(r) for r in data.get("retiring", ())),
-                next_nonce=int(data.get("next_nonce", 0)),
-                published_nonce=data.get("published_nonce"),
-                rotations=int(data.get("rotations", 0)),
-                history=tuple(Revoked.from_dict(h) for h in data.get("history", ())),
-            )
-        except (KeyError, TypeError) as exc:
-            raise ValueError(f"rotation state is malformed ({type(exc).__name__}: {exc})") from None
+            raise MalformedError("rotation state must be a JSON object")
+        published = data.get("published_nonce")
+        if published is not None and (not isinstance(published, int) or isinstance(published, bool)):
+            raise MalformedError("rotation state is malformed (field published_nonce)")
+        parsers: dict[str, Any] = {
+            "current": lambda v: Key.from_dict(v) if v else None,
+            "pending": lambda v: Pending.from_dict(v) if v else None,
+            "retiring": lambda v: tuple(Retiring.from_dict(r) for r in v or ()),
+            "next_nonce": lambda v: int(v or 0),
+            "rotations": lambda v: int(v or 0),
+            "history": lambda v: tuple(Revoked.from_dict(h) for h in v or ()),
+        }
+        fields: dict[str, Any] = {"published_nonce": published}
+        for name, parse in parsers.items():
+            try:
+                fields[name] = parse(data.get(name))
+            except MalformedError as exc:
+                raise MalformedError(f"rotation state is malformed (field {name}: {exc})") from None
+            except (KeyError, TypeError, ValueError, AttributeError):
+                # The library's message could quote a value: name the field only.
+                raise MalformedError(f"rotation state is malformed (field {name})") from None
+        return cls(**fields)
 
 
 @dataclass(frozen=True, slots=True)

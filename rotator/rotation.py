@@ -1,6 +1,6 @@
 """The rotation protocol (DESIGN.md, steps 1-7) over a Store and the CLOB auth port.
 
-Deciding what a credential needs is pure (:func:`decide`); executing a step is a small method over
+Deciding what a credential needs is pure (:func:`rotation_reason`, :func:`due_revocations`); executing a step is a small method over
 the injected ports, and every step is idempotent, so a crash anywhere is repaired by running the
 pass again. Every write is a compare-and-set on the state version read at the start of the pass:
 losing one means another worker moved first, and this pass stops without touching anything.
@@ -54,7 +54,7 @@ def rotation_reason(
     """Why the credential needs a new key now, or None. ``force_before``: rotate a key older than it."""
     if state.current is None:
         return "bootstrap"
-    if force_before is not None and state.current.created_at < force_before:
+    if force_before is not None and state.current.created_at <= force_before:
         return "forced"
     if now - state.current.created_at >= policy.rotate_every:
         return "due"
@@ -80,6 +80,7 @@ class _Ctx:
     ref: CredentialRef
     state: CredentialState
     version: Version | None
+    step: str = "read"
     revoked: int = 0
     invalidated: int = 0
 
@@ -151,9 +152,9 @@ class Rotator:
         """One pass over one credential (DESIGN.md steps 1-7). Never raises a RotatorError."""
         t0 = time.monotonic()
         pass_start = self.clock()
+        self.metrics.set_policy(ref.name, policy.rotate_every, policy.grace)
         ctx = _Ctx(ref, CredentialState(), None)
         outcome = "nothing-due"
-        step = "read"
         try:
             try:
                 snap = self.store.load(ref)
@@ -171,9 +172,9 @@ class Rotator:
             if dry_run:
                 return self._finish(ctx, self._dry_run(ctx, policy, force, pass_start), t0)
 
-            step = "publish"
+            ctx.step = "publish"
             self._reconcile_publish(ctx)
-            step = "revoke"
+            ctx.step = "revoke"
             if emergency:
                 self._save(
                     ctx,
@@ -190,29 +191,30 @@ class Rotator:
                 outcome = "revoked"
 
             if ctx.state.pending is not None:
-                step = "resume"
+                ctx.step = "resume"
                 self._take_lease(ctx, policy)
-                step = self._complete(ctx, signer, policy, emergency)
+                self._complete(ctx, signer, policy, emergency)
                 outcome = "rotated"
             else:
                 reason = rotation_reason(ctx.state, now, policy, pass_start if (force or emergency) else None)
                 if reason is None and policy.probe_current and ctx.state.current is not None:
-                    step = "probe"
+                    ctx.step = "probe"
                     reason = self._probe_current(ctx)
                 if reason is not None:
-                    step = "issue"
+                    ctx.step = "issue"
                     rot_start = time.monotonic()
                     self._issue(ctx, signer, policy, reason)
-                    step = self._complete(ctx, signer, policy, emergency)
+                    self._complete(ctx, signer, policy, emergency)
                     self.metrics.rotation_duration.labels(credential=ref.name).observe(
                         time.monotonic() - rot_start
                     )
                     outcome = "rotated"
         except _Conflict:
-            self._event(ctx, step, "lost-race", t0)
+            self._event(ctx, ctx.step, "lost-race", t0)
             return self._finish(ctx, "lost-race", t0)
         except RotatorError as exc:
             self.metrics.rotations.labels(credential=ref.name, result="failure").inc()
+            step = exc.step if isinstance(exc, RotationError) else ctx.step
             self._event(ctx, step, "failed", t0, error=str(exc))
             log.error("%s: pass failed at %s: %s", ref.name, step, exc)
             return self._finish(ctx, "failed", t0, error=str(exc), failed_step=step)
@@ -225,13 +227,9 @@ class Rotator:
     ) -> PassResult:
         name = ctx.ref.name
         state = ctx.state
-        if outcome != "failed":
-            self.metrics.last_success.labels(credential=name).set(self.clock())
-        if state.current is not None:
-            self.metrics.key_created.labels(credential=name).set(state.current.created_at)
-        self.metrics.retiring.labels(credential=name).set(len(state.retiring))
-        self.metrics.retiring_deadline.labels(credential=name).set(
-            min((r.revoke_after for r in state.retiring), default=0)
+        # A pass that could not read the state knows nothing about it: keep the last known gauges.
+        self.metrics.observe_pass(
+            name, failed=outcome == "failed", now=self.clock(), state=None if failed_step == "read" else state
         )
         return PassResult(
             credential=name,
@@ -356,8 +354,8 @@ class Rotator:
         self._publish(ctx, adopted)
         self._event(ctx, "adopt", "adopted", t, nonce=key.nonce, key=key.masked)
 
-    def _complete(self, ctx: _Ctx, signer: Callable[[], Signer], policy: Policy, emergency: bool) -> str:
-        """Steps 4b-7 for the pending rotation. Returns the last step name (for error reports)."""
+    def _complete(self, ctx: _Ctx, signer: Callable[[], Signer], policy: Policy, emergency: bool) -> None:
+        """Steps 4b-7 for the pending rotation."""
         pending = ctx.state.pending
         assert pending is not None
         if pending.key is None:
@@ -370,12 +368,13 @@ class Rotator:
         if old is not None:
             self._probe_old(ctx, old)
         if emergency:
+            ctx.step = "revoke"
             for entry in due_revocations(ctx.state, self.clock()):
                 self._revoke(ctx, entry)
-        return "promote"
 
     def _obtain(self, ctx: _Ctx, signer: Signer, nonce: int) -> Key:
         """Step 4b: the key for the recorded intent. Derive first: a create may have landed before a crash."""
+        ctx.step = "create"
         t = time.monotonic()
         key = self.clob.derive_key(signer, nonce)
         if key is not None:
@@ -400,6 +399,7 @@ class Rotator:
 
     def _verify(self, ctx: _Ctx, key: Key, policy: Policy) -> None:
         """Step 5: the new key must work (L2) before anyone sees it. Retries through propagation delay."""
+        ctx.step = "verify"
         t = time.monotonic()
         deadline = max(key.created_at + policy.verify_timeout, self.clock() + policy.verify_backoff)
         delay = policy.verify_backoff
@@ -435,6 +435,7 @@ class Rotator:
 
     def _promote(self, ctx: _Ctx, key: Key, policy: Policy, emergency: bool) -> Key | None:
         """Step 6: the verified key becomes current; the old one retires with its grace deadline."""
+        ctx.step = "promote"
         t = time.monotonic()
         now = self.clock()
         old = ctx.state.current
@@ -463,6 +464,7 @@ class Rotator:
 
     def _probe_old(self, ctx: _Ctx, old: Key) -> None:
         """Step 7: does the server keep one key per wallet? If the old key is already dead, record it."""
+        ctx.step = "probe-old"
         t = time.monotonic()
         try:
             self.clob.list_keys(old)

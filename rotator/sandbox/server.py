@@ -58,10 +58,11 @@ class Hold:
     (key created, key deleted, ...) but before the response is written for phase "after".
     """
 
-    def __init__(self, method: str, path: str, phase: HoldPhase) -> None:
+    def __init__(self, method: str, path: str, phase: HoldPhase, skip: int = 0) -> None:
         self.method = method
         self.path = path
         self.phase: HoldPhase = phase
+        self.skip = skip  # matching requests let through before the trap closes
         self.reached = threading.Event()
         self.released = threading.Event()
 
@@ -220,6 +221,10 @@ class Sandbox:
         """Ids of ``address``'s keys that currently exist (propagating ones included)."""
         return self._registry.live_ids(address, self._settings)
 
+    def issued_secrets(self) -> list[str]:
+        """Every secret and passphrase this sandbox ever issued: tests search outputs for them."""
+        return self._registry.issued_secrets()
+
     def invalidate(self, api_key: str) -> None:
         """Revoke a key behind its owner's back. Idempotent. :raises KeyError: the key was never issued."""
         self._registry.revoke(api_key, "invalidate")
@@ -260,11 +265,11 @@ class Sandbox:
         with self._lock:
             self._faults.append(fault)
 
-    def hold(self, method: str, path: str, phase: HoldPhase = "before") -> Hold:
-        """Arm a :class:`Hold` for the next request to (method, path)."""
+    def hold(self, method: str, path: str, phase: HoldPhase = "before", skip: int = 0) -> Hold:
+        """Arm a :class:`Hold` for the next request to (method, path), after ``skip`` matching ones."""
         if phase not in ("before", "after"):
             raise ValueError(f"phase must be 'before' or 'after', not {phase!r}")
-        hold = Hold(method.upper(), path, phase)
+        hold = Hold(method.upper(), path, phase, skip)
         with self._lock:
             self._holds.append(hold)
         return hold
@@ -338,6 +343,9 @@ class Sandbox:
                 None,
             )
             if hold is None:
+                return
+            if hold.skip > 0:
+                hold.skip -= 1
                 return
             self._holds.remove(hold)
             self._claimed.append(hold)

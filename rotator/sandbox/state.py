@@ -185,6 +185,10 @@ class KeyRegistry:
             self._expire(settings, time.time())
             return [stored.record() for stored in self._by_address.get(address.lower(), [])]
 
+    def issued_secrets(self) -> list[str]:
+        with self._lock:
+            return [v for s in self._by_id.values() for v in (s.creds.secret, s.creds.passphrase)]
+
     def live_ids(self, address: str, settings: SandboxSettings) -> list[str]:
         with self._lock:
             self._expire(settings, time.time())

