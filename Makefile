@@ -18,8 +18,8 @@ demo: $(STAMP)
 	$(VENV)/bin/rotator demo
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check rotator tests bench examples
-	$(VENV)/bin/ruff format --check rotator tests bench examples
+	$(VENV)/bin/ruff check rotator tests examples bench
+	$(VENV)/bin/ruff format --check rotator tests examples bench
 
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy

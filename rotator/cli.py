@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from rotator.config import CredentialSettings
-    from rotator.model import PassResult
+    from rotator.model import CredentialState, PassResult
     from rotator.runtime import Runtime
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -134,11 +134,24 @@ def _pass(rt: Runtime, cred: CredentialSettings, **kw: bool) -> PassResult:
     return rt.rotator.run_pass(rt.ref(cred), rt.signer(cred), rt.policy(cred), **kw)
 
 
+def _passes(rt: Runtime, creds: list[CredentialSettings], **kw: bool) -> list[PassResult]:
+    """One pass per credential, several at once: a slow or failing credential delays no other.
+    The shared request budgets in the CLOB adapter pace the whole fleet."""
+    workers = min(rt.settings.clob.concurrency, len(creds))
+    if workers <= 1:
+        return [_pass(rt, c, **kw) for c in creds]
+    from concurrent.futures import ThreadPoolExecutor
+
+    rt.store  # noqa: B018 - build the shared store once, before the threads race to
+    with ThreadPoolExecutor(workers, thread_name_prefix="pass") as pool:
+        return list(pool.map(lambda c: _pass(rt, c, **kw), creds))
+
+
 def _rotate(rt: Runtime, args: argparse.Namespace) -> int:
     creds = rt.settings.credentials if args.all else [rt.settings.credential(n) for n in args.credential]
     if not creds:
         raise _config_error("credentials: the config lists none")
-    results = [_pass(rt, c, force=args.force, dry_run=args.dry_run) for c in creds]
+    results = _passes(rt, creds, force=args.force, dry_run=args.dry_run)
     code = _report(rt, results)
     if rt.settings.metrics.pushgateway:
         from rotator.exporter import push_metrics
@@ -199,6 +212,7 @@ def _status(rt: Runtime, as_json: bool) -> int:
                 ],
                 "rotations": st.rotations,
                 "history": [h.to_dict() for h in st.history],
+                "consumers": _consumers(rt, cred, st, now),
             }
         )
     if as_json:
@@ -212,7 +226,38 @@ def _status(rt: Runtime, as_json: bool) -> int:
             f"retiring={len(row['retiring'])} pending={'yes' if row['pending'] else 'no'} "
             f"rotations={row['rotations']}"
         )
+        consumers = row["consumers"]
+        if isinstance(consumers, str):
+            print(f"  consumers: {consumers}")
+        for c in consumers if isinstance(consumers, list) else []:
+            seen = f"seen {c['seen_seconds_ago']:.0f}s ago" + ("" if c["live"] else " (not live)")
+            print(f"  consumer {c['consumer']:<24} key={c['key']:<19} {c['holds']:<8} {seen}")
     return EXIT_OK
+
+
+def _consumers(rt: Runtime, cred: CredentialSettings, st: CredentialState, now: float) -> list[Any] | str:
+    """Who acknowledged which key (consumer-confirmed revocation), or why that cannot be read."""
+    from rotator.errors import RotatorError
+
+    try:
+        acks = rt.store.acks(rt.ref(cred))
+    except RotatorError as exc:
+        return f"unreadable ({exc})"
+    from rotator.model import ack_prefix
+
+    holds = {ack_prefix(r.key.api_key): "retiring" for r in st.retiring}
+    if st.current is not None:
+        holds[ack_prefix(st.current.api_key)] = "current"
+    return [
+        {
+            "consumer": a.consumer_id,
+            "key": a.key_prefix,  # longer than the 8-character ids above, which may repeat
+            "holds": holds.get(a.key_prefix, "old"),
+            "seen_seconds_ago": round(now - a.at, 1),
+            "live": now - a.at <= cred.consumer_ttl,
+        }
+        for a in sorted(acks, key=lambda a: a.consumer_id)
+    ]
 
 
 def _check(rt: Runtime) -> int:
@@ -242,6 +287,18 @@ def _check(rt: Runtime) -> int:
         if cred.grace < 60:
             print(
                 f"warn  {cred.name}: grace {cred.grace:g}s is short: consumers must refresh faster than that"
+            )
+        refresh = cred.consumer_refresh
+        if refresh is not None and cred.grace <= refresh:
+            print(
+                f"warn  {cred.name}: grace {cred.grace:g}s is not longer than consumer_refresh {refresh:g}s: "
+                "a bot may still hold the old key when it is revoked; make grace longer or refresh faster"
+            )
+        elif refresh is not None and cred.min_grace < refresh:
+            print(
+                f"warn  {cred.name}: min_grace {cred.min_grace:g}s is shorter than consumer_refresh "
+                f"{refresh:g}s: bots that do not acknowledge (Vault Agent, External Secrets, env vars) may "
+                "lose the old key once the acknowledging ones have moved; raise min_grace to at least that"
             )
     return EXIT_FAILED if problems else EXIT_OK
 

@@ -1,16 +1,27 @@
 """Prometheus metrics of the worker (names are an interface: dashboards and alerts use them).
 
 Every metric lives on an injected ``CollectorRegistry`` so tests build a fresh one and read it
-with ``get_sample_value``. No secret, key id or address ever goes into a label.
+with ``get_sample_value``. No secret, key id or address ever goes into a label: the only
+per-credential label is the credential's configured name, so cardinality is bounded by the config.
+
+Points in time are exported as ``*_timestamp_seconds`` and configured durations as ``*_seconds``
+gauges, so PromQL computes ages and lateness (``time() - rotator_key_created_timestamp_seconds >
+rotator_rotate_every_seconds``) and the alert rules need no copy of the config.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.metrics_core import Metric
+from prometheus_client.registry import Collector
 
 from rotator import __version__
+
+if TYPE_CHECKING:
+    from rotator.model import CredentialState
 
 CLOB_ENDPOINTS = (
     "/time",
@@ -18,7 +29,8 @@ CLOB_ENDPOINTS = (
     "/auth/derive-api-key",
     "/auth/api-keys",
 )
-STORE_OPERATIONS = ("load", "save", "publish", "read_published")
+STORE_OPERATIONS = ("load", "save", "publish", "read_published", "acks")
+REVOCATION_RESULTS = ("deleted", "already-gone", "failure")
 
 
 class Metrics:
@@ -27,6 +39,8 @@ class Metrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry if registry is not None else CollectorRegistry()
         r = self.registry
+        # rotate_every per credential, remembered so next_rotation follows the key on every pass.
+        self._rotate_every: dict[str, float] = {}
         self.rotations = Counter(
             "rotator_rotations_total",
             "Rotation passes that rotated or failed.",
@@ -42,13 +56,44 @@ class Metrics:
         )
         self.last_success = Gauge(
             "rotator_last_success_timestamp_seconds",
-            "When a pass over the credential last succeeded.",
+            "When a pass over the credential last succeeded (rotated, revoked or found nothing due).",
+            ["credential"],
+            registry=r,
+        )
+        self.last_failure = Gauge(
+            "rotator_last_failure_timestamp_seconds",
+            "When a pass over the credential last failed.",
+            ["credential"],
+            registry=r,
+        )
+        self.consecutive_failures = Gauge(
+            "rotator_consecutive_failures",
+            "Passes over the credential that failed in a row since the last successful one "
+            "(carried across CronJob runs through the Pushgateway).",
             ["credential"],
             registry=r,
         )
         self.key_created = Gauge(
             "rotator_key_created_timestamp_seconds",
             "Creation time of the credential's current (published) key.",
+            ["credential"],
+            registry=r,
+        )
+        self.rotate_every = Gauge(
+            "rotator_rotate_every_seconds",
+            "Configured rotation period of the credential (rotate_every).",
+            ["credential"],
+            registry=r,
+        )
+        self.grace = Gauge(
+            "rotator_grace_seconds",
+            "Configured grace window of the credential: how long a replaced key stays valid.",
+            ["credential"],
+            registry=r,
+        )
+        self.next_rotation = Gauge(
+            "rotator_next_rotation_timestamp_seconds",
+            "When the credential's current key becomes due for rotation.",
             ["credential"],
             registry=r,
         )
@@ -64,16 +109,17 @@ class Metrics:
             ["credential"],
             registry=r,
         )
-        self.next_rotation = Gauge(
-            "rotator_next_rotation_timestamp_seconds",
-            "When the credential's current key becomes due for rotation.",
-            ["credential"],
-            registry=r,
-        )
         self.revocations = Counter(
             "rotator_revocations_total",
             "Revocations of retiring keys, by result (deleted, already-gone, failure).",
             ["credential", "result"],
+            registry=r,
+        )
+        self.revocations_forced = Counter(
+            "rotator_revocations_forced_total",
+            "Retiring keys revoked at the end of grace while a consumer seen within consumer_ttl still "
+            "held another key (the worker's log names the consumer).",
+            ["credential"],
             registry=r,
         )
         self.old_key_invalidated = Counter(
@@ -101,17 +147,94 @@ class Metrics:
             "rotator_build_info", "Always 1; the version label says which build.", ["version"], registry=r
         )
         self.build_info.labels(version=__version__).set(1)
+        # The rate-limit alert uses increase() over the 429 series: it must exist before the first 429,
+        # or the first burst of throttling is invisible to increase().
+        for endpoint in CLOB_ENDPOINTS:
+            self.clob_requests.labels(endpoint=endpoint, code="429")
 
     def init_credentials(self, names: Iterable[str], backend: str) -> None:
-        """Pre-create every label combination at 0 so rates and alerts see the series from the start."""
+        """Pre-create every counter label combination at 0 so rates and alerts see the series from the start.
+
+        State gauges (key created, retiring keys, timestamps) are left unset until a pass has read
+        the state: a made-up 0 would claim "no retiring key" or "key created in 1970".
+        """
         for name in names:
             for result in ("success", "failure"):
                 self.rotations.labels(credential=name, result=result)
-            for result in ("deleted", "already-gone", "failure"):
+            for result in REVOCATION_RESULTS:
                 self.revocations.labels(credential=name, result=result)
             self.old_key_invalidated.labels(credential=name)
-            self.retiring.labels(credential=name)
+            self.revocations_forced.labels(credential=name)
             self.rotation_duration.labels(credential=name)
+            self.consecutive_failures.labels(credential=name).set(0)
         for op in STORE_OPERATIONS:
             for result in ("success", "failure", "conflict"):
                 self.store_operations.labels(backend=backend, operation=op, result=result)
+
+    def set_policy(self, name: str, rotate_every: float, grace: float) -> None:
+        """Export the credential's configured cadence, so alerts compare ages against it."""
+        self._rotate_every[name] = rotate_every
+        self.rotate_every.labels(credential=name).set(rotate_every)
+        self.grace.labels(credential=name).set(grace)
+
+    def observe_pass(self, name: str, *, failed: bool, now: float, state: CredentialState | None) -> None:
+        """Record the end of a pass. ``state`` is what the pass left in the store, or None when the
+        pass could not read the state (then the state gauges keep their last known values)."""
+        if failed:
+            self.last_failure.labels(credential=name).set(now)
+            self.consecutive_failures.labels(credential=name).inc()
+        else:
+            self.last_success.labels(credential=name).set(now)
+            self.consecutive_failures.labels(credential=name).set(0)
+        if state is None:
+            return
+        if state.current is not None:
+            created = state.current.created_at
+            self.key_created.labels(credential=name).set(created)
+            every = self._rotate_every.get(name)
+            if every is not None:
+                self.next_rotation.labels(credential=name).set(created + every)
+        self.retiring.labels(credential=name).set(len(state.retiring))
+        self.retiring_deadline.labels(credential=name).set(
+            min((r.revoke_after for r in state.retiring), default=0)
+        )
+
+    def carry_failures(self, previous: dict[str, float]) -> None:
+        """One-shot runs: continue the failure streak a previous run left in the Pushgateway.
+
+        A CronJob run is a fresh process whose streak starts at 0; adding what the last run pushed
+        makes ``rotator_consecutive_failures`` count failed runs in a row, as it counts passes in the
+        daemon. A credential whose pass succeeded here stays at 0.
+        """
+        for name, before in previous.items():
+            mine = self.registry.get_sample_value("rotator_consecutive_failures", {"credential": name})
+            if mine:
+                self.consecutive_failures.labels(credential=name).set(mine + before)
+
+
+class _Filtered(Collector):
+    """A read-only view of a registry: only the samples ``keep`` accepts, and no empty families.
+
+    Empty families are dropped on purpose: a family absent from a Pushgateway POST keeps the value
+    an earlier run pushed (``rotator_last_success_timestamp_seconds`` survives a failed run).
+    """
+
+    def __init__(self, registry: CollectorRegistry, keep: str | None) -> None:
+        self._registry = registry
+        self._keep = keep  # a credential name; None keeps the samples without a credential label
+
+    def collect(self) -> Iterator[Metric]:
+        for family in self._registry.collect():
+            samples = [s for s in family.samples if s.labels.get("credential") == self._keep]
+            if not samples:
+                continue
+            view = Metric(family.name, family.documentation, family.type, family.unit)
+            view.samples = samples
+            yield view
+
+
+def view(registry: CollectorRegistry, credential: str | None) -> CollectorRegistry:
+    """A registry exposing only ``credential``'s series (or, with None, the process-wide ones)."""
+    out = CollectorRegistry(auto_describe=False)
+    out.register(_Filtered(registry, credential))
+    return out

@@ -7,6 +7,7 @@ they are read to the moment they are sent, so a stray log line or traceback cann
 from __future__ import annotations
 
 import hmac
+import re
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -48,6 +49,16 @@ class MalformedError(ValueError):
 def mask(key_id: str) -> str:
     """The form of a key id that logs, status output and stores' tags may show."""
     return key_id[:8]
+
+
+def ack_prefix(key_id: str) -> str:
+    """The part of a key id that consumer acknowledgements carry: enough to tell keys apart.
+
+    Real key ids are UUIDv7, whose first 8 characters (the :func:`mask`) are the top of a
+    millisecond timestamp and repeat for about a minute; 18 characters add the rest of the
+    timestamp and 12 random bits, and still leave most of the id out.
+    """
+    return key_id[:18]
 
 
 @dataclass(frozen=True, slots=True)
@@ -243,6 +254,40 @@ class CredentialState:
                 # The library's message could quote a value: name the field only.
                 raise MalformedError(f"rotation state is malformed (field {name})") from None
         return cls(**fields)
+
+
+#: What a consumer id may look like: safe as a Vault path segment and inside an AWS tag key.
+CONSUMER_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$")
+
+
+@dataclass(frozen=True, slots=True)
+class Ack:
+    """A consumer's word that it has loaded the key whose :func:`ack_prefix` is ``key_prefix``, at ``at``.
+
+    Written by consumers (``rotator.consumer``), read by the worker to revoke a retiring key as soon
+    as every live consumer has moved on. Holds nothing secret: the masked id is what logs show.
+    """
+
+    consumer_id: str
+    key_prefix: str
+    at: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"consumer_id": self.consumer_id, "key_prefix": self.key_prefix, "at": self.at}
+
+    @classmethod
+    def from_dict(cls, data: Any) -> Ack:
+        """:raises ValueError: naming the bad field."""
+        if not isinstance(data, dict):
+            raise MalformedError("an acknowledgement must be a JSON object")
+        consumer, prefix, at = data.get("consumer_id"), data.get("key_prefix"), data.get("at")
+        if not isinstance(consumer, str) or not CONSUMER_ID.match(consumer):
+            raise MalformedError("acknowledgement field consumer_id is not a consumer id")
+        if not isinstance(prefix, str) or not prefix:
+            raise MalformedError("acknowledgement field key_prefix must be a non-empty string")
+        if not isinstance(at, (int, float)) or isinstance(at, bool):
+            raise MalformedError("acknowledgement field at must be a number")
+        return cls(consumer, prefix, float(at))
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,23 +1,42 @@
 """The rotation protocol (DESIGN.md, steps 1-7) over a Store and the CLOB auth port.
 
-Deciding what a credential needs is pure (:func:`rotation_reason`, :func:`due_revocations`); executing a step is a small method over
-the injected ports, and every step is idempotent, so a crash anywhere is repaired by running the
-pass again. Every write is a compare-and-set on the state version read at the start of the pass:
-losing one means another worker moved first, and this pass stops without touching anything.
+Deciding what a credential needs is pure (:func:`rotation_reason`, :func:`due_revocations`);
+executing a step is a small method over the injected ports, and every step is idempotent, so a
+crash anywhere is repaired by running the pass again. Every write is a compare-and-set on the
+state version read at the start of the pass: losing one means another worker moved first, and
+this pass stops without touching anything.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
 from rotator.clob.base import ClobAuth
-from rotator.errors import ClobError, Rejected, RotationError, RotatorError, Unauthorized, VersionConflict
+from rotator.errors import (
+    ClobError,
+    RateLimited,
+    Rejected,
+    RotationError,
+    RotatorError,
+    Transient,
+    Unauthorized,
+    VersionConflict,
+)
 from rotator.lease import owner_alive, this_owner
 from rotator.metrics import Metrics
-from rotator.model import CredentialRef, CredentialState, Key, PassResult, Pending, Retiring
+from rotator.model import (
+    Ack,
+    CredentialRef,
+    CredentialState,
+    Key,
+    PassResult,
+    Pending,
+    Retiring,
+    ack_prefix,
+)
 from rotator.signers.base import Signer
 from rotator.stores.base import Store, Version
 
@@ -26,6 +45,8 @@ audit = logging.getLogger("rotator.audit")
 
 #: How many taken nonces a bootstrap walks past before it gives up.
 MAX_NONCE_WALK = 64
+#: A key that refuses its own DELETE but still exists (propagating) is tried again after this.
+RECHECK_LIVE_KEY = 15.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +62,10 @@ class Policy:
     adopt_existing: bool = False
     start_nonce: int = 0
     probe_current: bool = True
+    # Consumer-confirmed revocation: a retired key goes once min_grace has passed and every
+    # consumer seen (acknowledging) within consumer_ttl holds the current key; at grace at the latest.
+    min_grace: float = 60.0
+    consumer_ttl: float = 600.0
 
     @property
     def lease(self) -> float:
@@ -61,8 +86,32 @@ def rotation_reason(
     return None
 
 
-def due_revocations(state: CredentialState, now: float) -> list[Retiring]:
-    return [r for r in state.retiring if now >= r.revoke_after]
+def lagging_consumers(
+    state: CredentialState, now: float, acks: Sequence[Ack] | None, policy: Policy
+) -> list[Ack]:
+    """Consumers seen within ``consumer_ttl`` whose last acknowledged key is not the current one."""
+    current = ack_prefix(state.current.api_key) if state.current is not None else None
+    return [a for a in acks or () if now - a.at <= policy.consumer_ttl and a.key_prefix != current]
+
+
+def due_revocations(
+    state: CredentialState, now: float, acks: Sequence[Ack] | None = None, policy: Policy | None = None
+) -> list[Retiring]:
+    """The retiring keys to revoke now: those past ``revoke_after`` (the end of grace), and, given the
+    consumers' acknowledgements (``None``: unknown), keys retired by a rotation at least ``min_grace``
+    ago once every consumer seen within ``consumer_ttl`` holds the current key. Nobody seen means
+    nobody can confirm (bots may read through Vault Agent or a file): then the timer alone decides."""
+    early: float | None = None
+    if acks is not None and policy is not None and state.current is not None:
+        seen = any(now - a.at <= policy.consumer_ttl for a in acks)
+        if seen and not lagging_consumers(state, now, acks, policy):
+            early = policy.min_grace
+    return [
+        r
+        for r in state.retiring
+        if now >= r.revoke_after
+        or (early is not None and r.reason == "rotated" and now >= r.retired_at + early)
+    ]
 
 
 def lease_blocked(pending: Pending, now: float, me: str, alive: Callable[[str], bool]) -> bool:
@@ -81,6 +130,7 @@ class _Ctx:
     state: CredentialState
     version: Version | None
     step: str = "read"
+    signer: Callable[[], Signer] | None = None
     revoked: int = 0
     invalidated: int = 0
 
@@ -153,7 +203,7 @@ class Rotator:
         t0 = time.monotonic()
         pass_start = self.clock()
         self.metrics.set_policy(ref.name, policy.rotate_every, policy.grace)
-        ctx = _Ctx(ref, CredentialState(), None)
+        ctx = _Ctx(ref, CredentialState(), None, signer=signer)
         outcome = "nothing-due"
         try:
             try:
@@ -185,8 +235,10 @@ class Rotator:
                         ),
                     ),
                 )
-            for entry in due_revocations(ctx.state, now):
-                self._revoke(ctx, entry)
+            acks = self._acks(ctx)
+            for entry in due_revocations(ctx.state, now, acks, policy):
+                late = now >= entry.revoke_after and entry.reason == "rotated"
+                self._revoke(ctx, entry, lagging_consumers(ctx.state, now, acks, policy) if late else [])
             if ctx.revoked:
                 outcome = "revoked"
 
@@ -204,7 +256,7 @@ class Rotator:
                     ctx.step = "issue"
                     rot_start = time.monotonic()
                     self._issue(ctx, signer, policy, reason)
-                    self._complete(ctx, signer, policy, emergency)
+                    self._complete(ctx, signer, policy, emergency, resumed=False)
                     self.metrics.rotation_duration.labels(credential=ref.name).observe(
                         time.monotonic() - rot_start
                     )
@@ -273,14 +325,44 @@ class Rotator:
         self._store_metric("publish", "success")
         self._save(ctx, replace(ctx.state, published_nonce=key.nonce))
 
-    def _revoke(self, ctx: _Ctx, entry: Retiring) -> None:
+    def _acks(self, ctx: _Ctx) -> list[Ack] | None:
+        """The consumers' acknowledgements; None when there is nothing to revoke or they cannot be read."""
+        if not ctx.state.retiring:
+            return None
+        try:
+            acks = self.store.acks(ctx.ref)
+        except RotatorError as exc:
+            self._store_metric("acks", "failure")
+            log.warning("%s: consumer acknowledgements unreadable; grace decides: %s", ctx.ref.name, exc)
+            return None
+        self._store_metric("acks", "success")
+        return acks
+
+    def _revoke(self, ctx: _Ctx, entry: Retiring, lagging: Sequence[Ack] = ()) -> None:
+        """Revoke ``entry``; ``lagging``: live consumers still on another key at the end of grace."""
         t = time.monotonic()
         name = ctx.ref.name
         try:
             self.clob.delete_key(entry.key)
             how = "deleted"
         except Unauthorized:
-            how = "already-gone"  # a 401 signed with the key itself: it no longer exists
+            # A 401 signed with the key itself usually means it is gone, but a key still inside
+            # the server's propagation delay answers 401 too: ask the authority (derive, L1).
+            try:
+                gone = ctx.signer is None or self.clob.derive_key(ctx.signer(), entry.key.nonce) is None
+            except ClobError:
+                gone = False
+            if not gone:
+                retry_at = self.clock() + RECHECK_LIVE_KEY
+                retiring = tuple(
+                    replace(r, revoke_after=retry_at) if r == entry else r for r in ctx.state.retiring
+                )
+                self._save(ctx, replace(ctx.state, retiring=retiring))
+                self._event(
+                    ctx, "revoke", "not-yet-revocable", t, nonce=entry.key.nonce, key=entry.key.masked
+                )
+                return
+            how = "already-gone"
         except ClobError as exc:
             self.metrics.revocations.labels(credential=name, result="failure").inc()
             self._event(
@@ -290,7 +372,24 @@ class Rotator:
         self._save(ctx, ctx.state.with_revoked(entry, how, self.clock()))
         self.metrics.revocations.labels(credential=name, result=how).inc()
         ctx.revoked += 1
-        self._event(ctx, "revoke", how, t, nonce=entry.key.nonce, key=entry.key.masked, reason=entry.reason)
+        early = self.clock() < entry.revoke_after
+        self._event(
+            ctx,
+            "revoke",
+            how,
+            t,
+            nonce=entry.key.nonce,
+            key=entry.key.masked,
+            reason=entry.reason,
+            trigger="consumers-confirmed" if early else "grace",
+        )
+        if lagging:
+            self.metrics.revocations_forced.labels(credential=name).inc()
+            who = ", ".join(f"{a.consumer_id} (holds {a.key_prefix})" for a in lagging)
+            log.warning("%s: revoked key %s at the end of grace; lagging: %s", name, entry.key.masked, who)
+            self._event(
+                ctx, "revoke", "forced", t, key=entry.key.masked, lagging=[a.consumer_id for a in lagging]
+            )
 
     def _probe_current(self, ctx: _Ctx) -> str | None:
         cur = ctx.state.current
@@ -354,12 +453,16 @@ class Rotator:
         self._publish(ctx, adopted)
         self._event(ctx, "adopt", "adopted", t, nonce=key.nonce, key=key.masked)
 
-    def _complete(self, ctx: _Ctx, signer: Callable[[], Signer], policy: Policy, emergency: bool) -> None:
-        """Steps 4b-7 for the pending rotation."""
+    def _complete(
+        self, ctx: _Ctx, signer: Callable[[], Signer], policy: Policy, emergency: bool, resumed: bool = True
+    ) -> None:
+        """Steps 4b-7 for the pending rotation. ``resumed``: the intent was found, not just recorded."""
         pending = ctx.state.pending
         assert pending is not None
         if pending.key is None:
-            key = self._obtain(ctx, signer(), pending.nonce)
+            key = self._obtain(
+                ctx, signer(), pending.nonce, fresh=pending.owner == self.owner and not resumed
+            )
             pending = replace(pending, key=key)
             self._save(ctx, replace(ctx.state, pending=pending))
         assert pending.key is not None
@@ -372,14 +475,19 @@ class Rotator:
             for entry in due_revocations(ctx.state, self.clock()):
                 self._revoke(ctx, entry)
 
-    def _obtain(self, ctx: _Ctx, signer: Signer, nonce: int) -> Key:
-        """Step 4b: the key for the recorded intent. Derive first: a create may have landed before a crash."""
+    def _obtain(self, ctx: _Ctx, signer: Signer, nonce: int, fresh: bool) -> Key:
+        """Step 4b: the key for the recorded intent.
+
+        A resumed intent derives first: its create may have landed before a crash. An intent this
+        pass has just recorded cannot have a key yet, so it spares the CLOB that request.
+        """
         ctx.step = "create"
         t = time.monotonic()
-        key = self.clob.derive_key(signer, nonce)
-        if key is not None:
-            self._event(ctx, "create", "recovered", t, nonce=nonce, key=key.masked)
-            return key
+        if not fresh:
+            key = self.clob.derive_key(signer, nonce)
+            if key is not None:
+                self._event(ctx, "create", "recovered", t, nonce=nonce, key=key.masked)
+                return key
         try:
             key = self.clob.create_key(signer, nonce)
         except Rejected as exc:
@@ -413,8 +521,8 @@ class Rotator:
                     )
                     return
                 problem = "the key is not in its own wallet's key list"
-            except Unauthorized as exc:
-                problem = str(exc)
+            except (Unauthorized, Transient, RateLimited) as exc:
+                problem = str(exc)  # not live yet, or the CLOB hiccuped: both are worth waiting out
             if self.clock() + delay > deadline:
                 break
             self.sleep(delay)

@@ -6,8 +6,6 @@ mapping from ``cli.py``; nothing here reads ``os.environ``.
 
 from __future__ import annotations
 
-import re
-import stat
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,51 +13,13 @@ from pathlib import Path
 from rotator.clob.adapter import ClobAdapter, RetryPolicy, SkewPolicy
 from rotator.clob.budget import SlidingWindowBudget
 from rotator.config import CredentialSettings, Settings
-from rotator.errors import ConfigError, SignerError
+from rotator.errors import ConfigError
 from rotator.metrics import Metrics
-from rotator.model import CredentialRef, Secret
+from rotator.model import CredentialRef
 from rotator.rotation import Policy, Rotator
 from rotator.signers.base import Signer
+from rotator.signers.factory import build_signer, check_signer
 from rotator.stores.base import Store
-
-_HEX_KEY = re.compile(r"^(0x)?[0-9a-fA-F]{64}$")
-
-
-def _where(cred: CredentialSettings) -> str:
-    s = cred.signer
-    if s.source == "env":
-        return f"credentials[{cred.name}].signer (env {s.env})"
-    return f"credentials[{cred.name}].signer (file {s.path})"
-
-
-def read_signer_key(cred: CredentialSettings, env: Mapping[str, str]) -> Secret:
-    """The private key text of an env/file signer, checked for shape. :raises SignerError:"""
-    s = cred.signer
-    where = _where(cred)
-    if s.source == "env":
-        assert s.env is not None
-        value = env.get(s.env)
-        if not value:
-            raise SignerError(f"{where}: environment variable {s.env} is not set")
-    else:
-        assert s.path is not None
-        path = Path(s.path)
-        try:
-            mode = path.stat().st_mode
-        except OSError as exc:
-            raise SignerError(f"{where}: cannot read ({exc.strerror})") from None
-        if mode & (stat.S_IRWXG | stat.S_IRWXO):
-            raise SignerError(
-                f"{where}: file is readable by group or others (mode {stat.S_IMODE(mode):o}); chmod 600"
-            )
-        try:
-            value = path.read_text(encoding="ascii")
-        except (OSError, UnicodeDecodeError):
-            raise SignerError(f"{where}: cannot read the key file") from None
-    value = value.strip()
-    if not _HEX_KEY.match(value):
-        raise SignerError(f"{where}: not a private key (expected 64 hex characters, optionally 0x-prefixed)")
-    return Secret(value)
 
 
 def build_store(settings: Settings, env: Mapping[str, str]) -> Store:
@@ -68,11 +28,25 @@ def build_store(settings: Settings, env: Mapping[str, str]) -> Store:
         from rotator.stores.file import FileStore, parse_file_key
 
         fs = settings.store.file
+        if fs.kms_key_id is not None:
+            from rotator.stores.envelope import kms_file_key
+
+            return FileStore(Path(fs.path), kms_file_key(settings.store))
         source = f"store.file.key_env ({fs.key_env})"
         text = env.get(fs.key_env)
         if not text:
             raise ConfigError(f"{source}: environment variable {fs.key_env} is not set")
         return FileStore(Path(fs.path), parse_file_key(text, source=source))
+    if backend == "vault":
+        from rotator.stores.vault import build_vault_store
+
+        assert settings.store.vault is not None  # StoreSettings requires it for this backend
+        return build_vault_store(settings.store.vault, env)
+    if backend == "aws":
+        from rotator.stores.aws import AwsStore, make_client
+
+        aws = settings.store.aws
+        return AwsStore(make_client(aws), kms_key_id=aws.kms_key_id, state_prefix=aws.state_prefix)
     raise ConfigError(f"store.backend: {backend!r} is not available in this build")
 
 
@@ -89,10 +63,10 @@ class Runtime:
     _signers: dict[str, Signer] = field(default_factory=dict)
 
     def validate(self) -> None:
-        """Fail fast (exit 2) on config the file alone cannot show: missing env vars, bad key shapes."""
+        """Fail fast (exit 2) on config the file alone cannot show: missing env vars, bad key shapes.
+        Remote signer sources are only checked offline here; they are first asked when a pass signs."""
         for cred in self.settings.credentials:
-            if cred.signer.source in ("env", "file"):
-                read_signer_key(cred, self.env)
+            check_signer(cred, self.settings, self.env)
         self.store  # noqa: B018 - builds the store: a missing file key is a config error
 
     @property
@@ -113,6 +87,7 @@ class Runtime:
                 retry=RetryPolicy(c.retry.attempts, c.retry.base, c.retry.cap, c.retry.deadline),
                 skew=SkewPolicy(c.clock_skew.max, c.clock_skew.mode, c.clock_skew.recheck_every),
                 auth_budget=SlidingWindowBudget(c.rate_limits.auth.requests, c.rate_limits.auth.per),
+                read_budget=SlidingWindowBudget(c.rate_limits.read.requests, c.rate_limits.read.per),
                 metrics=self.metrics,
             )
         return self._clob
@@ -126,11 +101,7 @@ class Runtime:
     def signer(self, cred: CredentialSettings) -> Callable[[], Signer]:
         def build() -> Signer:
             if cred.name not in self._signers:
-                from rotator.signers.local import LocalKeySigner
-
-                self._signers[cred.name] = LocalKeySigner(
-                    read_signer_key(cred, self.env), source=_where(cred)
-                )
+                self._signers[cred.name] = build_signer(cred, self.settings, self.env)
             return self._signers[cred.name]
 
         return build
@@ -144,6 +115,8 @@ class Runtime:
             else self.settings.clob.verify_timeout,
             adopt_existing=cred.adopt_existing,
             start_nonce=cred.start_nonce,
+            min_grace=cred.min_grace,
+            consumer_ttl=cred.consumer_ttl,
         )
 
     @staticmethod
@@ -151,6 +124,10 @@ class Runtime:
         return CredentialRef(cred.name, cred.path)
 
     def close(self) -> None:
+        for signer in self._signers.values():
+            close = getattr(signer, "close", None)  # remote sources hold clients (and Vault tokens)
+            if close is not None:
+                close()
         if self._clob is not None:
             self._clob.close()
         if self._store is not None:

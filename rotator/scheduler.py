@@ -13,10 +13,25 @@ import threading
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from rotator.config import CredentialSettings
+    from rotator.config import CredentialSettings, Settings
     from rotator.runtime import Runtime
 
 log = logging.getLogger("rotator.scheduler")
+
+
+def pass_interval(settings: Settings, cred: CredentialSettings) -> float:
+    """Seconds between passes over ``cred``.
+
+    ``daemon.tick``, shortened for cadences and graces shorter than it, but never so short that the
+    fleet's key probes (one ``/auth/*`` request per credential per pass) take more than half of the
+    auth budget: rotations need the other half.
+    """
+    budget = settings.clob.rate_limits.auth
+    floor = 1.0
+    if budget.requests > 0:
+        floor = max(floor, len(settings.credentials) * budget.per / (budget.requests / 2))
+    wanted = min(settings.daemon.tick, cred.rotate_every / 4, cred.grace / 4)
+    return max(floor, wanted)
 
 
 class Daemon:
@@ -30,20 +45,30 @@ class Daemon:
         self.scheduler = BackgroundScheduler(
             executors={"default": ThreadPoolExecutor(workers)}, timezone="UTC"
         )
-        self.store_problem: str | None = "not started"
+        # Readiness: the config loaded (we got here) and the store answered the last read.
+        self.store_problem: str | None = "no pass has read the store yet"
+        self.started = False
 
     def _job(self, cred: CredentialSettings) -> None:
         if self.stop_event.is_set():
             return
         rt = self.rt
         result = rt.rotator.run_pass(rt.ref(cred), rt.signer(cred), rt.policy(cred))
-        if result.failed_step in ("read",):
-            self.store_problem = result.error
-        elif result.ok:
+        # Only a failed read says the store is unreachable; a CLOB failure later in the pass does not
+        # make the worker unready (the metrics endpoint must stay in the Service to alert on it).
+        if result.failed_step == "read":
+            self.store_problem = result.error or "store read failed"
+        else:
             self.store_problem = None
 
     def ready(self) -> str | None:
         return self.store_problem
+
+    def alive(self) -> bool:
+        """Liveness: false only if the scheduler died under a running daemon (not starting or stopping)."""
+        if not self.started or self.stop_event.is_set():
+            return True
+        return bool(self.scheduler.running)
 
     def start(self) -> None:
         tick = self.rt.settings.daemon.tick
@@ -52,7 +77,7 @@ class Daemon:
             self.scheduler.add_job(
                 self._job,
                 "interval",
-                seconds=min(tick, max(1.0, cred.rotate_every / 4), max(1.0, cred.grace / 4)),
+                seconds=pass_interval(self.rt.settings, cred),
                 jitter=jitter,
                 args=[cred],
                 id=f"rotate:{cred.name}",
@@ -64,6 +89,7 @@ class Daemon:
                 next_run_time=None,
             )
         self.scheduler.start()
+        self.started = True
         # First pass right away, spread by the job's jitter.
         for job in self.scheduler.get_jobs():
             job.modify(next_run_time=_soon(jitter))
@@ -87,7 +113,11 @@ def run_daemon(rt: Runtime) -> int:
     server = None
     if rt.settings.metrics.port:
         server = HealthServer(
-            rt.metrics.registry, rt.settings.metrics.host, rt.settings.metrics.port, daemon.ready
+            rt.metrics.registry,
+            rt.settings.metrics.host,
+            rt.settings.metrics.port,
+            daemon.ready,
+            daemon.alive,
         )
         server.start()
     stop = threading.Event()

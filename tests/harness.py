@@ -58,7 +58,7 @@ class Worker:
                 "host": self.clob_url,
                 "chain_id": 137,
                 "verify_timeout": "10s",
-                "retry": {"attempts": 3, "base": 0.05, "cap": 0.2, "deadline": "10s"},
+                "retry": {"attempts": 6, "base": 0.05, "cap": 0.2, "deadline": "20s"},
             },
             "store": {
                 "backend": "file",

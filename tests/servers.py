@@ -6,6 +6,7 @@ import os
 import secrets
 import shutil
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -30,9 +31,13 @@ class OpenBao:
     """A ``bao server -dev`` on loopback: in-memory, unsealed, KV v2 at ``secret/``.
 
     ``unseal_key`` comes from the dev server's banner, so a test may seal it and unseal it again.
+    ``tls`` serves the dev listener over TLS (CA at ``ca_cert``); ``extra_config`` is server HCL added
+    with ``-config`` (e.g. a second listener that requires client certificates).
     """
 
-    def __init__(self, binary: str, workdir: Path, *, tls: bool = False) -> None:
+    def __init__(
+        self, binary: str, workdir: Path, *, tls: bool = False, extra_config: str | None = None
+    ) -> None:
         self.workdir = workdir
         self.root_token = secrets.token_hex(16)
         self.ca_cert: str | None = None
@@ -43,8 +48,12 @@ class OpenBao:
             self.url = f"{scheme}://127.0.0.1:{port}"
             args = [binary, "server", "-dev", "-dev-no-store-token", f"-dev-listen-address=127.0.0.1:{port}"]
             if tls:
+                (workdir / "tls").mkdir(exist_ok=True)
                 args += ["-dev-tls", f"-dev-tls-cert-dir={workdir / 'tls'}"]
                 self.ca_cert = str(workdir / "tls" / "vault-ca.pem")
+            if extra_config is not None:
+                (workdir / "extra.hcl").write_text(extra_config)
+                args.append(f"-config={workdir / 'extra.hcl'}")
             env = {
                 "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
                 "HOME": str(workdir),  # the dev server must not touch the real ~/.vault-token
@@ -70,7 +79,7 @@ class OpenBao:
             try:
                 if self.health().get("sealed") is False:
                     return True
-            except (httpx.HTTPError, ValueError):
+            except (httpx.HTTPError, ValueError, OSError):  # OSError: -dev-tls has not written its CA yet
                 pass
             time.sleep(0.05)
         return False
@@ -87,7 +96,8 @@ class OpenBao:
 
     def health(self) -> dict[str, Any]:
         # 200 active, 503 sealed, 429 standby: the body says which either way.
-        r = httpx.get(f"{self.url}/v1/sys/health", verify=self.ca_cert or True, timeout=2.0)
+        verify = ssl.create_default_context(cafile=self.ca_cert) if self.ca_cert else True
+        r = httpx.get(f"{self.url}/v1/sys/health", verify=verify, timeout=2.0)
         return dict(r.json())
 
     def client(self, token: str | None = None) -> Any:
@@ -135,5 +145,121 @@ def openbao_binary() -> str:
 def openbao(openbao_binary: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[OpenBao]:
     """One OpenBao dev server for the session. Tests isolate by path, mount or credential name."""
     server = OpenBao(openbao_binary, tmp_path_factory.mktemp("openbao"))
+    yield server
+    server.stop()
+
+
+# -- moto (AWS Secrets Manager, KMS) -------------------------------------------------------------------
+
+#: What the moto fixture puts in the environment: boto3's standard chain finds these, in this process and
+#: in the children it starts, so no test can reach for real AWS credentials.
+MOTO_ENV = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_SESSION_TOKEN": "testing",
+    "AWS_DEFAULT_REGION": "us-east-1",
+    "AWS_EC2_METADATA_DISABLED": "true",
+}
+
+
+@pytest.fixture(scope="session")
+def moto_server() -> Iterator[str]:
+    """One moto server (all AWS services) on loopback for the session; yields its endpoint URL.
+
+    Tests isolate by secret name or by moto account (the ``x-moto-account-id`` header).
+    """
+    import logging
+
+    from moto.server import ThreadedMotoServer
+
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one line per request otherwise
+    # Port 0: the server binds a free port itself, so no other process can take it in between.
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.delenv("AWS_PROFILE", raising=False)
+        for name, value in MOTO_ENV.items():
+            mp.setenv(name, value)
+        server.start()
+        host, port = server.get_host_and_port()
+        try:
+            yield f"http://{host}:{port}"
+        finally:
+            server.stop()
+
+
+# -- Pushgateway (Debian's prometheus-pushgateway) ---------------------------------------------------
+
+
+class Pushgateway:
+    """A ``prometheus-pushgateway`` on loopback, in memory (no persistence file).
+
+    Tests isolate by ``job`` (each uses its own ``metrics.job``), so one server serves the session.
+    """
+
+    def __init__(self, binary: str, workdir: Path) -> None:
+        self._log = workdir / "pushgateway.log"
+        for _ in range(3):  # a free port can be taken between probing and binding it
+            port = free_port()
+            self.url = f"http://127.0.0.1:{port}"
+            with self._log.open("wb") as out:
+                self.process = subprocess.Popen(
+                    [binary, f"--web.listen-address=127.0.0.1:{port}", "--log.level=warn"],
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                )
+            if self._wait_ready(15.0):
+                return
+            self.stop()
+        raise RuntimeError(f"the Pushgateway did not start; see {self._log}")
+
+    def _wait_ready(self, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                return False
+            try:
+                if httpx.get(f"{self.url}/-/ready", timeout=1.0).status_code == 200:
+                    return True
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.05)
+        return False
+
+    def metrics_text(self) -> str:
+        """Everything the Pushgateway exposes, as Prometheus would scrape it."""
+        r = httpx.get(f"{self.url}/metrics", timeout=5.0)
+        r.raise_for_status()
+        return r.text
+
+    def samples(self, job: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+        """``{(name, labels): value}`` of every pushed sample of ``job`` (labels include job/credential)."""
+        from prometheus_client.parser import text_string_to_metric_families
+
+        out: dict[tuple[str, frozenset[tuple[str, str]]], float] = {}
+        for family in text_string_to_metric_families(self.metrics_text()):
+            for s in family.samples:
+                if s.labels.get("job") == job:
+                    out[(s.name, frozenset(s.labels.items()))] = s.value
+        return out
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(5)
+
+
+@pytest.fixture(scope="session")
+def pushgateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pushgateway]:
+    """One Pushgateway for the session (Debian's ``prometheus-pushgateway``, installed by .ci/run)."""
+    from tests.conftest import require
+
+    binary = shutil.which("prometheus-pushgateway") or shutil.which("pushgateway")
+    require(binary is not None, "the Pushgateway 'prometheus-pushgateway' (Debian package, see .ci/run)")
+    assert binary is not None
+    server = Pushgateway(binary, tmp_path_factory.mktemp("pushgateway"))
     yield server
     server.stop()

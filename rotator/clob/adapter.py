@@ -99,6 +99,7 @@ class ClobAdapter:
         retry: RetryPolicy | None = None,
         skew: SkewPolicy | None = None,
         auth_budget: SlidingWindowBudget | None = None,
+        read_budget: SlidingWindowBudget | None = None,
         metrics: Metrics | None = None,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
@@ -108,6 +109,7 @@ class ClobAdapter:
         self.retry = retry or RetryPolicy()
         self.skew = skew or SkewPolicy()
         self.auth_budget = auth_budget or SlidingWindowBudget(100, 10.0)
+        self.read_budget = read_budget or SlidingWindowBudget(9000, 10.0)
         self.metrics = metrics
         self._sleep = sleep
         self._http: httpx.Client | None = None
@@ -177,7 +179,7 @@ class ClobAdapter:
         if status == 429:
             retry_after = _retry_after(resp.headers.get("retry-after"), body)
             if retry_after is not None:
-                self.auth_budget.penalise(retry_after)
+                (self.auth_budget if path.startswith("/auth/") else self.read_budget).penalise(retry_after)
             return RateLimited(f"{where}: rate limited (429)", retry_after=retry_after, endpoint=path)
         if status == 401:
             return Unauthorized(f"{where}: 401 {reason or 'Unauthorized'}", status=401, endpoint=path)

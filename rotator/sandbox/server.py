@@ -526,6 +526,9 @@ class _Handler(BaseHTTPRequestHandler):
 
     protocol_version = "HTTP/1.1"  # keep-alive, as the SDK's pooled httpx client expects
     timeout = 300  # idle keep-alive connections eventually free their thread
+    # Headers and body go out in separate writes: with Nagle on, a keep-alive client waits ~40 ms
+    # for the delayed ACK on every request.
+    disable_nagle_algorithm = True
 
     def do_GET(self) -> None:
         self._serve()

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
-from rotator.model import CredentialRef, CredentialState, Key
+from rotator.model import Ack, CredentialRef, CredentialState, Key
 
 #: Opaque version of a credential's stored state. ``None`` means "nothing stored yet".
 Version = int | str
@@ -63,6 +63,28 @@ class Store(Protocol):
 
     def read_published(self, ref: CredentialRef) -> Key | None:
         """The key consumers currently read at ``ref.path``, or ``None`` if none was published."""
+        ...
+
+    def ack(self, ref: CredentialRef, consumer_id: str, key_prefix: str, at: float) -> None:
+        """Record that consumer ``consumer_id`` has loaded the key whose masked id is ``key_prefix``.
+
+        Called by consumers (``rotator.consumer``) with their own, narrower identity: the store puts
+        the acknowledgement where a consumer policy may write and nothing else (Vault: a path per
+        consumer under the state prefix; AWS: a ``rotator-ack:<consumer_id>`` tag of the published
+        secret; file: beside the state). Replaces that consumer's previous acknowledgement; never
+        touches the state or its version, so it cannot make a worker's compare-and-set fail.
+        ``consumer_id`` matches :data:`rotator.model.CONSUMER_ID`.
+
+        :raises NotFound: (AWS) nothing is published at ``ref.path`` yet, so there is nothing to tag.
+        """
+        ...
+
+    def acks(self, ref: CredentialRef) -> list[Ack]:
+        """Every consumer's latest acknowledgement for ``ref``, in no particular order ([] if none).
+
+        Entries that cannot be parsed are skipped (a consumer wrote them, and it must not be able to
+        stop revocations by writing garbage), so this raises only the errors every method may raise.
+        """
         ...
 
     def close(self) -> None:

@@ -15,7 +15,7 @@ import json
 import os
 import string
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +23,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from rotator.errors import AccessDenied, ConfigError, Corrupt, StoreError, Unavailable, VersionConflict
-from rotator.model import CredentialRef, CredentialState, Key
+from rotator.model import Ack, CredentialRef, CredentialState, Key
 from rotator.stores.base import Snapshot, Version
 
 FORMAT = "rotator-file-store"
@@ -66,6 +66,9 @@ class _Entry:
 class _Contents:
     credentials: dict[str, _Entry]
     published: dict[str, dict[str, Any]]  # path -> Key.to_dict()
+    # credential name -> consumer id -> Ack.to_dict(); kept apart from the state so that a
+    # consumer's acknowledgement never moves the credential's version.
+    acks: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 def _aad(fmt: str, v: int) -> bytes:
@@ -156,6 +159,22 @@ class FileStore:
         except ValueError as exc:  # Key.from_dict names the field, never a value
             raise Corrupt(f"{self._path}: published key at {ref.path!r} is malformed ({exc})") from None
 
+    def ack(self, ref: CredentialRef, consumer_id: str, key_prefix: str, at: float) -> None:
+        entry = Ack(consumer_id, key_prefix, at).to_dict()
+        with self._locked():
+            contents = self._read()
+            contents.acks.setdefault(ref.name, {})[consumer_id] = entry
+            self._write(contents)
+
+    def acks(self, ref: CredentialRef) -> list[Ack]:
+        out: list[Ack] = []
+        for raw in self._read().acks.get(ref.name, {}).values():
+            try:
+                out.append(Ack.from_dict(raw))
+            except ValueError:
+                continue  # the file is authenticated, so only our own older format could land here
+        return out
+
     def close(self) -> None:
         """Nothing to release: every call opens and closes its own files."""
 
@@ -233,7 +252,10 @@ class FileStore:
         for path, key in published.items():
             if not isinstance(key, dict):
                 raise self._corrupt(f"published key at {path!r} is not a JSON object")
-        return _Contents(credentials, published)
+        acks = data.get("acks", {})
+        if not isinstance(acks, dict) or not all(isinstance(a, dict) for a in acks.values()):
+            raise self._corrupt("decrypted contents have a malformed 'acks' object")
+        return _Contents(credentials, published, acks)
 
     # -- writing ----------------------------------------------------------------------------------
 
@@ -255,7 +277,9 @@ class FileStore:
 
     def _seal(self, contents: _Contents) -> bytes:
         creds = {n: {"version": e.version, "state": e.state} for n, e in contents.credentials.items()}
-        document = {"credentials": creds, "published": contents.published}
+        document: dict[str, Any] = {"credentials": creds, "published": contents.published}
+        if contents.acks:
+            document["acks"] = contents.acks
         plaintext = json.dumps(document, separators=(",", ":")).encode()
         nonce = os.urandom(_NONCE_BYTES)
         ciphertext = self._aead.encrypt(nonce, plaintext, _aad(FORMAT, FORMAT_VERSION))

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from rotator.errors import VersionConflict
-from rotator.model import CredentialRef, CredentialState, Key, Pending, Retiring, Revoked, Secret
+from rotator.model import Ack, CredentialRef, CredentialState, Key, Pending, Retiring, Revoked, Secret
 from rotator.stores.base import Snapshot, Store, Version
 
 from .conftest import Opener
@@ -290,3 +290,22 @@ def test_a_writer_killed_at_any_point_leaves_a_consistent_state(store_factory: O
         last = n + 1
     assert check_counter(store.load(REF).state) == last
     store.close()
+
+
+# -- consumer acknowledgements ------------------------------------------------------------------
+
+
+def test_acks_round_trip_per_consumer_and_never_move_the_state_version(store: Store) -> None:
+    v1 = store.save(REF, counter_state(1), None)
+    store.publish(REF, make_key(7))  # AWS files acknowledgements on the published secret
+    assert store.acks(REF) == []
+    store.ack(REF, "bot-1", "a0000007", T0)
+    store.ack(REF, "bot-2.eu@host", "a0000007", T0 + 1)
+    store.ack(REF, "bot-1", "a0000008", T0 + 2)  # replaces bot-1's earlier one
+    assert sorted(store.acks(REF), key=lambda a: a.consumer_id) == [
+        Ack("bot-1", "a0000008", T0 + 2),
+        Ack("bot-2.eu@host", "a0000007", T0 + 1),
+    ]
+    assert store.acks(OTHER) == []
+    assert store.load(REF) == Snapshot(counter_state(1), v1)
+    store.save(REF, counter_state(2), v1)  # the worker's compare-and-set is unaffected

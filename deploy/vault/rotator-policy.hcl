@@ -1,0 +1,37 @@
+# Policy for the rotator worker (store.backend: vault), for the defaults
+#   store.vault.mount: secret, store.vault.state_prefix: rotator-state
+# and credentials published under polymarket/. Change the three paths together with the config.
+#
+#   bao policy write rotator deploy/vault/rotator-policy.hcl   (or: vault policy write ...)
+#
+# The worker reads and writes (always with check-and-set) its published keys and its rotation
+# state, and nothing else: no list, no delete, no metadata, no other mount.
+
+# Published keys: what consumers read. Read first, so re-publishing an unchanged key is a no-op.
+path "secret/data/polymarket/*" {
+  capabilities = ["create", "read", "update"]
+}
+
+# Rotation state: pending and retiring triplets, next nonce. Consumers must never get this path.
+# Also covers reading consumers' acknowledgements (rotator-state/<credential>/acks/<consumer>).
+path "secret/data/rotator-state/*" {
+  capabilities = ["create", "read", "update"]
+}
+
+# Listing the consumers that acknowledged a key (consumer-confirmed revocation). Without it the
+# worker still works: it logs a warning and waits for the full grace.
+path "secret/metadata/rotator-state/*" {
+  capabilities = ["list"]
+}
+
+# Its own token: learn the TTL, renew it, give it up at exit. The `default` policy grants these
+# too; they are repeated so the policy also works for roles created with no_default_policy.
+path "auth/token/lookup-self" {
+  capabilities = ["read"]
+}
+path "auth/token/renew-self" {
+  capabilities = ["update"]
+}
+path "auth/token/revoke-self" {
+  capabilities = ["update"]
+}

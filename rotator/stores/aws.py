@@ -1,0 +1,569 @@
+"""The AWS Secrets Manager store: published keys as ``AWSCURRENT`` versions, rotation state beside them.
+
+Two secrets per credential, both created by the worker (tagged ``managed-by: rotator``,
+``rotator-credential: <name>``, ``rotator-role: state|published``, encrypted with ``kms_key_id`` when
+one is configured):
+
+* **State** ``<state_prefix><credential name>`` (consumers are never granted it): the JSON of
+  :class:`~rotator.model.CredentialState`; its version is the ``VersionId`` carrying ``AWSCURRENT``.
+  A write puts a new version under the private label ``ROTATOR_NEXT``, then moves ``AWSCURRENT`` to
+  it with ``RemoveFromVersionId=<expected>``. Secrets Manager refuses that move once ``AWSCURRENT``
+  has left ``expected``: that refusal is the compare-and-set (DESIGN.md I4). A version put by a loser
+  keeps no label that anyone reads, and Secrets Manager deletes such versions by itself. Each write
+  uses a fresh ``ClientRequestToken`` that botocore repeats on its own retries, so a retried call is
+  idempotent; a token derived from (expected version, content) would be idempotent across *our*
+  retries too, but then two workers writing the same bytes over the same version would both "win",
+  which breaks the compare-and-set contract, so it is deliberately not done.
+* **Published** ``ref.path``: the version labelled ``AWSCURRENT`` holds the verified key in the
+  consumer contract's JSON. Every key lives in its own version whose ``ClientRequestToken`` is
+  derived from (credential, nonce, api key, created_at), so a retried step re-puts the same version
+  and changes nothing. :meth:`AwsStore.publish` moves ``AWSCURRENT`` with ``RemoveFromVersionId``
+  (Secrets Manager moves ``AWSPREVIOUS`` to the retiring key by itself).
+
+The labels ``AWSPENDING`` and ``AWSPREVIOUS`` of the published secret mirror the state, as AWS's own
+rotation uses them: after each successful :meth:`AwsStore.save`, the pending key (once it exists) is
+put under ``AWSPENDING``, and ``AWSPREVIOUS`` is taken off a version once its key is no longer
+retiring (revoked), so no label ever points at a dead key. The mirror never touches ``AWSCURRENT``
+and never writes the first version of a secret (Secrets Manager would make that one ``AWSCURRENT``),
+so a consumer reading ``AWSCURRENT`` only ever sees a verified key (I1). The mirror is derived from
+the state alone, so a failed mirror is only logged and the next save repairs it; the state write,
+which is what the Store contract promises, has already succeeded by then.
+
+botocore (boto3's core: the same clients, without boto3's resource layer) is imported only here and
+lazily (DESIGN.md); the client is built once by :func:`make_client` with botocore's standard retry
+mode (throttling, 5xx, connection errors) and credentials from the standard chain, so IRSA and
+instance roles work without configuration. Every botocore error is translated in :meth:`AwsStore._aws`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import uuid
+from collections.abc import Iterator, Mapping
+from typing import TYPE_CHECKING, Any, Protocol, cast
+
+from rotator.errors import (
+    AccessDenied,
+    ConfigError,
+    Corrupt,
+    NotFound,
+    StoreError,
+    Unavailable,
+    VersionConflict,
+)
+from rotator.model import Ack, CredentialRef, CredentialState, Key, MalformedError
+from rotator.stores.base import Snapshot, Version
+
+if TYPE_CHECKING:
+    from rotator.config import AwsStoreSettings
+
+log = logging.getLogger("rotator.stores.aws")
+
+CURRENT, PENDING, PREVIOUS = "AWSCURRENT", "AWSPENDING", "AWSPREVIOUS"
+#: The label of a state version put but not (yet) made current. Only this module reads it.
+NEXT = "ROTATOR_NEXT"
+DEFAULT_STATE_PREFIX = "rotator/state/"
+#: Namespace of the deterministic ClientRequestTokens of published keys (uuid5).
+_TOKEN_NS = uuid.UUID("c8c20412-d615-4e2f-835a-a21f2c89a9a6")
+#: Consumers acknowledge a key with a tag ``rotator-ack:<consumer id>`` on the published secret: tags
+#: are the one thing a consumer may write there without creating a version (and, by its policy,
+#: only tags with this prefix). Secrets Manager allows 50 tags per secret, 3 of them ours.
+ACK_TAG = "rotator-ack:"
+#: How often publish looks again when another worker moved AWSCURRENT between its read and its move.
+_PUBLISH_TRIES = 3
+
+_NOT_FOUND = "ResourceNotFoundException"
+_EXISTS = "ResourceExistsException"
+#: What Secrets Manager answers when RemoveFromVersionId no longer carries the label.
+_STAGE_REFUSED = frozenset({"InvalidParameterException", "InvalidRequestException"})
+_DENIED = frozenset(
+    {
+        "AccessDeniedException",
+        "AccessDenied",
+        "UnrecognizedClientException",
+        "InvalidClientTokenId",
+        "InvalidSignatureException",
+        "SignatureDoesNotMatch",
+        "IncompleteSignature",
+        "MissingAuthenticationToken",
+        "ExpiredTokenException",
+        "ExpiredToken",
+    }
+)
+_KMS = frozenset(
+    {"DecryptionFailure", "EncryptionFailure", "KMSAccessDeniedException", "KMSDisabledException"}
+)
+_RETRYABLE = frozenset(
+    {
+        "ThrottlingException",
+        "Throttling",
+        "RequestLimitExceeded",
+        "TooManyRequestsException",
+        "LimitExceededException",
+        "InternalServiceError",
+        "InternalFailure",
+        "ServiceUnavailable",
+        "ServiceUnavailableException",
+        "RequestTimeout",
+        "RequestTimeoutException",
+    }
+)
+_CREDENTIAL_ERRORS = frozenset({"NoCredentialsError", "PartialCredentialsError", "CredentialRetrievalError"})
+
+
+class SecretsManagerClient(Protocol):
+    """The calls of boto3's ``secretsmanager`` client this store makes (keyword arguments as boto3's)."""
+
+    def get_secret_value(self, **kwargs: Any) -> dict[str, Any]: ...
+
+    def put_secret_value(self, **kwargs: Any) -> dict[str, Any]: ...
+
+    def create_secret(self, **kwargs: Any) -> dict[str, Any]: ...
+
+    def describe_secret(self, **kwargs: Any) -> dict[str, Any]: ...
+
+    def update_secret_version_stage(self, **kwargs: Any) -> dict[str, Any]: ...
+
+    def tag_resource(self, **kwargs: Any) -> dict[str, Any]: ...
+
+    def close(self) -> None: ...
+
+
+def make_client(settings: AwsStoreSettings) -> SecretsManagerClient:
+    """The one Secrets Manager client of the process: standard retries, the standard credential chain.
+
+    :raises ConfigError: no region is configured or found in the environment.
+    """
+    import botocore.session
+    from botocore.config import Config
+    from botocore.exceptions import BotoCoreError, NoRegionError
+
+    config = Config(
+        retries={"mode": "standard", "total_max_attempts": settings.max_attempts},
+        connect_timeout=settings.timeout,
+        read_timeout=settings.timeout,
+        user_agent_extra="rotator",
+    )
+    try:
+        # botocore's session makes the same client as boto3's without importing boto3's resource
+        # layer and s3transfer, which a one-shot run does not use (bench/RESULTS.md, start-up).
+        client = botocore.session.get_session().create_client(
+            "secretsmanager", region_name=settings.region, endpoint_url=settings.endpoint_url, config=config
+        )
+    except NoRegionError:
+        raise ConfigError(
+            "store.aws.region: not set, and the environment names no region (AWS_REGION, AWS_DEFAULT_REGION)"
+        ) from None
+    except (BotoCoreError, ValueError) as exc:
+        raise ConfigError(
+            f"store.aws: cannot build a Secrets Manager client ({type(exc).__name__})"
+        ) from None
+    return cast(SecretsManagerClient, client)
+
+
+def _dumps(data: Mapping[str, Any]) -> str:
+    # Canonical, so a retried put of the same key carries byte-identical content.
+    return json.dumps(data, sort_keys=True, separators=(",", ":"))
+
+
+def _tags(ref: CredentialRef, role: str) -> list[dict[str, str]]:
+    return [
+        {"Key": "managed-by", "Value": "rotator"},
+        {"Key": "rotator-credential", "Value": ref.name},
+        {"Key": "rotator-role", "Value": role},
+    ]
+
+
+def _holder(stages: Mapping[str, list[str]], label: str) -> str | None:
+    """The VersionId carrying ``label``, if any (a label is on at most one version)."""
+    return next((vid for vid, labels in stages.items() if label in labels), None)
+
+
+def _short(text: Any) -> str:
+    return " ".join(str(text or "").split())[:200]
+
+
+def _why(exc: ValueError) -> str:
+    # json's messages quote no content and ours name fields only; any other text might quote a value.
+    return _short(exc) if isinstance(exc, (json.JSONDecodeError, MalformedError)) else type(exc).__name__
+
+
+def _is_uuid(value: str) -> bool:
+    try:
+        uuid.UUID(value)
+    except ValueError:
+        return False
+    return True
+
+
+class AwsStore:
+    """The :class:`~rotator.stores.base.Store` in AWS Secrets Manager (see the module docstring).
+
+    Safe to share between threads (boto3 clients are); every call talks to Secrets Manager, nothing
+    is cached, since other workers write the same secrets.
+    """
+
+    backend = "aws"
+
+    def __init__(
+        self,
+        client: SecretsManagerClient,
+        *,
+        kms_key_id: str | None = None,
+        state_prefix: str = DEFAULT_STATE_PREFIX,
+    ) -> None:
+        import botocore.exceptions
+
+        self._client = client
+        self._kms_key_id = kms_key_id
+        self._state_prefix = state_prefix
+        self._errors: Any = botocore.exceptions
+        self._closed = False
+
+    def __repr__(self) -> str:
+        return f"AwsStore(state_prefix={self._state_prefix!r})"
+
+    def state_secret(self, ref: CredentialRef) -> str:
+        """The name of the secret holding ``ref``'s rotation state."""
+        return self._state_prefix + ref.name
+
+    @staticmethod
+    def key_version(ref: CredentialRef, key: Key) -> str:
+        """The VersionId (= ClientRequestToken) that ``key`` gets in the published secret."""
+        return str(uuid.uuid5(_TOKEN_NS, f"key\0{ref.name}\0{key.nonce}\0{key.api_key}\0{key.created_at!r}"))
+
+    # -- the Store protocol -----------------------------------------------------------------------
+
+    def load(self, ref: CredentialRef) -> Snapshot:
+        name = self.state_secret(ref)
+        with self._aws(f"reading state secret {name!r}"):
+            try:
+                resp = self._client.get_secret_value(SecretId=name, VersionStage=CURRENT)
+            except self._errors.ClientError as exc:
+                if _code(exc) == _NOT_FOUND:
+                    return Snapshot(CredentialState(), None)
+                raise
+        text = resp.get("SecretString")
+        if not isinstance(text, str):
+            raise Corrupt(f"state secret {name!r}: AWSCURRENT holds no text value")
+        try:
+            state = CredentialState.from_dict(json.loads(text))
+        except ValueError as exc:
+            raise Corrupt(f"state secret {name!r}: not a rotation state ({_why(exc)})") from None
+        return Snapshot(state, str(resp["VersionId"]))
+
+    def save(self, ref: CredentialRef, state: CredentialState, expected: Version | None) -> Version:
+        name = self.state_secret(ref)
+        body = _dumps(state.to_dict())
+        token = str(uuid.uuid4())
+        with self._aws(f"writing state secret {name!r}"):
+            if expected is None:
+                version = self._create_state(ref, name, body, token)
+            elif not isinstance(expected, str) or not _is_uuid(expected):
+                raise VersionConflict(f"state secret {name!r}: {expected!r} is not a version of it")
+            else:
+                version = self._update_state(name, body, token, expected)
+        self._mirror(ref, state)
+        return version
+
+    def publish(self, ref: CredentialRef, key: Key) -> None:
+        path = ref.path
+        token = self.key_version(ref, key)
+        body = _dumps(key.to_dict())
+        with self._aws(f"publishing to secret {path!r}"):
+            drop_pending = False
+            for _ in range(_PUBLISH_TRIES):
+                stages = self._published_stages(path)
+                if stages is None:
+                    if self._create_published(ref, body, token):
+                        return
+                    continue  # another worker created it first: publish over it
+                current = _holder(stages, CURRENT)
+                if current == token:
+                    drop_pending = _holder(stages, PENDING) == token
+                    break
+                if current is None:
+                    # An empty secret (created by hand): nothing consumers read to compare against.
+                    self._client.put_secret_value(
+                        SecretId=path, ClientRequestToken=token, SecretString=body, VersionStages=[CURRENT]
+                    )
+                    return
+                self._client.put_secret_value(
+                    SecretId=path, ClientRequestToken=token, SecretString=body, VersionStages=[PENDING]
+                )
+                try:
+                    self._client.update_secret_version_stage(
+                        SecretId=path,
+                        VersionStage=CURRENT,
+                        MoveToVersionId=token,
+                        RemoveFromVersionId=current,
+                    )
+                except self._errors.ClientError as exc:
+                    if _code(exc) in _STAGE_REFUSED:
+                        continue  # AWSCURRENT moved between our read and our move: look again
+                    raise
+                drop_pending = True
+                break
+            else:
+                raise VersionConflict(
+                    f"publishing to secret {path!r}: AWSCURRENT kept moving ({_PUBLISH_TRIES} tries)"
+                )
+            if drop_pending:
+                # Published now, so no longer pending.
+                self._remove_label(path, PENDING, token)
+
+    def read_published(self, ref: CredentialRef) -> Key | None:
+        path = ref.path
+        with self._aws(f"reading published secret {path!r}"):
+            try:
+                resp = self._client.get_secret_value(SecretId=path, VersionStage=CURRENT)
+            except self._errors.ClientError as exc:
+                if _code(exc) == _NOT_FOUND:
+                    return None
+                raise
+        text = resp.get("SecretString")
+        if not isinstance(text, str):
+            raise Corrupt(f"published secret {path!r}: AWSCURRENT holds no text value")
+        try:
+            return Key.from_dict(json.loads(text))
+        except ValueError as exc:
+            raise Corrupt(f"published secret {path!r}: not a published key ({_why(exc)})") from None
+
+    def ack(self, ref: CredentialRef, consumer_id: str, key_prefix: str, at: float) -> None:
+        path = ref.path
+        # Tag values allow letters, digits, spaces and _.:/=+-@ only: "<at> <key prefix>", no JSON.
+        tag = {"Key": ACK_TAG + consumer_id, "Value": f"{at!r} {key_prefix}"}
+        with self._aws(f"acknowledging on secret {path!r}"):
+            self._client.tag_resource(SecretId=path, Tags=[tag])
+
+    def acks(self, ref: CredentialRef) -> list[Ack]:
+        path = ref.path
+        with self._aws(f"reading acknowledgements on secret {path!r}"):
+            try:
+                desc = self._client.describe_secret(SecretId=path)
+            except self._errors.ClientError as exc:
+                if _code(exc) == _NOT_FOUND:
+                    return []
+                raise
+        out: list[Ack] = []
+        for tag in desc.get("Tags") or []:
+            key, text = str(tag.get("Key", "")), str(tag.get("Value", ""))
+            if not key.startswith(ACK_TAG):
+                continue
+            at, _, prefix = text.partition(" ")
+            try:
+                out.append(
+                    Ack.from_dict({"consumer_id": key[len(ACK_TAG) :], "key_prefix": prefix, "at": float(at)})
+                )
+            except ValueError:
+                continue  # written by a consumer: garbage must not stop revocations
+        return out
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self._client.close()
+
+    # -- state ------------------------------------------------------------------------------------
+
+    def _create_state(self, ref: CredentialRef, name: str, body: str, token: str) -> str:
+        try:
+            self._client.create_secret(
+                Name=name,
+                SecretString=body,
+                ClientRequestToken=token,
+                Description=f"rotator: rotation state of credential {ref.name} (not for consumers)",
+                Tags=_tags(ref, "state"),
+                **self._kms(),
+            )
+        except self._errors.ClientError as exc:
+            if _code(exc) != _EXISTS:
+                raise
+            if self._current_version(name) == token:
+                return token  # our own create, retried by botocore after its answer was lost
+            raise VersionConflict(
+                f"state secret {name!r}: already exists (another writer got there first)"
+            ) from None
+        return token
+
+    def _update_state(self, name: str, body: str, token: str, expected: str) -> str:
+        try:
+            self._client.put_secret_value(
+                SecretId=name, ClientRequestToken=token, SecretString=body, VersionStages=[NEXT]
+            )
+        except self._errors.ClientError as exc:
+            if _code(exc) == _NOT_FOUND:
+                raise VersionConflict(
+                    f"state secret {name!r}: does not exist, expected version {expected}"
+                ) from None
+            raise
+        try:
+            self._client.update_secret_version_stage(
+                SecretId=name, VersionStage=CURRENT, MoveToVersionId=token, RemoveFromVersionId=expected
+            )
+        except self._errors.ClientError as exc:
+            if _code(exc) not in _STAGE_REFUSED:
+                raise
+            current = self._current_version(name)
+            if current == token:
+                return token  # our own move, retried by botocore after its answer was lost
+            if current != expected:
+                raise VersionConflict(
+                    f"state secret {name!r}: AWSCURRENT is no longer version {expected} "
+                    "(another writer got there first)"
+                ) from None
+            raise
+        return token
+
+    def _current_version(self, name: str) -> str | None:
+        try:
+            resp = self._client.get_secret_value(SecretId=name, VersionStage=CURRENT)
+        except self._errors.ClientError as exc:
+            if _code(exc) == _NOT_FOUND:
+                return None
+            raise
+        return str(resp["VersionId"])
+
+    # -- published --------------------------------------------------------------------------------
+
+    def _published_stages(self, path: str) -> dict[str, list[str]] | None:
+        """VersionId -> labels of the published secret; None when it does not exist."""
+        try:
+            desc = self._client.describe_secret(SecretId=path)
+        except self._errors.ClientError as exc:
+            if _code(exc) == _NOT_FOUND:
+                return None
+            raise
+        if desc.get("DeletedDate"):
+            # Secrets Manager itself refuses most writes then; saying so here is clearer and also
+            # holds for servers that do not (moto accepts writes to a deleted secret).
+            raise StoreError(f"secret {path!r} {_DELETED}")
+        raw = desc.get("VersionIdsToStages") or {}
+        return {str(vid): list(labels) for vid, labels in raw.items()}
+
+    def _create_published(self, ref: CredentialRef, body: str, token: str) -> bool:
+        """Create the published secret with ``body`` as its first (AWSCURRENT) version. False: it exists."""
+        try:
+            self._client.create_secret(
+                Name=ref.path,
+                SecretString=body,
+                ClientRequestToken=token,
+                Description=f"rotator: CLOB API key of credential {ref.name}; read the AWSCURRENT version",
+                Tags=_tags(ref, "published"),
+                **self._kms(),
+            )
+        except self._errors.ClientError as exc:
+            if _code(exc) == _EXISTS:
+                return False
+            raise
+        return True
+
+    def _remove_label(self, path: str, label: str, version: str) -> None:
+        try:
+            self._client.update_secret_version_stage(
+                SecretId=path, VersionStage=label, RemoveFromVersionId=version
+            )
+        except self._errors.ClientError as exc:
+            if _code(exc) not in _STAGE_REFUSED:  # already gone: someone else tidied it
+                raise
+
+    def _mirror(self, ref: CredentialRef, state: CredentialState) -> None:
+        """Point AWSPENDING/AWSPREVIOUS of the published secret at what ``state`` says. Best effort."""
+        try:
+            with self._aws(f"labelling published secret {ref.path!r}"):
+                self._sync_labels(ref, state)
+        except StoreError as exc:
+            log.warning("%s: AWSPENDING/AWSPREVIOUS not updated (%s); the next save retries", ref.name, exc)
+
+    def _sync_labels(self, ref: CredentialRef, state: CredentialState) -> None:
+        path = ref.path
+        try:
+            stages = self._published_stages(path)
+        except StoreError:
+            return  # scheduled for deletion: publish reports that, loudly
+        current = _holder(stages, CURRENT) if stages else None
+        if stages is None or current is None:
+            return  # a first version would become AWSCURRENT whatever label it is given
+        pending: Key | None = state.pending.key if state.pending else None
+        if pending is None and state.current is not None and state.published_nonce != state.current.nonce:
+            pending = state.current  # promoted, about to be published: still AWSPENDING until then
+        want = self.key_version(ref, pending) if pending is not None else None
+        holder = _holder(stages, PENDING)
+        if want is not None and want != current:
+            if holder != want:
+                if want in stages:
+                    move: dict[str, str] = {"RemoveFromVersionId": holder} if holder else {}
+                    self._client.update_secret_version_stage(
+                        SecretId=path, VersionStage=PENDING, MoveToVersionId=want, **move
+                    )
+                else:
+                    assert pending is not None
+                    self._client.put_secret_value(
+                        SecretId=path,
+                        ClientRequestToken=want,
+                        SecretString=_dumps(pending.to_dict()),
+                        VersionStages=[PENDING],
+                    )
+        elif holder is not None and holder != current:
+            self._remove_label(path, PENDING, holder)
+        previous = _holder(stages, PREVIOUS)
+        if previous is not None and previous not in {self.key_version(ref, r.key) for r in state.retiring}:
+            # Its key was revoked (or is none of ours): no label may point consumers at a dead key.
+            self._remove_label(path, PREVIOUS, previous)
+
+    # -- errors -----------------------------------------------------------------------------------
+
+    def _kms(self) -> dict[str, str]:
+        return {"KmsKeyId": self._kms_key_id} if self._kms_key_id else {}
+
+    @contextlib.contextmanager
+    def _aws(self, doing: str) -> Iterator[None]:
+        """Translate botocore's exceptions into the store's (errors.py); ours pass through."""
+        try:
+            yield
+        except self._errors.ClientError as exc:
+            raise _client_error(exc, doing) from exc
+        except self._errors.BotoCoreError as exc:
+            raise self._transport_error(exc, doing) from exc
+
+    def _transport_error(self, exc: Exception, doing: str) -> StoreError:
+        name = type(exc).__name__
+        if name in _CREDENTIAL_ERRORS:
+            return AccessDenied(
+                f"{doing}: no usable AWS credentials ({name}); the standard chain reads AWS_* variables, "
+                "the shared profile, IRSA's web identity token and the instance role"
+            )
+        if isinstance(exc, self._errors.ParamValidationError):
+            # Its text may quote a parameter's value, so only the type is shown.
+            return StoreError(f"{doing}: request rejected by botocore ({name})")
+        return Unavailable(f"{doing}: cannot reach Secrets Manager ({name}); retry later")
+
+
+def _code(exc: Any) -> str:
+    return str(exc.response.get("Error", {}).get("Code", ""))
+
+
+_DELETED = (
+    "is scheduled for deletion: restore it (aws secretsmanager restore-secret) or delete it for good, "
+    "then run again"
+)
+
+
+def _client_error(exc: Any, doing: str) -> StoreError:
+    code = _code(exc)
+    message = _short(exc.response.get("Error", {}).get("Message"))
+    status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+    detail = f"{code}: {message}" if message else code
+    if code in _DENIED:
+        return AccessDenied(f"{doing}: access denied ({detail})")
+    if code in _KMS:
+        return AccessDenied(f"{doing}: the secret's KMS key cannot be used ({detail})")
+    if code in _RETRYABLE or (isinstance(status, int) and status >= 500):
+        return Unavailable(f"{doing}: Secrets Manager is throttling or unavailable ({detail}); retry later")
+    if code == _NOT_FOUND:
+        return NotFound(f"{doing}: no such secret")
+    if code == "InvalidRequestException" and "delet" in message.lower():
+        return StoreError(f"{doing}: the secret {_DELETED}")
+    return StoreError(f"{doing}: {detail}")
