@@ -236,7 +236,10 @@ class Rotator:
                     ),
                 )
             acks = self._acks(ctx)
-            for entry in due_revocations(ctx.state, now, acks, policy):
+            due = due_revocations(ctx.state, now, acks, policy)
+            if due:
+                self._ensure_published_is_current(ctx)
+            for entry in due:
                 late = now >= entry.revoke_after and entry.reason == "rotated"
                 self._revoke(ctx, entry, lagging_consumers(ctx.state, now, acks, policy) if late else [])
             if ctx.revoked:
@@ -267,7 +270,8 @@ class Rotator:
         except RotatorError as exc:
             self.metrics.rotations.labels(credential=ref.name, result="failure").inc()
             step = exc.step if isinstance(exc, RotationError) else ctx.step
-            self._event(ctx, step, "failed", t0, error=str(exc))
+            pending = ctx.state.pending
+            self._event(ctx, step, "failed", t0, error=str(exc), nonce=pending.nonce if pending else None)
             log.error("%s: pass failed at %s: %s", ref.name, step, exc)
             return self._finish(ctx, "failed", t0, error=str(exc), failed_step=step)
         if outcome == "rotated":
@@ -324,6 +328,42 @@ class Rotator:
             raise
         self._store_metric("publish", "success")
         self._save(ctx, replace(ctx.state, published_nonce=key.nonce))
+
+    def _ensure_published_is_current(self, ctx: _Ctx) -> None:
+        """Before any key is revoked, make sure consumers are not reading it (I2).
+
+        A worker that stalled between promoting key N and publishing it can wake after a newer
+        rotation and publish N over N+1; its own state write then loses the race, but the stale
+        key stays published. This read, done only when a revocation is due, repairs that before
+        the stale key is revoked under the consumers' feet.
+        """
+        cur = ctx.state.current
+        if cur is None:
+            return
+        t = time.monotonic()
+        try:
+            published = self.store.read_published(ctx.ref)
+        except RotatorError:
+            self._store_metric("read_published", "failure")
+            raise
+        self._store_metric("read_published", "success")
+        if published is not None and published.api_key == cur.api_key:
+            return
+        try:
+            self.store.publish(ctx.ref, cur)
+        except RotatorError:
+            self._store_metric("publish", "failure")
+            raise
+        self._store_metric("publish", "success")
+        self._event(
+            ctx,
+            "publish",
+            "repaired-stale",
+            t,
+            nonce=cur.nonce,
+            key=cur.masked,
+            found=published.masked if published else None,
+        )
 
     def _acks(self, ctx: _Ctx) -> list[Ack] | None:
         """The consumers' acknowledgements; None when there is nothing to revoke or they cannot be read."""
@@ -567,7 +607,6 @@ class Rotator:
             key=key.masked,
             previous=old.masked if old else None,
         )
-        self.metrics.next_rotation.labels(credential=ctx.ref.name).set(key.created_at + policy.rotate_every)
         return old
 
     def _probe_old(self, ctx: _Ctx, old: Key) -> None:

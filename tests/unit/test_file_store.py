@@ -301,14 +301,6 @@ def test_permission_denied_is_access_denied(
         store.load(REF)
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root reads files whatever their mode")
-def test_an_unreadable_file_is_access_denied(store: FileStore, path: Path) -> None:
-    store.save(REF, STATE, None)
-    path.chmod(0)
-    with pytest.raises(AccessDenied):
-        store.load(REF)
-
-
 def test_a_path_under_a_regular_file_is_unavailable(tmp_path: Path, key: bytes) -> None:
     (tmp_path / "file").write_text("")
     store = FileStore(tmp_path / "file" / "state.store", key)

@@ -339,3 +339,17 @@ def test_verify_waits_through_propagation_delay(world) -> None:  # type: ignore[
     assert run(rot).outcome == "rotated"
     assert clock.now >= 1000 + 1 + 2  # backed off 1 s then 2 s
     assert replace(store.published, created_at=0) is not None  # type: ignore[type-var]
+
+
+def test_a_stale_publish_is_repaired_before_the_key_is_revoked(world) -> None:  # type: ignore[no-untyped-def]
+    clock, store, clob, rot = world
+    run(rot)
+    first = store.published
+    clock.now += 100
+    run(rot)
+    # A stalled worker wakes up and publishes the old key over the new one.
+    store.published = first
+    clock.now += 10  # the old key's grace is over
+    assert run(rot).outcome == "revoked"
+    assert store.published == store.state.current  # type: ignore[union-attr]
+    assert first.api_key not in clob.live  # type: ignore[union-attr]
