@@ -1,12 +1,12 @@
 """AWS for the signers: the one boto3 client factory, error translation, and the Secrets Manager source.
 
-Signers and the file store's KMS envelope get their clients from :func:`make_aws_client`, so botocore
-(boto3's core) is imported here (lazily) and in ``stores/aws.py`` only. Credentials come from boto3's standard chain
-(env, profile, IRSA, instance role), never from the config. Every botocore exception is translated by
-:func:`aws_error`: what retrying cannot fix (no such key or secret, access denied, disabled key) becomes
-the caller's ``permanent`` error type, naming the source; outages and throttling become
-:class:`~rotator.errors.Unavailable`. Messages carry AWS's error code and text, which name resources,
-never secret values.
+Signers and the file store's KMS envelope get their clients from :func:`make_aws_client`, so
+botocore (boto3's core) is imported here (lazily) and in ``stores/aws.py`` only. Credentials come
+from boto3's standard chain (env, profile, IRSA, instance role), never from the config. Every
+botocore exception is translated by :func:`aws_error`: what retrying cannot fix (no such key or
+secret, access denied, disabled key) becomes the caller's ``permanent`` error type, naming the
+source; outages and throttling become :class:`~rotator.errors.Unavailable`. Messages carry AWS's
+error code and text, which name resources, never secret values.
 """
 
 from __future__ import annotations
