@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
+LINTED := rotator tests $(wildcard examples bench)
 
 .PHONY: demo test lint typecheck unit bench clean
 
@@ -18,8 +19,8 @@ demo: $(STAMP)
 	$(VENV)/bin/rotator demo
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check rotator tests examples bench
-	$(VENV)/bin/ruff format --check rotator tests examples bench
+	$(VENV)/bin/ruff check $(LINTED)
+	$(VENV)/bin/ruff format --check $(LINTED)
 
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy
