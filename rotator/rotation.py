@@ -321,13 +321,17 @@ class Rotator:
         self._event(ctx, "publish", "republished", t, nonce=cur.nonce, key=cur.masked)
 
     def _publish(self, ctx: _Ctx, key: Key) -> None:
+        """Publish ``key`` and record that it is published."""
+        self._store_publish(ctx, key)
+        self._save(ctx, replace(ctx.state, published_nonce=key.nonce))
+
+    def _store_publish(self, ctx: _Ctx, key: Key) -> None:
         try:
             self.store.publish(ctx.ref, key)
         except RotatorError:
             self._store_metric("publish", "failure")
             raise
         self._store_metric("publish", "success")
-        self._save(ctx, replace(ctx.state, published_nonce=key.nonce))
 
     def _ensure_published_is_current(self, ctx: _Ctx) -> None:
         """Before any key is revoked, make sure consumers are not reading it (I2).
@@ -349,12 +353,7 @@ class Rotator:
         self._store_metric("read_published", "success")
         if published is not None and published.api_key == cur.api_key:
             return
-        try:
-            self.store.publish(ctx.ref, cur)
-        except RotatorError:
-            self._store_metric("publish", "failure")
-            raise
-        self._store_metric("publish", "success")
+        self._store_publish(ctx, cur)
         self._event(
             ctx,
             "publish",

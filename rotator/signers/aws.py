@@ -16,25 +16,14 @@ from typing import Any, Literal, Protocol
 
 from rotator.errors import ConfigError, RotatorError, SignerError, Unavailable
 from rotator.model import Secret
+from rotator.stores.aws import RETRYABLE_CODES
 
-_RETRYABLE = frozenset(
-    {
-        "ThrottlingException",
-        "Throttling",
-        "RequestLimitExceeded",
-        "TooManyRequestsException",
-        "LimitExceededException",
-        "InternalServiceError",
-        "InternalFailure",
-        "ServiceUnavailable",
-        "ServiceUnavailableException",
-        "RequestTimeout",
-        "RequestTimeoutException",
-        "KMSInternalException",
-        "DependencyTimeoutException",
-        "KeyUnavailableException",
-    }
-)
+# AWS's retryable codes (shared with the store) plus KMS's own.
+_RETRYABLE = RETRYABLE_CODES | {
+    "KMSInternalException",
+    "DependencyTimeoutException",
+    "KeyUnavailableException",
+}
 _DENIED = frozenset(
     {
         "AccessDeniedException",

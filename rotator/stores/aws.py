@@ -95,7 +95,8 @@ _DENIED = frozenset(
 _KMS = frozenset(
     {"DecryptionFailure", "EncryptionFailure", "KMSAccessDeniedException", "KMSDisabledException"}
 )
-_RETRYABLE = frozenset(
+#: Error codes that mean "try again later" across AWS services (signers/aws.py adds KMS's).
+RETRYABLE_CODES = frozenset(
     {
         "ThrottlingException",
         "Throttling",
@@ -560,7 +561,7 @@ def _client_error(exc: Any, doing: str) -> StoreError:
         return AccessDenied(f"{doing}: access denied ({detail})")
     if code in _KMS:
         return AccessDenied(f"{doing}: the secret's KMS key cannot be used ({detail})")
-    if code in _RETRYABLE or (isinstance(status, int) and status >= 500):
+    if code in RETRYABLE_CODES or (isinstance(status, int) and status >= 500):
         return Unavailable(f"{doing}: Secrets Manager is throttling or unavailable ({detail}); retry later")
     if code == _NOT_FOUND:
         return NotFound(f"{doing}: no such secret")
