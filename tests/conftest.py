@@ -71,24 +71,25 @@ def _remember_secrets(sb: Sandbox) -> None:
     SECRETS.update(sb.issued_secrets())
 
 
-@pytest.fixture(scope="session")
-def sandbox() -> Iterator[Sandbox]:
-    """One sandbox CLOB for the session; tests use distinct wallets so they do not interfere."""
+def _running_sandbox() -> Iterator[Sandbox]:
+    # No rate limit: tests that exercise it start a limited sandbox of their own.
     sb = Sandbox(SandboxSettings(auth_limit=0))
     sb.start()
     yield sb
     _remember_secrets(sb)
     sb.stop()
+
+
+@pytest.fixture(scope="session")
+def sandbox() -> Iterator[Sandbox]:
+    """One sandbox CLOB for the session; tests use distinct wallets so they do not interfere."""
+    yield from _running_sandbox()
 
 
 @pytest.fixture
 def fresh_sandbox() -> Iterator[Sandbox]:
     """A sandbox of the test's own, for tests that change its switches."""
-    sb = Sandbox(SandboxSettings(auth_limit=0))
-    sb.start()
-    yield sb
-    _remember_secrets(sb)
-    sb.stop()
+    yield from _running_sandbox()
 
 
 @pytest.fixture
