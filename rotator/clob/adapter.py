@@ -145,7 +145,9 @@ class ClobAdapter:
         """One request. Translates every failure into the ClobError tree."""
         import httpx
 
-        if path.startswith("/auth/") and not self.auth_budget.acquire(deadline):
+        budget = self.auth_budget if path.startswith("/auth/") else self.read_budget
+        slot = budget.acquire(deadline)
+        if slot is None:
             raise Transient(
                 f"{method} {path}: no request budget left before the pass deadline", endpoint=path
             )
@@ -157,6 +159,8 @@ class ClobAdapter:
         except httpx.HTTPError as exc:
             self._count(path, 0)
             raise Transient(f"{method} {path}: {type(exc).__name__}", endpoint=path) from exc
+        finally:
+            budget.complete(slot)
         self._count(path, resp.status_code)
         if resp.status_code == 200:
             try:

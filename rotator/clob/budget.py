@@ -4,53 +4,77 @@ The CLOB limits ``/auth/*`` to N requests per sliding 10 s window (clob-auth.md 
 of the same N would allow 2N in the first window (a full bucket plus its refill), so this mirrors
 the server instead: a sliding-window log that admits a request only when fewer than N were sent in
 the last ``window`` seconds. One budget is shared by every credential of the process.
+
+The server stamps a request when it arrives, which is some time after the client took its slot
+(thread scheduling, a busy machine). So a slot is stamped again when its answer came back, a time
+no earlier than the server's stamp, and a slot whose answer is still awaited counts as taken: the
+log is then never behind the server's, however late a request arrives.
 """
 
 from __future__ import annotations
 
-import collections
 import threading
 import time
 from collections.abc import Callable
 
 
+class Slot:
+    """One admitted request: ``at`` is when it was admitted, then when its answer came back."""
+
+    __slots__ = ("at", "done")
+
+    def __init__(self, at: float) -> None:
+        self.at = at
+        self.done = False
+
+
 class SlidingWindowBudget:
-    """At most ``limit`` acquisitions in any ``window`` seconds; ``limit <= 0`` means unlimited."""
+    """At most ``limit`` requests in any ``window`` seconds; ``limit <= 0`` means unlimited."""
 
     def __init__(
         self,
         limit: int,
         window: float,
         *,
-        margin: float = 0.05,
+        margin: float = 0.02,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.limit = limit
-        # The server's window starts when it sees the request, a little after we send it: keep a
-        # margin so a request admitted here is never early there.
+        # A little slack on top of the completion stamps, for clock granularity.
         self.window = window * (1 + margin) if limit > 0 else window
-        self._sent: collections.deque[float] = collections.deque()
+        self._slots: list[Slot] = []
         self._lock = threading.Lock()
         self._clock = clock
         self._sleep = sleep
 
-    def acquire(self, deadline: float | None = None) -> bool:
-        """Wait for a slot. Returns False (without taking one) if ``deadline`` (monotonic) would pass."""
+    def acquire(self, deadline: float | None = None) -> Slot | None:
+        """Wait for a slot and take it. ``None`` (nothing taken) if ``deadline`` (monotonic) would pass.
+
+        The caller hands the slot back to :meth:`complete` once the answer (or the failure) is in.
+        """
         if self.limit <= 0:
-            return True
+            return Slot(self._clock())
         while True:
             with self._lock:
                 now = self._clock()
-                while self._sent and self._sent[0] <= now - self.window:
-                    self._sent.popleft()
-                if len(self._sent) < self.limit:
-                    self._sent.append(now)
-                    return True
-                wait = self._sent[0] + self.window - now
+                self._slots = [s for s in self._slots if not s.done or s.at > now - self.window]
+                if len(self._slots) < self.limit:
+                    slot = Slot(now)
+                    self._slots.append(slot)
+                    return slot
+                finished = [s.at for s in self._slots if s.done]
+                # All in flight: one of them finishing is the earliest a slot can free up.
+                wait = min(finished) + self.window - now if finished else 0.01
             if deadline is not None and self._clock() + wait > deadline:
-                return False
+                return None
             self._sleep(max(wait, 0.001))
+
+    def complete(self, slot: Slot) -> None:
+        """The request of ``slot`` got its answer (or failed): it counts from now."""
+        with self._lock:
+            slot.at = self._clock()
+            slot.done = True
 
     def penalise(self, seconds: float) -> None:
         """The server said 429: treat the whole window as used for ``seconds`` from now."""
@@ -58,7 +82,8 @@ class SlidingWindowBudget:
             return
         with self._lock:
             until = self._clock() + seconds - self.window
-            self._sent = collections.deque(max(t, until) for t in self._sent)
-            while len(self._sent) < self.limit:
-                self._sent.append(until)
-            self._sent = collections.deque(sorted(self._sent))
+            while len(self._slots) < self.limit:
+                self._slots.append(Slot(until))
+            for s in self._slots:
+                s.done = True
+                s.at = max(s.at, until)

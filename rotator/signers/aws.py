@@ -16,7 +16,7 @@ from typing import Any, Literal, Protocol
 
 from rotator.errors import ConfigError, RotatorError, SignerError, Unavailable
 from rotator.model import Secret
-from rotator.stores.aws import RETRYABLE_CODES
+from rotator.stores.aws import DENIED_CODES, RETRYABLE_CODES
 
 # AWS's retryable codes (shared with the store) plus KMS's own.
 _RETRYABLE = RETRYABLE_CODES | {
@@ -24,20 +24,6 @@ _RETRYABLE = RETRYABLE_CODES | {
     "DependencyTimeoutException",
     "KeyUnavailableException",
 }
-_DENIED = frozenset(
-    {
-        "AccessDeniedException",
-        "AccessDenied",
-        "UnrecognizedClientException",
-        "InvalidClientTokenId",
-        "InvalidSignatureException",
-        "SignatureDoesNotMatch",
-        "IncompleteSignature",
-        "MissingAuthenticationToken",
-        "ExpiredTokenException",
-        "ExpiredToken",
-    }
-)
 _CREDENTIAL_ERRORS = frozenset({"NoCredentialsError", "PartialCredentialsError", "CredentialRetrievalError"})
 
 
@@ -96,7 +82,7 @@ def aws_error(exc: Exception, doing: str, *, permanent: type[ConfigError] = Sign
         detail = f"{code}: {message}" if message else code
         if code in _RETRYABLE or (isinstance(status, int) and status >= 500):
             return Unavailable(f"{doing}: AWS is throttling or unavailable ({detail}); retry later")
-        if code in _DENIED:
+        if code in DENIED_CODES:
             return permanent(f"{doing}: access denied ({detail})")
         return permanent(f"{doing}: {detail}")
     name = type(exc).__name__

@@ -78,7 +78,8 @@ _NOT_FOUND = "ResourceNotFoundException"
 _EXISTS = "ResourceExistsException"
 #: What Secrets Manager answers when RemoveFromVersionId no longer carries the label.
 _STAGE_REFUSED = frozenset({"InvalidParameterException", "InvalidRequestException"})
-_DENIED = frozenset(
+#: Error codes that mean "this identity may not" (or has no valid credentials), across services.
+DENIED_CODES = frozenset(
     {
         "AccessDeniedException",
         "AccessDenied",
@@ -557,7 +558,7 @@ def _client_error(exc: Any, doing: str) -> StoreError:
     message = _short(exc.response.get("Error", {}).get("Message"))
     status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
     detail = f"{code}: {message}" if message else code
-    if code in _DENIED:
+    if code in DENIED_CODES:
         return AccessDenied(f"{doing}: access denied ({detail})")
     if code in _KMS:
         return AccessDenied(f"{doing}: the secret's KMS key cannot be used ({detail})")

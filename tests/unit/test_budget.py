@@ -1,0 +1,68 @@
+"""The client-side request budget: never ahead of the server's sliding window."""
+
+from __future__ import annotations
+
+from rotator.clob.budget import SlidingWindowBudget
+
+
+class FakeTime:
+    def __init__(self) -> None:
+        self.now = 100.0
+        self.slept: list[float] = []
+
+    def clock(self) -> float:
+        return self.now
+
+    def sleep(self, s: float) -> None:
+        self.slept.append(s)
+        self.now += s
+
+
+def budget(limit: int = 2, window: float = 10.0) -> tuple[SlidingWindowBudget, FakeTime]:
+    t = FakeTime()
+    return SlidingWindowBudget(limit, window, margin=0.0, clock=t.clock, sleep=t.sleep), t
+
+
+def test_admits_the_limit_then_waits_a_window_from_the_answer() -> None:
+    b, t = budget()
+    s1, s2 = b.acquire(), b.acquire()
+    assert s1 and s2 and t.slept == []
+    t.now += 1.0  # the answers take a second: the server may have stamped them that late
+    b.complete(s1)
+    b.complete(s2)
+    b.acquire()
+    assert t.now == 111.0  # a window after the answer, not after the send
+
+
+def test_a_request_still_in_flight_holds_its_slot() -> None:
+    b, t = budget(limit=1)
+    slot = b.acquire()
+    assert b.acquire(deadline=t.now + 5) is None  # nothing frees while the answer is awaited
+    assert slot is not None
+    b.complete(slot)
+    assert b.acquire(deadline=t.now + 20) is not None
+
+
+def test_deadline_is_respected_without_taking_a_slot() -> None:
+    b, t = budget(limit=1)
+    s = b.acquire()
+    assert s is not None
+    b.complete(s)
+    assert b.acquire(deadline=t.now + 3) is None
+    assert t.slept == []  # it did not sleep towards a deadline it could not meet
+
+
+def test_retry_after_blocks_everything_until_it_passes() -> None:
+    b, t = budget(limit=3)
+    b.penalise(7.0)
+    b.acquire()
+    assert t.now == 107.0
+
+
+def test_unlimited() -> None:
+    b, t = budget(limit=0)
+    for _ in range(1000):
+        s = b.acquire()
+        assert s is not None
+        b.complete(s)
+    assert t.slept == []
