@@ -26,17 +26,13 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:  # `python bench/run.py` puts bench/, not the repo, on the path
     sys.path.insert(0, str(REPO))
 
+from tests.servers import MOTO_ENV  # noqa: E402 - needs the repo on sys.path first
+
 PY = sys.executable
 ROTATOR = str(Path(PY).parent / "rotator")
 
 #: What boto3 finds through the standard chain in every process we start: moto, never real AWS.
-AWS_ENV = {
-    "AWS_ACCESS_KEY_ID": "testing",
-    "AWS_SECRET_ACCESS_KEY": "testing",
-    "AWS_SESSION_TOKEN": "testing",
-    "AWS_DEFAULT_REGION": "us-east-1",
-    "AWS_EC2_METADATA_DISABLED": "true",
-}
+AWS_ENV = MOTO_ENV
 
 
 # -- results ---------------------------------------------------------------------------------------
@@ -60,6 +56,16 @@ class Section:
     title: str
     rows: list[Row] = field(default_factory=list)
     details: list[str] = field(default_factory=list)
+
+
+def main(run: Any) -> None:
+    """What each benchmark script does when run alone: ``run(quick)``, then its rows and details."""
+    import sys
+
+    section = run("--quick" in sys.argv)
+    for row in section.rows:
+        print(row)
+    print("\n".join(section.details))
 
 
 def median(xs: list[float]) -> float:
@@ -258,20 +264,14 @@ def openbao() -> Iterator[Any]:
 @contextmanager
 def moto() -> Iterator[str]:
     """A moto server (Secrets Manager) on loopback; yields its endpoint URL. Sets the fake AWS env."""
-    import logging
+    from tests.servers import running_moto
 
-    from moto.server import ThreadedMotoServer
-
-    logging.getLogger("werkzeug").setLevel(logging.WARNING)
     saved = {k: os.environ.get(k) for k in AWS_ENV}
     os.environ.update(AWS_ENV)
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
     try:
-        yield f"http://{host}:{port}"
+        with running_moto() as url:
+            yield url
     finally:
-        server.stop()
         for k, v in saved.items():
             if v is None:
                 os.environ.pop(k, None)

@@ -26,6 +26,7 @@ from common import (
     Section,
     child_env,
     credentials,
+    main,
     rss_kib,
     sandbox,
     wallets,
@@ -157,9 +158,4 @@ def run(quick: bool) -> Section:
 
 
 if __name__ == "__main__":
-    import sys
-
-    s = run("--quick" in sys.argv)
-    for row in s.rows:
-        print(row)
-    print("\n".join(s.details))
+    main(run)

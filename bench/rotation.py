@@ -25,7 +25,7 @@ import logging
 import time
 from typing import Any
 
-from common import Row, Section, alternate, median, openbao, sandbox, spread, wallets
+from common import Row, Section, alternate, main, median, openbao, sandbox, spread, wallets
 
 TARGET = 1.3
 
@@ -265,9 +265,4 @@ def run(quick: bool) -> Section:
 
 
 if __name__ == "__main__":
-    import sys
-
-    s = run("--quick" in sys.argv)
-    for row in s.rows:
-        print(row)
-    print("\n".join(s.details))
+    main(run)

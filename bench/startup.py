@@ -23,6 +23,7 @@ from common import (
     alternate,
     child_env,
     credentials,
+    main,
     median,
     moto,
     sandbox,
@@ -131,9 +132,4 @@ def run(quick: bool) -> Section:
 
 
 if __name__ == "__main__":
-    import sys
-
-    s = run("--quick" in sys.argv)
-    for row in s.rows:
-        print(row)
-    print("\n".join(s.details))
+    main(run)

@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,24 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def wait_until_ready(
+    process: subprocess.Popen[bytes], probe: Any, timeout: float, errors: tuple[type[BaseException], ...]
+) -> bool:
+    """Poll ``probe()`` until it is true, the process exits (False) or ``timeout`` passes (False).
+    ``errors``: what ``probe`` may raise while the server is still starting."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            return False
+        try:
+            if probe():
+                return True
+        except errors:
+            pass
+        time.sleep(0.05)
+    return False
 
 
 # -- OpenBao (the Vault API) ---------------------------------------------------------------------------
@@ -72,17 +91,13 @@ class OpenBao:
         raise RuntimeError(f"OpenBao did not start; see {self._log}")
 
     def _wait_healthy(self, timeout: float) -> bool:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                return False
-            try:
-                if self.health().get("sealed") is False:
-                    return True
-            except (httpx.HTTPError, ValueError, OSError):  # OSError: -dev-tls has not written its CA yet
-                pass
-            time.sleep(0.05)
-        return False
+        # OSError: -dev-tls has not written its CA yet
+        return wait_until_ready(
+            self.process,
+            lambda: self.health().get("sealed") is False,
+            timeout,
+            (httpx.HTTPError, ValueError, OSError),
+        )
 
     def _banner(self, label: str, timeout: float) -> str:
         # The banner is written after the listener is up: it may lag the first healthy answer.
@@ -162,12 +177,9 @@ MOTO_ENV = {
 }
 
 
-@pytest.fixture(scope="session")
-def moto_server() -> Iterator[str]:
-    """One moto server (all AWS services) on loopback for the session; yields its endpoint URL.
-
-    Tests isolate by secret name or by moto account (the ``x-moto-account-id`` header).
-    """
+@contextmanager
+def running_moto() -> Iterator[str]:
+    """A moto server (every AWS service) on loopback; yields its endpoint URL. The caller sets the env."""
     import logging
 
     from moto.server import ThreadedMotoServer
@@ -175,16 +187,26 @@ def moto_server() -> Iterator[str]:
     logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one line per request otherwise
     # Port 0: the server binds a free port itself, so no other process can take it in between.
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    try:
+        yield f"http://{host}:{port}"
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def moto_server() -> Iterator[str]:
+    """One moto server (all AWS services) on loopback for the session; yields its endpoint URL.
+
+    Tests isolate by secret name or by moto account (the ``x-moto-account-id`` header).
+    """
     with pytest.MonkeyPatch.context() as mp:
         mp.delenv("AWS_PROFILE", raising=False)
         for name, value in MOTO_ENV.items():
             mp.setenv(name, value)
-        server.start()
-        host, port = server.get_host_and_port()
-        try:
-            yield f"http://{host}:{port}"
-        finally:
-            server.stop()
+        with running_moto() as url:
+            yield url
 
 
 # -- Pushgateway (Debian's prometheus-pushgateway) ---------------------------------------------------
@@ -213,17 +235,12 @@ class Pushgateway:
         raise RuntimeError(f"the Pushgateway did not start; see {self._log}")
 
     def _wait_ready(self, timeout: float) -> bool:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                return False
-            try:
-                if httpx.get(f"{self.url}/-/ready", timeout=1.0).status_code == 200:
-                    return True
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.05)
-        return False
+        return wait_until_ready(
+            self.process,
+            lambda: httpx.get(f"{self.url}/-/ready", timeout=1.0).status_code == 200,
+            timeout,
+            (httpx.HTTPError,),
+        )
 
     def metrics_text(self) -> str:
         """Everything the Pushgateway exposes, as Prometheus would scrape it."""
