@@ -52,8 +52,15 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+#: What the CLOB allows on ``/auth/*`` per client IP (clob-auth.md section 6). The bots behind the same
+#: egress IP spend it too, every time one starts (create or derive), so the worker takes a share only.
+CLOB_AUTH_LIMIT = 100
+CLOB_AUTH_WINDOW = 10.0
+
+
 class AuthBudget(_Section):
-    requests: int = Field(100, ge=0, description="requests allowed per window; 0 turns the budget off")
+    # Half of the IP's 100 per 10 s: the other half stays free for the bots' own start-ups.
+    requests: int = Field(50, ge=0, description="requests allowed per window; 0 turns the budget off")
     per: Duration = 10.0
 
 
@@ -67,6 +74,31 @@ class RateLimits(_Section):
     # falls under the 9,000 per 10 s general limit.
     auth: AuthBudget = AuthBudget()
     read: ReadBudget = ReadBudget()
+
+
+class ProbeSettings(_Section):
+    """How the worker checks that a key works without spending ``/auth/*``: an L2 read (DESIGN.md).
+
+    ``endpoint``: path and query of a small L2 GET; the HMAC covers the path. ``requests``/``per``: that
+    endpoint's documented limit per IP (200 per 10 s for balance-allowance), which the client keeps to.
+    ``share``: the part of that limit the daemon's periodic probes may use (bots read it too), which
+    stretches ``daemon.probe_every`` for large fleets.
+    """
+
+    endpoint: str = "/balance-allowance?asset_type=COLLATERAL"
+    requests: int = Field(200, ge=0, description="the endpoint's limit per window; 0 turns the budget off")
+    per: Duration = 10.0
+    share: float = Field(0.25, gt=0, le=1)
+
+    @model_validator(mode="after")
+    def _endpoint(self) -> ProbeSettings:
+        path = self.endpoint.partition("?")[0]
+        if not re.match(r"^/[A-Za-z0-9/_.-]*$", path) or path.startswith("/auth/") or ".." in path:
+            raise ValueError(
+                "probe.endpoint must be the path (and query) of an L2 read outside /auth/*, "
+                "like /balance-allowance?asset_type=COLLATERAL"
+            )
+        return self
 
 
 class ClockSkew(_Section):
@@ -88,6 +120,7 @@ class ClobSettings(_Section):
     timeout: Duration = 10.0
     verify_timeout: Duration = 180.0
     rate_limits: RateLimits = RateLimits()
+    probe: ProbeSettings = ProbeSettings()
     clock_skew: ClockSkew = ClockSkew()
     retry: Retry = Retry()
     # Credentials passed over at once by `rotate --all` and the daemon; the budgets pace them.
@@ -416,10 +449,14 @@ class LogSettings(_Section):
 
 
 class DaemonSettings(_Section):
-    # How often each credential gets a pass (which probes its key: a key revoked behind our back
-    # is replaced within a tick). Stretched automatically so probes use at most half the /auth budget.
+    # How often each credential gets a pass: reads its state, revokes what is due, rotates what is due.
+    # A pass with nothing due costs one store read and no CLOB request.
     tick: Duration = 5.0
     jitter: Duration = 2.0
+    # How often the daemon checks that each current key still works (an L2 read outside /auth/*, see
+    # clob.probe): a key revoked behind the worker's back is replaced within this. Stretched for large
+    # fleets so the probes stay within clob.probe.share of the probe endpoint's limit.
+    probe_every: Duration = 300.0
 
 
 class Settings(BaseSettings):

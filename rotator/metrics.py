@@ -28,6 +28,7 @@ CLOB_ENDPOINTS = (
     "/auth/api-key",
     "/auth/derive-api-key",
     "/auth/api-keys",
+    "/balance-allowance",
 )
 STORE_OPERATIONS = ("load", "save", "publish", "read_published", "acks")
 REVOCATION_RESULTS = ("deleted", "already-gone", "failure")

@@ -61,7 +61,9 @@ class Policy:
     lease_margin: float = 120.0
     adopt_existing: bool = False
     start_nonce: int = 0
-    probe_current: bool = True
+    # How often a nothing-due pass checks that the current key still works (an L2 read outside
+    # /auth/*): 0 on every pass (one-shot runs), the daemon's stretched probe_every otherwise.
+    probe_every: float = 0.0
     # Consumer-confirmed revocation: a retired key goes once min_grace has passed and every
     # consumer seen (acknowledging) within consumer_ttl holds the current key; at grace at the latest.
     min_grace: float = 60.0
@@ -156,6 +158,8 @@ class Rotator:
         self.sleep = sleep
         self.owner = owner or this_owner()
         self.alive = alive
+        # credential -> (api key last known to work, monotonic time it was last checked)
+        self._checked: dict[str, tuple[str, float]] = {}
 
     # -- store access with metrics ----------------------------------------------------------------
     def _save(self, ctx: _Ctx, state: CredentialState) -> None:
@@ -252,7 +256,7 @@ class Rotator:
                 outcome = "rotated"
             else:
                 reason = rotation_reason(ctx.state, now, policy, pass_start if (force or emergency) else None)
-                if reason is None and policy.probe_current and ctx.state.current is not None:
+                if reason is None and self._probe_due(ctx, policy):
                     ctx.step = "probe"
                     reason = self._probe_current(ctx)
                 if reason is not None:
@@ -384,6 +388,13 @@ class Rotator:
         try:
             self.clob.delete_key(entry.key)
             how = "deleted"
+            if not self._confirm_gone(entry.key):
+                # A 200 that left the key working is not a revocation: keep it retiring (I3).
+                self._recheck_later(ctx, entry)
+                self._event(
+                    ctx, "revoke", "still-live-after-delete", t, nonce=entry.key.nonce, key=entry.key.masked
+                )
+                return
         except Unauthorized:
             # A 401 signed with the key itself usually means it is gone, but a key still inside
             # the server's propagation delay answers 401 too: ask the authority (derive, L1).
@@ -392,11 +403,7 @@ class Rotator:
             except ClobError:
                 gone = False
             if not gone:
-                retry_at = self.clock() + RECHECK_LIVE_KEY
-                retiring = tuple(
-                    replace(r, revoke_after=retry_at) if r == entry else r for r in ctx.state.retiring
-                )
-                self._save(ctx, replace(ctx.state, retiring=retiring))
+                self._recheck_later(ctx, entry)
                 self._event(
                     ctx, "revoke", "not-yet-revocable", t, nonce=entry.key.nonce, key=entry.key.masked
                 )
@@ -430,15 +437,47 @@ class Rotator:
                 ctx, "revoke", "forced", t, key=entry.key.masked, lagging=[a.consumer_id for a in lagging]
             )
 
+    def _confirm_gone(self, key: Key) -> bool:
+        """After a DELETE answered 200: the key must now be refused by an L2 read (off ``/auth/*``).
+        A probe that cannot tell (the CLOB hiccuped) confirms nothing."""
+        try:
+            self.clob.probe_key(key)
+        except Unauthorized:
+            return True
+        except ClobError:
+            return False
+        return False
+
+    def _recheck_later(self, ctx: _Ctx, entry: Retiring) -> None:
+        """Keep ``entry`` retiring and try its revocation again in :data:`RECHECK_LIVE_KEY` seconds."""
+        retry_at = self.clock() + RECHECK_LIVE_KEY
+        retiring = tuple(replace(r, revoke_after=retry_at) if r == entry else r for r in ctx.state.retiring)
+        self._save(ctx, replace(ctx.state, retiring=retiring))
+
+    def _probe_due(self, ctx: _Ctx, policy: Policy) -> bool:
+        """Whether this pass checks the current key: not when it was checked within ``probe_every``."""
+        cur = ctx.state.current
+        if cur is None:
+            return False
+        checked = self._checked.get(ctx.ref.name)
+        if checked is None or checked[0] != cur.api_key:
+            return True
+        return time.monotonic() - checked[1] >= policy.probe_every
+
+    def _checked_ok(self, ctx: _Ctx, key: Key) -> None:
+        self._checked[ctx.ref.name] = (key.api_key, time.monotonic())
+
     def _probe_current(self, ctx: _Ctx) -> str | None:
         cur = ctx.state.current
         assert cur is not None
         t = time.monotonic()
         try:
-            self.clob.list_keys(cur)
+            self.clob.probe_key(cur)
         except Unauthorized:
+            self._checked.pop(ctx.ref.name, None)
             self._event(ctx, "probe", "rejected", t, nonce=cur.nonce, key=cur.masked)
             return "rejected"
+        self._checked_ok(ctx, cur)
         return None
 
     def _take_lease(self, ctx: _Ctx, policy: Policy) -> None:
@@ -554,12 +593,10 @@ class Rotator:
         while True:
             attempts += 1
             try:
-                if key.api_key in self.clob.list_keys(key):
-                    self._event(
-                        ctx, "verify", "verified", t, nonce=key.nonce, key=key.masked, attempts=attempts
-                    )
-                    return
-                problem = "the key is not in its own wallet's key list"
+                self.clob.probe_key(key)
+                self._checked_ok(ctx, key)
+                self._event(ctx, "verify", "verified", t, nonce=key.nonce, key=key.masked, attempts=attempts)
+                return
             except (Unauthorized, Transient, RateLimited) as exc:
                 problem = str(exc)  # not live yet, or the CLOB hiccuped: both are worth waiting out
             if self.clock() + delay > deadline:
@@ -613,7 +650,7 @@ class Rotator:
         ctx.step = "probe-old"
         t = time.monotonic()
         try:
-            self.clob.list_keys(old)
+            self.clob.probe_key(old)
         except Unauthorized:
             entry = next((r for r in ctx.state.retiring if r.key.api_key == old.api_key), None)
             if entry is not None:

@@ -10,7 +10,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from rotator.clob.adapter import ClobAdapter, RetryPolicy, SkewPolicy
+from rotator.clob.adapter import ClobAdapter, ProbeEndpoint, RetryPolicy, SkewPolicy
 from rotator.clob.budget import SlidingWindowBudget
 from rotator.config import CredentialSettings, Settings
 from rotator.errors import ConfigError
@@ -88,6 +88,8 @@ class Runtime:
                 skew=SkewPolicy(c.clock_skew.max, c.clock_skew.mode, c.clock_skew.recheck_every),
                 auth_budget=SlidingWindowBudget(c.rate_limits.auth.requests, c.rate_limits.auth.per),
                 read_budget=SlidingWindowBudget(c.rate_limits.read.requests, c.rate_limits.read.per),
+                probe=ProbeEndpoint.parse(c.probe.endpoint),
+                probe_budget=SlidingWindowBudget(c.probe.requests, c.probe.per),
                 metrics=self.metrics,
             )
         return self._clob
@@ -106,8 +108,10 @@ class Runtime:
 
         return build
 
-    def policy(self, cred: CredentialSettings) -> Policy:
+    def policy(self, cred: CredentialSettings, *, probe_every: float = 0.0) -> Policy:
+        """``probe_every``: 0 for one-shot runs (each run checks the key once); the daemon passes its own."""
         return Policy(
+            probe_every=probe_every,
             rotate_every=cred.rotate_every,
             grace=cred.grace,
             verify_timeout=cred.verify_timeout

@@ -19,19 +19,34 @@ if TYPE_CHECKING:
 log = logging.getLogger("rotator.scheduler")
 
 
+#: Passes per second the whole fleet may start: a pass with nothing due is one store read.
+MAX_PASSES_PER_SECOND = 20.0
+
+
 def pass_interval(settings: Settings, cred: CredentialSettings) -> float:
     """Seconds between passes over ``cred``.
 
-    ``daemon.tick``, shortened for cadences and graces shorter than it, but never so short that the
-    fleet's key probes (one ``/auth/*`` request per credential per pass) take more than half of the
-    auth budget: rotations need the other half.
+    ``daemon.tick``, shortened for cadences and graces shorter than it. A pass with nothing due reads
+    the store and spends nothing on the CLOB, so the only floor is the store's load: at most
+    :data:`MAX_PASSES_PER_SECOND` passes a second across the fleet.
     """
-    budget = settings.clob.rate_limits.auth
-    floor = 1.0
-    if budget.requests > 0:
-        floor = max(floor, len(settings.credentials) * budget.per / (budget.requests / 2))
+    floor = max(1.0, len(settings.credentials) / MAX_PASSES_PER_SECOND)
     wanted = min(settings.daemon.tick, cred.rotate_every / 4, cred.grace / 4)
     return max(floor, wanted)
+
+
+def probe_interval(settings: Settings) -> float:
+    """Seconds between two checks of one credential's current key by the daemon.
+
+    ``daemon.probe_every``, stretched so the fleet's probes stay within ``clob.probe.share`` of the
+    probe endpoint's limit (the bots behind the same IP read it too).
+    """
+    probe = settings.clob.probe
+    wanted = settings.daemon.probe_every
+    if probe.requests <= 0:
+        return wanted
+    per_second = probe.requests * probe.share / probe.per
+    return max(wanted, len(settings.credentials) / per_second)
 
 
 class Daemon:
@@ -53,7 +68,8 @@ class Daemon:
         if self.stop_event.is_set():
             return
         rt = self.rt
-        result = rt.rotator.run_pass(rt.ref(cred), rt.signer(cred), rt.policy(cred))
+        policy = rt.policy(cred, probe_every=probe_interval(rt.settings))
+        result = rt.rotator.run_pass(rt.ref(cred), rt.signer(cred), policy)
         # Only a failed read says the store is unreachable; a CLOB failure later in the pass does not
         # make the worker unready (the metrics endpoint must stay in the Service to alert on it).
         if result.failed_step == "read":

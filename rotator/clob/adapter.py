@@ -79,6 +79,23 @@ class RetryPolicy:
 
 
 @dataclass(frozen=True, slots=True)
+class ProbeEndpoint:
+    """The L2 read that tells whether a key works, outside ``/auth/*`` (DESIGN.md, the shared budget).
+
+    ``GET /balance-allowance?asset_type=COLLATERAL`` by default: small, read-only, 200 per 10 s per IP,
+    and it checks the same five L2 headers as every other L2 endpoint. The HMAC covers ``path`` only.
+    """
+
+    path: str = "/balance-allowance"
+    query: str = "?asset_type=COLLATERAL"
+
+    @classmethod
+    def parse(cls, endpoint: str) -> ProbeEndpoint:
+        path, sep, query = endpoint.partition("?")
+        return cls(path, sep + query)
+
+
+@dataclass(frozen=True, slots=True)
 class SkewPolicy:
     """Local clock off from the CLOB's: ``correct`` (sign with server time) or ``refuse``."""
 
@@ -100,6 +117,8 @@ class ClobAdapter:
         skew: SkewPolicy | None = None,
         auth_budget: SlidingWindowBudget | None = None,
         read_budget: SlidingWindowBudget | None = None,
+        probe: ProbeEndpoint | None = None,
+        probe_budget: SlidingWindowBudget | None = None,
         metrics: Metrics | None = None,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
@@ -110,6 +129,10 @@ class ClobAdapter:
         self.skew = skew or SkewPolicy()
         self.auth_budget = auth_budget or SlidingWindowBudget(100, 10.0)
         self.read_budget = read_budget or SlidingWindowBudget(9000, 10.0)
+        self.probe = probe or ProbeEndpoint()
+        # The probe endpoint's own documented limit (200 per 10 s for /balance-allowance).
+        self.probe_budget = probe_budget or SlidingWindowBudget(200, 10.0)
+        self._probe_fallback = False  # the server does not serve the probe endpoint: list keys instead
         self.metrics = metrics
         self._sleep = sleep
         self._http: httpx.Client | None = None
@@ -145,7 +168,7 @@ class ClobAdapter:
         """One request. Translates every failure into the ClobError tree."""
         import httpx
 
-        budget = self.auth_budget if path.startswith("/auth/") else self.read_budget
+        budget = self._budget(path)
         slot = budget.acquire(deadline)
         if slot is None:
             raise Transient(
@@ -169,6 +192,14 @@ class ClobAdapter:
                 return resp.text
         raise self._error(method, path, resp)
 
+    def _budget(self, path: str) -> SlidingWindowBudget:
+        """Which client-side budget a request to ``path`` spends: each mirrors one server-side limit."""
+        if path.startswith("/auth/"):
+            return self.auth_budget
+        if path == self.probe.path:
+            return self.probe_budget
+        return self.read_budget
+
     def _error(self, method: str, path: str, resp: httpx.Response) -> ClobError:
         status = resp.status_code
         ctype = resp.headers.get("content-type", "")
@@ -183,7 +214,7 @@ class ClobAdapter:
         if status == 429:
             retry_after = _retry_after(resp.headers.get("retry-after"), body)
             if retry_after is not None:
-                (self.auth_budget if path.startswith("/auth/") else self.read_budget).penalise(retry_after)
+                self._budget(path).penalise(retry_after)
             return RateLimited(f"{where}: rate limited (429)", retry_after=retry_after, endpoint=path)
         if status == 401:
             return Unauthorized(f"{where}: 401 {reason or 'Unauthorized'}", status=401, endpoint=path)
@@ -324,6 +355,36 @@ class ClobAdapter:
             raise Transient("GET /auth/api-keys: answer lacks apiKeys", endpoint="/auth/api-keys")
         # Some SDK typings say a list of creds objects: accept both shapes.
         return [i if isinstance(i, str) else str(i.get("apiKey", i.get("key", ""))) for i in ids]
+
+    def probe_key(self, key: Key) -> None:
+        """One L2 read signed with ``key`` on the probe endpoint, outside ``/auth/*``.
+
+        A server that does not serve the probe endpoint (404/405) makes every later probe fall back
+        to ``GET /auth/api-keys``, said once in the log: a probe must never fail a pass for that.
+
+        :raises Unauthorized: the server refuses ``key``.
+        """
+        if not self._probe_fallback:
+            path, query = self.probe.path, self.probe.query
+            try:
+                self._call(
+                    "GET", path, lambda: self._l2_headers(key, "GET", path), idempotent=True, query=query
+                )
+                return
+            except Rejected as exc:
+                if exc.status not in (404, 405):
+                    raise
+                with self._lock:
+                    first, self._probe_fallback = not self._probe_fallback, True
+                if first:
+                    log.warning(
+                        "the CLOB does not serve the probe endpoint GET %s (%s): probing keys with "
+                        "GET /auth/api-keys instead, which spends the shared /auth/* budget; set "
+                        "clob.probe.endpoint to an L2 read this server serves",
+                        path,
+                        exc.status,
+                    )
+        self.list_keys(key)
 
     def delete_key(self, key: Key) -> None:
         self._call(

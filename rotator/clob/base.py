@@ -1,4 +1,4 @@
-"""The CLOB auth port: the five calls rotation needs, in rotator's own types."""
+"""The CLOB auth port: the calls rotation needs, in rotator's own types."""
 
 from __future__ import annotations
 
@@ -35,6 +35,13 @@ class ClobAuth(Protocol):
         """``GET /auth/api-keys`` signed with ``key``: the ids of the wallet's live keys.
 
         :raises Unauthorized: ``key`` itself is not (or not yet) accepted.
+        """
+        ...
+
+    def probe_key(self, key: Key) -> None:
+        """An L2 read signed with ``key`` outside ``/auth/*``: returns when the server accepts ``key``.
+
+        :raises Unauthorized: ``key`` is not (or not yet, or no longer) accepted.
         """
         ...
 

@@ -121,6 +121,9 @@ class Sandbox:
         self._lock = threading.Lock()
         self._registry = KeyRegistry()
         self._limiter = SlidingWindowLimiter()
+        self._read_limiters: collections.defaultdict[str, SlidingWindowLimiter] = collections.defaultdict(
+            SlidingWindowLimiter
+        )
         self._counts: collections.Counter[tuple[str, str, int]] = collections.Counter()
         self._faults: list[_Fault] = []
         self._holds: list[Hold] = []  # armed, not yet claimed by a request
@@ -302,17 +305,22 @@ class Sandbox:
 
     def _process(self, request: _Request) -> _Response:
         settings = self._settings
+        wait: float | None = None
         if request.path.startswith("/auth/"):
             wait = self._limiter.acquire(settings.auth_limit, settings.auth_window)
-            if wait is not None:
-                seconds = max(1, math.ceil(wait))
-                return _json(
-                    HTTPStatus.TOO_MANY_REQUESTS,
-                    {"error": "Too Many Requests", "retry_after_seconds": seconds},
-                    {"Retry-After": str(seconds)},
-                )
+        elif request.path in settings.read_limits:
+            with self._lock:
+                limiter = self._read_limiters[request.path]
+            wait = limiter.acquire(settings.read_limits[request.path], settings.auth_window)
+        if wait is not None:
+            seconds = max(1, math.ceil(wait))
+            return _json(
+                HTTPStatus.TOO_MANY_REQUESTS,
+                {"error": "Too Many Requests", "retry_after_seconds": seconds},
+                {"Retry-After": str(seconds)},
+            )
         route = _ROUTES.get((request.method, request.path))
-        if route is None:
+        if route is None or request.path in settings.unserved:
             return _json(HTTPStatus.NOT_FOUND, NOT_FOUND)
         return route(self, request, settings)
 
@@ -457,6 +465,16 @@ class Sandbox:
         # "LTE=" is base64 of "-1", the CLOB's end-of-pagination cursor: the SDK stops paging on it.
         return _json(HTTPStatus.OK, {"data": [], "next_cursor": "LTE=", "limit": 100, "count": 0})
 
+    def _route_balance_allowance(self, request: _Request, settings: SandboxSettings) -> _Response:
+        if self._l2_identity(request, settings) is None:
+            return _json(HTTPStatus.UNAUTHORIZED, L2_UNAUTHORIZED)
+        return _json(HTTPStatus.OK, {"balance": "0", "allowances": {}})
+
+    def _route_notifications(self, request: _Request, settings: SandboxSettings) -> _Response:
+        if self._l2_identity(request, settings) is None:
+            return _json(HTTPStatus.UNAUTHORIZED, L2_UNAUTHORIZED)
+        return _json(HTTPStatus.OK, [])
+
     def _route_heartbeat(self, request: _Request, settings: SandboxSettings) -> _Response:
         if self._l2_identity(request, settings) is None:
             return _json(HTTPStatus.UNAUTHORIZED, L2_UNAUTHORIZED)
@@ -482,6 +500,8 @@ _ROUTES: dict[tuple[str, str], _Route] = {
     ("DELETE", "/auth/api-key"): Sandbox._route_delete,
     ("GET", "/auth/ban-status/closed-only"): Sandbox._route_closed_only,
     ("GET", "/data/orders"): Sandbox._route_orders,
+    ("GET", "/balance-allowance"): Sandbox._route_balance_allowance,
+    ("GET", "/notifications"): Sandbox._route_notifications,
     ("POST", "/v1/heartbeats"): Sandbox._route_heartbeat,
 }
 

@@ -12,10 +12,14 @@ import secrets
 import threading
 import time
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
 DuplicateNonce = Literal["error", "same"]
+
+#: The documented per-10 s limits of the L2 reads outside /auth/* (clob-auth.md section 6).
+READ_LIMITS: Mapping[str, int] = {"/balance-allowance": 200, "/notifications": 125, "/data/orders": 500}
 RevokedBy = Literal["delete", "single_key", "invalidate", "ttl"]
 
 
@@ -32,6 +36,9 @@ class SandboxSettings:
     auth_limit / auth_window: sliding-window limit on /auth/* (docs: 100 per 10 s); auth_limit=0 disables it.
     clock_offset: seconds added to the local clock to get server time (simulates client clock skew).
     key_ttl: seconds after creation at which a key stops authenticating (py-clob-client-v2 #40); None = never.
+    read_limits: per-route sliding-window limits (requests per ``auth_window`` seconds) of the L2 reads
+        outside /auth/*, as documented (clob-auth.md section 6); a route missing here is unlimited.
+    unserved: routes answered 404, as a server without that endpoint would (e.g. the probe endpoint).
     """
 
     chain_id: int = 137
@@ -43,6 +50,8 @@ class SandboxSettings:
     auth_window: float = 10.0
     clock_offset: float = 0.0
     key_ttl: float | None = None
+    read_limits: Mapping[str, int] = field(default_factory=lambda: dict(READ_LIMITS))
+    unserved: frozenset[str] = frozenset()
 
     def __post_init__(self) -> None:
         if self.duplicate_nonce not in ("error", "same"):

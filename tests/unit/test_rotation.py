@@ -117,6 +117,11 @@ class FakeClob:
             raise Unauthorized("401")
         return list(self.live)
 
+    def probe_key(self, k: Key) -> None:
+        self.calls.append(f"probe:{k.nonce}")
+        if k.api_key not in self.live or k.nonce in self.unverifiable:
+            raise Unauthorized("401")
+
     def delete_key(self, k: Key) -> None:
         self.calls.append(f"delete:{k.nonce}")
         if k.api_key not in self.live:
@@ -328,14 +333,14 @@ def test_failure_counts_in_metrics(world) -> None:  # type: ignore[no-untyped-de
 def test_verify_waits_through_propagation_delay(world) -> None:  # type: ignore[no-untyped-def]
     clock, store, clob, rot = world
     attempts = itertools.count()
-    real_list = clob.list_keys
+    real_probe = clob.probe_key
 
-    def slow(k: Key) -> list[str]:
+    def slow(k: Key) -> None:
         if next(attempts) < 2:
             raise Unauthorized("401 not yet")
-        return real_list(k)
+        real_probe(k)
 
-    clob.list_keys = slow  # type: ignore[method-assign]
+    clob.probe_key = slow  # type: ignore[method-assign]
     assert run(rot).outcome == "rotated"
     assert clock.now >= 1000 + 1 + 2  # backed off 1 s then 2 s
     assert replace(store.published, created_at=0) is not None  # type: ignore[type-var]

@@ -1,0 +1,208 @@
+"""Issue 12: the worker is a guest on the CLOB's shared /auth/* budget (DESIGN.md, "The shared budget").
+
+Every test runs the real CLI against a sandbox that enforces the real limits (100 per 10 s on /auth/*,
+200 per 10 s on /balance-allowance) and counts what the worker spent, route by route.
+"""
+
+from __future__ import annotations
+
+import collections
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from rotator.clob.adapter import ClobAdapter, RetryPolicy
+from rotator.clob.budget import SlidingWindowBudget
+from rotator.errors import RateLimited
+from rotator.sandbox import Sandbox
+from tests.harness import SECRETS, Worker, sdk_works
+
+pytestmark = pytest.mark.timeout(180)
+
+
+def auth_requests(sb: Sandbox) -> collections.Counter[tuple[str, str, int]]:
+    return collections.Counter({k: n for k, n in sb.request_counts().items() if k[1].startswith("/auth/")})
+
+
+def throttled(sb: Sandbox) -> int:
+    return sum(n for (_, _, code), n in sb.request_counts().items() if code == 429)
+
+
+def assert_accounted(w: Worker, sb: Sandbox) -> None:
+    """I3: every live key the sandbox holds for the wallet is one the state accounts for."""
+    orphans = set(sb.live_keys(w.address)) - w.known_keys()
+    assert not orphans, f"orphan keys at the CLOB: {orphans}"
+
+
+@pytest.fixture
+def limited(fresh_sandbox: Sandbox) -> Sandbox:
+    fresh_sandbox.configure(auth_limit=100)  # the real limit, per IP
+    return fresh_sandbox
+
+
+def test_a_rotation_cycle_spends_two_auth_requests(limited: Sandbox, tmp_path: Path, wallet: Any) -> None:
+    w = Worker(tmp_path, limited.url, *wallet, grace="1s")
+    w.rotate()  # bootstrap: derive (is nonce 0 free?) + create
+    first = w.published()
+    limited.reset_counts()
+
+    w.rotate("--force")  # create; the verification and the check of the old key are L2 reads
+    time.sleep(1.2)
+    out = w.rotate().stdout  # the revocation pass: delete, confirmed gone by an L2 read
+    assert "revoked=1" in out
+
+    spent = auth_requests(limited)
+    assert spent == {("POST", "/auth/api-key", 200): 1, ("DELETE", "/auth/api-key", 200): 1}, spent
+    assert throttled(limited) == 0
+    counts = limited.request_counts()
+    # verify the new key, probe the old one, confirm the delete (401), probe the current key
+    assert counts[("GET", "/balance-allowance", 200)] >= 3
+    assert counts[("GET", "/balance-allowance", 401)] == 1
+    current = w.published()
+    assert current is not None and first is not None and current.api_key != first.api_key
+    assert limited.live_keys(w.address) == [current.api_key]
+    assert sdk_works(limited.url, w.private_key, current)
+    assert_accounted(w, limited)
+
+
+def test_a_pass_with_nothing_due_spends_nothing_on_auth(
+    limited: Sandbox, tmp_path: Path, wallet: Any
+) -> None:
+    w = Worker(tmp_path, limited.url, *wallet)
+    w.rotate()
+    limited.reset_counts()
+    out = w.rotate().stdout
+    assert "mm1: nothing-due" in out
+    assert auth_requests(limited) == {}
+    assert limited.request_counts()[("GET", "/balance-allowance", 200)] == 1  # the key is checked off /auth
+
+
+def _fleet(tmp_path: Path, url: str, n: int) -> tuple[Worker, dict[str, str]]:
+    """A worker whose config holds ``n`` credentials on ``n`` wallets (env W0..W{n-1})."""
+    from eth_account import Account
+
+    w = Worker(tmp_path, url, *_wallet(), rotate_every="1h", grace="1h")
+    keys = {f"W{i}": Account.create().key.hex() for i in range(n)}
+    SECRETS.update(keys.values())
+    cfg = w.config()
+    cfg["credentials"] = [
+        {
+            "name": f"c{i}",
+            "signer": {"source": "env", "env": f"W{i}"},
+            "path": f"polymarket/c{i}",
+            "rotate_every": "1h",
+            "grace": "1h",
+        }
+        for i in range(n)
+    ]
+    cfg["daemon"] = {"tick": "1s", "jitter": "0.5s"}
+    cfg["log"] = {"format": "json", "level": "info"}
+    w.config_path.write_text(yaml.safe_dump(cfg))
+    return w, keys
+
+
+def _wallet() -> tuple[str, str]:
+    from eth_account import Account
+
+    acct = Account.create()
+    SECRETS.update((acct.key.hex(), acct.key.hex().removeprefix("0x")))
+    return acct.key.hex(), acct.address
+
+
+def test_an_idle_daemon_with_50_credentials_spends_nothing_on_auth(
+    fresh_sandbox: Sandbox, tmp_path: Path
+) -> None:
+    sb = fresh_sandbox  # unlimited while the fleet bootstraps; the real limit while the daemon idles
+    w, keys = _fleet(tmp_path, sb.url, 50)
+    env = {**w.env(), **keys}
+    import subprocess
+
+    setup = subprocess.run(w.argv("rotate", "--all"), env=env, capture_output=True, text=True, timeout=120)
+    assert setup.returncode == 0, setup.stdout + setup.stderr
+    sb.configure(auth_limit=100)
+    sb.reset_counts()
+
+    proc = subprocess.Popen(w.argv("run"), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        time.sleep(30)
+    finally:
+        proc.terminate()
+        out, err = proc.communicate(timeout=60)
+    from tests.harness import OUTPUTS
+
+    OUTPUTS.extend((out, err))
+    assert proc.returncode == 0, err[-2000:]
+    assert err.count('"outcome": "failed"') == 0
+    assert auth_requests(sb) == {}, auth_requests(sb)
+    assert throttled(sb) == 0
+    # Each current key was checked once (the first pass), then not again within daemon.probe_every.
+    assert sb.request_counts()[("GET", "/balance-allowance", 200)] == 50
+
+
+def test_a_server_without_the_probe_endpoint_falls_back_to_the_key_list(
+    fresh_sandbox: Sandbox, tmp_path: Path, wallet: Any
+) -> None:
+    sb = fresh_sandbox
+    sb.configure(unserved=frozenset({"/balance-allowance"}))
+    w = Worker(tmp_path, sb.url, *wallet, grace="1s")
+    w.rotate()
+    proc = w.rotate("--force")  # verify the new key, then probe the old one: both fall back
+    said = proc.stderr.count("does not serve the probe endpoint")
+    assert said == 1, proc.stderr[-2000:]
+    time.sleep(1.2)
+    proc = w.rotate()
+    assert "revoked=1" in proc.stdout  # the delete is confirmed through the fallback too
+    assert sb.request_counts()[("GET", "/balance-allowance", 404)] >= 2
+    current = w.published()
+    assert current is not None and sb.live_keys(w.address) == [current.api_key]
+    assert_accounted(w, sb)
+
+
+def test_a_delete_that_answers_200_but_keeps_the_key_is_not_trusted(
+    fresh_sandbox: Sandbox, tmp_path: Path, wallet: Any
+) -> None:
+    sb = fresh_sandbox
+    w = Worker(tmp_path, sb.url, *wallet, grace="1s")
+    w.rotate()
+    old = w.published()
+    w.rotate("--force")
+    time.sleep(1.2)
+    sb.inject("DELETE", "/auth/api-key", 200, '"OK"')  # answers 200, deletes nothing
+    out = w.rotate().stdout
+    assert "revoked=" not in out
+    assert old is not None and old.api_key in sb.live_keys(w.address)
+    assert [r.key.api_key for r in w.state().retiring] == [old.api_key]  # still accounted for (I3)
+    assert not any(h.nonce == old.nonce for h in w.state().history)
+    assert_accounted(w, sb)
+
+    time.sleep(15.5)  # RECHECK_LIVE_KEY: the next attempt really deletes it
+    assert "revoked=1" in w.rotate().stdout
+    assert old.api_key not in sb.live_keys(w.address)
+    assert_accounted(w, sb)
+
+
+def test_the_sandbox_limits_the_probe_endpoint_like_the_clob(fresh_sandbox: Sandbox, tmp_path: Path) -> None:
+    from rotator.model import Secret
+    from rotator.signers.local import LocalKeySigner
+
+    sb = fresh_sandbox
+    pk, _ = _wallet()
+    adapter = ClobAdapter(
+        sb.url,
+        137,
+        retry=RetryPolicy(attempts=1),
+        probe_budget=SlidingWindowBudget(0, 10.0),  # no client-side pacing: see the server's limit
+    )
+    try:
+        key = adapter.create_key(LocalKeySigner(Secret(pk), source="test"), 0)
+        SECRETS.update((key.api_secret.reveal(), key.api_passphrase.reveal()))
+        for _ in range(200):
+            adapter.probe_key(key)
+        with pytest.raises(RateLimited):
+            adapter.probe_key(key)
+    finally:
+        adapter.close()
+    assert sb.request_counts()[("GET", "/balance-allowance", 429)] == 1
