@@ -283,6 +283,10 @@ def _check(rt: Runtime) -> int:
     except RotatorError as exc:
         problems += 1
         print(f"FAIL  clob {rt.settings.clob.host}: {exc}")
+    from rotator.clob.budget import budget_report
+
+    for level, line in budget_report(rt.settings):
+        print(f"{level:<5} {line}")
     for cred in rt.settings.credentials:
         if cred.grace < 60:
             print(

@@ -35,20 +35,6 @@ def pass_interval(settings: Settings, cred: CredentialSettings) -> float:
     return max(floor, wanted)
 
 
-def probe_interval(settings: Settings) -> float:
-    """Seconds between two checks of one credential's current key by the daemon.
-
-    ``daemon.probe_every``, stretched so the fleet's probes stay within ``clob.probe.share`` of the
-    probe endpoint's limit (the bots behind the same IP read it too).
-    """
-    probe = settings.clob.probe
-    wanted = settings.daemon.probe_every
-    if probe.requests <= 0:
-        return wanted
-    per_second = probe.requests * probe.share / probe.per
-    return max(wanted, len(settings.credentials) / per_second)
-
-
 class Daemon:
     def __init__(self, rt: Runtime) -> None:
         from apscheduler.executors.pool import ThreadPoolExecutor
@@ -68,6 +54,8 @@ class Daemon:
         if self.stop_event.is_set():
             return
         rt = self.rt
+        from rotator.clob.budget import probe_interval
+
         policy = rt.policy(cred, probe_every=probe_interval(rt.settings))
         result = rt.rotator.run_pass(rt.ref(cred), rt.signer(cred), policy)
         # Only a failed read says the store is unreachable; a CLOB failure later in the pass does not

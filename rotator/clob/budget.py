@@ -16,6 +16,13 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from rotator.config import Settings
+
+#: /auth/* requests one rotation cycle of one credential needs: create the new key, delete the old.
+AUTH_REQUESTS_PER_CYCLE = 2
 
 
 class Slot:
@@ -87,3 +94,61 @@ class SlidingWindowBudget:
             for s in self._slots:
                 s.done = True
                 s.at = max(s.at, until)
+
+
+def probe_interval(settings: Settings) -> float:
+    """Seconds between two checks of one credential's current key by the daemon.
+
+    ``daemon.probe_every``, stretched so the fleet's probes stay within ``clob.probe.share`` of the
+    probe endpoint's limit (the bots behind the same IP read it too).
+    """
+    probe = settings.clob.probe
+    wanted = settings.daemon.probe_every
+    if probe.requests <= 0:
+        return wanted
+    per_second = probe.requests * probe.share / probe.per
+    return max(wanted, len(settings.credentials) / per_second)
+
+
+def budget_report(settings: Settings) -> list[tuple[str, str]]:
+    """What the fleet takes of the CLOB's per-IP budgets, as ``(level, line)`` for ``rotator check``."""
+    from rotator.config import CLOB_AUTH_LIMIT as LIMIT
+    from rotator.config import CLOB_AUTH_WINDOW as WINDOW
+
+    n = len(settings.credentials)
+    auth, probe = settings.clob.rate_limits.auth, settings.clob.probe
+    if auth.requests <= 0:
+        return [("warn", "clob.rate_limits.auth.requests is 0: the worker does not pace /auth/* at all")]
+    share = (auth.requests / auth.per) / (LIMIT / WINDOW)
+    ip = f"{LIMIT} per {WINDOW:g}s per IP"
+    lines = [
+        (
+            "warn" if share > 0.8 else "ok",
+            f"/auth/* budget: the worker takes up to {auth.requests} per {auth.per:g}s, {share:.0%} of the "
+            f"CLOB's {ip}, which the bots behind the same IP share when they start",
+        )
+    ]
+    if n:
+        cycle = AUTH_REQUESTS_PER_CYCLE * n
+        pace = cycle / auth.requests * auth.per
+        lines.append(
+            (
+                "ok",
+                f"a rotation cycle of the {n} credential(s) needs {cycle} /auth/* requests (create + "
+                f"delete each), {cycle / LIMIT:.0%} of one {WINDOW:g}s window of the IP's budget; all due "
+                f"at once, they take at least {pace:.0f}s at the worker's pace. An idle worker spends none.",
+            )
+        )
+    if n and probe.requests > 0:
+        every = probe_interval(settings)
+        used = n / every * probe.per / probe.requests
+        endpoint = probe.endpoint.partition("?")[0]
+        lines.append(
+            (
+                "ok",
+                f"key checks: the daemon checks each key every {every:.0f}s on GET {endpoint} (outside "
+                f"/auth/*), {used:.1%} of its {probe.requests} per {probe.per:g}s; a one-shot run checks "
+                "each key once",
+            )
+        )
+    return lines

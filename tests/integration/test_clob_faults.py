@@ -82,9 +82,9 @@ def test_endless_429_fails_the_pass_cleanly(worker: Worker, fresh_sandbox: Sandb
 def test_transient_bursts_during_verify_are_waited_out(
     worker: Worker, fresh_sandbox: Sandbox, status: int, body: str, ctype: str
 ) -> None:
-    fresh_sandbox.inject("GET", "/auth/api-keys", status, body, {"Content-Type": ctype}, times=4)
+    fresh_sandbox.inject("GET", "/balance-allowance", status, body, {"Content-Type": ctype}, times=4)
     worker.rotate("--force")
-    assert count(fresh_sandbox, "GET", "/auth/api-keys", status) == 4
+    assert count(fresh_sandbox, "GET", "/balance-allowance", status) == 4
     assert worker.published().nonce == 1  # type: ignore[union-attr]
     assert_consistent(worker, fresh_sandbox)
 
@@ -150,8 +150,11 @@ def test_key_invalidated_behind_our_back_is_replaced_in_one_pass(
     assert_consistent(worker, fresh_sandbox)
 
 
-def test_daemon_replaces_an_invalidated_key_within_5_seconds(worker: Worker, fresh_sandbox: Sandbox) -> None:
-    worker.extra = {"daemon": {"tick": "1s", "jitter": "0.2s"}}
+def test_daemon_replaces_an_invalidated_key_within_its_probe_interval(
+    worker: Worker, fresh_sandbox: Sandbox
+) -> None:
+    # Keys are checked every daemon.probe_every (default 5 min, off /auth/*); here every second.
+    worker.extra = {"daemon": {"tick": "1s", "jitter": "0.2s", "probe_every": "1s"}}
     worker.write_config()
     proc = worker.start("run")
     try:

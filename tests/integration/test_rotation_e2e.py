@@ -77,9 +77,9 @@ def test_nothing_due_changes_nothing(worker: Worker, sandbox: Sandbox) -> None:
 BOUNDARIES = [
     ("POST", "/auth/api-key", "before", 0, "intent recorded, create not yet processed"),
     ("POST", "/auth/api-key", "after", 0, "key created at the CLOB, answer never received"),
-    ("GET", "/auth/api-keys", "before", 0, "pending key recorded, verification in flight"),
-    ("GET", "/auth/api-keys", "after", 0, "verified, not yet promoted"),
-    ("GET", "/auth/api-keys", "after", 1, "promoted and published, probing the old key"),
+    ("GET", "/balance-allowance", "before", 0, "pending key recorded, verification in flight"),
+    ("GET", "/balance-allowance", "after", 0, "verified, not yet promoted"),
+    ("GET", "/balance-allowance", "after", 1, "promoted and published, probing the old key"),
     ("DELETE", "/auth/api-key", "after", 0, "old key deleted at the CLOB, not yet recorded"),
 ]
 

@@ -66,3 +66,37 @@ def test_unlimited() -> None:
         assert s is not None
         b.complete(s)
     assert t.slept == []
+
+
+def _settings(n: int, **daemon: object) -> object:
+    from rotator.config import load_settings
+
+    creds = [
+        {
+            "name": f"c{i}",
+            "signer": {"source": "env", "env": "W"},
+            "path": f"p/c{i}",
+            "rotate_every": "1d",
+            "grace": "10m",
+        }
+        for i in range(n)
+    ]
+    return load_settings(None, data={"credentials": creds, "daemon": daemon})
+
+
+def test_the_default_auth_budget_leaves_half_of_the_ip_to_the_bots() -> None:
+    from rotator.clob.budget import budget_report
+
+    lines = dict((line.split(":")[0], level) for level, line in budget_report(_settings(60)))  # type: ignore[arg-type]
+    assert lines["/auth/* budget"] == "ok"
+    text = " ".join(line for _, line in budget_report(_settings(60)))  # type: ignore[arg-type]
+    assert "50 per 10s, 50% of the CLOB's 100 per 10s per IP" in text
+    assert "needs 120 /auth/* requests" in text and "at least 24s" in text
+
+
+def test_probes_are_stretched_to_their_share_of_the_probe_endpoint() -> None:
+    from rotator.clob.budget import probe_interval
+
+    assert probe_interval(_settings(10)) == 300.0  # type: ignore[arg-type]
+    # 1,000 keys at 25% of 200 per 10 s: one check per key every 200 s at most
+    assert probe_interval(_settings(1000, probe_every="60s")) == 200.0  # type: ignore[arg-type]
