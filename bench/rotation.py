@@ -9,9 +9,9 @@ is a forced pass over a credential that already has a published key:
 * baseline: py-clob-client's ``ClobClient`` and a plain ``hvac.Client`` making the same requests in
   the same order, with the state kept in a dict: read the state; list acknowledgements once a key is
   retiring; write the intent (cas); ``create_api_key``; write the pending key (cas);
-  ``get_api_keys`` with the new key; write the promoted state (cas); read and write (cas) the
-  published secret; write the published nonce (cas); ``get_api_keys`` with the old key. No retries,
-  no metrics, no logs, no crash recovery.
+  ``get_balance_allowance`` (an L2 read outside /auth/*) with the new key; write the promoted state
+  (cas); read and write (cas) the published secret; write the published nonce (cas);
+  ``get_balance_allowance`` with the old key. No retries, no metrics, no logs, no crash recovery.
 
 Both sides' requests are counted in an untimed rotation (the sandbox counts CLOB requests, a
 response hook on each side's hvac session counts Vault requests), so the results show they made
@@ -99,8 +99,7 @@ class Baseline:
         state = {**state, "pending": {"nonce": nonce, "key": key}}
         version = self._write(self.state_path, state, version)
         self.l1.set_api_creds(creds)
-        if creds.api_key not in self.l1.get_api_keys()["apiKeys"]:
-            raise RuntimeError("baseline: the new key did not verify")
+        self._check()  # raises PolyApiException unless the new key works
         old = state["current"]
         state = {
             **state,
@@ -114,7 +113,12 @@ class Baseline:
             self._write(self.path, key, pversion)
         version = self._write(self.state_path, {**state, "published": nonce}, version)
         self.l1.set_api_creds(ApiCreds(old["api_key"], old["api_secret"], old["api_passphrase"]))
-        self.l1.get_api_keys()
+        self._check()
+
+    def _check(self) -> None:
+        from py_clob_client.clob_types import AssetType, BalanceAllowanceParams
+
+        self.l1.get_balance_allowance(BalanceAllowanceParams(asset_type=AssetType.COLLATERAL))
 
 
 class Rotator:

@@ -17,6 +17,7 @@ import traceback
 from pathlib import Path
 from types import ModuleType
 
+import auth_budget
 import common
 import fleet
 import footprint
@@ -29,6 +30,7 @@ BENCHMARKS: dict[str, ModuleType] = {
     "startup": startup,
     "rotation": rotation,
     "fleet": fleet,
+    "auth_budget": auth_budget,
     "footprint": footprint,
 }
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"

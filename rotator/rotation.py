@@ -10,6 +10,7 @@ this pass stops without touching anything.
 from __future__ import annotations
 
 import logging
+import random
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
@@ -158,7 +159,7 @@ class Rotator:
         self.sleep = sleep
         self.owner = owner or this_owner()
         self.alive = alive
-        # credential -> (api key last known to work, monotonic time it was last checked)
+        # credential -> (api key last known to work, when it was last checked)
         self._checked: dict[str, tuple[str, float]] = {}
 
     # -- store access with metrics ----------------------------------------------------------------
@@ -460,12 +461,18 @@ class Rotator:
         if cur is None:
             return False
         checked = self._checked.get(ctx.ref.name)
+        if checked is None and policy.probe_every > 0:
+            # A daemon's first pass: spread the fleet's first checks over one interval rather than
+            # sending them all at start-up, as if each key had been checked at a random time before.
+            ago = random.uniform(0, policy.probe_every)  # noqa: S311 - spreading load, not crypto
+            checked = (cur.api_key, self.clock() - ago)
+            self._checked[ctx.ref.name] = checked
         if checked is None or checked[0] != cur.api_key:
             return True
-        return time.monotonic() - checked[1] >= policy.probe_every
+        return self.clock() - checked[1] >= policy.probe_every
 
     def _checked_ok(self, ctx: _Ctx, key: Key) -> None:
-        self._checked[ctx.ref.name] = (key.api_key, time.monotonic())
+        self._checked[ctx.ref.name] = (key.api_key, self.clock())
 
     def _probe_current(self, ctx: _Ctx) -> str | None:
         cur = ctx.state.current

@@ -138,8 +138,9 @@ def test_an_idle_daemon_with_50_credentials_spends_nothing_on_auth(
     assert err.count('"outcome": "failed"') == 0
     assert auth_requests(sb) == {}, auth_requests(sb)
     assert throttled(sb) == 0
-    # Each current key was checked once (the first pass), then not again within daemon.probe_every.
-    assert sb.request_counts()[("GET", "/balance-allowance", 200)] == 50
+    # The daemon spreads its first check of each key over daemon.probe_every (5 min), then checks
+    # none again within it: at most one check per key here, off /auth/*.
+    assert sb.request_counts()[("GET", "/balance-allowance", 200)] <= 50
 
 
 def test_a_server_without_the_probe_endpoint_falls_back_to_the_key_list(

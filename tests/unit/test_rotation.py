@@ -358,3 +358,38 @@ def test_a_stale_publish_is_repaired_before_the_key_is_revoked(world) -> None:  
     assert run(rot).outcome == "revoked"
     assert store.published == store.state.current  # type: ignore[union-attr]
     assert first.api_key not in clob.live  # type: ignore[union-attr]
+
+
+def test_a_daemon_checks_the_current_key_once_per_probe_every(world) -> None:  # type: ignore[no-untyped-def]
+    clock, _store, clob, rot = world
+    policy = replace(POLICY, probe_every=60.0)
+    rot.run_pass(REF, lambda: object(), policy)  # bootstrap: the new key was verified just now
+    clob.calls.clear()
+    for _ in range(5):
+        clock.now += 10
+        assert rot.run_pass(REF, lambda: object(), policy).outcome == "nothing-due"
+    assert clob.calls == []  # nothing at all on the CLOB while the last check is fresh
+    clock.now += 15
+    rot.run_pass(REF, lambda: object(), policy)
+    assert clob.calls == ["probe:0"]
+    # A one-shot run (probe_every 0) checks on every pass.
+    clob.calls.clear()
+    run(rot)
+    run(rot)
+    assert clob.calls == ["probe:0", "probe:0"]
+
+
+def test_a_delete_answered_200_is_confirmed_before_the_key_leaves_retiring(world) -> None:  # type: ignore[no-untyped-def]
+    clock, store, clob, rot = world
+    run(rot)
+    run(rot, force=True)
+    old = store.state.retiring[0].key
+    real_delete = clob.delete_key
+    clob.delete_key = lambda k: clob.calls.append(f"delete:{k.nonce}")  # type: ignore[method-assign]
+    clock.now += 11  # grace is over
+    assert run(rot).revoked == 0
+    assert [r.key.api_key for r in store.state.retiring] == [old.api_key]  # still accounted for
+    clob.delete_key = real_delete  # type: ignore[method-assign]
+    clock.now += 16  # RECHECK_LIVE_KEY later
+    assert run(rot).revoked == 1
+    assert store.state.retiring == () and old.api_key not in clob.live
