@@ -76,7 +76,8 @@ def vault_backend(request: pytest.FixtureRequest, tmp_path: Path, uid: str) -> B
         bao.client().sys.create_or_update_policy(
             policy,
             f'path "secret/data/{path}" {{ capabilities = ["read"] }}\n'
-            f'path "secret/data/rotator-state/{name}/acks/*" {{ capabilities = ["create", "update"] }}\n',
+            f'path "secret/data/rotator-state/{name}/acks/*" '
+            '{ capabilities = ["create", "read", "update"] }\n',
         )
         token = bao.client().auth.token.create(policies=[policy], no_default_policy=True, ttl="10m")
         return {"T_VAULT_TOKEN": token["auth"]["client_token"]}
