@@ -370,7 +370,7 @@ def wait_for(check: Any, what: str, every: float = 0.05, timeout: float = 10.0) 
 # -- a 401 storm: the published key dead, many threads refused at once ---------------------------
 
 STORM_THREADS = 10
-STORM_WAIT = 1.0  # wait_for_new
+STORM_WAIT = 2.0  # wait_for_new
 STORM_POLL = 0.05
 
 
@@ -421,18 +421,18 @@ def storm(client: RotatingClient, threads: int) -> list[tuple[float, BaseExcepti
 
 
 def test_a_401_storm_has_one_waiter_the_other_threads_share_its_answer(
-    sandbox: Sandbox, tmp_path: Path
+    backend: Backend, sandbox: Sandbox
 ) -> None:
+    from rotator.config import Settings, StoreSettings
     from rotator.consumer import is_invalid_key
-    from rotator.stores.file import FileStore, parse_file_key
+    from rotator.runtime import build_store
 
-    backend = file_store(tmp_path)
     name = unique("mm")
     c = Credential(backend, sandbox, *new_wallet(), name=name, path=f"polymarket/{name}")
     c.policy = replace(c.policy, rotate_every=1e9, grace=60.0)
-    store = CountingStore(
-        FileStore(Path(backend.store["file"]["path"]), parse_file_key(backend.env["T_FILE_KEY"], source="t"))
-    )
+    # The bot's own store connection (in Vault, its consumer token), counted.
+    settings = Settings.model_construct(store=StoreSettings.model_validate(backend.store))
+    store = CountingStore(build_store(settings, c.consumer_env))
     source = CredentialSource(
         store,
         credential=name,
@@ -460,7 +460,7 @@ def test_a_401_storm_has_one_waiter_the_other_threads_share_its_answer(
 
         # Again, and the worker publishes a new key mid-wait: every thread retries with it and succeeds,
         # and the new key costs one read, not one per thread.
-        rotated = threading.Timer(0.3, lambda: c.rotate_once(force=True))
+        rotated = threading.Timer(0.2, lambda: c.rotate_once(force=True))
         reads = store.reads
         rotated.start()
         fresh = storm(client, STORM_THREADS)
