@@ -1,4 +1,4 @@
-"""Command line: run, rotate, status, check, revoke, sandbox, demo.
+"""Command line: run, rotate, status, check, revoke, rekey, sandbox, demo.
 
 Exit codes: 0 all good, 1 a rotation (or check) failed, 2 bad config or usage. Errors are one line
 on stderr, never a traceback, never a secret. Heavy imports happen inside the commands.
@@ -53,6 +53,11 @@ def _parser() -> argparse.ArgumentParser:
     rv.add_argument(
         "--emergency", action="store_true", required=True, help="required: consumers lose the old key now"
     )
+    with_config(
+        "rekey",
+        "re-encrypt the file store under store.file.key_env, reading it with the key in "
+        "store.file.previous_key_env (changing ROTATOR_FILE_KEY; no signer needed)",
+    )
     sb = sub.add_parser(
         "sandbox", help="run the local CLOB auth sandbox", description="run the local CLOB auth sandbox"
     )
@@ -98,6 +103,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         from rotator.demo import run_demo
 
         return run_demo(rotations=args.rotations)
+    if args.command == "rekey":
+        return _rekey(args.config)
     rt = _runtime(args.config)
     try:
         if args.command == "rotate":
@@ -305,6 +312,48 @@ def _check(rt: Runtime) -> int:
                 "lose the old key once the acknowledging ones have moved; raise min_grace to at least that"
             )
     return EXIT_FAILED if problems else EXIT_OK
+
+
+def _rekey(path: str) -> int:
+    """Re-seal the file store under its key; signs nothing, so it builds no signer (nor a Runtime)."""
+    from rotator.config import load_settings
+    from rotator.errors import Corrupt
+    from rotator.runtime import build_store
+    from rotator.stores.file import FileStore
+
+    settings = load_settings(path)
+    fs = settings.store.file
+    if settings.store.backend != "file":
+        raise _config_error(
+            f"rekey re-encrypts the file store keyed by store.file.key_env; this config uses "
+            f"store.backend {settings.store.backend!r}"
+        )
+    if fs.kms_key_id is not None:
+        raise _config_error(
+            "rekey re-encrypts the file store keyed by store.file.key_env; this config uses "
+            "store.file.kms_key_id, whose key is rotated in KMS"
+        )
+    store = build_store(settings, dict(os.environ))
+    assert isinstance(store, FileStore)
+    try:
+        outcome = store.rekey()
+    except Corrupt as exc:
+        if fs.previous_key_env is None:
+            raise Corrupt(
+                f"{exc}; to change the file's key, set store.file.previous_key_env to a variable "
+                "holding the key it was made with"
+            ) from None
+        raise
+    where, key = store.path, f"store.file.key_env ({fs.key_env})"
+    if outcome == "rekeyed":
+        print(
+            f"{where}: re-encrypted under {key}; the previous key ({fs.previous_key_env}) is no longer needed"
+        )
+    elif outcome == "current":
+        print(f"{where}: already encrypted under {key}; nothing to do")
+    else:
+        print(f"{where}: no file yet; it will be created under {key}")
+    return EXIT_OK
 
 
 def _sandbox(args: argparse.Namespace) -> int:

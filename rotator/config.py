@@ -136,16 +136,27 @@ class ClobSettings(_Section):
 class FileStoreSettings(_Section):
     """The file's AES-256 key comes from ``key_env``, or, with ``kms_key_id``, is a KMS data key whose
     encrypted form is kept beside the file in ``<path>.datakey`` (``kms_region`` defaults to
-    ``store.aws.region``, then the standard chain; ``kms_endpoint_url`` is a VPC or test KMS endpoint)."""
+    ``store.aws.region``, then the standard chain; ``kms_endpoint_url`` is a VPC or test KMS endpoint).
+    ``previous_key_env``: during a change of the ``key_env`` key, the variable holding the old key, which
+    reads a file not yet re-sealed (``rotator rekey``); writes always use ``key_env``."""
 
     path: str = "./var/keys.enc"
     key_env: str = "ROTATOR_FILE_KEY"
+    previous_key_env: str | None = None
     kms_key_id: str | None = None
     kms_region: str | None = None
     kms_endpoint_url: str | None = None
 
     @model_validator(mode="after")
     def _key_source(self) -> FileStoreSettings:
+        previous = self.previous_key_env
+        if previous is not None:
+            if self.kms_key_id is not None:
+                raise ValueError("previous_key_env goes with key_env (a KMS key is rotated in KMS)")
+            if not re.match(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$", previous):
+                raise ValueError("previous_key_env must be an environment variable name")
+            if previous == self.key_env:
+                raise ValueError("previous_key_env must name another variable than key_env")
         if self.kms_key_id is None:
             if {"kms_region", "kms_endpoint_url"} & self.model_fields_set:
                 raise ValueError("kms_region and kms_endpoint_url only go with kms_key_id")

@@ -55,6 +55,18 @@ def default_consumer_id() -> str:
     return cleaned if CONSUMER_ID.match(cleaned) else "consumer"
 
 
+class _Wait:
+    """One thread's wait for a key other than ``refused``; threads refused meanwhile share its end."""
+
+    __slots__ = ("done", "error", "key", "refused")
+
+    def __init__(self, refused: str) -> None:
+        self.refused = refused
+        self.done = threading.Event()
+        self.key: Key | None = None
+        self.error: BaseException | None = None
+
+
 class CredentialSource:
     """The published key of one credential, cached, refreshed, acknowledged. Thread-safe.
 
@@ -108,6 +120,10 @@ class CredentialSource:
         self._poll_every = poll_every
         self._clock, self._monotonic, self._sleep = clock, monotonic, sleep
         self._lock = threading.RLock()  # one store read at a time; readers of _key need no lock
+        self._reads_begun = 0  # under _lock
+        self._last_read: tuple[int, Key] | None = None  # (read number, key) of the last good read
+        self._waits = threading.Lock()  # guards _waiting
+        self._waiting: _Wait | None = None  # the one wait for a new key after a 401, if any
         self._key: Key | None = None
         self._read_at: float | None = None
         self._acked: tuple[str, float] | None = None  # (key id, monotonic time) of the last ack
@@ -195,30 +211,76 @@ class CredentialSource:
         ``different_from``: the id of a key the CLOB just refused. Then, if another thread has
         already moved past it, the cached key is returned at once; otherwise the store is read until
         it publishes a different key, for up to ``wait_for_new`` seconds, and whatever is published
-        then is returned (the caller retries once with it, whatever it is).
+        then is returned (the caller retries once with it, whatever it is). One thread at a time
+        waits; threads refused meanwhile share its answer (or its error), so a storm of 401s costs
+        one waiter's reads and each thread at most ``wait_for_new`` (plus one read).
+
+        Without ``different_from``, a read that began after this call and has ended is shared too.
 
         :raises NotFound: nothing is published. :raises StoreError: the store failed.
         """
-        with self._lock:
-            cached = self._key
-            if different_from is not None and cached is not None and cached.api_key != different_from:
-                return cached
-            deadline = self._monotonic() + (self._wait_for_new if different_from is not None else 0.0)
-            while True:
-                key = self._read()
-                if different_from is None or key.api_key != different_from:
-                    break
-                if self._monotonic() + self._poll_every > deadline:
-                    break
-                self._sleep(self._poll_every)
-            self._install(key)
-        # Outside the lock: a slow acknowledgement must not hold up a request thread's refresh.
+        if different_from is None:
+            key = self._read_and_install(self._reads_begun)
+        else:
+            key = self._await_new(different_from)
+        # Outside the locks: a slow acknowledgement must not hold up a request thread's refresh.
         if self._ack_due(key):
             if self.running and threading.current_thread() is not self._thread:
                 self._wake.set()  # the background thread acknowledges: no store write on the request path
             else:
                 self._ack(key)
         return key
+
+    def _read_and_install(self, begun_before: int | None) -> Key:
+        """Read the store and load what it says. ``begun_before``: the number of reads begun when the
+        caller was called; a successful read begun since then is answer enough (None: always read)."""
+        # One read at a time, and each installed before the next begins: an older answer can never
+        # replace a newer key. The lock is never held across a sleep.
+        with self._lock:
+            shared = self._last_read
+            if begun_before is not None and shared is not None and shared[0] > begun_before:
+                return shared[1]
+            self._reads_begun += 1
+            seq = self._reads_begun
+            self._last_read = None
+            key = self._read()
+            self._install(key)
+            self._last_read = (seq, key)
+            return key
+
+    def _await_new(self, refused: str) -> Key:
+        while True:
+            with self._waits:
+                cached = self._key
+                if cached is not None and cached.api_key != refused:
+                    return cached  # another thread already moved past the refused key
+                wait = self._waiting
+                if wait is None:
+                    wait = self._waiting = _Wait(refused)
+                    break  # this thread waits for everyone refused meanwhile
+            wait.done.wait()  # the waiter ends within wait_for_new (plus one read)
+            if wait.refused == refused and wait.error is not None:
+                raise wait.error
+            if wait.refused == refused and wait.key is not None:
+                return wait.key
+            # It waited on another refusal (its answer may be the key we were refused), or it was
+            # interrupted: look again.
+        try:
+            deadline = self._monotonic() + self._wait_for_new
+            while True:
+                key = self._read_and_install(None)
+                if key.api_key != refused or self._monotonic() + self._poll_every > deadline:
+                    break
+                self._sleep(self._poll_every)
+            wait.key = key
+            return key
+        except Exception as exc:  # shared with the threads that waited on it, then raised here too
+            wait.error = exc
+            raise
+        finally:
+            with self._waits:
+                self._waiting = None
+            wait.done.set()
 
     def subscribe(self, listener: Callable[[Key], None]) -> None:
         """Call ``listener(key)`` whenever a different key is loaded, before it is acknowledged.
@@ -244,7 +306,7 @@ class CredentialSource:
         return key
 
     def _install(self, key: Key) -> None:
-        """Called with the lock held."""
+        """Called with ``_lock`` held."""
         previous = self._key
         self._read_at = self._monotonic()
         if previous is None or previous.api_key != key.api_key:

@@ -32,11 +32,16 @@ def build_store(settings: Settings, env: Mapping[str, str]) -> Store:
             from rotator.stores.envelope import kms_file_key
 
             return FileStore(Path(fs.path), kms_file_key(settings.store))
-        source = f"store.file.key_env ({fs.key_env})"
-        text = env.get(fs.key_env)
-        if not text:
-            raise ConfigError(f"{source}: environment variable {fs.key_env} is not set")
-        return FileStore(Path(fs.path), parse_file_key(text, source=source))
+        keys = []
+        for setting, name in (("key_env", fs.key_env), ("previous_key_env", fs.previous_key_env)):
+            if name is None:
+                continue
+            source = f"store.file.{setting} ({name})"
+            text = env.get(name)
+            if not text:
+                raise ConfigError(f"{source}: environment variable {name} is not set")
+            keys.append(parse_file_key(text, source=source))
+        return FileStore(Path(fs.path), keys[0], previous_keys=keys[1:])
     if backend == "vault":
         from rotator.stores.vault import build_vault_store
 

@@ -15,7 +15,9 @@ path "secret/data/polymarket/market-maker-1" {
 # Optional: this bot's acknowledgement of the key it loaded (no secret in it: a masked key id and a
 # time), which lets the worker revoke the previous key before the grace ends. The worker files an
 # acknowledgement under the consumer named by its path, so grant each bot its own id only; without
-# this stanza the bot is a read-only consumer and the worker waits for the full grace.
+# this stanza the bot is a read-only consumer and the worker waits for the full grace. `read` lets
+# a restarted bot learn its acknowledgement's version: every write is a check-and-set (as a mount
+# with cas_required=true demands), and that one path is all it can read.
 path "secret/data/rotator-state/market-maker-1/acks/bot-1" {
-  capabilities = ["create", "update"]
+  capabilities = ["create", "read", "update"]
 }

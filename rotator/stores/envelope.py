@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from rotator.errors import ConfigError, Corrupt, StoreError
 from rotator.signers.aws import aws_error, botocore_errors
+from rotator.stores.file import make_private_dirs
 
 if TYPE_CHECKING:
     from rotator.config import StoreSettings
@@ -101,9 +102,10 @@ def _create(holder: Path, document: bytes) -> bool:
     """Write ``holder`` only if absent, complete or not at all. False: it already exists."""
     tmp = holder.with_name(f".{holder.name}.{uuid.uuid4().hex}.tmp")  # one per writer, threads included
     try:
-        holder.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        make_private_dirs(holder.parent)
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
         try:
+            os.fchmod(fd, 0o600)  # exact, whatever the umask
             os.write(fd, document)
             os.fsync(fd)
         finally:

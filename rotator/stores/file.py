@@ -13,11 +13,12 @@ import errno
 import fcntl
 import json
 import os
+import stat
 import string
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -49,6 +50,27 @@ def parse_file_key(text: str, *, source: str) -> bytes:
     if len(raw) != KEY_BYTES:
         raise ConfigError(f"{source}: must be {KEY_BYTES} bytes as base64 or {2 * KEY_BYTES} hex characters")
     return raw
+
+
+def make_private_dirs(directory: Path) -> None:
+    """Create ``directory`` and its missing parents, each mode 0700 whatever the umask.
+
+    ``mkdir -p`` semantics otherwise: directories that already exist keep their mode (they are not
+    ours). :raises OSError:
+    """
+    missing: list[Path] = []
+    d = directory
+    while not d.exists():
+        missing.append(d)
+        if d.parent == d:
+            break
+        d = d.parent
+    for d in reversed(missing):
+        try:
+            os.mkdir(d, 0o700)
+        except FileExistsError:
+            continue  # another process made it meanwhile: its mode is its own
+        os.chmod(d, 0o700)  # exact: the umask may have taken bits from 0700
 
 
 def generate_file_key() -> str:
@@ -98,15 +120,18 @@ class FileStore:
 
     backend = "file"
 
-    def __init__(self, path: Path, key: bytes) -> None:
-        if not isinstance(key, bytes) or len(key) != KEY_BYTES:
-            raise ConfigError(f"file store key must be {KEY_BYTES} bytes (AES-256)")
+    def __init__(self, path: Path, key: bytes, previous_keys: Sequence[bytes] = ()) -> None:
+        for k in (key, *previous_keys):
+            if not isinstance(k, bytes) or len(k) != KEY_BYTES:
+                raise ConfigError(f"file store key must be {KEY_BYTES} bytes (AES-256)")
         self._path = Path(path)
         self._lock_path = self._path.with_name(self._path.name + ".lock")
         # Only the lock holder writes it, so a fixed name is safe and a writer killed mid-write
         # leaves at most this one file, which the next writer removes.
         self._tmp_path = self._path.with_name(f".{self._path.name}.tmp")
         self._aead = AESGCM(key)
+        # Keys the file may still be sealed with during a key change: read with them, never write.
+        self._previous = tuple(AESGCM(k) for k in previous_keys if k != key)
         # (file bytes, their parse): only replaced, never changed; writers work on copies.
         self._parsed: tuple[bytes, _Contents] | None = None
 
@@ -183,6 +208,31 @@ class FileStore:
     def close(self) -> None:
         """Nothing to release: every call opens and closes its own files."""
 
+    def rekey(self) -> Literal["rekeyed", "current", "absent"]:
+        """Re-seal the file under this store's key if a previous key sealed it (a key change).
+
+        ``"rekeyed"``: it was sealed with a previous key and now is not; ``"current"``: it already was
+        sealed with this key; ``"absent"``: there is no file yet (it will be made with this key).
+        Contents and versions are unchanged. Any write does the same as a side effect; this makes the
+        switch explicit, so the previous key can be retired at once.
+
+        :raises Corrupt: no key given to this store decrypts the file (it is left as it was).
+        """
+        if not self._path.exists():
+            return "absent"  # and make no directory or lock file for nothing
+        with self._locked():
+            try:
+                blob = self._path.read_bytes()
+            except FileNotFoundError:
+                return "absent"
+            except OSError as exc:
+                raise _translate(exc, self._path, "read") from exc
+            contents, previous = self._unseal(blob)
+            if not previous:
+                return "current"
+            self._write(contents)
+        return "rekeyed"
+
     # -- reading ----------------------------------------------------------------------------------
 
     def _snapshot(self, contents: _Contents, name: str) -> Snapshot:
@@ -206,7 +256,7 @@ class FileStore:
         parsed = self._parsed
         if parsed is not None and parsed[0] == blob:
             return parsed[1]
-        contents = self._unseal(blob)
+        contents, _ = self._unseal(blob)
         self._parsed = (blob, contents)
         return contents
 
@@ -219,7 +269,8 @@ class FileStore:
     def _corrupt(self, why: str) -> Corrupt:
         return Corrupt(f"{self._path}: {why}")
 
-    def _unseal(self, blob: bytes) -> _Contents:
+    def _unseal(self, blob: bytes) -> tuple[_Contents, bool]:
+        """The contents of ``blob``, and whether a previous key (not this store's) sealed it."""
         try:
             envelope = json.loads(blob)
         except ValueError:
@@ -239,11 +290,17 @@ class FileStore:
             raise self._corrupt("malformed envelope (nonce or ciphertext)") from None
         if len(nonce) != _NONCE_BYTES:
             raise self._corrupt("malformed envelope (nonce length)")
-        try:
-            plaintext = self._aead.decrypt(nonce, ciphertext, _aad(FORMAT, FORMAT_VERSION))
-        except InvalidTag:
-            raise self._corrupt("cannot decrypt (wrong key or tampered file)") from None
-        return self._parse(plaintext)
+        for i, aead in enumerate((self._aead, *self._previous)):
+            try:
+                plaintext = aead.decrypt(nonce, ciphertext, _aad(FORMAT, FORMAT_VERSION))
+            except InvalidTag:
+                continue
+            return self._parse(plaintext), i > 0
+        if self._previous:
+            raise self._corrupt(
+                "cannot decrypt with the key or the previous key (wrong keys or tampered file)"
+            )
+        raise self._corrupt("cannot decrypt (wrong key or tampered file)")
 
     def _parse(self, plaintext: bytes) -> _Contents:
         # Authenticated, so only rotator wrote it; these checks catch our own bugs and version skew.
@@ -279,10 +336,13 @@ class FileStore:
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:
         try:
-            self._path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            make_private_dirs(self._path.parent)
             fd = os.open(self._lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         except OSError as exc:
             raise _translate(exc, self._lock_path, "open the lock file") from exc
+        with contextlib.suppress(OSError):  # exact whatever the umask; not ours to change if we can't
+            if stat.S_IMODE(os.fstat(fd).st_mode) != 0o600:
+                os.fchmod(fd, 0o600)
         try:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX)

@@ -4,7 +4,8 @@ Consumers read the published key (exactly the consumer-contract fields) at ``<mo
 Rotation state lives at ``<mount>/data/<state_prefix>/<ref.name>``, a path consumer policies do not
 grant. The store :data:`~rotator.stores.base.Version` is the KV v2 version of the state secret, and
 ``save`` writes with ``cas=<expected>`` (``cas=0``: only if absent), so Vault itself is the lock
-between workers (DESIGN.md I4). ``publish`` writes with ``cas`` too (re-reading when it loses).
+between workers (DESIGN.md I4). ``publish`` and ``ack`` write with ``cas`` too (re-reading when they
+lose): every write carries it, so a mount with ``cas_required=true`` works.
 Consumers' acknowledgements live at ``<state_prefix>/<ref.name>/acks/<consumer id>``, one path per
 consumer, each written only by its consumer (see ``deploy/vault/consumer-policy.hcl``).
 
@@ -14,6 +15,7 @@ Every hvac/requests exception is translated in :func:`_translate`:
 =================================================  ===========================================
 403/401 (permission denied, token expired)         ``AccessDenied`` (after one re-login, see below)
 400 "check-and-set parameter did not match"        ``VersionConflict``
+400 "check-and-set parameter required"             ``StoreError`` (a write without cas: a bug)
 503 (sealed, standby), 429, 5xx, connection/TLS    ``Unavailable``
 404 with no error text (the secret does not exist) an empty state / no published key
 404 naming a route, other 400s, a KV v1 mount      ``StoreError`` (misconfiguration: mount, path)
@@ -158,6 +160,9 @@ def _translate(exc: BaseException, doing: str, url: str, *, login: str | None = 
     if login and isinstance(exc, (hv.InvalidRequest, hv.Unauthorized, hv.Forbidden)):
         # "invalid role or secret ID" is a 400: any refusal of a login is a denial of access.
         return AccessDenied(f"vault: {login} login refused: {said or type(exc).__name__}")
+    if isinstance(exc, hv.InvalidRequest) and "check-and-set parameter required" in said:
+        # Every write here sends cas; reaching this is our bug, and retrying would not help.
+        return StoreError(f"vault: {doing}: the mount requires check-and-set and the write sent none")
     if isinstance(exc, hv.InvalidRequest) and "check-and-set" in said:
         return VersionConflict(f"vault: {doing}: another writer got there first ({said})")
     if isinstance(exc, (hv.Forbidden, hv.Unauthorized)):
@@ -422,6 +427,7 @@ class VaultStore:
         self._lease: _Lease | None = None
         self._renew_at: float | None = None  # None: never (or not yet logged in)
         self._generation = 0  # bumped by every (re-)login
+        self._ack_versions: dict[str, int] = {}  # acknowledgement path -> the version we last wrote
         self._closed = False
 
     def __repr__(self) -> str:
@@ -481,13 +487,30 @@ class VaultStore:
     def ack(self, ref: CredentialRef, consumer_id: str, key_prefix: str, at: float) -> None:
         path = f"{self._acks_path(ref)}/{consumer_id}"
         data = Ack(consumer_id, key_prefix, at).to_dict()
-        # No check-and-set: the path is this consumer's alone, and its policy may not read it back.
-        self._call(
-            f"acknowledge at {self._where(path)}",
-            lambda: self._client.secrets.kv.v2.create_or_update_secret(
-                path=path, secret=data, mount_point=self._mount
-            ),
-        )
+        doing = f"acknowledge at {self._where(path)}"
+        # Check-and-set like every other write: a mount with cas_required=true refuses writes without
+        # it. The path is this consumer's alone, so the version this store last wrote there is the
+        # current one; without it (a fresh process, or another process of the same consumer id) cas=0
+        # creates the path, and if it exists its version is read back (the consumer policy grants
+        # read on the consumer's own acknowledgement) and the write tried once more.
+        with self._lock:
+            expected = self._ack_versions.get(path, 0)
+        try:
+            version = self._write(path, data, expected, doing)
+        except VersionConflict:
+            version = self._write(path, data, self._ack_version(path, doing), doing)
+        with self._lock:
+            self._ack_versions[path] = version
+
+    def _ack_version(self, path: str, doing: str) -> int:
+        try:
+            read = self._read(path, f"{doing}: read its version")
+        except AccessDenied as exc:
+            raise AccessDenied(
+                f"{exc}; a consumer's policy needs read as well as create and update on its own "
+                "acknowledgement (deploy/vault/consumer-policy.hcl)"
+            ) from exc
+        return read.version or 0
 
     def acks(self, ref: CredentialRef) -> list[Ack]:
         base = self._acks_path(ref)

@@ -76,7 +76,8 @@ def vault_backend(request: pytest.FixtureRequest, tmp_path: Path, uid: str) -> B
         bao.client().sys.create_or_update_policy(
             policy,
             f'path "secret/data/{path}" {{ capabilities = ["read"] }}\n'
-            f'path "secret/data/rotator-state/{name}/acks/*" {{ capabilities = ["create", "update"] }}\n',
+            f'path "secret/data/rotator-state/{name}/acks/*" '
+            '{ capabilities = ["create", "read", "update"] }\n',
         )
         token = bao.client().auth.token.create(policies=[policy], no_default_policy=True, ttl="10m")
         return {"T_VAULT_TOKEN": token["auth"]["client_token"]}
@@ -338,8 +339,8 @@ def test_prompt_consumers_release_the_old_key_in_seconds_and_a_stopped_one_is_na
         b.finish()
         c.policy = replace(c.policy, grace=2.5)
         caplog.set_level(logging.WARNING, logger="rotator.rotation")
+        retired = time.monotonic()  # before the promotion: the grace counts from inside this pass
         c.rotate_once(force=True)
-        retired = time.monotonic()
         wait_for(lambda: c.rotate_once().revoked == 1, "k2 revoked at grace", every=0.1, timeout=10)
         took = time.monotonic() - retired
         assert 2.5 <= took < 4.5, took
@@ -364,6 +365,113 @@ def wait_for(check: Any, what: str, every: float = 0.05, timeout: float = 10.0) 
             return
         time.sleep(every)
     raise AssertionError(f"timed out waiting for: {what}")
+
+
+# -- a 401 storm: the published key dead, many threads refused at once ---------------------------
+
+STORM_THREADS = 10
+STORM_WAIT = 2.0  # wait_for_new
+STORM_POLL = 0.05
+
+
+class CountingStore:
+    """A real store whose reads of the published key are counted: what a storm costs the store."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.reads = 0
+        self._lock = threading.Lock()
+
+    def read_published(self, ref: Any) -> Any:
+        with self._lock:
+            self.reads += 1
+        return self.inner.read_published(ref)
+
+    def ack(self, ref: Any, consumer_id: str, key_prefix: str, at: float) -> None:
+        self.inner.ack(ref, consumer_id, key_prefix, at)
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+def storm(client: RotatingClient, threads: int) -> list[tuple[float, BaseException | None]]:
+    """``threads`` threads call the CLOB at the same moment: each call's latency and error."""
+    barrier = threading.Barrier(threads)
+    out: list[tuple[float, BaseException | None]] = []
+    lock = threading.Lock()
+
+    def work() -> None:
+        barrier.wait(10)
+        started = time.monotonic()
+        error: BaseException | None = None
+        try:
+            client.get_orders()
+        except Exception as exc:  # noqa: BLE001 - the outcome is what the test asserts on
+            error = exc
+        with lock:
+            out.append((time.monotonic() - started, error))
+
+    workers = [threading.Thread(target=work, name=f"storm-{i}") for i in range(threads)]
+    for t in workers:
+        t.start()
+    for t in workers:
+        t.join(60)
+    assert len(out) == threads, "a storm thread never finished"
+    return out
+
+
+def test_a_401_storm_has_one_waiter_the_other_threads_share_its_answer(
+    backend: Backend, sandbox: Sandbox
+) -> None:
+    from rotator.config import Settings, StoreSettings
+    from rotator.consumer import is_invalid_key
+    from rotator.runtime import build_store
+
+    name = unique("mm")
+    c = Credential(backend, sandbox, *new_wallet(), name=name, path=f"polymarket/{name}")
+    c.policy = replace(c.policy, rotate_every=1e9, grace=60.0)
+    # The bot's own store connection (in Vault, its consumer token), counted.
+    settings = Settings.model_construct(store=StoreSettings.model_validate(backend.store))
+    store = CountingStore(build_store(settings, c.consumer_env))
+    source = CredentialSource(
+        store,
+        credential=name,
+        path=c.path,
+        consumer_id="storm",
+        wait_for_new=STORM_WAIT,
+        poll_every=STORM_POLL,
+    )
+    client = RotatingClient.connect(sandbox.url, source, private_key=c.private_key)
+    try:
+        c.rotate_once()
+        k1 = source.get()
+        assert client.get_orders() is not None
+
+        # The published key dies and nothing replaces it: every thread gets its 401 back after about
+        # wait_for_new, not after its turn in a queue of waiters, and the store is polled by one of them.
+        sandbox.invalidate(k1.api_key)
+        reads = store.reads
+        dead = storm(client, STORM_THREADS)
+        assert all(err is not None and is_invalid_key(err) for _, err in dead), dead
+        slowest = max(latency for latency, _ in dead)
+        assert slowest < STORM_WAIT + 1.0, sorted(round(x, 2) for x, _ in dead)
+        polls = STORM_WAIT / STORM_POLL + 1  # one waiter's reads
+        assert store.reads - reads <= 2 * polls, store.reads - reads
+
+        # Again, and the worker publishes a new key mid-wait: every thread retries with it and succeeds,
+        # and the new key costs one read, not one per thread.
+        rotated = threading.Timer(0.2, lambda: c.rotate_once(force=True))
+        reads = store.reads
+        rotated.start()
+        fresh = storm(client, STORM_THREADS)
+        rotated.join(30)
+        assert [err for _, err in fresh] == [None] * STORM_THREADS, fresh
+        assert max(latency for latency, _ in fresh) < STORM_WAIT + 1.0
+        assert store.reads - reads <= polls + 1, store.reads - reads
+        assert source.current() != k1 and client.key_prefix == source.current().masked  # type: ignore[union-attr]
+    finally:
+        source.close()
+        c.close()
 
 
 # -- the example bot, the status and check commands --------------------------------------------------

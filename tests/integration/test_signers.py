@@ -364,6 +364,22 @@ def test_envelope_data_key_is_made_once_and_decrypted_after(kms: Any, tmp_path: 
     assert open_data_key(path, kms, key_id) == first  # a restart decrypts, it does not make a new one
 
 
+@pytest.mark.parametrize("umask", [0o000, 0o022, 0o777], ids=oct)
+def test_envelope_directories_and_data_key_are_private_whatever_the_umask(
+    kms: Any, tmp_path: Path, umask: int
+) -> None:
+    key_id = kms.create_key()["KeyMetadata"]["KeyId"]
+    path = tmp_path / "x" / "y" / "keys.enc"
+    old = os.umask(umask)
+    try:
+        open_data_key(path, kms, key_id)
+    finally:
+        os.umask(old)
+    for made in (tmp_path / "x", tmp_path / "x" / "y"):
+        assert made.stat().st_mode & 0o777 == 0o700, made
+    assert datakey_path(path).stat().st_mode & 0o777 == 0o600
+
+
 def test_workers_starting_together_agree_on_one_data_key(kms: Any, tmp_path: Path) -> None:
     key_id = kms.create_key()["KeyMetadata"]["KeyId"]
     path = tmp_path / "keys.enc"

@@ -26,8 +26,9 @@ import pytest
 from hvac.exceptions import Forbidden
 
 from rotator.config import VaultSettings, load_settings
+from rotator.consumer import CredentialSource
 from rotator.errors import AccessDenied, Corrupt, StoreError, Unavailable
-from rotator.model import PUBLISHED_FIELDS, CredentialRef, CredentialState, Key
+from rotator.model import PUBLISHED_FIELDS, CredentialRef, CredentialState, Key, ack_prefix
 from rotator.rotation import Rotator
 from rotator.runtime import Runtime
 from rotator.sandbox import Sandbox
@@ -724,6 +725,86 @@ def test_a_missing_mount_is_an_error_not_an_empty_state(openbao: OpenBao) -> Non
     store = _store(openbao, mount=_unique("nosuch"))
     with pytest.raises(StoreError, match="no handler for route"):
         store.load(REF)
+
+
+def test_a_cas_required_mount_takes_every_write_and_acknowledgements_still_release_old_keys(
+    openbao: OpenBao, sandbox: Sandbox, tmp_path: Path, wallet: tuple[str, str]
+) -> None:
+    # A mount whose every write must carry check-and-set, with the shipped policies moved onto it.
+    root = openbao.client()
+    mount = _unique("cas")
+    root.sys.enable_secrets_engine("kv", path=mount, options={"version": "2"})
+    root.secrets.kv.v2.configure(cas_required=True, mount_point=mount)
+    policies = {}
+    for name in ("rotator", "consumer"):
+        policies[name] = _unique(name)
+        text = (DEPLOY / f"{name}-policy.hcl").read_text().replace('path "secret/', f'path "{mount}/')
+        root.sys.create_or_update_policy(policies[name], text)
+    rotator_token = make_token(openbao, policies["rotator"])
+    consumer_token = make_token(openbao, policies["consumer"])
+    w = vault_worker(
+        openbao,
+        tmp_path,
+        sandbox.url,
+        wallet,
+        rotator_token,
+        name=POLICY_CREDENTIAL,
+        grace="1h",
+        vault={"mount": mount, "auth": {"method": "token", "token_env": "VAULT_TOKEN"}},
+        cred_extra={"verify_timeout": "10s", "min_grace": "0.5s"},
+    )
+    w.write_config()
+
+    def bot() -> CredentialSource:
+        """bot-1 of the consumer policy, as a freshly started process would be."""
+        return CredentialSource.from_settings(
+            {"backend": "vault", "vault": {"url": openbao.url, "mount": mount, "auth": {"token_env": "T"}}},
+            credential=w.name,
+            path=w.ref.path,
+            env={"T": consumer_token},
+            consumer_id="bot-1",
+        )
+
+    def acks() -> list[tuple[str, str]]:
+        return [(a.consumer_id, a.key_prefix) for a in w.store().acks(w.ref)]
+
+    assert "rotated" in w.rotate().stdout  # the state and the published key: check-and-set already
+    k1 = w.published()
+    assert k1 is not None
+    with bot() as source:
+        assert source.refresh() == k1
+    assert acks() == [("bot-1", ack_prefix(k1.api_key))]  # created with cas=0
+    with bot() as source:  # a restarted bot: its acknowledgement exists, at a version it must learn
+        source.refresh()
+        assert source.refresh() == k1
+    assert len(published_versions(openbao, f"rotator-state/{w.name}/acks/bot-1", mount)) == 2
+
+    # Consumer-confirmed revocation works on this mount: the bot moves to k2, k1 goes long before grace.
+    assert "rotated" in w.rotate("--force").stdout
+    k2 = w.published()
+    assert k2 is not None and k2 != k1
+    with bot() as source:
+        assert source.refresh() == k2
+    assert acks() == [("bot-1", ack_prefix(k2.api_key))]
+    time.sleep(0.6)
+    out = w.rotate()
+    assert "revoked=1" in out.stdout, (out.stdout, out.stderr)
+    assert sandbox.live_keys(w.address) == [k2.api_key]
+
+    # A policy from before (no read on the acknowledgement): the error says what to grant.
+    old_policy = _unique("consumer-old")
+    root.sys.create_or_update_policy(
+        old_policy,
+        f'path "{mount}/data/rotator-state/{w.name}/acks/bot-1" {{ capabilities = ["create", "update"] }}',
+    )
+    as_old = build_vault_store(
+        VaultSettings(url=openbao.url, mount=mount, auth={"token_env": "T"}),
+        {"T": make_token(openbao, old_policy)},
+    )
+    with pytest.raises(AccessDenied, match=r"needs read as well as create and update .*consumer-policy\.hcl"):
+        as_old.ack(w.ref, "bot-1", ack_prefix(k2.api_key), time.time())
+    as_old.close()
+    assert_no_leaks(*OUTPUTS)
 
 
 def test_a_kv_version_1_mount_is_refused(openbao: OpenBao) -> None:

@@ -371,3 +371,66 @@ def test_a_key_of_the_wrong_size_is_refused_without_echo(path: Path) -> None:
 def test_repr_shows_the_path_not_the_key(path: Path, key: bytes) -> None:
     text = repr(FileStore(path, key))
     assert text == f"FileStore({str(path)!r})"
+
+
+# -- directories, and changing the file's key ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("umask", [0o000, 0o022, 0o077, 0o777], ids=oct)
+def test_every_directory_it_creates_is_private_whatever_the_umask(
+    tmp_path: Path, key: bytes, umask: int
+) -> None:
+    tmp_path.chmod(0o755)
+    path = tmp_path / "a" / "b" / "c" / "keys.enc"
+    old = os.umask(umask)
+    try:
+        FileStore(path, key).save(REF, STATE, None)
+    finally:
+        os.umask(old)
+    for made in (tmp_path / "a", tmp_path / "a" / "b", tmp_path / "a" / "b" / "c"):
+        assert stat.S_IMODE(made.stat().st_mode) == 0o700, made
+    assert stat.S_IMODE(tmp_path.stat().st_mode) == 0o755  # not ours: left as it was
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert stat.S_IMODE(path.with_name(path.name + ".lock").stat().st_mode) == 0o600
+    assert FileStore(path, key).load(REF).state == STATE
+
+
+def test_a_directory_it_did_not_create_keeps_its_mode(tmp_path: Path, key: bytes) -> None:
+    shared = tmp_path / "shared"
+    shared.mkdir(mode=0o750)
+    shared.chmod(0o750)
+    FileStore(shared / "keys.enc", key).save(REF, STATE, None)
+    assert stat.S_IMODE(shared.stat().st_mode) == 0o750
+
+
+def test_a_file_sealed_under_the_previous_key_is_read_and_rekeyed_under_the_new_one(
+    path: Path, key: bytes
+) -> None:
+    FileStore(path, key).save(REF, STATE, None)
+    new = os.urandom(32)
+    switching = FileStore(path, new, previous_keys=(key,))
+    assert switching.load(REF).state == STATE and switching.load(REF).version == 1
+    assert switching.rekey() == "rekeyed"
+    assert FileStore(path, new).load(REF).version == 1  # the new key alone reads it: versions kept
+    with pytest.raises(Corrupt, match="cannot decrypt"):
+        FileStore(path, key).load(REF)
+    assert switching.rekey() == "current"
+    assert FileStore(path.with_name("none.enc"), new).rekey() == "absent"
+    assert not path.with_name("none.enc").exists() and not path.with_name("none.enc.lock").exists()
+
+
+def test_any_write_during_a_key_change_seals_under_the_new_key(path: Path, key: bytes) -> None:
+    FileStore(path, key).save(REF, STATE, None)
+    new = os.urandom(32)
+    FileStore(path, new, previous_keys=(key,)).publish(REF, make_key(3))
+    assert FileStore(path, new).read_published(REF) == make_key(3)
+    assert FileStore(path, new).load(REF).state == STATE
+
+
+def test_a_file_under_neither_key_is_corrupt_and_rekey_leaves_it(path: Path, key: bytes) -> None:
+    FileStore(path, key).save(REF, STATE, None)
+    before = path.read_bytes()
+    store = FileStore(path, os.urandom(32), previous_keys=(os.urandom(32),))
+    with pytest.raises(Corrupt, match="cannot decrypt"):
+        store.rekey()
+    assert path.read_bytes() == before
