@@ -228,16 +228,25 @@ def _status(rt: Runtime, as_json: bool) -> int:
     import json
     import time
 
+    from rotator.errors import RotatorError
+
     now = time.time()
     rows: list[dict[str, Any]] = []
     for cred in rt.settings.credentials:
         st = rt.store.load(rt.ref(cred)).state
         row = _state_row(cred.name, st, now, cred.rotate_every)
         rows.append({**row, "path": cred.path, "consumers": _consumers(rt, cred, st, now)})
-    rows += _orphan_rows(rt, now)
+    code = EXIT_OK
+    try:
+        rows += _orphan_rows(rt, now)
+    except RotatorError as exc:
+        print(
+            f"rotator: cannot list the states of credentials removed from the config: {exc}", file=sys.stderr
+        )
+        code = EXIT_FAILED
     if as_json:
         print(json.dumps(rows, indent=2))
-        return EXIT_OK
+        return code
     for row in rows:
         age = row["age_seconds"]
         age_text = f"{age:.0f}s" if isinstance(age, float) else "-"
@@ -247,14 +256,14 @@ def _status(rt: Runtime, as_json: bool) -> int:
             f"rotations={row['rotations']}"
         )
         if row["orphaned"]:
-            print(f"  {_ORPHAN_NOTE[row['archived']]}")
+            print(f"  {_ORPHAN_NOTE[bool(row['archived'])]}")
         consumers = row["consumers"]
         if isinstance(consumers, str):
             print(f"  consumers: {consumers}")
         for c in consumers if isinstance(consumers, list) else []:
             seen = f"seen {c['seen_seconds_ago']:.0f}s ago" + ("" if c["live"] else " (not live)")
             print(f"  consumer {c['consumer']:<24} key={c['key']:<19} {c['holds']:<8} {seen}")
-    return EXIT_OK
+    return code
 
 
 def _consumers(rt: Runtime, cred: CredentialSettings, st: CredentialState, now: float) -> list[Any] | str:
@@ -319,25 +328,35 @@ def _orphan_rows(rt: Runtime, now: float) -> list[dict[str, Any]]:
     """``status`` rows of the states the store holds for credentials the config no longer names:
     no path (it was in the config), no next rotation (never), consumers unknown (AWS keeps their
     acknowledgements on the published secret, whose path was in the config)."""
+    from rotator.errors import RotatorError
+    from rotator.model import CredentialState
     from rotator.orphans import holds_keys, orphan_names, orphan_ref
 
     rows: list[dict[str, Any]] = []
     for name in orphan_names(rt.rotator, (c.name for c in rt.settings.credentials)):
-        st = rt.store.load(orphan_ref(name)).state
+        consumers, archived = "unknown: not in the config", None
+        try:
+            st = rt.store.load(orphan_ref(name)).state
+            archived = not holds_keys(st)
+        except RotatorError as exc:  # one unreadable state must not hide the others
+            st, consumers = CredentialState(), f"state unreadable ({exc})"
         row = _state_row(name, st, now, None)
-        rows.append(
-            {**row, "archived": not holds_keys(st), "path": None, "consumers": "unknown: not in the config"}
-        )
+        rows.append({**row, "archived": archived, "path": None, "consumers": consumers})
     return rows
 
 
 def _refuse_orphan(rt: Runtime, name: str, command: str) -> None:
     """A name the config does not have but the store does: say what to do instead of 'no such'."""
+    from rotator.errors import RotatorError
     from rotator.orphans import orphan_names
 
     if name in {c.name for c in rt.settings.credentials}:
         return
-    if name in orphan_names(rt.rotator, ()):
+    try:
+        stored = orphan_names(rt.rotator, ())
+    except RotatorError:
+        return  # cannot tell: the usual "no such credential" follows
+    if name in stored:
         raise _config_error(
             f"--credential {name}: not in the config, but the store holds its state; {command} needs its "
             f"signer: `rotator retire --credential {name}` revokes every key it holds"

@@ -494,6 +494,8 @@ class AwsStore:
 
     def _mirror(self, ref: CredentialRef, state: CredentialState) -> None:
         """Point AWSPENDING/AWSPREVIOUS of the published secret at what ``state`` says. Best effort."""
+        if not ref.path:
+            return  # a credential removed from the config: where it published is no longer known
         try:
             with self._aws(f"labelling published secret {ref.path!r}"):
                 self._sync_labels(ref, state)
