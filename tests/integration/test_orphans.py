@@ -153,6 +153,15 @@ def test_a_renamed_credential_keeps_its_keys_served_until_retired(
         assert proc.returncode == 2 and "holds no state" in proc.stderr
         proc = w.run("retire", "--credential", "../x")
         assert proc.returncode == 2 and "not a credential name" in proc.stderr
+        proc = w.run("retire", "--credential", new, "--force", "--dry-run")
+        assert proc.returncode == 0 and f"{new}: would-retire" in proc.stdout, proc.stdout + proc.stderr
+        # rotate takes a stored name the config lacks: its pass only revokes what is due.
+        proc = w.run("rotate", "--credential", old, "--dry-run")
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        assert _lines(proc.stdout, old) == [
+            f"{old}: nothing-due (orphaned state: not in the config) key={k_cur.masked}…"
+        ]
+        assert _lines(proc.stdout, new) == []
 
     proc = w.run("retire", "--credential", old, "--dry-run")
     assert proc.returncode == 0, proc.stdout + proc.stderr
