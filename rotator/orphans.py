@@ -162,6 +162,8 @@ def retire(
         if dry_run:
             result.outcome = "would-retire"
             return result
+        if not keys and pending is None:
+            return result  # already retired (archived): nothing to write
         ctx.step = "retire"
         t = time.monotonic()
         before = {r.key.api_key for r in state.retiring}

@@ -115,6 +115,8 @@ def test_retire_revokes_current_retiring_and_pending_keys_then_archives(world: A
     assert after.next_nonce == 5  # a credential added back under this name goes on from here
     assert sorted(h.nonce for h in after.history) == [2, 3, 4]
     assert {h.how for h in after.history} == {"deleted"}
+    saves = store.saves
+    assert retire(rot, "gone", None).outcome == "retired" and store.saves == saves  # archived: no write
 
 
 def test_retire_without_a_signer_cannot_resolve_an_intent_and_says_so(world: Any) -> None:
