@@ -1,4 +1,4 @@
-"""Command line: run, rotate, status, check, revoke, rekey, sandbox, demo.
+"""Command line: run, rotate, status, check, revoke, retire, rekey, sandbox, demo.
 
 Exit codes: 0 all good, 1 a rotation (or check) failed, 2 bad config or usage. Errors are one line
 on stderr, never a traceback, never a secret. Heavy imports happen inside the commands.
@@ -42,7 +42,11 @@ def _parser() -> argparse.ArgumentParser:
     which.add_argument(
         "--credential", metavar="NAME", action="append", help="credential to pass over (repeatable)"
     )
-    which.add_argument("--all", action="store_true", help="every credential in the config")
+    which.add_argument(
+        "--all",
+        action="store_true",
+        help="every credential in the config, and the retiring keys of those removed from it",
+    )
     rot.add_argument("--force", action="store_true", help="rotate even if the key is not due")
     rot.add_argument("--dry-run", action="store_true", help="say what would happen; change nothing")
     st = with_config("status", "show each credential's keys and deadlines (no secrets)")
@@ -58,6 +62,19 @@ def _parser() -> argparse.ArgumentParser:
         "re-encrypt the file store under store.file.key_env, reading it with the key in "
         "store.file.previous_key_env (changing ROTATOR_FILE_KEY; no signer needed)",
     )
+    ret = with_config(
+        "retire",
+        "revoke every key of a credential removed from the config (current, retiring, pending), "
+        "then archive its state",
+    )
+    ret.add_argument("--credential", metavar="NAME", required=True)
+    ret.add_argument(
+        "--force",
+        action="store_true",
+        help="also when the config still has it: its bots lose their key now, and a running worker "
+        "with this config issues it a new one",
+    )
+    ret.add_argument("--dry-run", action="store_true", help="list the keys it would revoke; change nothing")
     sb = sub.add_parser(
         "sandbox", help="run the local CLOB auth sandbox", description="run the local CLOB auth sandbox"
     )
@@ -117,7 +134,10 @@ def _dispatch(args: argparse.Namespace) -> int:
             return _status(rt, args.json)
         if args.command == "check":
             return _check(rt)
+        if args.command == "retire":
+            return _retire(rt, args)
         if args.command == "revoke":
+            _refuse_orphan(rt, args.credential, "revoke --emergency")
             cred = rt.settings.credential(args.credential)
             return _report(rt, [_pass(rt, cred, force=True, emergency=True)])
     finally:
@@ -155,15 +175,36 @@ def _passes(rt: Runtime, creds: list[CredentialSettings], **kw: bool) -> list[Pa
 
 
 def _rotate(rt: Runtime, args: argparse.Namespace) -> int:
-    creds = rt.settings.credentials if args.all else [rt.settings.credential(n) for n in args.credential]
-    if not creds:
+    from rotator.errors import RotatorError
+    from rotator.orphans import orphan_names, serve
+
+    configured = {c.name for c in rt.settings.credentials}
+    unlisted: str | None = None
+    if args.all:
+        creds = list(rt.settings.credentials)
+        try:  # the states of credentials removed from the config may hold keys to revoke
+            orphans = orphan_names(rt.rotator, configured)
+        except RotatorError as exc:
+            orphans, unlisted = [], str(exc)
+    else:
+        creds = [rt.settings.credential(n) for n in args.credential if n in configured]
+        orphans = [n for n in dict.fromkeys(args.credential) if n not in configured]
+        stored = set(rt.store.names()) if orphans else set()
+        for name in orphans:
+            if name not in stored:
+                rt.settings.credential(name)  # raises "no such credential in the config"
+    if not creds and not orphans and unlisted is None:
         raise _config_error("credentials: the config lists none")
     results = _passes(rt, creds, force=args.force, dry_run=args.dry_run)
-    code = _report(rt, results)
+    results += [serve(rt.rotator, n, dry_run=args.dry_run) for n in orphans]
+    code = _report(rt, results, orphaned=frozenset(orphans))
+    if unlisted is not None:
+        print(f"rotator: cannot list the states of credentials removed from the config: {unlisted}")
+        code = EXIT_FAILED
     if rt.settings.metrics.pushgateway:
         from rotator.exporter import push_metrics
 
-        push_metrics(rt, [c.name for c in creds])
+        push_metrics(rt, [c.name for c in creds] + orphans)
     return code
 
 
@@ -173,9 +214,11 @@ def _config_error(msg: str) -> Exception:
     return ConfigError(msg)
 
 
-def _report(rt: Runtime, results: list[PassResult]) -> int:
+def _report(rt: Runtime, results: list[PassResult], orphaned: frozenset[str] = frozenset()) -> int:
     for r in results:
         line = f"{r.credential}: {r.outcome}"
+        if r.credential in orphaned:
+            line += " (orphaned state: not in the config)"
         if r.key_prefix:
             line += f" key={r.key_prefix}…"
         if r.revoked:
@@ -192,39 +235,25 @@ def _status(rt: Runtime, as_json: bool) -> int:
     import json
     import time
 
+    from rotator.errors import RotatorError
+
     now = time.time()
     rows: list[dict[str, Any]] = []
     for cred in rt.settings.credentials:
-        snap = rt.store.load(rt.ref(cred))
-        st = snap.state
-        cur = st.current
-        rows.append(
-            {
-                "credential": cred.name,
-                "path": cred.path,
-                "key": cur.masked if cur else None,
-                "nonce": cur.nonce if cur else None,
-                "address": cur.address if cur else None,
-                "age_seconds": round(now - cur.created_at, 1) if cur else None,
-                "next_rotation": round(cur.created_at + cred.rotate_every, 1) if cur else None,
-                "pending": {"nonce": st.pending.nonce, "owner": st.pending.owner} if st.pending else None,
-                "retiring": [
-                    {
-                        "key": r.key.masked,
-                        "nonce": r.key.nonce,
-                        "revoke_after": r.revoke_after,
-                        "reason": r.reason,
-                    }
-                    for r in st.retiring
-                ],
-                "rotations": st.rotations,
-                "history": [h.to_dict() for h in st.history],
-                "consumers": _consumers(rt, cred, st, now),
-            }
+        st = rt.store.load(rt.ref(cred)).state
+        row = _state_row(cred.name, st, now, cred.rotate_every)
+        rows.append({**row, "path": cred.path, "consumers": _consumers(rt, cred, st, now)})
+    code = EXIT_OK
+    try:
+        rows += _orphan_rows(rt, now)
+    except RotatorError as exc:
+        print(
+            f"rotator: cannot list the states of credentials removed from the config: {exc}", file=sys.stderr
         )
+        code = EXIT_FAILED
     if as_json:
         print(json.dumps(rows, indent=2))
-        return EXIT_OK
+        return code
     for row in rows:
         age = row["age_seconds"]
         age_text = f"{age:.0f}s" if isinstance(age, float) else "-"
@@ -233,13 +262,15 @@ def _status(rt: Runtime, as_json: bool) -> int:
             f"retiring={len(row['retiring'])} pending={'yes' if row['pending'] else 'no'} "
             f"rotations={row['rotations']}"
         )
+        if row["orphaned"]:
+            print(f"  {_ORPHAN_NOTE[bool(row['archived'])]}")
         consumers = row["consumers"]
         if isinstance(consumers, str):
             print(f"  consumers: {consumers}")
         for c in consumers if isinstance(consumers, list) else []:
             seen = f"seen {c['seen_seconds_ago']:.0f}s ago" + ("" if c["live"] else " (not live)")
             print(f"  consumer {c['consumer']:<24} key={c['key']:<19} {c['holds']:<8} {seen}")
-    return EXIT_OK
+    return code
 
 
 def _consumers(rt: Runtime, cred: CredentialSettings, st: CredentialState, now: float) -> list[Any] | str:
@@ -265,6 +296,112 @@ def _consumers(rt: Runtime, cred: CredentialSettings, st: CredentialState, now: 
         }
         for a in sorted(acks, key=lambda a: a.consumer_id)
     ]
+
+
+_ORPHAN_NOTE = {
+    False: "orphaned state: not in the config; retiring keys are still revoked on schedule; "
+    "`rotator retire --credential NAME` revokes the rest",
+    True: "archived: retired, holds no key (kept for its history and next nonce)",
+}
+
+
+def _state_row(name: str, st: CredentialState, now: float, rotate_every: float | None) -> dict[str, Any]:
+    """What ``status`` shows of one state: masked key ids, nonces, deadlines; never a secret."""
+    cur = st.current
+    return {
+        "credential": name,
+        "orphaned": rotate_every is None,
+        "key": cur.masked if cur else None,
+        "nonce": cur.nonce if cur else None,
+        "address": cur.address if cur else None,
+        "age_seconds": round(now - cur.created_at, 1) if cur else None,
+        "next_rotation": round(cur.created_at + rotate_every, 1) if cur and rotate_every else None,
+        "pending": {"nonce": st.pending.nonce, "owner": st.pending.owner} if st.pending else None,
+        "retiring": [
+            {
+                "key": r.key.masked,
+                "nonce": r.key.nonce,
+                "revoke_after": r.revoke_after,
+                "reason": r.reason,
+            }
+            for r in st.retiring
+        ],
+        "rotations": st.rotations,
+        "history": [h.to_dict() for h in st.history],
+    }
+
+
+def _orphan_rows(rt: Runtime, now: float) -> list[dict[str, Any]]:
+    """``status`` rows of the states the store holds for credentials the config no longer names:
+    no path (it was in the config), no next rotation (never), consumers unknown (AWS keeps their
+    acknowledgements on the published secret, whose path was in the config)."""
+    from rotator.errors import RotatorError
+    from rotator.model import CredentialState
+    from rotator.orphans import holds_keys, orphan_names, orphan_ref
+
+    rows: list[dict[str, Any]] = []
+    for name in orphan_names(rt.rotator, (c.name for c in rt.settings.credentials)):
+        consumers, archived = "unknown: not in the config", None
+        try:
+            st = rt.store.load(orphan_ref(name)).state
+            archived = not holds_keys(st)
+        except RotatorError as exc:  # one unreadable state must not hide the others
+            st, consumers = CredentialState(), f"state unreadable ({exc})"
+        row = _state_row(name, st, now, None)
+        rows.append({**row, "archived": archived, "path": None, "consumers": consumers})
+    return rows
+
+
+def _refuse_orphan(rt: Runtime, name: str, command: str) -> None:
+    """A name the config does not have but the store does: say what to do instead of 'no such'."""
+    from rotator.errors import RotatorError
+    from rotator.orphans import orphan_names
+
+    if name in {c.name for c in rt.settings.credentials}:
+        return
+    try:
+        stored = orphan_names(rt.rotator, ())
+    except RotatorError:
+        return  # cannot tell: the usual "no such credential" follows
+    if name in stored:
+        raise _config_error(
+            f"--credential {name}: not in the config, but the store holds its state; {command} needs its "
+            f"signer: `rotator retire --credential {name}` revokes every key it holds"
+        )
+
+
+def _retire(rt: Runtime, args: argparse.Namespace) -> int:
+    from rotator.orphans import retire
+    from rotator.stores.base import is_credential_name
+
+    name = args.credential
+    if not is_credential_name(name):
+        raise _config_error("--credential: not a credential name (letters, digits, _ . -; 63 at most)")
+    signer = None
+    if name in {c.name for c in rt.settings.credentials}:
+        if not args.force:
+            raise _config_error(
+                f"--credential {name}: still in the config; remove it first (a worker running with this "
+                "config would issue it a new key), or pass --force"
+            )
+        signer = rt.signer(rt.settings.credential(name))
+    result = retire(rt.rotator, name, signer, dry_run=args.dry_run)
+    if result.outcome == "nothing-stored":
+        raise _config_error(f"--credential {name}: the store holds no state of that name")
+    verb = "would revoke" if args.dry_run else "revoking"
+    for held in result.held:
+        print(f"{name}: {verb} {held}")
+    line = f"{name}: {result.outcome}"
+    if not args.dry_run:
+        line += f" revoked={result.revoked}"
+    if result.left:
+        line += " not-confirmed-gone=[" + ", ".join(str(h) for h in result.left) + "]"
+        line += " (kept in the state: retiring keys are retried by every pass; without the signer an"
+        line += " intent's key cannot be looked up: add the credential back and retire --force)"
+    if result.error:
+        line += f" error={result.error}"
+    print(line)
+    return EXIT_OK if result.ok else EXIT_FAILED
 
 
 def _check(rt: Runtime) -> int:

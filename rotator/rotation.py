@@ -48,6 +48,8 @@ audit = logging.getLogger("rotator.audit")
 MAX_NONCE_WALK = 64
 #: A key that refuses its own DELETE but still exists (propagating) is tried again after this.
 RECHECK_LIVE_KEY = 15.0
+#: The same, when no signer can confirm it is gone (a credential removed from the config).
+RECHECK_WITHOUT_SIGNER = 600.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -399,12 +401,14 @@ class Rotator:
         except Unauthorized:
             # A 401 signed with the key itself usually means it is gone, but a key still inside
             # the server's propagation delay answers 401 too: ask the authority (derive, L1).
+            # No signer (a credential removed from the config) means no way to ask: keep it retiring.
             try:
-                gone = ctx.signer is None or self.clob.derive_key(ctx.signer(), entry.key.nonce) is None
+                gone = ctx.signer is not None and self.clob.derive_key(ctx.signer(), entry.key.nonce) is None
             except ClobError:
                 gone = False
             if not gone:
-                self._recheck_later(ctx, entry)
+                # Without a signer nothing new can be learnt soon: ask again rarely (it costs /auth/*).
+                self._recheck_later(ctx, entry, RECHECK_LIVE_KEY if ctx.signer else RECHECK_WITHOUT_SIGNER)
                 self._event(
                     ctx, "revoke", "not-yet-revocable", t, nonce=entry.key.nonce, key=entry.key.masked
                 )
@@ -449,9 +453,9 @@ class Rotator:
             return False
         return False
 
-    def _recheck_later(self, ctx: _Ctx, entry: Retiring) -> None:
-        """Keep ``entry`` retiring and try its revocation again in :data:`RECHECK_LIVE_KEY` seconds."""
-        retry_at = self.clock() + RECHECK_LIVE_KEY
+    def _recheck_later(self, ctx: _Ctx, entry: Retiring, after: float = RECHECK_LIVE_KEY) -> None:
+        """Keep ``entry`` retiring and try its revocation again ``after`` seconds from now."""
+        retry_at = self.clock() + after
         retiring = tuple(replace(r, revoke_after=retry_at) if r == entry else r for r in ctx.state.retiring)
         self._save(ctx, replace(ctx.state, retiring=retiring))
 

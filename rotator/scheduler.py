@@ -65,6 +65,24 @@ class Daemon:
         else:
             self.store_problem = None
 
+    def _orphans_job(self) -> None:
+        """Revoke on schedule the retiring keys of credentials removed from the config (their states
+        stay in the store until ``rotator retire``). Listed afresh each time: another worker's
+        ``retire`` or a config change elsewhere may have changed the set."""
+        from rotator.errors import RotatorError
+        from rotator.orphans import orphan_names, serve
+
+        rt = self.rt
+        try:
+            names = orphan_names(rt.rotator, (c.name for c in rt.settings.credentials))
+        except RotatorError as exc:
+            log.warning("cannot list the states of credentials removed from the config: %s", exc)
+            return
+        for name in names:
+            if self.stop_event.is_set():
+                return
+            serve(rt.rotator, name)
+
     def ready(self) -> str | None:
         return self.store_problem
 
@@ -92,6 +110,19 @@ class Daemon:
                 replace_existing=True,
                 next_run_time=None,
             )
+        self.scheduler.add_job(
+            self._orphans_job,
+            "interval",
+            seconds=max(tick, 1.0),
+            jitter=jitter,
+            id="orphans",
+            name="states of removed credentials",
+            max_instances=1,
+            coalesce=True,
+            misfire_grace_time=int(max(tick, 1)),
+            replace_existing=True,
+            next_run_time=None,
+        )
         self.scheduler.start()
         self.started = True
         # First pass right away, spread by the job's jitter.

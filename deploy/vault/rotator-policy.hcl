@@ -5,7 +5,7 @@
 #   bao policy write rotator deploy/vault/rotator-policy.hcl   (or: vault policy write ...)
 #
 # The worker reads and writes (always with check-and-set) its published keys and its rotation
-# state, and nothing else: no list, no delete, no metadata, no other mount.
+# state, lists the state prefix, and nothing else: no delete, no metadata read, no other mount.
 
 # Published keys: what consumers read. Read first, so re-publishing an unchanged key is a no-op.
 path "secret/data/polymarket/*" {
@@ -18,8 +18,10 @@ path "secret/data/rotator-state/*" {
   capabilities = ["create", "read", "update"]
 }
 
-# Listing the consumers that acknowledged a key (consumer-confirmed revocation). Without it the
-# worker still works: it logs a warning and waits for the full grace.
+# Listing the consumers that acknowledged a key (consumer-confirmed revocation; without it the
+# worker logs a warning and waits for the full grace), and the states under the prefix, so that the
+# retiring keys of credentials removed from the config are still revoked (`rotate --all`, the
+# daemon, `status`, `retire`).
 path "secret/metadata/rotator-state/*" {
   capabilities = ["list"]
 }

@@ -54,7 +54,7 @@ from rotator.errors import (
     VersionConflict,
 )
 from rotator.model import Ack, CredentialRef, CredentialState, Key, MalformedError
-from rotator.stores.base import Snapshot, Version
+from rotator.stores.base import Snapshot, Version, is_credential_name
 
 if TYPE_CHECKING:
     from rotator.config import AwsStoreSettings
@@ -129,6 +129,8 @@ class SecretsManagerClient(Protocol):
     def update_secret_version_stage(self, **kwargs: Any) -> dict[str, Any]: ...
 
     def tag_resource(self, **kwargs: Any) -> dict[str, Any]: ...
+
+    def list_secrets(self, **kwargs: Any) -> dict[str, Any]: ...
 
     def close(self) -> None: ...
 
@@ -363,6 +365,25 @@ class AwsStore:
                 continue  # written by a consumer: garbage must not stop revocations
         return out
 
+    def names(self) -> list[str]:
+        prefix = self._state_prefix
+        found: set[str] = set()
+        # The "name" filter is a case-insensitive prefix match on AWS: the exact prefix is checked
+        # below. Secrets scheduled for deletion are not listed (IncludePlannedDeletion defaults off).
+        request: dict[str, Any] = {"Filters": [{"Key": "name", "Values": [prefix]}], "MaxResults": 100}
+        with self._aws(f"listing state secrets {prefix}*"):
+            while True:
+                resp = self._client.list_secrets(**request)
+                for entry in resp.get("SecretList") or []:
+                    name = str(entry.get("Name", ""))
+                    if name.startswith(prefix) and is_credential_name(name[len(prefix) :]):
+                        found.add(name[len(prefix) :])
+                token = resp.get("NextToken")
+                if not token:
+                    break
+                request["NextToken"] = token
+        return sorted(found)
+
     def close(self) -> None:
         if not self._closed:
             self._closed = True
@@ -473,6 +494,8 @@ class AwsStore:
 
     def _mirror(self, ref: CredentialRef, state: CredentialState) -> None:
         """Point AWSPENDING/AWSPREVIOUS of the published secret at what ``state`` says. Best effort."""
+        if not ref.path:
+            return  # a credential removed from the config: where it published is no longer known
         try:
             with self._aws(f"labelling published secret {ref.path!r}"):
                 self._sync_labels(ref, state)

@@ -6,10 +6,21 @@ implementations do not repeat it. One contract test suite (``tests/contract``) r
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Protocol
 
 from rotator.model import Ack, CredentialRef, CredentialState, Key
+
+#: What a credential name looks like (``config.py`` validates names with the same pattern). Stores keep
+#: other records beside the states (the leader lease ``_leader``, Vault's ``<name>/acks/``): their names
+#: never match, so :meth:`Store.names` can tell states from them.
+CREDENTIAL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+
+
+def is_credential_name(name: str) -> bool:
+    return CREDENTIAL_NAME.fullmatch(name) is not None
+
 
 #: Opaque version of a credential's stored state. ``None`` means "nothing stored yet".
 Version = int | str
@@ -50,6 +61,15 @@ class Store(Protocol):
 
         :returns: the new version.
         :raises VersionConflict: another writer got there first; nothing was written.
+        """
+        ...
+
+    def names(self) -> list[str]:
+        """The names of every credential whose state this store holds, sorted.
+
+        Configured or not: a credential removed from the config keeps its state (and its keys) until
+        an operator retires it, and the worker finds it here. Records that are not states (leases,
+        acknowledgements, names that :func:`is_credential_name` refuses) are not listed.
         """
         ...
 

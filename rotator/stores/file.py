@@ -25,7 +25,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from rotator.errors import AccessDenied, ConfigError, Corrupt, StoreError, Unavailable, VersionConflict
 from rotator.model import Ack, CredentialRef, CredentialState, Key
-from rotator.stores.base import Snapshot, Version
+from rotator.stores.base import Snapshot, Version, is_credential_name
 
 FORMAT = "rotator-file-store"
 FORMAT_VERSION = 1
@@ -154,6 +154,9 @@ class FileStore:
         """
         contents = self._read()
         return {name: self._snapshot(contents, name) for name in contents.credentials}
+
+    def names(self) -> list[str]:
+        return sorted(n for n in self._read().credentials if is_credential_name(n))
 
     def save(self, ref: CredentialRef, state: CredentialState, expected: Version | None) -> Version:
         raw = state.to_dict()

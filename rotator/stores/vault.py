@@ -48,7 +48,7 @@ from rotator.errors import (
     VersionConflict,
 )
 from rotator.model import Ack, CredentialRef, CredentialState, Key, Secret
-from rotator.stores.base import Snapshot, Version
+from rotator.stores.base import Snapshot, Version, is_credential_name
 
 if TYPE_CHECKING:
     from rotator.config import VaultSettings
@@ -514,23 +514,9 @@ class VaultStore:
 
     def acks(self, ref: CredentialRef) -> list[Ack]:
         base = self._acks_path(ref)
-
-        def names() -> Any:
-            from hvac import exceptions as hv
-
-            try:
-                return self._client.secrets.kv.v2.list_secrets(path=base, mount_point=self._mount)
-            except hv.InvalidPath as exc:
-                if _vault_errors(exc):
-                    raise
-                return None  # no consumer has acknowledged yet
-
-        response = self._call(f"list the acknowledgements at {self._where(base)}", names)
-        body = response.get("data") if isinstance(response, dict) else None
-        keys = body.get("keys") if isinstance(body, dict) else None
         out: list[Ack] = []
-        for name in keys if isinstance(keys, list) else []:
-            if not isinstance(name, str) or name.endswith("/"):
+        for name in self._list(base, f"list the acknowledgements at {self._where(base)}"):
+            if name.endswith("/"):
                 continue
             read = self._read(f"{base}/{name}", f"read the acknowledgement at {self._where(base)}/{name}")
             try:
@@ -539,6 +525,12 @@ class VaultStore:
             except ValueError:
                 continue  # written by a consumer: garbage must not stop revocations
         return out
+
+    def names(self) -> list[str]:
+        # A state is a secret directly under the prefix; "<name>/" is the folder of its acks, which a
+        # consumer may create before any state exists, so only the secret itself counts.
+        listed = self._list(self._state_prefix, f"list the states at {self._where(self._state_prefix)}")
+        return sorted(n for n in listed if not n.endswith("/") and is_credential_name(n))
 
     def close(self) -> None:
         with self._lock:
@@ -561,6 +553,24 @@ class VaultStore:
 
     def _where(self, path: str) -> str:
         return f"{self._mount}/{path}"
+
+    def _list(self, path: str, doing: str) -> list[str]:
+        """The entries of the folder ``path`` (sub-folders end with ``/``); [] if it holds nothing."""
+
+        def get() -> Any:
+            from hvac import exceptions as hv
+
+            try:
+                return self._client.secrets.kv.v2.list_secrets(path=path, mount_point=self._mount)
+            except hv.InvalidPath as exc:
+                if _vault_errors(exc):
+                    raise  # "no handler for route": the mount is wrong, not the folder empty
+                return None
+
+        response = self._call(doing, get)
+        body = response.get("data") if isinstance(response, dict) else None
+        keys = body.get("keys") if isinstance(body, dict) else None
+        return [k for k in keys if isinstance(k, str)] if isinstance(keys, list) else []
 
     def _read(self, path: str, doing: str) -> _Read:
         def get() -> Any:

@@ -309,3 +309,29 @@ def test_acks_round_trip_per_consumer_and_never_move_the_state_version(store: St
     assert store.acks(OTHER) == []
     assert store.load(REF) == Snapshot(counter_state(1), v1)
     store.save(REF, counter_state(2), v1)  # the worker's compare-and-set is unaffected
+
+
+def test_names_lists_every_stored_state_and_nothing_else(store: Store) -> None:
+    """Issue 13 item 4: a removed credential's state must be found without its config."""
+    assert store.names() == []
+    store.publish(OTHER, make_key(1))
+    store.ack(OTHER, "bot-1", "a0000001", T0)  # acks (Vault: <prefix>/<name>/acks/) without a state
+    assert store.names() == []
+    store.save(OTHER, counter_state(1), None)
+    store.save(REF, counter_state(2), None)
+    store.publish(REF, make_key(2))
+    store.ack(REF, "bot-1", "a0000002", T0)
+    # Records beside the states that are not credentials (the leader lease, say) are skipped.
+    store.save(CredentialRef("_leader", "rotator/_leader"), counter_state(1), None)
+    assert store.names() == ["market-maker-1", "market-maker-2"]
+
+
+def test_names_sees_states_written_by_another_process(store_factory: Opener) -> None:
+    writer, reader = store_factory(), store_factory()
+    try:
+        assert reader.names() == []
+        writer.save(REF, counter_state(1), None)
+        assert reader.names() == [REF.name]
+    finally:
+        writer.close()
+        reader.close()

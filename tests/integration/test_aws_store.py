@@ -469,6 +469,9 @@ def test_iam_policies_are_valid_and_least_privilege() -> None:
         for st in policy["Statement"]:
             assert st["Effect"] in ("Allow", "Deny") and st["Sid"]
             resources = st["Resource"] if isinstance(st["Resource"], list) else [st["Resource"]]
+            if st["Action"] == ["secretsmanager:ListSecrets"]:  # takes no resource; lists names only
+                assert resources == ["*"]
+                continue
             assert all(r.startswith(("arn:aws:secretsmanager:", "arn:aws:kms:")) for r in resources)
     allowed = {a for st in rotator["Statement"] if st["Effect"] == "Allow" for a in st["Action"]}
     # Exactly the calls rotator/stores/aws.py makes (and the KMS use they imply): no delete, no wildcard.
@@ -479,6 +482,7 @@ def test_iam_policies_are_valid_and_least_privilege() -> None:
         "secretsmanager:DescribeSecret",
         "secretsmanager:UpdateSecretVersionStage",
         "secretsmanager:TagResource",
+        "secretsmanager:ListSecrets",  # Store.names: the states of credentials removed from the config
         "kms:Decrypt",
         "kms:GenerateDataKey",
     }
@@ -567,6 +571,7 @@ class Cli:
     config: Path
     env: dict[str, str]
     path: str
+    state_secret: str
 
     def rotate(self, *args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
@@ -584,7 +589,14 @@ def make_cli(tmp_path: Path, endpoint: str, clob: str, wallet_key: str, *, grace
         "clob": {"host": clob, "verify_timeout": "5s"},
         "store": {
             "backend": "aws",
-            "aws": {"region": "us-east-1", "endpoint_url": endpoint, "max_attempts": 1},
+            # A state prefix of its own: `rotate --all` also serves every other state under its
+            # prefix (credentials removed from the config), and the session's moto is shared.
+            "aws": {
+                "region": "us-east-1",
+                "endpoint_url": endpoint,
+                "max_attempts": 1,
+                "state_prefix": f"rotator/state/{name}/",
+            },
         },
         "credentials": [
             {
@@ -600,7 +612,7 @@ def make_cli(tmp_path: Path, endpoint: str, clob: str, wallet_key: str, *, grace
     path = tmp_path / f"{name}.yaml"
     path.write_text(yaml.safe_dump(config))
     env = {**os.environ, "ROTATOR_TEST_WALLET": wallet_key}
-    return Cli(path, env, f"bots/{name}")
+    return Cli(path, env, f"bots/{name}", f"rotator/state/{name}/{name}")
 
 
 def assert_failed(result: subprocess.CompletedProcess[str], fragment: str, sandbox: Sandbox) -> None:
@@ -639,9 +651,7 @@ def test_cli_rotation_bootstrap_force_grace_revoke(
     (record,) = [r for r in sandbox.keys(wallet[1]) if r.api_key == k1.api_key]
     assert record.revoked_by == "delete"
     state = json.loads(
-        sm.get_secret_value(SecretId=f"rotator/state/{Path(cli.path).name}", VersionStage="AWSCURRENT")[
-            "SecretString"
-        ]
+        sm.get_secret_value(SecretId=cli.state_secret, VersionStage="AWSCURRENT")["SecretString"]
     )
     assert [h["nonce"] for h in state["history"]] == [k1.nonce]  # revoked once, recorded once
     assert state["retiring"] == []
@@ -655,7 +665,7 @@ def test_cli_failures_exit_1_keep_the_published_key_and_the_next_pass_recovers(
     cli = make_cli(tmp_path, proxy.url, sandbox.url, wallet[0])
     assert cli.rotate().returncode == 0
     published = value(sm, cli.path)
-    state_secret = f"rotator/state/{Path(cli.path).name}"
+    state_secret = cli.state_secret
 
     # 1. The worker's role may not move AWSCURRENT on the published secret.
     proxy.fail("UpdateSecretVersionStage", "AccessDeniedException", secret=cli.path, stage="AWSCURRENT")
