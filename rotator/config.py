@@ -415,11 +415,34 @@ class LogSettings(_Section):
     level: Literal["debug", "info", "warning", "error"] = "info"
 
 
+class LeaderSettings(_Section):
+    """Replicas of the daemon on one store elect one active worker through a lease kept in the store."""
+
+    # -- How long a leader's lease lasts without a renewal: a standby takes over at most this long
+    # (plus one renewal) after the leader died. Under 30 s by default.
+    lease: Duration = 20.0
+    # -- How often the leader renews (and a standby looks whether the lease lapsed). Well below
+    # `lease`: a leader that misses renewals for a whole lease stops starting passes.
+    renew: Duration = 5.0
+
+    @model_validator(mode="after")
+    def _renew_below_lease(self) -> LeaderSettings:
+        if self.renew <= 0:
+            raise ValueError("renew must be positive")
+        if self.renew * 3 > self.lease:
+            raise ValueError(
+                f"renew ({self.renew:g}s) must be at most a third of lease ({self.lease:g}s), so a leader "
+                "survives a failed renewal or two"
+            )
+        return self
+
+
 class DaemonSettings(_Section):
     # How often each credential gets a pass (which probes its key: a key revoked behind our back
     # is replaced within a tick). Stretched automatically so probes use at most half the /auth budget.
     tick: Duration = 5.0
     jitter: Duration = 2.0
+    leader: LeaderSettings = LeaderSettings()
 
 
 class Settings(BaseSettings):
