@@ -456,8 +456,13 @@ class AwsStore:
                         ) from None
                     raise
                 version = token
+            # managed-by rides along: the worker's IAM policy allows TagResource only with it.
             self._client.tag_resource(
-                SecretId=secret, Tags=[{"Key": LEASE_TAG, "Value": f"{until!r} {version}"}]
+                SecretId=secret,
+                Tags=[
+                    {"Key": "managed-by", "Value": "rotator"},
+                    {"Key": LEASE_TAG, "Value": f"{until!r} {version}"},
+                ],
             )
         return LeaseRecord(holder, until, version)
 
