@@ -38,6 +38,7 @@ class FleetWorker(Worker):
     store_section: dict[str, Any] = field(default_factory=dict)
     store_env: dict[str, str] = field(default_factory=dict)
     opener: Any = None
+    lease: float = LEASE
 
     def config(self) -> dict[str, Any]:
         cfg = super().config()
@@ -46,7 +47,7 @@ class FleetWorker(Worker):
         cfg["daemon"] = {
             "tick": f"{TICK}s",
             "jitter": 0,
-            "leader": {"lease": f"{LEASE}s", "renew": f"{RENEW}s"},
+            "leader": {"lease": f"{self.lease}s", "renew": f"{RENEW}s"},
         }
         cfg["log"] = {"format": "json", "level": "info"}
         return cfg
@@ -238,3 +239,22 @@ def test_replicas_act_as_one_and_fail_over(
     assert state.current is not None and state.current.api_key == key.api_key
     wait_for(lambda: sb.live_keys(w.address) == [key.api_key], timeout=LEASE + 15)  # grace 2s: old revoked
     assert not [k for k in sb.request_counts() if k[2] == 429], sb.request_counts()
+
+
+@pytest.mark.parametrize("fleet_worker", ["file"], indirect=True)
+def test_a_graceful_stop_hands_the_lease_over_at_once(
+    fleet_worker: FleetWorker, replicas: list[Replica]
+) -> None:
+    """SIGTERM releases the lease: a standby takes over at its next renewal step, not after the lease."""
+    w = fleet_worker
+    w.lease = 12.0  # long, so a takeover by lapse could not pass the check below
+    first, second = start_replica(w, 0), start_replica(w, 1)
+    replicas.extend((first, second))
+    wait_for(lambda: first.ready() and second.ready() and first.leader() + second.leader() == 1, timeout=30)
+    leader, standby = (first, second) if first.leader() == 1 else (second, first)
+    leader.proc.send_signal(signal.SIGTERM)
+    stopped = time.monotonic()
+    assert leader.proc.wait(timeout=30) == 0
+    wait_for(lambda: standby.leader() == 1, timeout=12.0, interval=0.1)
+    assert time.monotonic() - stopped < 12.0 / 2, "the standby waited for the lease to lapse"
+    assert "leader lease: released" in leader.log.read_text()
