@@ -23,7 +23,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from rotator.errors import RotatorError, VersionConflict
-from rotator.lease import this_owner
+from rotator.lease import owner_alive, this_owner
 from rotator.stores.base import LEADER, LeaseRecord, Store
 
 if TYPE_CHECKING:
@@ -46,6 +46,7 @@ class LeaderElector:
         lease: float,
         renew: float,
         holder: str | None = None,
+        alive: Callable[[str], bool] = owner_alive,
         gauge: Gauge | None = None,
         wall: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
@@ -54,6 +55,7 @@ class LeaderElector:
         self.lease = lease
         self.renew = renew
         self.holder = holder or this_owner()
+        self._alive = alive
         self._wall = wall
         self._mono = monotonic
         self._lock = threading.Lock()
@@ -82,7 +84,9 @@ class LeaderElector:
             current = self._store.load_lease(LEADER)
             if current is None:
                 won: LeaseRecord | None = self._store.save_lease(LEADER, self.holder, until, None)
-            elif current.holder == self.holder or current.until <= now:
+            elif current.holder == self.holder or current.until <= now or not self._alive(current.holder):
+                # Ours; or lapsed; or its holder provably died on this host (a restarted container
+                # need not wait out its previous life's lease).
                 won = self._store.save_lease(LEADER, self.holder, until, current)
             else:
                 won = None  # another replica holds a live lease

@@ -108,3 +108,35 @@ def test_gauge_follows_the_lease(tmp_path: Path, clocks: Clocks) -> None:
 def test_a_oneshot_metrics_registry_has_no_leader_gauge() -> None:
     # CronJob runs push their registry: a 0 there would read as "a replica without the lease".
     assert Metrics(CollectorRegistry()).registry.get_sample_value("rotator_leader") is None
+
+
+def test_a_holder_that_provably_died_on_this_host_is_replaced_at_once(tmp_path: Path, clocks: Clocks) -> None:
+    import subprocess
+    import sys
+
+    from rotator.lease import this_owner
+
+    # A real process that started and ended: same host, its pid's start time no longer matches.
+    child = subprocess.run(
+        [sys.executable, "-c", "from rotator.lease import this_owner; print(this_owner())"],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={"PYTHONPATH": str(Path(__file__).resolve().parents[2])},
+    )
+    dead = child.stdout.strip()
+    assert dead != this_owner()
+    store = FileStore(tmp_path / "s.enc", KEY)
+    store.save_lease(LEADER, dead, clocks.wall + 20, None)  # a live-looking deadline
+    me = LeaderElector(store, lease=20.0, renew=5.0, wall=lambda: clocks.wall, monotonic=lambda: clocks.mono)
+    assert me.step() and me.is_leader
+    # A live holder (this process, on this host) is never replaced before its lease runs out.
+    other = LeaderElector(
+        store,
+        lease=20.0,
+        renew=5.0,
+        holder="elsewhere:1:1",
+        wall=lambda: clocks.wall,
+        monotonic=lambda: clocks.mono,
+    )
+    assert not other.step()
