@@ -375,10 +375,10 @@ class AwsStore:
     # A taker checks the tag again just before its move. That leaves a small race: a holder may check,
     # lose AWSCURRENT to a taker, then tag (its tag names the old version and is ignored), and believe
     # itself leader until its next renewal fails; or a taker that saw a lapsed lease may move
-    # AWSCURRENT in the milliseconds after the holder's late renewal. For at
-    # most one renewal interval two workers may then both start passes. That is harmless: I4 is held
-    # by the per-credential pending lease and the state's compare-and-set, not by the leader lease,
-    # which only keeps the fleet's CLOB spend at one worker's.
+    # AWSCURRENT in the milliseconds after the holder's late renewal. For at most one renewal
+    # interval two workers may then both start passes. That is harmless: I4 is held by the
+    # per-credential pending lease and the state's compare-and-set, not by the leader lease, which
+    # only keeps the fleet's CLOB spend at one worker's.
 
     def load_lease(self, name: str) -> LeaseRecord | None:
         secret = self._state_prefix + name
