@@ -459,6 +459,28 @@ class LogSettings(_Section):
     level: Literal["debug", "info", "warning", "error"] = "info"
 
 
+class LeaderSettings(_Section):
+    """Replicas of the daemon on one store elect one active worker through a lease kept in the store."""
+
+    # -- How long a leader's lease lasts without a renewal: a standby takes over at most this long
+    # (plus one renewal) after the leader died. Under 30 s by default.
+    lease: Duration = 20.0
+    # -- How often the leader renews (and a standby looks whether the lease lapsed). Well below
+    # `lease`: a leader that misses renewals for a whole lease stops starting passes.
+    renew: Duration = 5.0
+
+    @model_validator(mode="after")
+    def _renew_below_lease(self) -> LeaderSettings:
+        if self.renew <= 0:
+            raise ValueError("renew must be positive")
+        if self.renew * 3 > self.lease:
+            raise ValueError(
+                f"renew ({self.renew:g}s) must be at most a third of lease ({self.lease:g}s), so a leader "
+                "survives a failed renewal or two"
+            )
+        return self
+
+
 class DaemonSettings(_Section):
     # How often each credential gets a pass: reads its state, revokes what is due, rotates what is due.
     # A pass with nothing due costs one store read and no CLOB request.
@@ -468,6 +490,7 @@ class DaemonSettings(_Section):
     # clob.probe): a key revoked behind the worker's back is replaced within this. Stretched for large
     # fleets so the probes stay within clob.probe.share of the probe endpoint's limit.
     probe_every: Duration = 300.0
+    leader: LeaderSettings = LeaderSettings()
 
 
 class Settings(BaseSettings):

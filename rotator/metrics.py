@@ -148,10 +148,23 @@ class Metrics:
             "rotator_build_info", "Always 1; the version label says which build.", ["version"], registry=r
         )
         self.build_info.labels(version=__version__).set(1)
+        # Only a daemon has it (see enable_leader): a CronJob run pushing a 0 would look like a
+        # replica without the lease.
+        self.leader: Gauge | None = None
         # The rate-limit alert uses increase() over the 429 series: it must exist before the first 429,
         # or the first burst of throttling is invisible to increase().
         for endpoint in CLOB_ENDPOINTS:
             self.clob_requests.labels(endpoint=endpoint, code="429")
+
+    def enable_leader(self) -> Gauge:
+        """Register ``rotator_leader`` (0 until this daemon holds the leader lease). Idempotent."""
+        if self.leader is None:
+            self.leader = Gauge(
+                "rotator_leader",
+                "1 while this daemon holds the leader lease and runs passes; 0 on a standby.",
+                registry=self.registry,
+            )
+        return self.leader
 
     def init_credentials(self, names: Iterable[str], backend: str) -> None:
         """Pre-create every counter label combination at 0 so rates and alerts see the series from the start.

@@ -46,13 +46,20 @@ class Daemon:
         self.scheduler = BackgroundScheduler(
             executors={"default": ThreadPoolExecutor(workers)}, timezone="UTC"
         )
-        # Readiness: the config loaded (we got here) and the store answered the last read.
-        self.store_problem: str | None = "no pass has read the store yet"
+        # Readiness: the config loaded (we got here) and the store answered the last read (the
+        # leader lease's on a standby, which runs no passes but must stay ready to take over).
+        self.store_problem: str | None = None
         self.started = False
+        from rotator.leader import LeaderElector
+
+        leader = rt.settings.daemon.leader
+        self.leader = LeaderElector(
+            rt.store, lease=leader.lease, renew=leader.renew, gauge=rt.metrics.enable_leader()
+        )
 
     def _job(self, cred: CredentialSettings) -> None:
-        if self.stop_event.is_set():
-            return
+        if self.stop_event.is_set() or not self.leader.is_leader:
+            return  # a standby spends nothing on the CLOB
         rt = self.rt
         from rotator.clob.budget import probe_interval
 
@@ -84,7 +91,9 @@ class Daemon:
             serve(rt.rotator, name)
 
     def ready(self) -> str | None:
-        return self.store_problem
+        if self.leader.problem is not None:
+            return self.leader.problem
+        return self.store_problem if self.leader.is_leader else None
 
     def alive(self) -> bool:
         """Liveness: false only if the scheduler died under a running daemon (not starting or stopping)."""
@@ -93,6 +102,7 @@ class Daemon:
         return bool(self.scheduler.running)
 
     def start(self) -> None:
+        self.leader.start()  # first step now: the first passes below already know who works
         tick = self.rt.settings.daemon.tick
         jitter = self.rt.settings.daemon.jitter
         for cred in self.rt.settings.credentials:
@@ -132,6 +142,7 @@ class Daemon:
     def shutdown(self) -> None:
         self.stop_event.set()
         self.scheduler.shutdown(wait=True)  # waits for the passes in flight
+        self.leader.stop()  # then hands the lease over: a standby takes over at its next step
 
 
 def _soon(jitter: float) -> datetime.datetime:

@@ -54,7 +54,7 @@ from rotator.errors import (
     VersionConflict,
 )
 from rotator.model import Ack, CredentialRef, CredentialState, Key, MalformedError
-from rotator.stores.base import Snapshot, Version, is_credential_name
+from rotator.stores.base import LeaseRecord, Snapshot, Version, is_credential_name
 
 if TYPE_CHECKING:
     from rotator.config import AwsStoreSettings
@@ -71,6 +71,8 @@ _TOKEN_NS = uuid.UUID("c8c20412-d615-4e2f-835a-a21f2c89a9a6")
 #: are the one thing a consumer may write there without creating a version (and, by its policy,
 #: only tags with this prefix). Secrets Manager allows 50 tags per secret, 3 of them ours.
 ACK_TAG = "rotator-ack:"
+#: The tag carrying a lease's deadline, ``"<until> <VersionId>"``: renewals write it instead of a version.
+LEASE_TAG = "rotator-lease-until"
 #: How often publish looks again when another worker moved AWSCURRENT between its read and its move.
 _PUBLISH_TRIES = 3
 
@@ -384,6 +386,107 @@ class AwsStore:
                 request["NextToken"] = token
         return sorted(found)
 
+    # -- lease records ----------------------------------------------------------------------------
+    #
+    # Secrets Manager keeps every version younger than 24 h, and AWS warns that a PutSecretValue more
+    # often than every 10 minutes exhausts the version quota. So only a change of holder (a takeover)
+    # puts a version, made AWSCURRENT with RemoveFromVersionId (the compare-and-set, as for states).
+    # A renewal or a release by the holder checks that AWSCURRENT is still its version and writes the
+    # deadline into a tag naming that version; readers trust the tag only when it names AWSCURRENT.
+    # A taker checks the tag again just before its move. That leaves a small race: a holder may check,
+    # lose AWSCURRENT to a taker, then tag (its tag names the old version and is ignored), and believe
+    # itself leader until its next renewal fails; or a taker that saw a lapsed lease may move
+    # AWSCURRENT in the milliseconds after the holder's late renewal. For at most one renewal
+    # interval two workers may then both start passes. That is harmless: I4 is held by the
+    # per-credential pending lease and the state's compare-and-set, not by the leader lease, which
+    # only keeps the fleet's CLOB spend at one worker's.
+
+    def load_lease(self, name: str) -> LeaseRecord | None:
+        secret = self._state_prefix + name
+        with self._aws(f"reading lease secret {secret!r}"):
+            try:
+                desc = self._client.describe_secret(SecretId=secret)
+                resp = self._client.get_secret_value(SecretId=secret, VersionStage=CURRENT)
+            except self._errors.ClientError as exc:
+                if _code(exc) == _NOT_FOUND:
+                    return None
+                raise
+        version = str(resp["VersionId"])
+        try:
+            body = json.loads(str(resp.get("SecretString")))
+            holder, until = str(body["holder"]), float(body["until"])
+        except (KeyError, TypeError, ValueError):
+            raise Corrupt(f"lease secret {secret!r}: AWSCURRENT is not a lease record") from None
+        tagged = _lease_tag(desc, version)
+        return LeaseRecord(holder, until if tagged is None else tagged, version)
+
+    def save_lease(self, name: str, holder: str, until: float, expected: LeaseRecord | None) -> LeaseRecord:
+        secret = self._state_prefix + name
+        body = _dumps({"holder": holder, "until": until})
+        token = str(uuid.uuid4())
+        with self._aws(f"writing lease secret {secret!r}"):
+            if expected is None:
+                try:
+                    self._client.create_secret(
+                        Name=secret,
+                        SecretString=body,
+                        ClientRequestToken=token,
+                        Description="rotator: which daemon replica is active (no secret in it)",
+                        Tags=[
+                            {"Key": "managed-by", "Value": "rotator"},
+                            {"Key": "rotator-role", "Value": "lease"},
+                            {"Key": LEASE_TAG, "Value": f"{until!r} {token}"},
+                        ],
+                        **self._kms(),
+                    )
+                except self._errors.ClientError as exc:
+                    if _code(exc) == _EXISTS:
+                        raise VersionConflict(f"lease secret {secret!r}: created by another writer") from None
+                    raise
+                return LeaseRecord(holder, until, token)
+            version = str(expected.version)
+            if expected.holder == holder:
+                # Renewal or release: no new version, only the tag (see above).
+                current = self._current_version(secret)
+                if current != version:
+                    raise VersionConflict(f"lease secret {secret!r}: taken over by another writer")
+            else:
+                # Takeover: refuse if the holder renewed since ``expected`` was read (its renewal
+                # moved the tag, not the version), which narrows the race to this call and the move.
+                desc = self._client.describe_secret(SecretId=secret)
+                current = _holder(
+                    {str(k): list(v) for k, v in (desc.get("VersionIdsToStages") or {}).items()}, CURRENT
+                )
+                tagged = _lease_tag(desc, version)
+                if current != version or (tagged is not None and tagged != expected.until):
+                    raise VersionConflict(f"lease secret {secret!r}: renewed or taken over meanwhile")
+                self._client.put_secret_value(
+                    SecretId=secret, ClientRequestToken=token, SecretString=body, VersionStages=[NEXT]
+                )
+                try:
+                    self._client.update_secret_version_stage(
+                        SecretId=secret,
+                        VersionStage=CURRENT,
+                        MoveToVersionId=token,
+                        RemoveFromVersionId=version,
+                    )
+                except self._errors.ClientError as exc:
+                    if _code(exc) in _STAGE_REFUSED:
+                        raise VersionConflict(
+                            f"lease secret {secret!r}: taken over by another writer"
+                        ) from None
+                    raise
+                version = token
+            # managed-by rides along: the worker's IAM policy allows TagResource only with it.
+            self._client.tag_resource(
+                SecretId=secret,
+                Tags=[
+                    {"Key": "managed-by", "Value": "rotator"},
+                    {"Key": LEASE_TAG, "Value": f"{until!r} {version}"},
+                ],
+            )
+        return LeaseRecord(holder, until, version)
+
     def close(self) -> None:
         if not self._closed:
             self._closed = True
@@ -564,6 +667,17 @@ class AwsStore:
             # Its text may quote a parameter's value, so only the type is shown.
             return StoreError(f"{doing}: request rejected by botocore ({name})")
         return Unavailable(f"{doing}: cannot reach Secrets Manager ({name}); retry later")
+
+
+def _lease_tag(desc: Mapping[str, Any], version: str) -> float | None:
+    """The deadline in the lease tag of a DescribeSecret answer, if the tag names ``version``."""
+    for tag in desc.get("Tags") or []:
+        if tag.get("Key") == LEASE_TAG:
+            text, _, tagged = str(tag.get("Value", "")).partition(" ")
+            if tagged == version:
+                with contextlib.suppress(ValueError):
+                    return float(text)
+    return None
 
 
 def _code(exc: Any) -> str:

@@ -34,6 +34,24 @@ class Snapshot:
     version: Version | None
 
 
+#: The name of the leader lease record (rotator/leader.py). Credential names cannot start with
+#: ``_``, so a record never collides with a credential's state.
+LEADER = "_leader"
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseRecord:
+    """A small, non-secret record beside the states: who holds a lease and until when.
+
+    ``until`` is wall-clock seconds (what different machines share); ``version`` is what the next
+    :meth:`Store.save_lease` must be given to change it.
+    """
+
+    holder: str
+    until: float
+    version: Version
+
+
 class Store(Protocol):
     """Keeps each credential's rotation state and its published key.
 
@@ -104,6 +122,23 @@ class Store(Protocol):
 
         Entries that cannot be parsed are skipped (a consumer wrote them, and it must not be able to
         stop revocations by writing garbage), so this raises only the errors every method may raise.
+        """
+        ...
+
+    def load_lease(self, name: str) -> LeaseRecord | None:
+        """The lease record ``name`` (for example :data:`LEADER`), or ``None`` if none was written."""
+        ...
+
+    def save_lease(self, name: str, holder: str, until: float, expected: LeaseRecord | None) -> LeaseRecord:
+        """Write the lease record ``name`` if and only if it is still ``expected`` (as loaded).
+
+        ``expected=None`` means "only if no record exists yet". A write by ``expected.holder``
+        (a renewal or a release) only moves ``until``; a write by another holder is a takeover.
+        Called every few seconds by a daemon, so it must stay cheap: it never rewrites the states
+        (file: a sidecar JSON file) and never adds a secret version on a renewal (AWS: a tag).
+
+        :returns: the record as now stored, with the version the next write must name.
+        :raises VersionConflict: the record changed since ``expected`` was loaded; nothing was written.
         """
         ...
 

@@ -25,7 +25,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from rotator.errors import AccessDenied, ConfigError, Corrupt, StoreError, Unavailable, VersionConflict
 from rotator.model import Ack, CredentialRef, CredentialState, Key
-from rotator.stores.base import Snapshot, Version, is_credential_name
+from rotator.stores.base import LeaseRecord, Snapshot, Version, is_credential_name
 
 FORMAT = "rotator-file-store"
 FORMAT_VERSION = 1
@@ -129,6 +129,9 @@ class FileStore:
         # Only the lock holder writes it, so a fixed name is safe and a writer killed mid-write
         # leaves at most this one file, which the next writer removes.
         self._tmp_path = self._path.with_name(f".{self._path.name}.tmp")
+        # Lease records (no secrets) live in a small plain JSON file beside the data file, so a
+        # renewal every few seconds never makes every reader re-decrypt the big one.
+        self._leases_path = self._path.with_name(self._path.name + ".leases.json")
         self._aead = AESGCM(key)
         # Keys the file may still be sealed with during a key change: read with them, never write.
         self._previous = tuple(AESGCM(k) for k in previous_keys if k != key)
@@ -208,6 +211,25 @@ class FileStore:
                 continue  # the file is authenticated, so only our own older format could land here
         return out
 
+    def load_lease(self, name: str) -> LeaseRecord | None:
+        return self._leases().get(name)
+
+    def save_lease(self, name: str, holder: str, until: float, expected: LeaseRecord | None) -> LeaseRecord:
+        with self._locked():
+            records = self._leases()
+            stored = records.get(name)
+            if (stored.version if stored else None) != (expected.version if expected else None):
+                raise VersionConflict(
+                    f"{self._leases_path}: lease {name!r} changed since it was read (another writer)"
+                )
+            version = int(stored.version if stored else 0) + 1
+            records[name] = LeaseRecord(holder, float(until), version)
+            doc = {
+                n: {"holder": r.holder, "until": r.until, "version": r.version} for n, r in records.items()
+            }
+            self._replace(self._leases_path, json.dumps(doc, sort_keys=True).encode() + b"\n")
+        return records[name]
+
     def close(self) -> None:
         """Nothing to release: every call opens and closes its own files."""
 
@@ -235,6 +257,23 @@ class FileStore:
                 return "current"
             self._write(contents)
         return "rekeyed"
+
+    def _leases(self) -> dict[str, LeaseRecord]:
+        try:
+            raw = json.loads(self._leases_path.read_bytes())
+        except FileNotFoundError:
+            return {}
+        except OSError as exc:
+            raise _translate(exc, self._leases_path, "read") from exc
+        except ValueError:
+            raise Corrupt(f"{self._leases_path}: not a lease file (unreadable JSON)") from None
+        out: dict[str, LeaseRecord] = {}
+        for name, item in raw.items() if isinstance(raw, dict) else ():
+            try:
+                out[name] = LeaseRecord(str(item["holder"]), float(item["until"]), int(item["version"]))
+            except (KeyError, TypeError, ValueError):
+                raise Corrupt(f"{self._leases_path}: lease {name!r} is malformed") from None
+        return out
 
     # -- reading ----------------------------------------------------------------------------------
 
@@ -374,6 +413,11 @@ class FileStore:
     def _write(self, contents: _Contents) -> None:
         """Replace the file with ``contents``. The caller holds the lock."""
         blob = self._seal(contents)
+        self._replace(self._path, blob)
+        self._parsed = (blob, contents)  # the next read of these bytes needs no decrypt
+
+    def _replace(self, path: Path, blob: bytes) -> None:
+        """Atomically replace ``path`` with ``blob`` (temp file, fsync, rename). The caller holds the lock."""
         tmp = self._tmp_path
         try:
             with contextlib.suppress(FileNotFoundError):
@@ -387,12 +431,11 @@ class FileStore:
                 os.fsync(fd)
             finally:
                 os.close(fd)
-            os.replace(tmp, self._path)
-            self._parsed = (blob, contents)  # the next read of these bytes needs no decrypt
+            os.replace(tmp, path)
         except OSError as exc:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
-            raise _translate(exc, self._path, "write") from exc
+            raise _translate(exc, path, "write") from exc
         self._fsync_dir()
 
     def _fsync_dir(self) -> None:

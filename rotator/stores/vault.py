@@ -48,7 +48,7 @@ from rotator.errors import (
     VersionConflict,
 )
 from rotator.model import Ack, CredentialRef, CredentialState, Key, Secret
-from rotator.stores.base import Snapshot, Version, is_credential_name
+from rotator.stores.base import LeaseRecord, Snapshot, Version, is_credential_name
 
 if TYPE_CHECKING:
     from rotator.config import VaultSettings
@@ -531,6 +531,31 @@ class VaultStore:
         # consumer may create before any state exists, so only the secret itself counts.
         listed = self._list(self._state_prefix, f"list the states at {self._where(self._state_prefix)}")
         return sorted(n for n in listed if not n.endswith("/") and is_credential_name(n))
+
+    def load_lease(self, name: str) -> LeaseRecord | None:
+        path = f"{self._state_prefix}/{name}"
+        read = self._read(path, f"read the lease at {self._where(path)}")
+        if read.version is None:
+            return None
+        if read.data is None:
+            return LeaseRecord("", 0.0, read.version)  # deleted by hand: vacant, but cas needs the version
+        try:
+            return LeaseRecord(str(read.data["holder"]), float(read.data["until"]), read.version)
+        except (KeyError, TypeError, ValueError):
+            raise Corrupt(f"vault: the lease at {self._where(path)} is malformed") from None
+
+    def save_lease(self, name: str, holder: str, until: float, expected: LeaseRecord | None) -> LeaseRecord:
+        path = f"{self._state_prefix}/{name}"
+        cas = expected.version if expected is not None else 0
+        if not isinstance(cas, int) or isinstance(cas, bool):
+            raise VersionConflict(
+                f"vault: {self._where(path)}: {cas!r} is not a version this store handed out"
+            )
+        # Every write, renewals included, is a check-and-set; KV v2's max_versions prunes the history.
+        version = self._write(
+            path, {"holder": holder, "until": until}, cas, f"write the lease at {self._where(path)}"
+        )
+        return LeaseRecord(holder, until, version)
 
     def close(self) -> None:
         with self._lock:

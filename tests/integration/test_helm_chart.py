@@ -657,6 +657,11 @@ def test_an_inline_private_key_is_refused(helm: Any, chart: Any, values: dict[st
             {"mode": "deployment", "pushgateway": {"url": "http://pg:9091"}},
             "pushgateway.url applies to mode: cronjob",
         ),
+        (
+            # Each pod's file store is its own: every replica would hold "the" leader lease.
+            {"mode": "deployment", "deployment": {"replicas": 2}, "config": {"store": {"backend": "file"}}},
+            "deployment.replicas above 1 needs a store the pods share",
+        ),
     ],
 )
 def test_settings_the_mode_cannot_honour_are_refused(

@@ -51,6 +51,7 @@ DESIGN_METRICS = {
     "rotator_clock_skew_seconds": "gauge",
     "rotator_store_operations_total": "counter",
     "rotator_build_info": "gauge",
+    "rotator_leader": "gauge",  # the daemon's; one-shot runs do not export it
 }
 #: Every label the worker may put on a series: bounded by config (credential, backend) or by code.
 ALLOWED_LABELS = {"credential", "result", "endpoint", "code", "backend", "operation", "version", "le"}
@@ -194,6 +195,7 @@ def test_required_alerts_exist() -> None:
         "RotatorDown": "up{",
         "RotatorMetricsAbsent": "absent(",
         "RotatorCronJobNotSucceeding": "push_time_seconds",
+        "RotatorNoLeader": "rotator_leader",
     }
     for name, needle in required.items():
         assert name in alerts, name

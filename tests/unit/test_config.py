@@ -50,3 +50,20 @@ def test_errors_name_the_credential(tmp_path: Path) -> None:
     )
     with pytest.raises(ConfigError, match=r"credentials\[b\]\.grace: bad duration 'soon'"):
         load_settings(cfg)
+
+
+def test_leader_lease_defaults_and_validation() -> None:
+    from rotator.config import load_settings
+    from rotator.errors import ConfigError
+
+    s = load_settings(None)
+    assert (s.daemon.leader.lease, s.daemon.leader.renew) == (20.0, 5.0)
+    assert s.daemon.leader.lease < 30
+    ok = load_settings(None, data={"daemon": {"leader": {"lease": "9s", "renew": "3s"}}})
+    assert ok.daemon.leader.renew == 3.0
+    with pytest.raises(
+        ConfigError, match=r"daemon\.leader: .*renew \(10s\) must be at most a third of lease"
+    ):
+        load_settings(None, data={"daemon": {"leader": {"lease": "20s", "renew": "10s"}}})
+    with pytest.raises(ConfigError, match=r"daemon\.leader\.lase: unknown key"):
+        load_settings(None, data={"daemon": {"leader": {"lase": "20s"}}})

@@ -110,6 +110,9 @@ the Helm release and the ConfigMap in clear text.
 {{- if and .Values.pushgateway.url (ne .Values.mode "cronjob") }}
 {{- fail "pushgateway.url applies to mode: cronjob only (the daemon is scraped; use serviceMonitor)" }}
 {{- end }}
+{{- if and (eq .Values.mode "deployment") (gt (int .Values.deployment.replicas) 1) (eq (dig "store" "backend" "file" .Values.config) "file") }}
+{{- fail "deployment.replicas above 1 needs a store the pods share (store.backend: vault or aws): each pod's file store is its own, so every replica would lead and rotate" }}
+{{- end }}
 {{- end }}
 
 {{/*
