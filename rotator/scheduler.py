@@ -19,6 +19,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("rotator.scheduler")
 
 
+#: Seconds between two looks for states of credentials removed from the config (at the default tick).
+ORPHANS_EVERY = 60.0
 #: Passes per second the whole fleet may start: a pass with nothing due is one store read.
 MAX_PASSES_PER_SECOND = 20.0
 
@@ -76,6 +78,8 @@ class Daemon:
         """Revoke on schedule the retiring keys of credentials removed from the config (their states
         stay in the store until ``rotator retire``). Listed afresh each time: another worker's
         ``retire`` or a config change elsewhere may have changed the set."""
+        if self.stop_event.is_set() or not self.leader.is_leader:
+            return  # a standby lists nothing and revokes nothing
         from rotator.errors import RotatorError
         from rotator.orphans import orphan_names, serve
 
@@ -123,7 +127,9 @@ class Daemon:
         self.scheduler.add_job(
             self._orphans_job,
             "interval",
-            seconds=max(tick, 1.0),
+            # Listing the states is a LIST (Vault) or ListSecrets (AWS): once a minute is on time
+            # for grace deadlines and light on the store.
+            seconds=max(tick, min(ORPHANS_EVERY, 12 * tick)),
             jitter=jitter,
             id="orphans",
             name="states of removed credentials",
