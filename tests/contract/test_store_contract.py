@@ -286,7 +286,18 @@ def test_a_writer_killed_at_any_point_leaves_a_consistent_state(store_factory: O
         snap = store.load(REF)  # never Corrupt, never a mix of two writes
         n = check_counter(snap.state)
         assert n > last, f"seed {seed}: the counter went from {last} to {n}"
-        store.save(REF, counter_state(n + 1), snap.version)  # the lock died with the writer
+        # The lock died with the writer; but a request it sent just before dying may still land at a
+        # remote store (AWS completes a request whose client is gone): then this write loses, once.
+        for _ in range(5):
+            try:
+                store.save(REF, counter_state(n + 1), snap.version)
+                break
+            except VersionConflict:
+                time.sleep(0.2)
+                snap = store.load(REF)
+                n = check_counter(snap.state)
+        else:
+            raise AssertionError(f"seed {seed}: the store never settled after the writer died")
         last = n + 1
     assert check_counter(store.load(REF).state) == last
     store.close()
