@@ -47,6 +47,9 @@ class FleetWorker(Worker):
         cfg["daemon"] = {
             "tick": f"{TICK}s",
             "jitter": 0,
+            # A key check on every pass (an L2 read, off /auth/*), so the active daemon spends something
+            # in every window and a standby's spend would show.
+            "probe_every": 0,
             "leader": {"lease": f"{self.lease}s", "renew": f"{RENEW}s"},
         }
         cfg["log"] = {"format": "json", "level": "info"}
