@@ -7,11 +7,17 @@ names the field.
 
 from __future__ import annotations
 
+import json
+import math
+import os
 import re
+import unicodedata
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -27,25 +33,62 @@ from rotator.errors import ConfigError
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$")
+#: Ten years: longer is a typo (or a pasted number), and would overflow the deadlines computed from it.
+MAX_DURATION = 3660 * 86400.0
+
+# What a pasted private key, API secret or file key looks like: never echoed in an error (I6).
+_SECRETISH = re.compile(r"(?:0x)?[0-9a-fA-F]{16,}|[A-Za-z0-9+/]{32,}={0,2}")
+
+
+def shown(value: object, limit: int = 40) -> str:
+    """``value`` quoted for an error message, or a placeholder when it could be key material."""
+    text = str(value)
+    if _SECRETISH.search(text):
+        return "(value not shown: it looks like key material)"
+    if len(text) > limit:
+        text = text[:limit] + "..."
+    return repr(text)
+
+
+def redact(text: str) -> str:
+    """``text`` with anything that looks like key material cut out (the last guard before printing)."""
+    return _SECRETISH.sub("(not shown)", text)
 
 
 def parse_duration(value: Any) -> float:
-    """``30s``, ``15m``, ``24h``, ``7d``, ``2w`` or a number of seconds."""
+    """``30s``, ``15m``, ``24h``, ``7d``, ``2w`` or a number of seconds: finite, >= 0, at most ten years."""
     if isinstance(value, bool):
         raise ValueError("a duration is a number of seconds or a string like 30s, 15m, 24h, 7d")
     if isinstance(value, (int, float)):
-        seconds = float(value)
+        try:
+            seconds = float(value)
+        except OverflowError:
+            seconds = math.inf
     else:
         match = _DURATION.match(str(value))
         if not match:
-            raise ValueError(f"bad duration {str(value)[:40]!r}: use 30s, 15m, 24h, 7d, or seconds")
+            raise ValueError(f"bad duration {shown(value)}: use 30s, 15m, 24h, 7d, or seconds")
         seconds = float(match.group(1)) * _UNITS.get(match.group(2) or "s", 1)
+    if math.isnan(seconds):
+        raise ValueError("a duration must be a number, not NaN")
     if seconds < 0:
         raise ValueError("a duration cannot be negative")
+    if seconds > MAX_DURATION:
+        raise ValueError(f"a duration cannot exceed {MAX_DURATION / 86400:.0f}d")
+    return seconds
+
+
+def _positive(seconds: float) -> float:
+    if seconds <= 0:
+        raise ValueError("must be positive")
     return seconds
 
 
 Duration = Annotated[float, BeforeValidator(parse_duration)]
+#: A duration where zero makes no sense (a timeout, a cadence, a window).
+PositiveDuration = Annotated[float, BeforeValidator(parse_duration), AfterValidator(_positive)]
+#: Nonces are uint256 at the CLOB, but consumers read them from JSON: stay within what JSON numbers hold.
+MAX_NONCE = 2**53 - 1
 
 
 class _Section(BaseModel):
@@ -53,13 +96,13 @@ class _Section(BaseModel):
 
 
 class AuthBudget(_Section):
-    requests: int = Field(100, ge=0, description="requests allowed per window; 0 turns the budget off")
-    per: Duration = 10.0
+    requests: int = Field(100, ge=0, le=1_000_000, description="requests allowed per window; 0 turns it off")
+    per: PositiveDuration = 10.0
 
 
 class ReadBudget(_Section):
-    requests: int = Field(9000, ge=0, description="requests allowed per window; 0 turns the budget off")
-    per: Duration = 10.0
+    requests: int = Field(9000, ge=0, le=1_000_000, description="requests allowed per window; 0 turns it off")
+    per: PositiveDuration = 10.0
 
 
 class RateLimits(_Section):
@@ -72,21 +115,21 @@ class RateLimits(_Section):
 class ClockSkew(_Section):
     max: Duration = 10.0
     mode: Literal["correct", "refuse"] = "correct"
-    recheck_every: Duration = 600.0
+    recheck_every: PositiveDuration = 600.0
 
 
 class Retry(_Section):
     attempts: int = Field(6, ge=1, le=50)
     base: Duration = 0.5
     cap: Duration = 30.0
-    deadline: Duration = 120.0
+    deadline: PositiveDuration = 120.0
 
 
 class ClobSettings(_Section):
     host: str = "https://clob.polymarket.com"
-    chain_id: int = 137
-    timeout: Duration = 10.0
-    verify_timeout: Duration = 180.0
+    chain_id: int = Field(137, ge=1, le=MAX_NONCE)
+    timeout: PositiveDuration = 10.0
+    verify_timeout: PositiveDuration = 180.0
     rate_limits: RateLimits = RateLimits()
     clock_skew: ClockSkew = ClockSkew()
     retry: Retry = Retry()
@@ -96,7 +139,7 @@ class ClobSettings(_Section):
     @model_validator(mode="after")
     def _host(self) -> ClobSettings:
         if not re.match(r"^https?://[^\s/]+", self.host):
-            raise ValueError(f"clob.host must be an http(s) URL, got {self.host[:60]!r}")
+            raise ValueError(f"clob.host must be an http(s) URL, got {shown(self.host, 60)}")
         return self
 
 
@@ -122,7 +165,7 @@ class FileStoreSettings(_Section):
         if not _KMS_KEY_ID.match(self.kms_key_id):
             raise ValueError("kms_key_id must be a KMS key id, key ARN, alias/NAME or alias ARN")
         if self.kms_region is not None and not _AWS_REGION.match(self.kms_region):
-            raise ValueError(f"kms_region must look like us-east-1, got {self.kms_region[:40]!r}")
+            raise ValueError(f"kms_region must look like us-east-1, got {shown(self.kms_region)}")
         _aws_endpoint(self.kms_endpoint_url, "kms_endpoint_url")
         return self
 
@@ -239,7 +282,7 @@ class VaultSettings(_Section):
     @model_validator(mode="after")
     def _shape(self) -> VaultSettings:
         if not re.match(r"^https?://[^\s/]+", self.url):
-            raise ValueError(f"url must be an http(s) URL, got {self.url[:60]!r}")
+            raise ValueError(f"url must be an http(s) URL, got {shown(self.url, 60)}")
         _vault_path(self.mount, "mount")
         _vault_path(self.state_prefix, "state_prefix")
         if self.namespace is not None:
@@ -277,9 +320,9 @@ class AwsStoreSettings(_Section):
     @model_validator(mode="after")
     def _shape(self) -> AwsStoreSettings:
         if self.region is not None and not _AWS_REGION.match(self.region):
-            raise ValueError(f"region must look like us-east-1, got {self.region[:40]!r}")
+            raise ValueError(f"region must look like us-east-1, got {shown(self.region)}")
         if self.endpoint_url is not None and not re.match(r"^https?://[^\s/]+", self.endpoint_url):
-            raise ValueError(f"endpoint_url must be an http(s) URL, got {self.endpoint_url[:60]!r}")
+            raise ValueError(f"endpoint_url must be an http(s) URL, got {shown(self.endpoint_url, 60)}")
         if self.kms_key_id is not None and not re.match(r"^[A-Za-z0-9:/_.-]{1,2048}$", self.kms_key_id):
             raise ValueError("kms_key_id must be a KMS key id, key ARN, alias/NAME or alias ARN")
         aws_secret_name(self.state_prefix, "state_prefix")
@@ -316,7 +359,7 @@ _AWS_SECRET_ID = re.compile(r"^[A-Za-z0-9/_+=.@:-]{1,2048}$")  # a name or an AR
 
 def _aws_endpoint(value: str | None, what: str) -> None:
     if value is not None and not re.match(r"^https?://[^\s/]+", value):
-        raise ValueError(f"{what} must be an http(s) URL, got {value[:60]!r}")
+        raise ValueError(f"{what} must be an http(s) URL, got {shown(value, 60)}")
 
 
 class SignerSettings(_Section):
@@ -372,27 +415,52 @@ class SignerSettings(_Section):
             if not _KMS_KEY_ID.match(self.key_id):
                 raise ValueError("signer.key_id must be a KMS key id, key ARN, alias/NAME or alias ARN")
         if self.region is not None and not _AWS_REGION.match(self.region):
-            raise ValueError(f"signer.region must look like us-east-1, got {self.region[:40]!r}")
+            raise ValueError(f"signer.region must look like us-east-1, got {shown(self.region)}")
         _aws_endpoint(self.endpoint_url, "signer.endpoint_url")
         return self
+
+
+def published_path(value: str) -> str:
+    """A credential's ``path``, checked the same way for every backend: one segment can never climb into
+    another's (a client that collapses ``a/../b`` would write where another credential lives).
+
+    :raises ValueError: names what is wrong, never echoes the value.
+    """
+    if not value:
+        raise ValueError("must not be empty")
+    if len(value) > 512:
+        raise ValueError("is longer than 512 characters")
+    for ch in value:
+        if ch.isspace() or unicodedata.category(ch) in ("Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"):
+            raise ValueError(f"contains a control, format or space character (U+{ord(ch):04X})")
+    if "\\" in value:
+        raise ValueError("must not contain a backslash")
+    if value.startswith("/"):
+        raise ValueError("must not start with '/'")
+    segments = value.split("/")
+    if any(seg == "" for seg in segments):
+        raise ValueError("has an empty segment ('//' or a trailing '/')")
+    if any(seg in (".", "..") for seg in segments):
+        raise ValueError("must not contain '.' or '..' segments")
+    return value
 
 
 class CredentialSettings(_Section):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
     signer: SignerSettings
-    path: str = Field(min_length=1)
+    path: Annotated[str, AfterValidator(published_path)]
     rotate_every: Duration
-    grace: Duration
-    verify_timeout: Duration | None = None
+    grace: PositiveDuration
+    verify_timeout: PositiveDuration | None = None
     adopt_existing: bool = False
-    start_nonce: int = Field(0, ge=0)
+    start_nonce: int = Field(0, ge=0, le=MAX_NONCE)
     # Consumer-confirmed revocation (README, "Using the rotated keys in your bot"): a retired key is
     # revoked once min_grace has passed and every consumer that acknowledged within consumer_ttl holds
     # the new key; at grace at the latest. consumer_refresh: how often your bots re-read the key,
     # stated so that `rotator check` can warn when grace is not longer than that.
     min_grace: Duration = 60.0
     consumer_ttl: Duration = 600.0
-    consumer_refresh: Duration | None = None
+    consumer_refresh: PositiveDuration | None = None
 
     @model_validator(mode="after")
     def _times(self) -> CredentialSettings:
@@ -418,7 +486,7 @@ class LogSettings(_Section):
 class DaemonSettings(_Section):
     # How often each credential gets a pass (which probes its key: a key revoked behind our back
     # is replaced within a tick). Stretched automatically so probes use at most half the /auth budget.
-    tick: Duration = 5.0
+    tick: PositiveDuration = 5.0
     jitter: Duration = 2.0
 
 
@@ -443,8 +511,9 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        # The environment overrides the file (which arrives as init kwargs).
-        return env_settings, init_settings
+        # Only what load_settings passes in: it merges the ROTATOR_* overrides itself, so that a bad or
+        # unknown variable is named (pydantic-settings blames the file, or ignores the variable).
+        return (init_settings,)
 
     @model_validator(mode="after")
     def _unique(self) -> Settings:
@@ -468,29 +537,64 @@ class Settings(BaseSettings):
         return self
 
     @model_validator(mode="after")
-    def _vault_paths(self) -> Settings:
-        # A published path inside the state prefix would put rotation state where consumers read.
-        vault = self.store.vault
-        if self.store.backend == "vault" and vault is not None:
-            prefix = vault.state_prefix
+    def _paths(self) -> Settings:
+        # Every place a credential writes must be its own: two credentials on one published path, a
+        # published path on some credential's state, or on the secret a signer reads its wallet key
+        # from, and the last writer silently wins (one wallet's bots hold the other's key, or a
+        # wallet key is overwritten by an API key).
+        owner: dict[str, str] = {}
+        for cred in self.credentials:
+            if cred.path in owner:
+                raise ValueError(
+                    f"credentials[{cred.name}].path: {cred.path!r} is already credentials[{owner[cred.path]}]"
+                    ".path; each credential needs a path of its own"
+                )
+            owner[cred.path] = cred.name
+        store = self.store
+        if store.backend == "vault" and store.vault is not None:
+            prefix = store.vault.state_prefix
             for cred in self.credentials:
                 if cred.path == prefix or cred.path.startswith(prefix + "/"):
                     raise ValueError(
-                        f"credential {cred.name!r}: path {cred.path!r} lies inside store.vault.state_prefix"
+                        f"credentials[{cred.name}].path: path {cred.path!r} lies inside "
+                        "store.vault.state_prefix (where rotation state is kept)"
                     )
-        return self
-
-    @model_validator(mode="after")
-    def _aws_names(self) -> Settings:
-        # Same reason as for Vault: a consumer granted the published secrets must not match the state.
-        if self.store.backend == "aws":
-            prefix = self.store.aws.state_prefix
             for cred in self.credentials:
-                aws_secret_name(cred.path, f"credential {cred.name!r}: path")
-                aws_secret_name(prefix + cred.name, f"credential {cred.name!r}: state secret name")
+                s = cred.signer
+                if (
+                    s.source == "vault"
+                    and (s.mount or store.vault.mount) == store.vault.mount
+                    and s.path in owner
+                ):
+                    raise ValueError(
+                        f"credentials[{owner[s.path]}].path: {s.path!r} is where "
+                        f"credentials[{cred.name}].signer reads its wallet key; publishing would overwrite it"
+                    )
+        if store.backend == "aws":
+            prefix = store.aws.state_prefix
+            for cred in self.credentials:
+                aws_secret_name(cred.path, f"credentials[{cred.name}].path")
+                aws_secret_name(prefix + cred.name, f"credentials[{cred.name}]: state secret name")
                 if cred.path.startswith(prefix):
                     raise ValueError(
-                        f"credential {cred.name!r}: path {cred.path!r} lies inside store.aws.state_prefix"
+                        f"credentials[{cred.name}].path: path {cred.path!r} lies inside "
+                        "store.aws.state_prefix (where rotation state is kept)"
+                    )
+            for cred in self.credentials:
+                s = cred.signer
+                if s.source == "aws-secretsmanager" and s.secret_id in owner:
+                    raise ValueError(
+                        f"credentials[{owner[s.secret_id]}].path: {s.secret_id!r} is the secret "
+                        f"credentials[{cred.name}].signer reads its wallet key from; publishing there "
+                        "would overwrite it"
+                    )
+        if store.backend == "file" and store.file.kms_key_id is None:
+            where = os.path.abspath(store.file.path)
+            for cred in self.credentials:
+                if cred.signer.source == "file" and os.path.abspath(cred.signer.path or "") == where:
+                    raise ValueError(
+                        f"store.file.path: is credentials[{cred.name}].signer.path, the wallet key file; "
+                        "the store would overwrite it"
                     )
         return self
 
@@ -501,49 +605,252 @@ class Settings(BaseSettings):
         raise ConfigError(f"--credential {name}: no such credential in the config")
 
 
-def load_settings(path: str | Path | None, *, data: dict[str, Any] | None = None) -> Settings:
-    """Read and validate the config. :raises ConfigError: one line naming the bad field."""
+ENV_PREFIX = "ROTATOR_"
+#: Variables Kubernetes sets for every Service in the namespace ("service links"): a release named
+#: ``rotator`` gets ROTATOR_PORT, ROTATOR_SERVICE_HOST, ROTATOR_PORT_9464_TCP_ADDR, ... They are not settings.
+_SERVICE_LINK = re.compile(
+    r"^ROTATOR(_[A-Z0-9_]*)??_(SERVICE_HOST|SERVICE_PORT(_[A-Z0-9_]+)?|PORT(_\d+_(TCP|UDP|SCTP)(_(PROTO|PORT|ADDR))?)?)$"
+)
+
+
+def _service_link(name: str, value: str) -> bool:
+    """Is this a variable Kubernetes set for a Service (its name has the shape, its value the format)?"""
+    match = _SERVICE_LINK.match(name)
+    if match is None:
+        return False
+    suffix = match.group(2)
+    if suffix == "PORT" or suffix.endswith(("_TCP", "_UDP", "_SCTP")):
+        shape = r"(?i:tcp|udp|sctp)://\S+"
+    elif suffix == "SERVICE_HOST" or suffix.endswith("_ADDR"):
+        shape = r"[0-9A-Fa-f.:]+"
+    elif suffix.endswith("_PROTO"):
+        shape = r"(?i:tcp|udp|sctp)"
+    else:  # SERVICE_PORT, SERVICE_PORT_<NAME>, PORT_<N>_<PROTO>_PORT
+        shape = r"\d{1,5}"
+    return re.fullmatch(shape, value) is not None
+
+
+#: A config that nests deeper or expands (YAML aliases) to more values than this is refused.
+_MAX_DEPTH, _MAX_NODES, _MAX_BYTES = 32, 100_000, 1 << 20
+
+
+def load_settings(
+    path: str | Path | None, *, data: dict[str, Any] | None = None, env: Mapping[str, str] | None = None
+) -> Settings:
+    """Read and validate the config, with ``ROTATOR_*`` overrides from ``env`` (default: the process's).
+
+    Variables the config names as holding a secret (``key_env``, ``signer.env``, ...) and Kubernetes
+    service links are not overrides; any other ``ROTATOR_*`` variable must name a setting.
+
+    :raises ConfigError: one line naming the bad field, or the environment variable that set it.
+    """
+    if env is None:
+        env = os.environ
     raw: Any = {}
     if path is not None:
-        import yaml
-
-        try:
-            text = Path(path).read_text(encoding="utf-8")
-        except OSError as exc:
-            raise ConfigError(f"{path}: cannot read config ({exc.strerror})") from None
-        try:
-            raw = yaml.safe_load(text) or {}
-        except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            where = f" line {mark.line + 1}" if mark is not None else ""
-            raise ConfigError(f"{path}:{where} not valid YAML") from None
-        if not isinstance(raw, dict):
-            raise ConfigError(f"{path}: the config must be a YAML mapping")
+        raw = _read_yaml(path)
     if data is not None:
         raw = {**raw, **data}
+    overrides, sources = _env_overrides(env)
+    merged = _merge(raw, overrides)
+    _check_shape(merged, str(path) if path is not None else "config")
+    unknown = _unknown_env(env, sources, _named_env_vars(merged))
+    if unknown:
+        raise ConfigError(
+            f"{unknown}: unknown setting (ROTATOR_<SECTION>__<FIELD>, e.g. ROTATOR_STORE__BACKEND)"
+        )
     try:
-        return Settings(**raw)
+        return Settings(**merged)
     except ValidationError as exc:
-        raise ConfigError(_describe(exc, raw, path)) from None
+        raise ConfigError(redact(_describe(exc, merged, path, sources))) from None
+    except RecursionError:
+        raise ConfigError(f"{path or 'config'}: nested too deeply") from None
 
 
-def _describe(exc: ValidationError, raw: Any, path: str | Path | None) -> str:
+def _read_yaml(path: str | Path) -> dict[str, Any]:
+    import yaml
+
+    try:
+        blob = Path(path).read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read config ({exc.strerror})") from None
+    try:
+        text = blob.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text (bad byte at offset {exc.start})") from None
+    if len(blob) > _MAX_BYTES:
+        raise ConfigError(f"{path}: too large for a config ({len(blob)} bytes, at most {_MAX_BYTES})")
+    try:
+        # Depth first, on the event stream (flat, fast): the composer recurses, and slowly, per level.
+        depth = 0
+        for event in yaml.parse(text, Loader=yaml.SafeLoader):
+            if isinstance(event, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
+                depth += 1
+                if depth > _MAX_DEPTH:
+                    raise ConfigError(f"{path}: nested too deeply (at most {_MAX_DEPTH} levels)")
+            elif isinstance(event, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
+                depth -= 1
+        raw = yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"{path}:{where} not valid YAML") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: nested too deeply (at most {_MAX_DEPTH} levels)") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: the config must be a YAML mapping")
+    return raw
+
+
+def _check_shape(raw: dict[str, Any], where: str) -> None:
+    """Refuse bombs before anything walks the tree: depth, expanded size (aliases), non-text keys."""
+    stack: list[tuple[Any, int]] = [(raw, 1)]
+    nodes = 0
+    while stack:
+        node, depth = stack.pop()
+        nodes += 1
+        if nodes > _MAX_NODES:
+            raise ConfigError(f"{where}: too large (more than {_MAX_NODES} values once aliases are expanded)")
+        if depth > _MAX_DEPTH:
+            raise ConfigError(f"{where}: nested too deeply (at most {_MAX_DEPTH} levels)")
+        if isinstance(node, dict):
+            for key, value in node.items():
+                if not isinstance(key, str):
+                    raise ConfigError(f"{where}: keys must be names, got {type(key).__name__} {shown(key)}")
+                stack.append((value, depth + 1))
+        elif isinstance(node, list):
+            stack.extend((item, depth + 1) for item in node)
+
+
+def _models(annotation: Any) -> list[type[BaseModel]]:
+    """The models a field's annotation holds (through Annotated, Optional and unions)."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [annotation]
+    found: list[type[BaseModel]] = []
+    origin = get_origin(annotation)
+    if origin is Annotated or origin is Union or type(annotation).__name__ == "UnionType":
+        for arg in get_args(annotation):
+            found.extend(_models(arg))
+    return found
+
+
+def _target(parts: list[str]) -> Any:
+    """The annotation of the setting at ``parts`` (lower case), or None when there is no such setting."""
+    annotation: Any = Settings
+    for part in parts:
+        fields = [m.model_fields[part] for m in _models(annotation) if part in m.model_fields]
+        if not fields:
+            return None
+        annotation = fields[0].annotation
+    return annotation
+
+
+def _complex(annotation: Any) -> bool:
+    """Does the environment give this setting as JSON (a section or a list) rather than as text?"""
+    if _models(annotation):
+        return True
+    origin = get_origin(annotation)
+    if origin is Annotated or origin is Union or type(annotation).__name__ == "UnionType":
+        return any(_complex(a) for a in get_args(annotation) if a is not type(None))
+    return origin in (list, dict)
+
+
+def _env_overrides(env: Mapping[str, str]) -> tuple[dict[str, Any], dict[tuple[str, ...], str]]:
+    """The ``ROTATOR_<SECTION>__<FIELD>`` overrides as a nested dict, and which variable set which path."""
+    overrides: dict[str, Any] = {}
+    sources: dict[tuple[str, ...], str] = {}
+    found = []
+    for name, value in env.items():
+        if not name.upper().startswith(ENV_PREFIX):
+            continue
+        parts = name[len(ENV_PREFIX) :].lower().split("__")
+        if all(parts) and _target(parts) is not None:
+            found.append((len(parts), name, parts, value))
+    for _, name, parts, value in sorted(found):  # a section's JSON first, its fields' variables over it
+        decoded: Any = value
+        if _complex(_target(parts)):
+            try:
+                decoded = json.loads(value)
+            except (ValueError, RecursionError) as exc:
+                why = exc.msg if isinstance(exc, json.JSONDecodeError) else "nested too deeply"
+                raise ConfigError(f"{name}: {'.'.join(parts)} must be JSON here ({why})") from None
+        node = overrides
+        for part in parts[:-1]:
+            child = node.get(part)
+            if not isinstance(child, dict):
+                child = node[part] = {}
+            node = child
+        node[parts[-1]] = decoded
+        sources[tuple(parts)] = name
+    return overrides, sources
+
+
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def _named_env_vars(raw: dict[str, Any]) -> set[str]:
+    """Every variable the config names as a secret's source (``key_env``, ``signer.env``, ``*_env``)."""
+    names = {str(FileStoreSettings.model_fields["key_env"].default)}
+    stack: list[Any] = [raw]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            for key, value in node.items():
+                if isinstance(value, str) and (key == "env" or str(key).endswith("_env")):
+                    names.add(value)
+                stack.append(value)
+        elif isinstance(node, list):
+            stack.extend(node)
+    return names
+
+
+def _unknown_env(env: Mapping[str, str], sources: dict[tuple[str, ...], str], named: set[str]) -> str | None:
+    used = set(sources.values())
+    for name in sorted(env):
+        if not name.upper().startswith(ENV_PREFIX) or name in used or name in named:
+            continue
+        if "__" not in name and _service_link(name.upper(), env[name]):
+            continue
+        return name
+    return None
+
+
+def _describe(
+    exc: ValidationError,
+    raw: Any,
+    path: str | Path | None,
+    sources: dict[tuple[str, ...], str] | None = None,
+) -> str:
     err = exc.errors()[0]
     parts: list[str] = []
     loc = list(err.get("loc", ()))
     for i, part in enumerate(loc):
-        if isinstance(part, int):
+        if isinstance(part, int) and parts:
             name = _credential_name(raw, loc[:i], part)
             parts[-1] += f"[{name}]" if name else f"[{part}]"
         else:
             parts.append(str(part))
-    field = ".".join(parts) or "config"
+    field = ".".join(parts)
     msg = err.get("msg", "invalid")
     if err.get("type") == "extra_forbidden":
         msg = "unknown key"
     msg = msg.removeprefix("Value error, ")
+    keys = tuple(str(p) for p in loc if not isinstance(p, int))
+    var = None
+    for where, name in (sources or {}).items():
+        if keys[: len(where)] == where:  # this variable set the value (or the section) that is wrong
+            var = name
+    if var is not None:
+        return f"{var}: {field}: {msg}" if field else f"{var}: {msg}"
     prefix = f"{path}: " if path else ""
-    return f"{prefix}{field}: {msg}"
+    return f"{prefix}{field}: {msg}" if field else f"{prefix}{msg}"
 
 
 def _credential_name(raw: Any, loc: list[Any], index: int) -> str | None:
@@ -552,5 +859,5 @@ def _credential_name(raw: Any, loc: list[Any], index: int) -> str | None:
         node = node.get(part) if isinstance(node, dict) else None
     if isinstance(node, list) and index < len(node) and isinstance(node[index], dict):
         name = node[index].get("name")
-        return str(name) if isinstance(name, str) else None
+        return str(name) if isinstance(name, str) and re.match(r"^[A-Za-z0-9_.-]{1,63}$", name) else None
     return None
