@@ -55,6 +55,15 @@ def redact(text: str) -> str:
     return _SECRETISH.sub("(not shown)", text)
 
 
+def env_problem(env: Mapping[str, str], name: str) -> str:
+    """What is wrong with the variable ``name`` holding a secret ("is not set", "is set but empty"),
+    or "" when it holds something."""
+    value = env.get(name)
+    if value is None:
+        return "is not set"
+    return "" if value.strip() else "is set but empty"
+
+
 def parse_duration(value: Any) -> float:
     """``30s``, ``15m``, ``24h``, ``7d``, ``2w`` or a number of seconds: finite, >= 0, at most ten years."""
     if isinstance(value, bool):

@@ -74,7 +74,13 @@ class HealthServer:
             def log_message(self, format: str, *args: object) -> None:
                 return  # probes every few seconds would drown the audit log
 
-        self.server = ThreadingHTTPServer((host, port), Handler)
+        try:
+            self.server = ThreadingHTTPServer((host, port), Handler)
+        except (OSError, OverflowError) as exc:
+            from rotator.errors import ConfigError
+
+            reason = getattr(exc, "strerror", None) or type(exc).__name__
+            raise ConfigError(f"metrics.port: cannot listen on {host}:{port} ({reason})") from None
         self.server.daemon_threads = True
         self.port = self.server.server_address[1]
         self._thread = threading.Thread(target=self.server.serve_forever, name="metrics-http", daemon=True)

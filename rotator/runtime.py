@@ -12,7 +12,7 @@ from pathlib import Path
 
 from rotator.clob.adapter import ClobAdapter, RetryPolicy, SkewPolicy
 from rotator.clob.budget import SlidingWindowBudget
-from rotator.config import CredentialSettings, Settings
+from rotator.config import CredentialSettings, Settings, env_problem
 from rotator.errors import ConfigError
 from rotator.metrics import Metrics
 from rotator.model import CredentialRef
@@ -34,8 +34,9 @@ def build_store(settings: Settings, env: Mapping[str, str]) -> Store:
             return FileStore(Path(fs.path), kms_file_key(settings.store))
         source = f"store.file.key_env ({fs.key_env})"
         text = env.get(fs.key_env)
-        if not text:
-            raise ConfigError(f"{source}: environment variable {fs.key_env} is not set")
+        problem = env_problem(env, fs.key_env)
+        if problem or text is None:
+            raise ConfigError(f"{source}: environment variable {fs.key_env} {problem}")
         return FileStore(Path(fs.path), parse_file_key(text, source=source))
     if backend == "vault":
         from rotator.stores.vault import build_vault_store
@@ -62,11 +63,13 @@ class Runtime:
     _rotator: Rotator | None = None
     _signers: dict[str, Signer] = field(default_factory=dict)
 
-    def validate(self) -> None:
+    def validate(self, *, signers: bool = True) -> None:
         """Fail fast (exit 2) on config the file alone cannot show: missing env vars, bad key shapes.
-        Remote signer sources are only checked offline here; they are first asked when a pass signs."""
-        for cred in self.settings.credentials:
-            check_signer(cred, self.settings, self.env)
+        Remote signer sources are only checked offline here; they are first asked when a pass signs.
+        ``signers=False``: for commands that never sign (``status``), which need no wallet key."""
+        if signers:
+            for cred in self.settings.credentials:
+                check_signer(cred, self.settings, self.env)
         self.store  # noqa: B018 - builds the store: a missing file key is a config error
 
     @property

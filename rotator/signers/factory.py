@@ -44,9 +44,12 @@ def read_local_key(cred: CredentialSettings, env: Mapping[str, str]) -> Secret:
     where = describe(cred)
     if s.source == "env":
         assert s.env is not None
+        from rotator.config import env_problem
+
         value = env.get(s.env)
-        if not value:
-            raise SignerError(f"{where}: environment variable {s.env} is not set")
+        problem = env_problem(env, s.env)
+        if problem or value is None:
+            raise SignerError(f"{where}: environment variable {s.env} {problem}")
     elif s.source == "file":
         assert s.path is not None
         path = Path(s.path)
