@@ -458,7 +458,7 @@ class CredentialSettings(_Section):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
     signer: SignerSettings
     path: Annotated[str, AfterValidator(published_path)]
-    rotate_every: Duration
+    rotate_every: PositiveDuration
     grace: PositiveDuration
     verify_timeout: PositiveDuration | None = None
     adopt_existing: bool = False
@@ -468,16 +468,8 @@ class CredentialSettings(_Section):
     # the new key; at grace at the latest. consumer_refresh: how often your bots re-read the key,
     # stated so that `rotator check` can warn when grace is not longer than that.
     min_grace: Duration = 60.0
-    consumer_ttl: Duration = 600.0
+    consumer_ttl: PositiveDuration = 600.0
     consumer_refresh: PositiveDuration | None = None
-
-    @model_validator(mode="after")
-    def _times(self) -> CredentialSettings:
-        if self.rotate_every <= 0:
-            raise ValueError("rotate_every must be positive")
-        if self.consumer_ttl <= 0:
-            raise ValueError("consumer_ttl must be positive")
-        return self
 
 
 class MetricsSettings(_Section):
@@ -779,9 +771,11 @@ def _env_overrides(env: Mapping[str, str]) -> tuple[dict[str, Any], dict[tuple[s
         decoded: Any = value
         if _complex(_target(parts)):
             try:
+                if _json_depth(value) > _MAX_DEPTH:
+                    raise ValueError("nested too deeply")
                 decoded = json.loads(value)
-            except (ValueError, RecursionError) as exc:
-                why = exc.msg if isinstance(exc, json.JSONDecodeError) else "nested too deeply"
+            except ValueError as exc:
+                why = exc.msg if isinstance(exc, json.JSONDecodeError) else str(exc)
                 raise ConfigError(f"{name}: {'.'.join(parts)} must be JSON here ({why})") from None
         node = overrides
         for part in parts[:-1]:
@@ -792,6 +786,28 @@ def _env_overrides(env: Mapping[str, str]) -> tuple[dict[str, Any], dict[tuple[s
         node[parts[-1]] = decoded
         sources[tuple(parts)] = name
     return overrides, sources
+
+
+def _json_depth(text: str) -> int:
+    """How deep ``text``'s brackets nest (the C decoder can overflow the stack before it notices)."""
+    depth = deepest = 0
+    in_string = escaped = False
+    for ch in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif ch == "\\":
+                escaped = True
+            elif ch == '"':
+                in_string = False
+        elif ch == '"':
+            in_string = True
+        elif ch in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif ch in "]}":
+            depth -= 1
+    return deepest
 
 
 def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
@@ -858,7 +874,10 @@ def _describe(
             var = name
     if var is not None:
         return f"{var}: {field}: {msg}" if field else f"{var}: {msg}"
-    prefix = f"{path}: " if path else ""
+    # A section's own check failed, and variables set some of its fields: name them with the file.
+    inside = sorted(name for where, name in (sources or {}).items() if where[: len(keys)] == keys)
+    source = " and ".join(([str(path)] if path else []) + inside)
+    prefix = f"{source}: " if source else ""
     return f"{prefix}{field}: {msg}" if field else f"{prefix}{msg}"
 
 
