@@ -127,8 +127,9 @@ def _dispatch(args: argparse.Namespace) -> int:
         return run_demo(rotations=args.rotations)
     if args.command == "check" and args.offline:
         return _check_offline(args.config)
-    # status reads the store and never signs: it needs no wallet key.
-    rt = _runtime(args.config, signers=args.command != "status")
+    # status and a dry run read the store and never sign: they need no wallet key.
+    signs = not (args.command == "status" or (args.command == "rotate" and args.dry_run))
+    rt = _runtime(args.config, signers=signs)
     try:
         if args.command == "rotate":
             return _rotate(rt, args)

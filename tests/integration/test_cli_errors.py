@@ -72,6 +72,24 @@ def test_status_needs_no_signer(sandbox: Sandbox, tmp_path: Path, wallet: tuple[
     assert "mm1" in proc.stdout and "nonce=0" in proc.stdout
 
 
+def test_a_dry_run_needs_no_signer(sandbox: Sandbox, tmp_path: Path, wallet: tuple[str, str]) -> None:
+    w = Worker(tmp_path, sandbox.url, *wallet)
+    w.rotate()
+    env = w.env()
+    del env["TEST_WALLET_KEY"]
+    proc = subprocess.run(
+        w.argv("rotate", "--all", "--dry-run"),
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    OUTPUTS.extend((proc.stdout, proc.stderr))
+    assert proc.returncode == 0, proc.stderr
+    assert "mm1: nothing-due" in proc.stdout
+
+
 # -- item 24: check --offline -------------------------------------------------------------------------------
 def test_check_offline_touches_no_store_no_clob_no_signer(tmp_path: Path, listener: socket.socket) -> None:
     # The "CLOB" records whether anyone connected; the store file does not exist and its key is not
