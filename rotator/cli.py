@@ -24,7 +24,10 @@ EXIT_PIPE = 141
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # type: ignore[override]
-        self.exit(EXIT_USAGE, f"rotator: {message}\n")
+        from rotator.config import redact
+
+        # argparse quotes what it refused (an unknown command, a bad number): that may be a pasted key.
+        self.exit(EXIT_USAGE, f"rotator: {redact(message)}\n")
 
 
 def _int_in(low: int, high: int) -> Callable[[str], int]:
@@ -32,9 +35,22 @@ def _int_in(low: int, high: int) -> Callable[[str], int]:
         try:
             value = int(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"{text[:20]!r} is not a whole number") from None
+            raise argparse.ArgumentTypeError("not a whole number") from None
         if not low <= value <= high:
-            raise argparse.ArgumentTypeError(f"{value} is not between {low} and {high}")
+            raise argparse.ArgumentTypeError(f"must be between {low} and {high}")
+        return value
+
+    return parse
+
+
+def _seconds(high: float) -> Callable[[str], float]:
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError("not a number of seconds") from None
+        if not 0 <= value <= high:  # also refuses nan and inf
+            raise argparse.ArgumentTypeError(f"must be between 0 and {high:g} seconds")
         return value
 
     return parse
@@ -78,15 +94,23 @@ def _parser() -> argparse.ArgumentParser:
     )
     sb.add_argument("--host", default="127.0.0.1")
     sb.add_argument("--port", type=_int_in(0, 65535), default=8080)
-    sb.add_argument("--chain-id", type=int, default=137)
+    sb.add_argument("--chain-id", type=_int_in(1, 2**53 - 1), default=137)
     sb.add_argument(
         "--single-key", action="store_true", help="creating a key invalidates the wallet's others"
     )
     sb.add_argument(
-        "--propagation-delay", type=float, default=0.0, metavar="S", help="new keys answer 401 for S s"
+        "--propagation-delay",
+        type=_seconds(3600),
+        default=0.0,
+        metavar="S",
+        help="new keys answer 401 for S s",
     )
     sb.add_argument(
-        "--auth-limit", type=int, default=100, metavar="N", help="/auth/* requests per 10 s (0: off)"
+        "--auth-limit",
+        type=_int_in(0, 1_000_000),
+        default=100,
+        metavar="N",
+        help="/auth/* requests per 10 s (0: off)",
     )
     dm = sub.add_parser(
         "demo", help="the whole job on embedded defaults, in seconds", description="run the demo"

@@ -603,7 +603,12 @@ class Settings(BaseSettings):
         for cred in self.credentials:
             if cred.name == name:
                 return cred
-        raise ConfigError(f"--credential {name}: no such credential in the config")
+        shown_name = (
+            name
+            if re.fullmatch(r"[A-Za-z0-9_.-]{1,63}", name) and not _SECRETISH.search(name)
+            else "(not shown)"
+        )
+        raise ConfigError(f"--credential {shown_name}: no such credential in the config")
 
 
 ENV_PREFIX = "ROTATOR_"

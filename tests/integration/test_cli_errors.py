@@ -162,6 +162,49 @@ def test_sandbox_bad_address(args: list[str], expected: str) -> None:
     assert "sandbox CLOB on" not in proc.stdout + proc.stderr
 
 
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["--propagation-delay", "nan"], "--propagation-delay"),
+        (["--propagation-delay", "-1"], "--propagation-delay"),
+        (["--propagation-delay", "1e400"], "--propagation-delay"),
+        (["--auth-limit", "-1"], "--auth-limit"),
+        (["--chain-id", "0"], "--chain-id"),
+    ],
+)
+def test_sandbox_bad_numbers(args: list[str], expected: str) -> None:
+    _one_line(_cli("sandbox", "--port", "0", *args), expected)
+
+
+KEY = "4c0883a69102937d6231471b5dbb6204fe5129617082792ae468d01a3f362318"
+
+
+def test_usage_errors_do_not_echo_key_material(
+    sandbox: Sandbox, tmp_path: Path, wallet: tuple[str, str]
+) -> None:
+    w = Worker(tmp_path, sandbox.url, *wallet)
+    for argv in (
+        [KEY],
+        ["0x" + KEY, "-c", str(w.config_path)],
+        ["rotate", "-c", str(w.config_path), "--all", "--" + KEY],
+        ["sandbox", "--port", KEY],
+        ["demo", "--rotations", KEY],
+    ):
+        proc = _cli(*argv)
+        assert proc.returncode == 2, (argv, proc.stderr)
+        assert KEY[:12] not in proc.stderr + proc.stdout and KEY[-12:] not in proc.stderr, proc.stderr
+    proc = subprocess.run(
+        w.argv("rotate", "--credential", KEY),
+        env=w.env(),
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    _one_line(proc, "--credential")
+    assert KEY[:12] not in proc.stderr and KEY[-12:] not in proc.stderr, proc.stderr
+
+
 def test_sandbox_port_taken(listener: socket.socket) -> None:
     port = listener.getsockname()[1]
     proc = _cli("sandbox", "--port", str(port))
