@@ -468,8 +468,14 @@ class CredentialSettings(_Section):
     # the new key; at grace at the latest. consumer_refresh: how often your bots re-read the key,
     # stated so that `rotator check` can warn when grace is not longer than that.
     min_grace: Duration = 60.0
-    consumer_ttl: PositiveDuration = 600.0
+    consumer_ttl: Duration = 600.0
     consumer_refresh: PositiveDuration | None = None
+
+    @model_validator(mode="after")
+    def _times(self) -> CredentialSettings:
+        if self.consumer_ttl <= 0:
+            raise ValueError("consumer_ttl must be positive")
+        return self
 
 
 class MetricsSettings(_Section):
