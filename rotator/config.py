@@ -669,12 +669,13 @@ def load_settings(
     unknown = _unknown_env(env, sources, _named_env_vars(merged))
     if unknown:
         raise ConfigError(
-            f"{unknown}: unknown setting (ROTATOR_<SECTION>__<FIELD>, e.g. ROTATOR_STORE__BACKEND)"
+            f"{unknown}: unknown setting: not a ROTATOR_<SECTION>__<FIELD> override (e.g. "
+            "ROTATOR_STORE__BACKEND), and no env or *_env field of the config names it"
         )
     try:
         return Settings(**merged)
     except ValidationError as exc:
-        raise ConfigError(redact(_describe(exc, merged, path, sources))) from None
+        raise ConfigError(_describe(exc, merged, path, sources, overrides)) from None
     except RecursionError:
         raise ConfigError(f"{path or 'config'}: nested too deeply") from None
 
@@ -863,6 +864,7 @@ def _describe(
     raw: Any,
     path: str | Path | None,
     sources: dict[tuple[str, ...], str] | None = None,
+    overrides: dict[str, Any] | None = None,
 ) -> str:
     err = exc.errors()[0]
     parts: list[str] = []
@@ -877,19 +879,35 @@ def _describe(
     msg = err.get("msg", "invalid")
     if err.get("type") == "extra_forbidden":
         msg = "unknown key"
-    msg = msg.removeprefix("Value error, ")
+    # Only the message can carry a value; the prefix (file, variable, field) is ours and stays legible.
+    msg = redact(msg.removeprefix("Value error, "))
     keys = tuple(str(p) for p in loc if not isinstance(p, int))
     var = None
-    for where, name in (sources or {}).items():
-        if keys[: len(where)] == where:  # this variable set the value (or the section) that is wrong
-            var = name
+    if _env_set(overrides or {}, loc):  # a variable set the value (or the list) that is wrong: which one
+        for where, name in (sources or {}).items():
+            if keys[: len(where)] == where and (var is None or len(where) > len(var[0])):
+                var = (where, name)
     if var is not None:
-        return f"{var}: {field}: {msg}" if field else f"{var}: {msg}"
+        return f"{var[1]}: {field}: {msg}" if field else f"{var[1]}: {msg}"
     # A section's own check failed, and variables set some of its fields: name them with the file.
     inside = sorted(name for where, name in (sources or {}).items() if where[: len(keys)] == keys)
     source = " and ".join(([str(path)] if path else []) + inside)
     prefix = f"{source}: " if source else ""
     return f"{prefix}{field}: {msg}" if field else f"{prefix}{msg}"
+
+
+def _env_set(overrides: dict[str, Any], loc: list[Any]) -> bool:
+    """Did the environment give the value at ``loc`` (a section's JSON merged into the file's section
+    gives only the fields it names; a list or a scalar is given whole)?"""
+    node: Any = overrides
+    for part in loc:
+        if not isinstance(node, dict):
+            return True
+        if part not in node:
+            return False
+        node = node[part]
+    # A section's own check: its fields may come from the file too (the caller names both).
+    return not isinstance(node, dict)
 
 
 def _credential_name(raw: Any, loc: list[Any], index: int) -> str | None:

@@ -276,3 +276,24 @@ def test_environment_overrides_merge_with_the_file(tmp_path: Path) -> None:
 
     s = load_settings(path, env={"ROTATOR_CREDENTIALS": json.dumps(creds)})
     assert s.credentials[0].name == "fromenv"
+
+
+def test_a_section_override_is_not_blamed_for_the_file_s_fields(tmp_path: Path) -> None:
+    cfg = _base()
+    cfg["clob"] = {"host": "ftp://x"}
+    msg = _load(tmp_path, cfg, env={"ROTATOR_CLOB": '{"timeout": 5}'})
+    assert msg.startswith(str(tmp_path / "base.yaml")) and "clob.host must be" in msg, msg
+    msg = _load(tmp_path, _base(), env={"ROTATOR_CLOB": '{"timeout": 0}'})
+    assert msg.startswith("ROTATOR_CLOB: clob.timeout"), msg
+
+
+def test_the_file_name_is_never_redacted(tmp_path: Path) -> None:
+    deep = tmp_path / "ConfigurationDirectoryOfTheRotatorWorker" / "AndItsSubdirectory0123"
+    deep.mkdir(parents=True)
+    path = deep / "base.yaml"
+    cfg = _base()
+    cfg["credentials"][0]["grace"] = "soon"
+    path.write_text(yaml.safe_dump(cfg))
+    with pytest.raises(ConfigError) as info:
+        load_settings(path, env={})
+    assert str(info.value).startswith(f"{path}: credentials[mm1].grace: bad duration 'soon'"), info.value
