@@ -478,11 +478,39 @@ class CredentialSettings(_Section):
         return self
 
 
+def _pushgateway(value: str | None) -> str | None:
+    # Checked here: urllib refuses a malformed URL with ValueError, which a push does not expect.
+    # Never echoed: the URL may carry user:password.
+    if value is None:
+        return None
+    from urllib.parse import urlsplit
+
+    problem = "must be an http(s) URL or host:port"
+    if not value or any(ch.isspace() or not ch.isprintable() for ch in value):
+        raise ValueError(problem)
+    try:
+        parts = urlsplit(value if "://" in value else f"http://{value}")
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number in range
+    except ValueError:
+        raise ValueError(problem) from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(problem)
+    if any(len(label) > 63 for label in parts.hostname.split(".")):  # DNS labels: at most 63
+        raise ValueError(problem)
+    return value
+
+
+def _listen_host(value: str) -> str:
+    if len(value) > 253 or any(ch.isspace() or not ch.isprintable() for ch in value):
+        raise ValueError("must be an address or host name to listen on")
+    return value
+
+
 class MetricsSettings(_Section):
     port: int = Field(9464, ge=0, le=65535)
-    host: str = "0.0.0.0"  # noqa: S104 - the exporter is scraped from outside the pod
-    pushgateway: str | None = None
-    job: str = "rotator"
+    host: Annotated[str, AfterValidator(_listen_host)] = "0.0.0.0"  # noqa: S104 - scraped from outside the pod
+    pushgateway: Annotated[str | None, AfterValidator(_pushgateway)] = None
+    job: str = Field("rotator", min_length=1, max_length=200)
 
 
 class LogSettings(_Section):
