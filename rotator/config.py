@@ -55,6 +55,21 @@ def redact(text: str) -> str:
     return _SECRETISH.sub("(not shown)", text)
 
 
+def is_http_url(value: str) -> bool:
+    """An http(s) URL with a host and, if any, a port in range: what httpx, hvac and botocore accept
+    without raising something else than their connection errors."""
+    from urllib.parse import urlsplit
+
+    if not re.match(r"^https?://[^\s/]+", value) or any(not ch.isprintable() or ch.isspace() for ch in value):
+        return False
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number in range
+    except ValueError:
+        return False
+    return bool(parts.hostname) and all(len(label) <= 63 for label in (parts.hostname or "").split("."))
+
+
 def env_problem(env: Mapping[str, str], name: str) -> str:
     """What is wrong with the variable ``name`` holding a secret ("is not set", "is set but empty"),
     or "" when it holds something."""
@@ -147,7 +162,7 @@ class ClobSettings(_Section):
 
     @model_validator(mode="after")
     def _host(self) -> ClobSettings:
-        if not re.match(r"^https?://[^\s/]+", self.host):
+        if not is_http_url(self.host):
             raise ValueError(f"clob.host must be an http(s) URL, got {shown(self.host, 60)}")
         return self
 
@@ -290,7 +305,7 @@ class VaultSettings(_Section):
 
     @model_validator(mode="after")
     def _shape(self) -> VaultSettings:
-        if not re.match(r"^https?://[^\s/]+", self.url):
+        if not is_http_url(self.url):
             raise ValueError(f"url must be an http(s) URL, got {shown(self.url, 60)}")
         _vault_path(self.mount, "mount")
         _vault_path(self.state_prefix, "state_prefix")
@@ -330,7 +345,7 @@ class AwsStoreSettings(_Section):
     def _shape(self) -> AwsStoreSettings:
         if self.region is not None and not _AWS_REGION.match(self.region):
             raise ValueError(f"region must look like us-east-1, got {shown(self.region)}")
-        if self.endpoint_url is not None and not re.match(r"^https?://[^\s/]+", self.endpoint_url):
+        if self.endpoint_url is not None and not is_http_url(self.endpoint_url):
             raise ValueError(f"endpoint_url must be an http(s) URL, got {shown(self.endpoint_url, 60)}")
         if self.kms_key_id is not None and not re.match(r"^[A-Za-z0-9:/_.-]{1,2048}$", self.kms_key_id):
             raise ValueError("kms_key_id must be a KMS key id, key ARN, alias/NAME or alias ARN")
@@ -367,7 +382,7 @@ _AWS_SECRET_ID = re.compile(r"^[A-Za-z0-9/_+=.@:-]{1,2048}$")  # a name or an AR
 
 
 def _aws_endpoint(value: str | None, what: str) -> None:
-    if value is not None and not re.match(r"^https?://[^\s/]+", value):
+    if value is not None and not is_http_url(value):
         raise ValueError(f"{what} must be an http(s) URL, got {shown(value, 60)}")
 
 
@@ -481,22 +496,8 @@ class CredentialSettings(_Section):
 def _pushgateway(value: str | None) -> str | None:
     # Checked here: urllib refuses a malformed URL with ValueError, which a push does not expect.
     # Never echoed: the URL may carry user:password.
-    if value is None:
-        return None
-    from urllib.parse import urlsplit
-
-    problem = "must be an http(s) URL or host:port"
-    if not value or any(ch.isspace() or not ch.isprintable() for ch in value):
-        raise ValueError(problem)
-    try:
-        parts = urlsplit(value if "://" in value else f"http://{value}")
-        parts.port  # noqa: B018 - raises ValueError for a port that is not a number in range
-    except ValueError:
-        raise ValueError(problem) from None
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError(problem)
-    if any(len(label) > 63 for label in parts.hostname.split(".")):  # DNS labels: at most 63
-        raise ValueError(problem)
+    if value is not None and not is_http_url(value if "://" in value else f"http://{value}"):
+        raise ValueError("must be an http(s) URL or host:port")
     return value
 
 
