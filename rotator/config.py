@@ -713,15 +713,16 @@ def _read_yaml(path: str | Path) -> dict[str, Any]:
     import yaml
 
     try:
-        blob = Path(path).read_bytes()
+        with Path(path).open("rb") as f:  # bounded: -c /dev/zero must not eat the memory
+            blob = f.read(_MAX_BYTES + 1)
     except OSError as exc:
-        raise ConfigError(f"{path}: cannot read config ({exc.strerror})") from None
+        raise ConfigError(f"{path}: cannot read config ({exc.strerror or type(exc).__name__})") from None
+    if len(blob) > _MAX_BYTES:
+        raise ConfigError(f"{path}: too large for a config (more than {_MAX_BYTES} bytes)")
     try:
         text = blob.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise ConfigError(f"{path}: not UTF-8 text (bad byte at offset {exc.start})") from None
-    if len(blob) > _MAX_BYTES:
-        raise ConfigError(f"{path}: too large for a config ({len(blob)} bytes, at most {_MAX_BYTES})")
     try:
         # Depth first, on the event stream (flat, fast): the composer recurses, and slowly, per level.
         depth = 0

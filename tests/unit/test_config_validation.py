@@ -297,3 +297,8 @@ def test_the_file_name_is_never_redacted(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as info:
         load_settings(path, env={})
     assert str(info.value).startswith(f"{path}: credentials[mm1].grace: bad duration 'soon'"), info.value
+
+
+def test_an_endless_file_is_too_large_not_a_hang() -> None:
+    with pytest.raises(ConfigError, match="too large"):
+        load_settings("/dev/zero", env={})
