@@ -102,6 +102,22 @@ def parse_duration(value: Any) -> float:
     return seconds
 
 
+def public(value: str) -> str:
+    """``value`` as it is, unless it looks like key material: for naming where a secret lives."""
+    return "(not shown: looks like key material)" if _SECRETISH.search(value) else value
+
+
+def _env_name(value: str) -> str:
+    # The most likely paste: the secret itself where its variable's name goes (signer.env: 0x...).
+    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,254}", value) or _SECRETISH.search(value):
+        raise ValueError("must be the name of an environment variable (letters, digits, _), not its value")
+    return value
+
+
+#: The name of an environment variable that holds a secret (``signer.env``, ``*_env``).
+EnvName = Annotated[str, AfterValidator(_env_name)]
+
+
 def _positive(seconds: float) -> float:
     if seconds <= 0:
         raise ValueError("must be positive")
@@ -173,7 +189,7 @@ class FileStoreSettings(_Section):
     ``store.aws.region``, then the standard chain; ``kms_endpoint_url`` is a VPC or test KMS endpoint)."""
 
     path: str = "./var/keys.enc"
-    key_env: str = "ROTATOR_FILE_KEY"
+    key_env: EnvName = "ROTATOR_FILE_KEY"
     kms_key_id: str | None = None
     kms_region: str | None = None
     kms_endpoint_url: str | None = None
@@ -207,7 +223,7 @@ class VaultTokenAuth(_Section):
     """``token``: a Vault token from an environment variable (default ``VAULT_TOKEN``) or a file."""
 
     method: Literal["token"] = "token"
-    token_env: str | None = None
+    token_env: EnvName | None = None
     token_file: str | None = None  # e.g. Vault Agent's sink; re-read when Vault refuses the token
 
     @model_validator(mode="after")
@@ -228,9 +244,9 @@ class VaultAppRoleAuth(_Section):
     method: Literal["approle"]
     mount: str = "approle"
     role_id: str | None = None
-    role_id_env: str | None = None
+    role_id_env: EnvName | None = None
     role_id_file: str | None = None
-    secret_id_env: str | None = None
+    secret_id_env: EnvName | None = None
     secret_id_file: str | None = None
 
     @model_validator(mode="after")
@@ -398,7 +414,7 @@ class SignerSettings(_Section):
     """
 
     source: Literal["env", "file", "vault", "aws-secretsmanager", "aws-kms"]
-    env: str | None = None
+    env: EnvName | None = None
     path: str | None = None
     field: str | None = "private_key"
     mount: str | None = None

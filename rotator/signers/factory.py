@@ -25,6 +25,8 @@ _HEX_KEY = re.compile(r"^(0x)?[0-9a-fA-F]{64}$")
 
 def describe(cred: CredentialSettings) -> str:
     """How error messages name a credential's key source (never its value)."""
+    from rotator.config import public
+
     s = cred.signer
     where = {
         "env": lambda: f"env {s.env}",
@@ -35,7 +37,8 @@ def describe(cred: CredentialSettings) -> str:
         ),
         "aws-kms": lambda: f"aws-kms {s.key_id}",
     }[s.source]()
-    return f"credentials[{cred.name}].signer ({where})"
+    # Names a key's place, never a key: a value pasted where its place goes stays unprinted.
+    return f"credentials[{cred.name}].signer ({s.source} {public(where.split(' ', 1)[1])})"
 
 
 def read_local_key(cred: CredentialSettings, env: Mapping[str, str]) -> Secret:

@@ -159,6 +159,15 @@ MUTATIONS: list[tuple[str, Callable[[dict[str, Any]], Any], str]] = [
     ("signer-env-missing", lambda c: _c0(c)["signer"].pop("env"), "credentials[mm1].signer"),
     ("signer-foreign-field", _set("c0.signer.path", "/k"), "credentials[mm1].signer"),
     ("signer-region-key", _set("c0.signer.region", KEY), "credentials[mm1].signer"),
+    ("signer-env-key", _set("c0.signer.env", KEY), "credentials[mm1].signer.env"),
+    ("signer-env-0x-key", _set("c0.signer.env", "0x" + KEY), "credentials[mm1].signer.env"),
+    ("signer-env-spaces", _set("c0.signer.env", "MY KEY"), "credentials[mm1].signer.env"),
+    ("file-key-env-key", _set("store.file.key_env", KEY), "store.file.key_env"),
+    (
+        "vault-token-env-key",
+        lambda c: _vault(c)["store"]["vault"].update(auth={"token_env": KEY}),
+        "store.vault.auth.token.token_env",
+    ),
     (
         "kms-key-id-space",
         _set("c0.signer", {"source": "aws-kms", "key_id": "has space"}),

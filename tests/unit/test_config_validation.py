@@ -302,3 +302,23 @@ def test_the_file_name_is_never_redacted(tmp_path: Path) -> None:
 def test_an_endless_file_is_too_large_not_a_hang() -> None:
     with pytest.raises(ConfigError, match="too large"):
         load_settings("/dev/zero", env={})
+
+
+@pytest.mark.parametrize(
+    "signer",
+    [
+        {"source": "aws-secretsmanager", "secret_id": PASTED_KEY},
+        {"source": "aws-kms", "key_id": PASTED_KEY},
+        {"source": "file", "path": "/keys/" + PASTED_KEY},
+        {"source": "vault", "path": "wallets/" + PASTED_KEY},
+    ],
+)
+def test_a_signer_source_is_named_without_key_material(tmp_path: Path, signer: dict[str, Any]) -> None:
+    from rotator.signers.factory import describe
+
+    cfg = _base("vault")
+    cfg["credentials"][0]["signer"] = signer
+    path = tmp_path / "base.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    where = describe(load_settings(path, env={}).credentials[0])
+    assert where.startswith("credentials[mm1].signer (") and PASTED_KEY[:12] not in where, where
