@@ -756,6 +756,8 @@ def _read_yaml(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"{path}:{where} not valid YAML") from None
     except RecursionError:
         raise ConfigError(f"{path}: nested too deeply (at most {_MAX_DEPTH} levels)") from None
+    except ValueError:  # the YAML constructor's int() on a number of thousands of digits
+        raise ConfigError(f"{path}: a number too long to be a setting") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: the config must be a YAML mapping")
     return raw

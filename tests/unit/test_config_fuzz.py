@@ -208,6 +208,7 @@ FILES: list[tuple[str, bytes, str]] = [
     ("null-key", b"null: x\n", "keys must be names"),
     ("huge", b"# " + b"x" * (2 << 20) + b"\n", "too large"),
     ("key-as-yaml", KEY.encode() + b"\n", "must be a YAML mapping"),
+    ("int-too-long", b"metrics:\n  port: " + b"9" * 5000 + b"\n", "number"),
 ]
 
 ENVS: list[tuple[str, dict[str, str], str]] = [
@@ -227,6 +228,7 @@ ENVS: list[tuple[str, dict[str, str], str]] = [
         "ROTATOR_CREDENTIALS: credentials[x]",
     ),
     ("env-section-type", {"ROTATOR_CLOB__RETRY": "[1]"}, "ROTATOR_CLOB__RETRY: clob.retry"),
+    ("env-int-too-long", {"ROTATOR_CREDENTIALS": "[" + "9" * 5000 + "]"}, "ROTATOR_CREDENTIALS"),
     ("env-lower-case", {"rotator_log__level": "loud"}, "rotator_log__level: log.level"),
     ("env-vault-url", {"ROTATOR_STORE__VAULT__URL": "localhost"}, "ROTATOR_STORE__VAULT__URL"),
 ]
