@@ -118,6 +118,19 @@ def _env_name(value: str) -> str:
 EnvName = Annotated[str, AfterValidator(_env_name)]
 
 
+def _fs_path(value: str) -> str:
+    # open() raises ValueError, not OSError, on a NUL: refused here rather than as a traceback later.
+    if not value:
+        raise ValueError("must not be empty")
+    if any(unicodedata.category(ch) in ("Cc", "Cf", "Zl", "Zp") for ch in value):
+        raise ValueError("contains a control or format character")
+    return value
+
+
+#: A file's path (a key file, a CA bundle, a token sink).
+FsPath = Annotated[str, AfterValidator(_fs_path)]
+
+
 def _positive(seconds: float) -> float:
     if seconds <= 0:
         raise ValueError("must be positive")
@@ -188,7 +201,7 @@ class FileStoreSettings(_Section):
     encrypted form is kept beside the file in ``<path>.datakey`` (``kms_region`` defaults to
     ``store.aws.region``, then the standard chain; ``kms_endpoint_url`` is a VPC or test KMS endpoint)."""
 
-    path: str = "./var/keys.enc"
+    path: FsPath = "./var/keys.enc"
     key_env: EnvName = "ROTATOR_FILE_KEY"
     kms_key_id: str | None = None
     kms_region: str | None = None
@@ -224,7 +237,7 @@ class VaultTokenAuth(_Section):
 
     method: Literal["token"] = "token"
     token_env: EnvName | None = None
-    token_file: str | None = None  # e.g. Vault Agent's sink; re-read when Vault refuses the token
+    token_file: FsPath | None = None  # e.g. Vault Agent's sink; re-read when Vault refuses the token
 
     @model_validator(mode="after")
     def _source(self) -> VaultTokenAuth:
@@ -245,9 +258,9 @@ class VaultAppRoleAuth(_Section):
     mount: str = "approle"
     role_id: str | None = None
     role_id_env: EnvName | None = None
-    role_id_file: str | None = None
+    role_id_file: FsPath | None = None
     secret_id_env: EnvName | None = None
-    secret_id_file: str | None = None
+    secret_id_file: FsPath | None = None
 
     @model_validator(mode="after")
     def _sources(self) -> VaultAppRoleAuth:
@@ -265,7 +278,7 @@ class VaultKubernetesAuth(_Section):
     method: Literal["kubernetes"]
     mount: str = "kubernetes"
     role: str = Field(min_length=1)
-    jwt_file: str = "/var/run/secrets/kubernetes.io/serviceaccount/token"
+    jwt_file: FsPath = "/var/run/secrets/kubernetes.io/serviceaccount/token"
 
     @model_validator(mode="after")
     def _mount(self) -> VaultKubernetesAuth:
@@ -293,9 +306,9 @@ VaultAuth = Annotated[
 
 
 class VaultTls(_Section):
-    ca_cert: str | None = None  # CA bundle (PEM) that signed Vault's certificate
-    client_cert: str | None = None  # PEM, for Vault listeners that require client certificates
-    client_key: str | None = None
+    ca_cert: FsPath | None = None  # CA bundle (PEM) that signed Vault's certificate
+    client_cert: FsPath | None = None  # PEM, for Vault listeners that require client certificates
+    client_key: FsPath | None = None
     skip_verify: bool = False  # only for throwaway test servers
 
     @model_validator(mode="after")
@@ -415,7 +428,7 @@ class SignerSettings(_Section):
 
     source: Literal["env", "file", "vault", "aws-secretsmanager", "aws-kms"]
     env: EnvName | None = None
-    path: str | None = None
+    path: FsPath | None = None  # a file, or a Vault path (then also checked as one)
     field: str | None = "private_key"
     mount: str | None = None
     secret_id: str | None = None

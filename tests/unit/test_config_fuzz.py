@@ -104,6 +104,23 @@ MUTATIONS: list[tuple[str, Callable[[dict[str, Any]], Any], str]] = [
     ("store-backend-s3", _set("store.backend", "s3"), "store.backend"),
     ("store-backend-key", _set("store.backend", KEY), "store.backend"),
     ("store-file-text", _set("store.file", "keys.enc"), "store.file"),
+    ("store-file-path-nul", _set("store.file.path", "keys\x00.enc"), "store.file.path"),
+    ("store-file-path-empty", _set("store.file.path", ""), "store.file.path"),
+    (
+        "signer-file-nul",
+        _set("c0.signer", {"source": "file", "path": "/k\x00"}),
+        "credentials[mm1].signer.path",
+    ),
+    (
+        "vault-ca-nul",
+        lambda c: _vault(c)["store"]["vault"].update(tls={"ca_cert": "/ca\x00.pem"}),
+        "store.vault.tls.ca_cert",
+    ),
+    (
+        "vault-token-file-newline",
+        lambda c: _vault(c)["store"]["vault"].update(auth={"token_file": "/run/token\n"}),
+        "store.vault.auth.token.token_file",
+    ),
     ("file-kms-region-alone", _set("store.file.kms_region", "eu-west-1"), "store.file"),
     ("vault-missing", _set("store.backend", "vault"), "store"),
     ("vault-url", lambda c: _vault(c)["store"]["vault"].update(url="localhost"), "store.vault"),
