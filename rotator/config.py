@@ -2,7 +2,9 @@
 
 Secrets are never in the file, only where to find them. Built once in ``cli.py`` and passed down;
 no other module reads the environment. A bad file is a :class:`ConfigError` with one line that
-names the field.
+names the field; a bad override names its variable, and a ``ROTATOR_*`` variable that is neither a
+setting, nor named by the config as a secret's source, nor a Kubernetes service link is refused.
+Values that look like key material are never repeated in a message.
 """
 
 from __future__ import annotations
