@@ -181,6 +181,11 @@ def _runtime(path: str, *, signers: bool = True) -> Runtime:
     env = dict(os.environ)
     settings = load_settings(path, env=env)
     setup_logging(settings.log.format, settings.log.level)
+    import logging
+
+    for cred in settings.credentials:
+        if _long_grace(cred):
+            logging.getLogger("rotator.config").warning("%s", _long_grace(cred))
     rt = Runtime(settings, env)
     rt.validate(signers=signers)
     return rt
@@ -343,6 +348,15 @@ def _check(rt: Runtime) -> int:
     return EXIT_FAILED if problems else EXIT_OK
 
 
+def _long_grace(cred: CredentialSettings) -> str | None:
+    if cred.grace <= cred.rotate_every:
+        return None
+    return (
+        f"{cred.name}: grace {cred.grace:g}s is longer than rotate_every {cred.rotate_every:g}s: "
+        "old keys pile up, each live until its grace ends"
+    )
+
+
 def _warnings(settings: Settings) -> list[str]:
     """What the config allows but an operator should hear about (shown by ``check``, online or not)."""
     lines = []
@@ -351,11 +365,8 @@ def _warnings(settings: Settings) -> list[str]:
             lines.append(
                 f"warn  {cred.name}: grace {cred.grace:g}s is short: consumers must refresh faster than that"
             )
-        if cred.grace > cred.rotate_every:
-            lines.append(
-                f"warn  {cred.name}: grace {cred.grace:g}s is longer than rotate_every "
-                f"{cred.rotate_every:g}s: old keys pile up, each live until its grace ends"
-            )
+        if _long_grace(cred):
+            lines.append(f"warn  {_long_grace(cred)}")
         refresh = cred.consumer_refresh
         if refresh is not None and cred.grace <= refresh:
             lines.append(

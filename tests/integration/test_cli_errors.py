@@ -117,6 +117,15 @@ def test_check_offline_warns_when_grace_outlasts_the_cadence(tmp_path: Path) -> 
     )
 
 
+def test_a_run_warns_when_grace_outlasts_the_cadence(
+    sandbox: Sandbox, tmp_path: Path, wallet: tuple[str, str]
+) -> None:
+    w = Worker(tmp_path, sandbox.url, *wallet, rotate_every="1h", grace="2h")
+    proc = w.run("rotate", "--all", "--dry-run")
+    assert proc.returncode == 0, proc.stderr
+    assert "grace 7200s is longer than rotate_every 3600s" in proc.stderr, proc.stderr
+
+
 # -- item 14 ------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("n", ["0", "-1", "x"])
 def test_demo_rotations_must_be_positive(n: str) -> None:
