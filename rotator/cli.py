@@ -9,20 +9,51 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from rotator.config import CredentialSettings
+    from rotator.config import CredentialSettings, Settings
     from rotator.model import CredentialState, PassResult
     from rotator.runtime import Runtime
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+#: stdout was closed under us (``rotator status | head``): the shell's code for a process killed by SIGPIPE.
+EXIT_PIPE = 141
 
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # type: ignore[override]
-        self.exit(EXIT_USAGE, f"rotator: {message}\n")
+        from rotator.config import redact
+
+        # argparse quotes what it refused (an unknown command, a bad number): that may be a pasted key.
+        self.exit(EXIT_USAGE, f"rotator: {redact(message)}\n")
+
+
+def _int_in(low: int, high: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError("not a whole number") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"must be between {low} and {high}")
+        return value
+
+    return parse
+
+
+def _seconds(high: float) -> Callable[[str], float]:
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError("not a number of seconds") from None
+        if not 0 <= value <= high:  # also refuses nan and inf
+            raise argparse.ArgumentTypeError(f"must be between 0 and {high:g} seconds")
+        return value
+
+    return parse
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -51,7 +82,12 @@ def _parser() -> argparse.ArgumentParser:
     rot.add_argument("--dry-run", action="store_true", help="say what would happen; change nothing")
     st = with_config("status", "show each credential's keys and deadlines (no secrets)")
     st.add_argument("--json", action="store_true", help="machine-readable output")
-    with_config("check", "check config, store access, signers and the CLOB clock")
+    ck = with_config("check", "check config, store access, signers and the CLOB clock")
+    ck.add_argument(
+        "--offline",
+        action="store_true",
+        help="only the config and ROTATOR_* overrides: no store, CLOB or signer (for CI, helm install)",
+    )
     rv = with_config("revoke", "rotate now and revoke the old keys without grace")
     rv.add_argument("--credential", metavar="NAME", required=True)
     rv.add_argument(
@@ -79,21 +115,29 @@ def _parser() -> argparse.ArgumentParser:
         "sandbox", help="run the local CLOB auth sandbox", description="run the local CLOB auth sandbox"
     )
     sb.add_argument("--host", default="127.0.0.1")
-    sb.add_argument("--port", type=int, default=8080)
-    sb.add_argument("--chain-id", type=int, default=137)
+    sb.add_argument("--port", type=_int_in(0, 65535), default=8080)
+    sb.add_argument("--chain-id", type=_int_in(1, 2**53 - 1), default=137)
     sb.add_argument(
         "--single-key", action="store_true", help="creating a key invalidates the wallet's others"
     )
     sb.add_argument(
-        "--propagation-delay", type=float, default=0.0, metavar="S", help="new keys answer 401 for S s"
+        "--propagation-delay",
+        type=_seconds(3600),
+        default=0.0,
+        metavar="S",
+        help="new keys answer 401 for S s",
     )
     sb.add_argument(
-        "--auth-limit", type=int, default=100, metavar="N", help="/auth/* requests per 10 s (0: off)"
+        "--auth-limit",
+        type=_int_in(0, 1_000_000),
+        default=100,
+        metavar="N",
+        help="/auth/* requests per 10 s (0: off)",
     )
     dm = sub.add_parser(
         "demo", help="the whole job on embedded defaults, in seconds", description="run the demo"
     )
-    dm.add_argument("--rotations", type=int, default=3)
+    dm.add_argument("--rotations", type=_int_in(1, 100), default=3)
     return p
 
 
@@ -111,6 +155,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_FAILED
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # Whoever read our output went away: say nothing more (a second write would fail too, and
+        # Python's exit-time flush would print "Exception ignored").
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        return EXIT_PIPE
 
 
 def _dispatch(args: argparse.Namespace) -> int:
@@ -122,7 +173,11 @@ def _dispatch(args: argparse.Namespace) -> int:
         return run_demo(rotations=args.rotations)
     if args.command == "rekey":
         return _rekey(args.config)
-    rt = _runtime(args.config)
+    if args.command == "check" and args.offline:
+        return _check_offline(args.config)
+    # status and a dry run read the store and never sign: they need no wallet key.
+    signs = not (args.command == "status" or (args.command == "rotate" and args.dry_run))
+    rt = _runtime(args.config, signers=signs)
     try:
         if args.command == "rotate":
             return _rotate(rt, args)
@@ -145,15 +200,21 @@ def _dispatch(args: argparse.Namespace) -> int:
     raise AssertionError(args.command)
 
 
-def _runtime(path: str) -> Runtime:
+def _runtime(path: str, *, signers: bool = True) -> Runtime:
     from rotator.config import load_settings
     from rotator.logs import setup_logging
     from rotator.runtime import Runtime
 
-    settings = load_settings(path)
+    env = dict(os.environ)
+    settings = load_settings(path, env=env)
     setup_logging(settings.log.format, settings.log.level)
-    rt = Runtime(settings, dict(os.environ))
-    rt.validate()
+    import logging
+
+    for cred in settings.credentials:
+        if _long_grace(cred):
+            logging.getLogger("rotator.config").warning("%s", _long_grace(cred))
+    rt = Runtime(settings, env)
+    rt.validate(signers=signers)
     return rt
 
 
@@ -197,14 +258,14 @@ def _rotate(rt: Runtime, args: argparse.Namespace) -> int:
         raise _config_error("credentials: the config lists none")
     results = _passes(rt, creds, force=args.force, dry_run=args.dry_run)
     results += [serve(rt.rotator, n, dry_run=args.dry_run) for n in orphans]
+    if rt.settings.metrics.pushgateway:  # before the report: a closed stdout must not lose the metrics
+        from rotator.exporter import push_metrics
+
+        push_metrics(rt, [c.name for c in creds] + orphans)
     code = _report(rt, results, orphaned=frozenset(orphans))
     if unlisted is not None:
         print(f"rotator: cannot list the states of credentials removed from the config: {unlisted}")
         code = EXIT_FAILED
-    if rt.settings.metrics.pushgateway:
-        from rotator.exporter import push_metrics
-
-        push_metrics(rt, [c.name for c in creds] + orphans)
     return code
 
 
@@ -427,28 +488,70 @@ def _check(rt: Runtime) -> int:
     except RotatorError as exc:
         problems += 1
         print(f"FAIL  clob {rt.settings.clob.host}: {exc}")
-    from rotator.clob.budget import budget_report
+    _print_budget(rt.settings)
+    for line in _warnings(rt.settings):
+        print(line)
+    return EXIT_FAILED if problems else EXIT_OK
 
-    for level, line in budget_report(rt.settings):
-        print(f"{level:<5} {line}")
-    for cred in rt.settings.credentials:
+
+def _long_grace(cred: CredentialSettings) -> str | None:
+    if cred.grace <= cred.rotate_every:
+        return None
+    return (
+        f"{cred.name}: grace {cred.grace:g}s is longer than rotate_every {cred.rotate_every:g}s: "
+        "old keys pile up, each live until its grace ends"
+    )
+
+
+def _warnings(settings: Settings) -> list[str]:
+    """What the config allows but an operator should hear about (shown by ``check``, online or not)."""
+    lines = []
+    for cred in settings.credentials:
         if cred.grace < 60:
-            print(
+            lines.append(
                 f"warn  {cred.name}: grace {cred.grace:g}s is short: consumers must refresh faster than that"
             )
+        if _long_grace(cred):
+            lines.append(f"warn  {_long_grace(cred)}")
         refresh = cred.consumer_refresh
         if refresh is not None and cred.grace <= refresh:
-            print(
+            lines.append(
                 f"warn  {cred.name}: grace {cred.grace:g}s is not longer than consumer_refresh {refresh:g}s: "
                 "a bot may still hold the old key when it is revoked; make grace longer or refresh faster"
             )
         elif refresh is not None and cred.min_grace < refresh:
-            print(
+            lines.append(
                 f"warn  {cred.name}: min_grace {cred.min_grace:g}s is shorter than consumer_refresh "
                 f"{refresh:g}s: bots that do not acknowledge (Vault Agent, External Secrets, env vars) may "
                 "lose the old key once the acknowledging ones have moved; raise min_grace to at least that"
             )
-    return EXIT_FAILED if problems else EXIT_OK
+    return lines
+
+
+def _check_offline(path: str) -> int:
+    """The config and its ROTATOR_* overrides, nothing else: no store, no CLOB, no signer, no secret."""
+    from rotator.config import load_settings
+
+    settings = load_settings(path, env=dict(os.environ))
+    backend = settings.store.backend
+    print(f"ok    config {path}: store {backend}, {len(settings.credentials)} credential(s)")
+    for cred in settings.credentials:
+        print(
+            f"ok    {cred.name}: path {cred.path}, signer {cred.signer.source}, "
+            f"rotate_every {cred.rotate_every:g}s, grace {cred.grace:g}s"
+        )
+    _print_budget(settings)
+    for line in _warnings(settings):
+        print(line)
+    return EXIT_OK
+
+
+def _print_budget(settings: Settings) -> None:
+    """What the fleet takes of the CLOB's per-IP budgets (config only: online and offline checks)."""
+    from rotator.clob.budget import budget_report
+
+    for level, line in budget_report(settings):
+        print(f"{level:<5} {line}")
 
 
 def _rekey(path: str) -> int:
@@ -458,7 +561,7 @@ def _rekey(path: str) -> int:
     from rotator.runtime import build_store
     from rotator.stores.file import FileStore
 
-    settings = load_settings(path)
+    settings = load_settings(path, env=dict(os.environ))
     fs = settings.store.file
     if settings.store.backend != "file":
         raise _config_error(
@@ -502,10 +605,16 @@ def _sandbox(args: argparse.Namespace) -> int:
         propagation_delay=args.propagation_delay,
         auth_limit=args.auth_limit,
     )
-    print(
-        f"sandbox CLOB on http://{args.host}:{args.port} (chain {args.chain_id})", file=sys.stderr, flush=True
-    )
-    serve(settings, args.host, args.port)
+
+    def ready(url: str) -> None:  # only once it listens: a port in use is an error, not a start
+        print(f"sandbox CLOB on {url} (chain {args.chain_id})", file=sys.stderr, flush=True)
+
+    try:
+        serve(settings, args.host, args.port, on_ready=ready)
+    except OSError as exc:
+        raise _config_error(
+            f"sandbox: cannot listen on {args.host}:{args.port} ({exc.strerror or type(exc).__name__})"
+        ) from None
     return EXIT_OK
 
 

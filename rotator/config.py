@@ -2,16 +2,24 @@
 
 Secrets are never in the file, only where to find them. Built once in ``cli.py`` and passed down;
 no other module reads the environment. A bad file is a :class:`ConfigError` with one line that
-names the field.
+names the field; a bad override names its variable, and a ``ROTATOR_*`` variable that is neither a
+setting, nor named by the config as a secret's source, nor a Kubernetes service link is refused.
+Values that look like key material are never repeated in a message.
 """
 
 from __future__ import annotations
 
+import json
+import math
+import os
 import re
+import unicodedata
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -27,25 +35,115 @@ from rotator.errors import ConfigError
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$")
+#: Ten years: longer is a typo (or a pasted number), and would overflow the deadlines computed from it.
+MAX_DURATION = 3660 * 86400.0
+
+# What a pasted private key, API secret or file key looks like: never echoed in an error (I6).
+_SECRETISH = re.compile(r"(?:0x)?[0-9a-fA-F]{16,}|[A-Za-z0-9+/]{32,}={0,2}")
+
+
+def shown(value: object, limit: int = 40) -> str:
+    """``value`` quoted for an error message, or a placeholder when it could be key material."""
+    text = str(value)
+    if _SECRETISH.search(text):
+        return "(value not shown: it looks like key material)"
+    if len(text) > limit:
+        text = text[:limit] + "..."
+    return repr(text)
+
+
+def redact(text: str) -> str:
+    """``text`` with anything that looks like key material cut out (the last guard before printing)."""
+    return _SECRETISH.sub("(not shown)", text)
+
+
+def is_http_url(value: str) -> bool:
+    """An http(s) URL with a host and, if any, a port in range: what httpx, hvac and botocore accept
+    without raising something else than their connection errors."""
+    from urllib.parse import urlsplit
+
+    if not re.match(r"^https?://[^\s/]+", value) or any(not ch.isprintable() or ch.isspace() for ch in value):
+        return False
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number in range
+    except ValueError:
+        return False
+    return bool(parts.hostname) and all(len(label) <= 63 for label in (parts.hostname or "").split("."))
+
+
+def env_problem(env: Mapping[str, str], name: str) -> str:
+    """What is wrong with the variable ``name`` holding a secret ("is not set", "is set but empty"),
+    or "" when it holds something."""
+    value = env.get(name)
+    if value is None:
+        return "is not set"
+    return "" if value.strip() else "is set but empty"
 
 
 def parse_duration(value: Any) -> float:
-    """``30s``, ``15m``, ``24h``, ``7d``, ``2w`` or a number of seconds."""
+    """``30s``, ``15m``, ``24h``, ``7d``, ``2w`` or a number of seconds: finite, >= 0, at most ten years."""
     if isinstance(value, bool):
         raise ValueError("a duration is a number of seconds or a string like 30s, 15m, 24h, 7d")
     if isinstance(value, (int, float)):
-        seconds = float(value)
+        try:
+            seconds = float(value)
+        except OverflowError:
+            seconds = math.inf
     else:
         match = _DURATION.match(str(value))
         if not match:
-            raise ValueError(f"bad duration {str(value)[:40]!r}: use 30s, 15m, 24h, 7d, or seconds")
+            raise ValueError(f"bad duration {shown(value)}: use 30s, 15m, 24h, 7d, or seconds")
         seconds = float(match.group(1)) * _UNITS.get(match.group(2) or "s", 1)
+    if math.isnan(seconds):
+        raise ValueError("a duration must be a number, not NaN")
     if seconds < 0:
         raise ValueError("a duration cannot be negative")
+    if seconds > MAX_DURATION:
+        raise ValueError(f"a duration cannot exceed {MAX_DURATION / 86400:.0f}d")
+    return seconds
+
+
+def public(value: str) -> str:
+    """``value`` as it is, unless it looks like key material: for naming where a secret lives."""
+    return "(not shown: looks like key material)" if _SECRETISH.search(value) else value
+
+
+def _env_name(value: str) -> str:
+    # The most likely paste: the secret itself where its variable's name goes (signer.env: 0x...).
+    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,254}", value) or _SECRETISH.search(value):
+        raise ValueError("must be the name of an environment variable (letters, digits, _), not its value")
+    return value
+
+
+#: The name of an environment variable that holds a secret (``signer.env``, ``*_env``).
+EnvName = Annotated[str, AfterValidator(_env_name)]
+
+
+def _fs_path(value: str) -> str:
+    # open() raises ValueError, not OSError, on a NUL: refused here rather than as a traceback later.
+    if not value:
+        raise ValueError("must not be empty")
+    if any(unicodedata.category(ch) in ("Cc", "Cf", "Zl", "Zp") for ch in value):
+        raise ValueError("contains a control or format character")
+    return value
+
+
+#: A file's path (a key file, a CA bundle, a token sink).
+FsPath = Annotated[str, AfterValidator(_fs_path)]
+
+
+def _positive(seconds: float) -> float:
+    if seconds <= 0:
+        raise ValueError("must be positive")
     return seconds
 
 
 Duration = Annotated[float, BeforeValidator(parse_duration)]
+#: A duration where zero makes no sense (a timeout, a cadence, a window).
+PositiveDuration = Annotated[float, BeforeValidator(parse_duration), AfterValidator(_positive)]
+#: Nonces are uint256 at the CLOB, but consumers read them from JSON: stay within what JSON numbers hold.
+MAX_NONCE = 2**53 - 1
 
 
 class _Section(BaseModel):
@@ -60,13 +158,13 @@ CLOB_AUTH_WINDOW = 10.0
 
 class AuthBudget(_Section):
     # Half of the IP's 100 per 10 s: the other half stays free for the bots' own start-ups.
-    requests: int = Field(50, ge=0, description="requests allowed per window; 0 turns the budget off")
-    per: Duration = 10.0
+    requests: int = Field(50, ge=0, le=1_000_000, description="requests allowed per window; 0 turns it off")
+    per: PositiveDuration = 10.0
 
 
 class ReadBudget(_Section):
-    requests: int = Field(9000, ge=0, description="requests allowed per window; 0 turns the budget off")
-    per: Duration = 10.0
+    requests: int = Field(9000, ge=0, le=1_000_000, description="requests allowed per window; 0 turns it off")
+    per: PositiveDuration = 10.0
 
 
 class RateLimits(_Section):
@@ -87,7 +185,7 @@ class ProbeSettings(_Section):
 
     endpoint: str = "/balance-allowance?asset_type=COLLATERAL"
     requests: int = Field(200, ge=0, description="the endpoint's limit per window; 0 turns the budget off")
-    per: Duration = 10.0
+    per: PositiveDuration = 10.0
     share: float = Field(0.25, gt=0, le=1)
 
     @model_validator(mode="after")
@@ -104,21 +202,21 @@ class ProbeSettings(_Section):
 class ClockSkew(_Section):
     max: Duration = 10.0
     mode: Literal["correct", "refuse"] = "correct"
-    recheck_every: Duration = 600.0
+    recheck_every: PositiveDuration = 600.0
 
 
 class Retry(_Section):
     attempts: int = Field(6, ge=1, le=50)
     base: Duration = 0.5
     cap: Duration = 30.0
-    deadline: Duration = 120.0
+    deadline: PositiveDuration = 120.0
 
 
 class ClobSettings(_Section):
     host: str = "https://clob.polymarket.com"
-    chain_id: int = 137
-    timeout: Duration = 10.0
-    verify_timeout: Duration = 180.0
+    chain_id: int = Field(137, ge=1, le=MAX_NONCE)
+    timeout: PositiveDuration = 10.0
+    verify_timeout: PositiveDuration = 180.0
     rate_limits: RateLimits = RateLimits()
     probe: ProbeSettings = ProbeSettings()
     clock_skew: ClockSkew = ClockSkew()
@@ -128,8 +226,8 @@ class ClobSettings(_Section):
 
     @model_validator(mode="after")
     def _host(self) -> ClobSettings:
-        if not re.match(r"^https?://[^\s/]+", self.host):
-            raise ValueError(f"clob.host must be an http(s) URL, got {self.host[:60]!r}")
+        if not is_http_url(self.host):
+            raise ValueError(f"clob.host must be an http(s) URL, got {shown(self.host, 60)}")
         return self
 
 
@@ -140,9 +238,9 @@ class FileStoreSettings(_Section):
     ``previous_key_env``: during a change of the ``key_env`` key, the variable holding the old key, which
     reads a file not yet re-sealed (``rotator rekey``); writes always use ``key_env``."""
 
-    path: str = "./var/keys.enc"
-    key_env: str = "ROTATOR_FILE_KEY"
-    previous_key_env: str | None = None
+    path: FsPath = "./var/keys.enc"
+    key_env: EnvName = "ROTATOR_FILE_KEY"
+    previous_key_env: EnvName | None = None
     kms_key_id: str | None = None
     kms_region: str | None = None
     kms_endpoint_url: str | None = None
@@ -166,7 +264,7 @@ class FileStoreSettings(_Section):
         if not _KMS_KEY_ID.match(self.kms_key_id):
             raise ValueError("kms_key_id must be a KMS key id, key ARN, alias/NAME or alias ARN")
         if self.kms_region is not None and not _AWS_REGION.match(self.kms_region):
-            raise ValueError(f"kms_region must look like us-east-1, got {self.kms_region[:40]!r}")
+            raise ValueError(f"kms_region must look like us-east-1, got {shown(self.kms_region)}")
         _aws_endpoint(self.kms_endpoint_url, "kms_endpoint_url")
         return self
 
@@ -184,8 +282,8 @@ class VaultTokenAuth(_Section):
     """``token``: a Vault token from an environment variable (default ``VAULT_TOKEN``) or a file."""
 
     method: Literal["token"] = "token"
-    token_env: str | None = None
-    token_file: str | None = None  # e.g. Vault Agent's sink; re-read when Vault refuses the token
+    token_env: EnvName | None = None
+    token_file: FsPath | None = None  # e.g. Vault Agent's sink; re-read when Vault refuses the token
 
     @model_validator(mode="after")
     def _source(self) -> VaultTokenAuth:
@@ -205,10 +303,10 @@ class VaultAppRoleAuth(_Section):
     method: Literal["approle"]
     mount: str = "approle"
     role_id: str | None = None
-    role_id_env: str | None = None
-    role_id_file: str | None = None
-    secret_id_env: str | None = None
-    secret_id_file: str | None = None
+    role_id_env: EnvName | None = None
+    role_id_file: FsPath | None = None
+    secret_id_env: EnvName | None = None
+    secret_id_file: FsPath | None = None
 
     @model_validator(mode="after")
     def _sources(self) -> VaultAppRoleAuth:
@@ -226,7 +324,7 @@ class VaultKubernetesAuth(_Section):
     method: Literal["kubernetes"]
     mount: str = "kubernetes"
     role: str = Field(min_length=1)
-    jwt_file: str = "/var/run/secrets/kubernetes.io/serviceaccount/token"
+    jwt_file: FsPath = "/var/run/secrets/kubernetes.io/serviceaccount/token"
 
     @model_validator(mode="after")
     def _mount(self) -> VaultKubernetesAuth:
@@ -254,9 +352,9 @@ VaultAuth = Annotated[
 
 
 class VaultTls(_Section):
-    ca_cert: str | None = None  # CA bundle (PEM) that signed Vault's certificate
-    client_cert: str | None = None  # PEM, for Vault listeners that require client certificates
-    client_key: str | None = None
+    ca_cert: FsPath | None = None  # CA bundle (PEM) that signed Vault's certificate
+    client_cert: FsPath | None = None  # PEM, for Vault listeners that require client certificates
+    client_key: FsPath | None = None
     skip_verify: bool = False  # only for throwaway test servers
 
     @model_validator(mode="after")
@@ -282,8 +380,8 @@ class VaultSettings(_Section):
 
     @model_validator(mode="after")
     def _shape(self) -> VaultSettings:
-        if not re.match(r"^https?://[^\s/]+", self.url):
-            raise ValueError(f"url must be an http(s) URL, got {self.url[:60]!r}")
+        if not is_http_url(self.url):
+            raise ValueError(f"url must be an http(s) URL, got {shown(self.url, 60)}")
         _vault_path(self.mount, "mount")
         _vault_path(self.state_prefix, "state_prefix")
         if self.namespace is not None:
@@ -321,9 +419,9 @@ class AwsStoreSettings(_Section):
     @model_validator(mode="after")
     def _shape(self) -> AwsStoreSettings:
         if self.region is not None and not _AWS_REGION.match(self.region):
-            raise ValueError(f"region must look like us-east-1, got {self.region[:40]!r}")
-        if self.endpoint_url is not None and not re.match(r"^https?://[^\s/]+", self.endpoint_url):
-            raise ValueError(f"endpoint_url must be an http(s) URL, got {self.endpoint_url[:60]!r}")
+            raise ValueError(f"region must look like us-east-1, got {shown(self.region)}")
+        if self.endpoint_url is not None and not is_http_url(self.endpoint_url):
+            raise ValueError(f"endpoint_url must be an http(s) URL, got {shown(self.endpoint_url, 60)}")
         if self.kms_key_id is not None and not re.match(r"^[A-Za-z0-9:/_.-]{1,2048}$", self.kms_key_id):
             raise ValueError("kms_key_id must be a KMS key id, key ARN, alias/NAME or alias ARN")
         aws_secret_name(self.state_prefix, "state_prefix")
@@ -359,8 +457,8 @@ _AWS_SECRET_ID = re.compile(r"^[A-Za-z0-9/_+=.@:-]{1,2048}$")  # a name or an AR
 
 
 def _aws_endpoint(value: str | None, what: str) -> None:
-    if value is not None and not re.match(r"^https?://[^\s/]+", value):
-        raise ValueError(f"{what} must be an http(s) URL, got {value[:60]!r}")
+    if value is not None and not is_http_url(value):
+        raise ValueError(f"{what} must be an http(s) URL, got {shown(value, 60)}")
 
 
 class SignerSettings(_Section):
@@ -375,8 +473,8 @@ class SignerSettings(_Section):
     """
 
     source: Literal["env", "file", "vault", "aws-secretsmanager", "aws-kms"]
-    env: str | None = None
-    path: str | None = None
+    env: EnvName | None = None
+    path: FsPath | None = None  # a file, or a Vault path (then also checked as one)
     field: str | None = "private_key"
     mount: str | None = None
     secret_id: str | None = None
@@ -416,42 +514,79 @@ class SignerSettings(_Section):
             if not _KMS_KEY_ID.match(self.key_id):
                 raise ValueError("signer.key_id must be a KMS key id, key ARN, alias/NAME or alias ARN")
         if self.region is not None and not _AWS_REGION.match(self.region):
-            raise ValueError(f"signer.region must look like us-east-1, got {self.region[:40]!r}")
+            raise ValueError(f"signer.region must look like us-east-1, got {shown(self.region)}")
         _aws_endpoint(self.endpoint_url, "signer.endpoint_url")
         return self
+
+
+def published_path(value: str) -> str:
+    """A credential's ``path``, checked the same way for every backend: one segment can never climb into
+    another's (a client that collapses ``a/../b`` would write where another credential lives).
+
+    :raises ValueError: names what is wrong, never echoes the value.
+    """
+    if not value:
+        raise ValueError("must not be empty")
+    if len(value) > 512:
+        raise ValueError("is longer than 512 characters")
+    for ch in value:
+        if ch.isspace() or unicodedata.category(ch) in ("Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"):
+            raise ValueError(f"contains a control, format or space character (U+{ord(ch):04X})")
+    if "\\" in value:
+        raise ValueError("must not contain a backslash")
+    if value.startswith("/"):
+        raise ValueError("must not start with '/'")
+    segments = value.split("/")
+    if any(seg == "" for seg in segments):
+        raise ValueError("has an empty segment ('//' or a trailing '/')")
+    if any(seg in (".", "..") for seg in segments):
+        raise ValueError("must not contain '.' or '..' segments")
+    return value
 
 
 class CredentialSettings(_Section):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
     signer: SignerSettings
-    path: str = Field(min_length=1)
-    rotate_every: Duration
-    grace: Duration
-    verify_timeout: Duration | None = None
+    path: Annotated[str, AfterValidator(published_path)]
+    rotate_every: PositiveDuration
+    grace: PositiveDuration
+    verify_timeout: PositiveDuration | None = None
     adopt_existing: bool = False
-    start_nonce: int = Field(0, ge=0)
+    start_nonce: int = Field(0, ge=0, le=MAX_NONCE)
     # Consumer-confirmed revocation (README, "Using the rotated keys in your bot"): a retired key is
     # revoked once min_grace has passed and every consumer that acknowledged within consumer_ttl holds
     # the new key; at grace at the latest. consumer_refresh: how often your bots re-read the key,
     # stated so that `rotator check` can warn when grace is not longer than that.
     min_grace: Duration = 60.0
     consumer_ttl: Duration = 600.0
-    consumer_refresh: Duration | None = None
+    consumer_refresh: PositiveDuration | None = None
 
     @model_validator(mode="after")
     def _times(self) -> CredentialSettings:
-        if self.rotate_every <= 0:
-            raise ValueError("rotate_every must be positive")
         if self.consumer_ttl <= 0:
             raise ValueError("consumer_ttl must be positive")
         return self
 
 
+def _pushgateway(value: str | None) -> str | None:
+    # Checked here: urllib refuses a malformed URL with ValueError, which a push does not expect.
+    # Never echoed: the URL may carry user:password.
+    if value is not None and not is_http_url(value if "://" in value else f"http://{value}"):
+        raise ValueError("must be an http(s) URL or host:port")
+    return value
+
+
+def _listen_host(value: str) -> str:
+    if len(value) > 253 or any(ch.isspace() or not ch.isprintable() for ch in value):
+        raise ValueError("must be an address or host name to listen on")
+    return value
+
+
 class MetricsSettings(_Section):
     port: int = Field(9464, ge=0, le=65535)
-    host: str = "0.0.0.0"  # noqa: S104 - the exporter is scraped from outside the pod
-    pushgateway: str | None = None
-    job: str = "rotator"
+    host: Annotated[str, AfterValidator(_listen_host)] = "0.0.0.0"  # noqa: S104 - scraped from outside the pod
+    pushgateway: Annotated[str | None, AfterValidator(_pushgateway)] = None
+    job: str = Field("rotator", min_length=1, max_length=200)
 
 
 class LogSettings(_Section):
@@ -464,10 +599,10 @@ class LeaderSettings(_Section):
 
     # -- How long a leader's lease lasts without a renewal: a standby takes over at most this long
     # (plus one renewal) after the leader died. Under 30 s by default.
-    lease: Duration = 20.0
+    lease: PositiveDuration = 20.0
     # -- How often the leader renews (and a standby looks whether the lease lapsed). Well below
     # `lease`: a leader that misses renewals for a whole lease stops starting passes.
-    renew: Duration = 5.0
+    renew: PositiveDuration = 5.0
 
     @model_validator(mode="after")
     def _renew_below_lease(self) -> LeaderSettings:
@@ -484,7 +619,7 @@ class LeaderSettings(_Section):
 class DaemonSettings(_Section):
     # How often each credential gets a pass: reads its state, revokes what is due, rotates what is due.
     # A pass with nothing due costs one store read and no CLOB request.
-    tick: Duration = 5.0
+    tick: PositiveDuration = 5.0
     jitter: Duration = 2.0
     # How often the daemon checks that each current key still works (an L2 read outside /auth/*, see
     # clob.probe): a key revoked behind the worker's back is replaced within this. Stretched for large
@@ -514,8 +649,9 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        # The environment overrides the file (which arrives as init kwargs).
-        return env_settings, init_settings
+        # Only what load_settings passes in: it merges the ROTATOR_* overrides itself, so that a bad or
+        # unknown variable is named (pydantic-settings blames the file, or ignores the variable).
+        return (init_settings,)
 
     @model_validator(mode="after")
     def _unique(self) -> Settings:
@@ -539,29 +675,64 @@ class Settings(BaseSettings):
         return self
 
     @model_validator(mode="after")
-    def _vault_paths(self) -> Settings:
-        # A published path inside the state prefix would put rotation state where consumers read.
-        vault = self.store.vault
-        if self.store.backend == "vault" and vault is not None:
-            prefix = vault.state_prefix
+    def _paths(self) -> Settings:
+        # Every place a credential writes must be its own: two credentials on one published path, a
+        # published path on some credential's state, or on the secret a signer reads its wallet key
+        # from, and the last writer silently wins (one wallet's bots hold the other's key, or a
+        # wallet key is overwritten by an API key).
+        owner: dict[str, str] = {}
+        for cred in self.credentials:
+            if cred.path in owner:
+                raise ValueError(
+                    f"credentials[{cred.name}].path: {cred.path!r} is already credentials[{owner[cred.path]}]"
+                    ".path; each credential needs a path of its own"
+                )
+            owner[cred.path] = cred.name
+        store = self.store
+        if store.backend == "vault" and store.vault is not None:
+            prefix = store.vault.state_prefix
             for cred in self.credentials:
                 if cred.path == prefix or cred.path.startswith(prefix + "/"):
                     raise ValueError(
-                        f"credential {cred.name!r}: path {cred.path!r} lies inside store.vault.state_prefix"
+                        f"credentials[{cred.name}].path: path {cred.path!r} lies inside "
+                        "store.vault.state_prefix (where rotation state is kept)"
                     )
-        return self
-
-    @model_validator(mode="after")
-    def _aws_names(self) -> Settings:
-        # Same reason as for Vault: a consumer granted the published secrets must not match the state.
-        if self.store.backend == "aws":
-            prefix = self.store.aws.state_prefix
             for cred in self.credentials:
-                aws_secret_name(cred.path, f"credential {cred.name!r}: path")
-                aws_secret_name(prefix + cred.name, f"credential {cred.name!r}: state secret name")
+                s = cred.signer
+                if (
+                    s.source == "vault"
+                    and (s.mount or store.vault.mount) == store.vault.mount
+                    and s.path in owner
+                ):
+                    raise ValueError(
+                        f"credentials[{owner[s.path]}].path: {s.path!r} is where "
+                        f"credentials[{cred.name}].signer reads its wallet key; publishing would overwrite it"
+                    )
+        if store.backend == "aws":
+            prefix = store.aws.state_prefix
+            for cred in self.credentials:
+                aws_secret_name(cred.path, f"credentials[{cred.name}].path")
+                aws_secret_name(prefix + cred.name, f"credentials[{cred.name}]: state secret name")
                 if cred.path.startswith(prefix):
                     raise ValueError(
-                        f"credential {cred.name!r}: path {cred.path!r} lies inside store.aws.state_prefix"
+                        f"credentials[{cred.name}].path: path {cred.path!r} lies inside "
+                        "store.aws.state_prefix (where rotation state is kept)"
+                    )
+            for cred in self.credentials:
+                s = cred.signer
+                if s.source == "aws-secretsmanager" and s.secret_id in owner:
+                    raise ValueError(
+                        f"credentials[{owner[s.secret_id]}].path: {s.secret_id!r} is the secret "
+                        f"credentials[{cred.name}].signer reads its wallet key from; publishing there "
+                        "would overwrite it"
+                    )
+        if store.backend == "file" and store.file.kms_key_id is None:
+            where = os.path.abspath(store.file.path)
+            for cred in self.credentials:
+                if cred.signer.source == "file" and os.path.abspath(cred.signer.path or "") == where:
+                    raise ValueError(
+                        f"store.file.path: is credentials[{cred.name}].signer.path, the wallet key file; "
+                        "the store would overwrite it"
                     )
         return self
 
@@ -569,52 +740,308 @@ class Settings(BaseSettings):
         for cred in self.credentials:
             if cred.name == name:
                 return cred
-        raise ConfigError(f"--credential {name}: no such credential in the config")
+        shown_name = (
+            name
+            if re.fullmatch(r"[A-Za-z0-9_.-]{1,63}", name) and not _SECRETISH.search(name)
+            else "(not shown)"
+        )
+        raise ConfigError(f"--credential {shown_name}: no such credential in the config")
 
 
-def load_settings(path: str | Path | None, *, data: dict[str, Any] | None = None) -> Settings:
-    """Read and validate the config. :raises ConfigError: one line naming the bad field."""
+ENV_PREFIX = "ROTATOR_"
+#: Variables Kubernetes sets for every Service in the namespace ("service links"): a release named
+#: ``rotator`` gets ROTATOR_PORT, ROTATOR_SERVICE_HOST, ROTATOR_PORT_9464_TCP_ADDR, ... They are not settings.
+_SERVICE_LINK = re.compile(
+    r"^ROTATOR(_[A-Z0-9_]*)??_(SERVICE_HOST|SERVICE_PORT(_[A-Z0-9_]+)?|PORT(_\d+_(TCP|UDP|SCTP)(_(PROTO|PORT|ADDR))?)?)$"
+)
+
+
+def _service_link(name: str, value: str) -> bool:
+    """Is this a variable Kubernetes set for a Service (its name has the shape, its value the format)?"""
+    match = _SERVICE_LINK.match(name)
+    if match is None:
+        return False
+    suffix = match.group(2)
+    if suffix == "PORT" or suffix.endswith(("_TCP", "_UDP", "_SCTP")):
+        shape = r"(?i:tcp|udp|sctp)://\S+"
+    elif suffix == "SERVICE_HOST" or suffix.endswith("_ADDR"):
+        shape = r"[0-9A-Fa-f.:]+"
+    elif suffix.endswith("_PROTO"):
+        shape = r"(?i:tcp|udp|sctp)"
+    else:  # SERVICE_PORT, SERVICE_PORT_<NAME>, PORT_<N>_<PROTO>_PORT
+        shape = r"\d{1,5}"
+    return re.fullmatch(shape, value) is not None
+
+
+#: A config that nests deeper or expands (YAML aliases) to more values than this is refused.
+_MAX_DEPTH, _MAX_NODES, _MAX_BYTES = 32, 100_000, 1 << 20
+
+
+def load_settings(
+    path: str | Path | None, *, data: dict[str, Any] | None = None, env: Mapping[str, str] | None = None
+) -> Settings:
+    """Read and validate the config, with ``ROTATOR_*`` overrides from ``env`` (default: the process's).
+
+    Variables the config names as holding a secret (``key_env``, ``signer.env``, ...) and Kubernetes
+    service links are not overrides; any other ``ROTATOR_*`` variable must name a setting.
+
+    :raises ConfigError: one line naming the bad field, or the environment variable that set it.
+    """
+    if env is None:
+        env = os.environ
     raw: Any = {}
     if path is not None:
-        import yaml
-
-        try:
-            text = Path(path).read_text(encoding="utf-8")
-        except OSError as exc:
-            raise ConfigError(f"{path}: cannot read config ({exc.strerror})") from None
-        try:
-            raw = yaml.safe_load(text) or {}
-        except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            where = f" line {mark.line + 1}" if mark is not None else ""
-            raise ConfigError(f"{path}:{where} not valid YAML") from None
-        if not isinstance(raw, dict):
-            raise ConfigError(f"{path}: the config must be a YAML mapping")
+        raw = _read_yaml(path)
     if data is not None:
         raw = {**raw, **data}
+    overrides, sources = _env_overrides(env)
+    merged = _merge(raw, overrides)
+    _check_shape(merged, str(path) if path is not None else "config")
+    unknown = _unknown_env(env, sources, _named_env_vars(merged))
+    if unknown:
+        raise ConfigError(
+            f"{unknown}: unknown setting: not a ROTATOR_<SECTION>__<FIELD> override (e.g. "
+            "ROTATOR_STORE__BACKEND), and no env or *_env field of the config names it"
+        )
     try:
-        return Settings(**raw)
+        return Settings(**merged)
     except ValidationError as exc:
-        raise ConfigError(_describe(exc, raw, path)) from None
+        raise ConfigError(_describe(exc, merged, path, sources, overrides)) from None
+    except RecursionError:
+        raise ConfigError(f"{path or 'config'}: nested too deeply") from None
 
 
-def _describe(exc: ValidationError, raw: Any, path: str | Path | None) -> str:
+def _read_yaml(path: str | Path) -> dict[str, Any]:
+    import yaml
+
+    try:
+        with Path(path).open("rb") as f:  # bounded: -c /dev/zero must not eat the memory
+            blob = f.read(_MAX_BYTES + 1)
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read config ({exc.strerror or type(exc).__name__})") from None
+    if len(blob) > _MAX_BYTES:
+        raise ConfigError(f"{path}: too large for a config (more than {_MAX_BYTES} bytes)")
+    try:
+        text = blob.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text (bad byte at offset {exc.start})") from None
+    try:
+        # Depth first, on the event stream (flat, fast): the composer recurses, and slowly, per level.
+        depth = 0
+        for event in yaml.parse(text, Loader=yaml.SafeLoader):
+            if isinstance(event, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
+                depth += 1
+                if depth > _MAX_DEPTH:
+                    raise ConfigError(f"{path}: nested too deeply (at most {_MAX_DEPTH} levels)")
+            elif isinstance(event, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
+                depth -= 1
+        raw = yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"{path}:{where} not valid YAML") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: nested too deeply (at most {_MAX_DEPTH} levels)") from None
+    except ValueError:  # the YAML constructor's int() on a number of thousands of digits
+        raise ConfigError(f"{path}: a number too long to be a setting") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: the config must be a YAML mapping")
+    return raw
+
+
+def _check_shape(raw: dict[str, Any], where: str) -> None:
+    """Refuse bombs before anything walks the tree: depth, expanded size (aliases), non-text keys."""
+    stack: list[tuple[Any, int]] = [(raw, 1)]
+    nodes = 0
+    while stack:
+        node, depth = stack.pop()
+        nodes += 1
+        if nodes > _MAX_NODES:
+            raise ConfigError(f"{where}: too large (more than {_MAX_NODES} values once aliases are expanded)")
+        if depth > _MAX_DEPTH:
+            raise ConfigError(f"{where}: nested too deeply (at most {_MAX_DEPTH} levels)")
+        if isinstance(node, dict):
+            for key, value in node.items():
+                if not isinstance(key, str):
+                    raise ConfigError(f"{where}: keys must be names, got {type(key).__name__} {shown(key)}")
+                stack.append((value, depth + 1))
+        elif isinstance(node, list):
+            stack.extend((item, depth + 1) for item in node)
+
+
+def _models(annotation: Any) -> list[type[BaseModel]]:
+    """The models a field's annotation holds (through Annotated, Optional and unions)."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [annotation]
+    found: list[type[BaseModel]] = []
+    origin = get_origin(annotation)
+    if origin is Annotated or origin is Union or type(annotation).__name__ == "UnionType":
+        for arg in get_args(annotation):
+            found.extend(_models(arg))
+    return found
+
+
+def _target(parts: list[str]) -> Any:
+    """The annotation of the setting at ``parts`` (lower case), or None when there is no such setting."""
+    annotation: Any = Settings
+    for part in parts:
+        fields = [m.model_fields[part] for m in _models(annotation) if part in m.model_fields]
+        if not fields:
+            return None
+        annotation = fields[0].annotation
+    return annotation
+
+
+def _complex(annotation: Any) -> bool:
+    """Does the environment give this setting as JSON (a section or a list) rather than as text?"""
+    if _models(annotation):
+        return True
+    origin = get_origin(annotation)
+    if origin is Annotated or origin is Union or type(annotation).__name__ == "UnionType":
+        return any(_complex(a) for a in get_args(annotation) if a is not type(None))
+    return origin in (list, dict)
+
+
+def _env_overrides(env: Mapping[str, str]) -> tuple[dict[str, Any], dict[tuple[str, ...], str]]:
+    """The ``ROTATOR_<SECTION>__<FIELD>`` overrides as a nested dict, and which variable set which path."""
+    overrides: dict[str, Any] = {}
+    sources: dict[tuple[str, ...], str] = {}
+    found = []
+    for name, value in env.items():
+        if not name.upper().startswith(ENV_PREFIX):
+            continue
+        parts = name[len(ENV_PREFIX) :].lower().split("__")
+        if all(parts) and _target(parts) is not None:
+            found.append((len(parts), name, parts, value))
+    for _, name, parts, value in sorted(found):  # a section's JSON first, its fields' variables over it
+        decoded: Any = value
+        if _complex(_target(parts)):
+            try:
+                if _json_depth(value) > _MAX_DEPTH:
+                    raise ValueError("nested too deeply")
+                decoded = json.loads(value)
+            except ValueError as exc:
+                why = exc.msg if isinstance(exc, json.JSONDecodeError) else str(exc)
+                raise ConfigError(f"{name}: {'.'.join(parts)} must be JSON here ({why})") from None
+        node = overrides
+        for part in parts[:-1]:
+            child = node.get(part)
+            if not isinstance(child, dict):
+                child = node[part] = {}
+            node = child
+        node[parts[-1]] = decoded
+        sources[tuple(parts)] = name
+    return overrides, sources
+
+
+def _json_depth(text: str) -> int:
+    """How deep ``text``'s brackets nest (the C decoder can overflow the stack before it notices)."""
+    depth = deepest = 0
+    in_string = escaped = False
+    for ch in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif ch == "\\":
+                escaped = True
+            elif ch == '"':
+                in_string = False
+        elif ch == '"':
+            in_string = True
+        elif ch in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif ch in "]}":
+            depth -= 1
+    return deepest
+
+
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def _named_env_vars(raw: dict[str, Any]) -> set[str]:
+    """Every variable the config names as a secret's source (``key_env``, ``signer.env``, ``*_env``)."""
+    names = {str(FileStoreSettings.model_fields["key_env"].default)}
+    stack: list[Any] = [raw]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            for key, value in node.items():
+                if isinstance(value, str) and (key == "env" or str(key).endswith("_env")):
+                    names.add(value)
+                stack.append(value)
+        elif isinstance(node, list):
+            stack.extend(node)
+    return names
+
+
+def _unknown_env(env: Mapping[str, str], sources: dict[tuple[str, ...], str], named: set[str]) -> str | None:
+    used = set(sources.values())
+    for name in sorted(env):
+        if not name.upper().startswith(ENV_PREFIX) or name in used or name in named:
+            continue
+        if "__" not in name and _service_link(name.upper(), env[name]):
+            continue
+        return name
+    return None
+
+
+def _describe(
+    exc: ValidationError,
+    raw: Any,
+    path: str | Path | None,
+    sources: dict[tuple[str, ...], str] | None = None,
+    overrides: dict[str, Any] | None = None,
+) -> str:
     err = exc.errors()[0]
     parts: list[str] = []
     loc = list(err.get("loc", ()))
     for i, part in enumerate(loc):
-        if isinstance(part, int):
+        if isinstance(part, int) and parts:
             name = _credential_name(raw, loc[:i], part)
             parts[-1] += f"[{name}]" if name else f"[{part}]"
         else:
             parts.append(str(part))
-    field = ".".join(parts) or "config"
+    field = ".".join(parts)
     msg = err.get("msg", "invalid")
     if err.get("type") == "extra_forbidden":
         msg = "unknown key"
-    msg = msg.removeprefix("Value error, ")
-    prefix = f"{path}: " if path else ""
-    return f"{prefix}{field}: {msg}"
+    # Only the message can carry a value; the prefix (file, variable, field) is ours and stays legible.
+    msg = redact(msg.removeprefix("Value error, "))
+    keys = tuple(str(p) for p in loc if not isinstance(p, int))
+    var = None
+    if _env_set(overrides or {}, loc):  # a variable set the value (or the list) that is wrong: which one
+        for where, name in (sources or {}).items():
+            if keys[: len(where)] == where and (var is None or len(where) > len(var[0])):
+                var = (where, name)
+    if var is not None:
+        return f"{var[1]}: {field}: {msg}" if field else f"{var[1]}: {msg}"
+    # A section's own check failed, and variables set some of its fields: name them with the file.
+    inside = sorted(name for where, name in (sources or {}).items() if where[: len(keys)] == keys)
+    source = " and ".join(([str(path)] if path else []) + inside)
+    prefix = f"{source}: " if source else ""
+    return f"{prefix}{field}: {msg}" if field else f"{prefix}{msg}"
+
+
+def _env_set(overrides: dict[str, Any], loc: list[Any]) -> bool:
+    """Did the environment give the value at ``loc`` (a section's JSON merged into the file's section
+    gives only the fields it names; a list or a scalar is given whole)?"""
+    node: Any = overrides
+    for part in loc:
+        if not isinstance(node, dict):
+            return True
+        if part not in node:
+            return False
+        node = node[part]
+    # A section's own check: its fields may come from the file too (the caller names both).
+    return not isinstance(node, dict)
 
 
 def _credential_name(raw: Any, loc: list[Any], index: int) -> str | None:
@@ -623,5 +1050,5 @@ def _credential_name(raw: Any, loc: list[Any], index: int) -> str | None:
         node = node.get(part) if isinstance(node, dict) else None
     if isinstance(node, list) and index < len(node) and isinstance(node[index], dict):
         name = node[index].get("name")
-        return str(name) if isinstance(name, str) else None
+        return str(name) if isinstance(name, str) and re.match(r"^[A-Za-z0-9_.-]{1,63}$", name) else None
     return None

@@ -51,6 +51,7 @@ def run_demo(rotations: int = 3) -> int:
         env = {"DEMO_PRIVATE_KEY": wallet.key.hex(), "DEMO_FILE_KEY": generate_file_key()}
         settings = load_settings(
             None,
+            env={},  # embedded defaults: the caller's ROTATOR_* variables are not the demo's
             data={
                 "clob": {"host": sandbox.url, "chain_id": 137, "verify_timeout": "10s"},
                 "store": {

@@ -13,6 +13,7 @@ pushed. That is what lets an alert say "no success for X" about a CronJob.
 
 from __future__ import annotations
 
+import errno
 import logging
 import re
 import threading
@@ -74,7 +75,14 @@ class HealthServer:
             def log_message(self, format: str, *args: object) -> None:
                 return  # probes every few seconds would drown the audit log
 
-        self.server = ThreadingHTTPServer((host, port), Handler)
+        try:
+            self.server = ThreadingHTTPServer((host, port), Handler)
+        except (OSError, OverflowError) as exc:
+            from rotator.errors import ConfigError
+
+            reason = getattr(exc, "strerror", None) or type(exc).__name__
+            field = "metrics.port" if getattr(exc, "errno", None) == errno.EADDRINUSE else "metrics.host"
+            raise ConfigError(f"{field}: cannot listen on {host}:{port} ({reason})") from None
         self.server.daemon_threads = True
         self.port = self.server.server_address[1]
         self._thread = threading.Thread(target=self.server.serve_forever, name="metrics-http", daemon=True)

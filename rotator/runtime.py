@@ -12,7 +12,7 @@ from pathlib import Path
 
 from rotator.clob.adapter import ClobAdapter, ProbeEndpoint, RetryPolicy, SkewPolicy
 from rotator.clob.budget import SlidingWindowBudget
-from rotator.config import CredentialSettings, Settings
+from rotator.config import CredentialSettings, Settings, env_problem
 from rotator.errors import ConfigError
 from rotator.metrics import Metrics
 from rotator.model import CredentialRef
@@ -38,8 +38,9 @@ def build_store(settings: Settings, env: Mapping[str, str]) -> Store:
                 continue
             source = f"store.file.{setting} ({name})"
             text = env.get(name)
-            if not text:
-                raise ConfigError(f"{source}: environment variable {name} is not set")
+            problem = env_problem(env, name)
+            if problem or text is None:
+                raise ConfigError(f"{source}: environment variable {name} {problem}")
             keys.append(parse_file_key(text, source=source))
         return FileStore(Path(fs.path), keys[0], previous_keys=keys[1:])
     if backend == "vault":
@@ -67,11 +68,13 @@ class Runtime:
     _rotator: Rotator | None = None
     _signers: dict[str, Signer] = field(default_factory=dict)
 
-    def validate(self) -> None:
+    def validate(self, *, signers: bool = True) -> None:
         """Fail fast (exit 2) on config the file alone cannot show: missing env vars, bad key shapes.
-        Remote signer sources are only checked offline here; they are first asked when a pass signs."""
-        for cred in self.settings.credentials:
-            check_signer(cred, self.settings, self.env)
+        Remote signer sources are only checked offline here; they are first asked when a pass signs.
+        ``signers=False``: for commands that never sign (``status``), which need no wallet key."""
+        if signers:
+            for cred in self.settings.credentials:
+                check_signer(cred, self.settings, self.env)
         self.store  # noqa: B018 - builds the store: a missing file key is a config error
 
     @property

@@ -25,6 +25,8 @@ _HEX_KEY = re.compile(r"^(0x)?[0-9a-fA-F]{64}$")
 
 def describe(cred: CredentialSettings) -> str:
     """How error messages name a credential's key source (never its value)."""
+    from rotator.config import public
+
     s = cred.signer
     where = {
         "env": lambda: f"env {s.env}",
@@ -35,7 +37,8 @@ def describe(cred: CredentialSettings) -> str:
         ),
         "aws-kms": lambda: f"aws-kms {s.key_id}",
     }[s.source]()
-    return f"credentials[{cred.name}].signer ({where})"
+    # Names a key's place, never a key: a value pasted where its place goes stays unprinted.
+    return f"credentials[{cred.name}].signer ({s.source} {public(where.split(' ', 1)[1])})"
 
 
 def read_local_key(cred: CredentialSettings, env: Mapping[str, str]) -> Secret:
@@ -44,9 +47,12 @@ def read_local_key(cred: CredentialSettings, env: Mapping[str, str]) -> Secret:
     where = describe(cred)
     if s.source == "env":
         assert s.env is not None
+        from rotator.config import env_problem
+
         value = env.get(s.env)
-        if not value:
-            raise SignerError(f"{where}: environment variable {s.env} is not set")
+        problem = env_problem(env, s.env)
+        if problem or value is None:
+            raise SignerError(f"{where}: environment variable {s.env} {problem}")
     elif s.source == "file":
         assert s.path is not None
         path = Path(s.path)

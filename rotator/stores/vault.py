@@ -231,9 +231,12 @@ class SecretSource:
     def read(self) -> Secret:
         """:raises ConfigError: naming the variable or file, never the value."""
         if self.env_name is not None:
+            from rotator.config import env_problem
+
             value = self.env.get(self.env_name, "").strip()
             if not value:
-                raise ConfigError(f"{self.setting}: environment variable {self.env_name} is not set")
+                problem = env_problem(self.env, self.env_name)
+                raise ConfigError(f"{self.setting}: environment variable {self.env_name} {problem}")
             return Secret(value)
         assert self.file is not None
         try:
