@@ -15,6 +15,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import json
 import logging
 import random
 import threading
@@ -24,13 +25,23 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from rotator.clob.budget import SlidingWindowBudget
-from rotator.errors import ClobError, ConfigError, RateLimited, Rejected, Transient, Unauthorized
+from rotator.errors import (
+    Cancelled,
+    ClobError,
+    ConfigError,
+    RateLimited,
+    Rejected,
+    Transient,
+    Unauthorized,
+    Unreachable,
+)
 from rotator.model import Key, Secret
 from rotator.signers.base import Signer
 
 if TYPE_CHECKING:
     import httpx
 
+    from rotator.clob.transport import RequestGuard
     from rotator.metrics import Metrics
 
 log = logging.getLogger("rotator.clob")
@@ -101,8 +112,12 @@ class ClobAdapter:
         auth_budget: SlidingWindowBudget | None = None,
         read_budget: SlidingWindowBudget | None = None,
         metrics: Metrics | None = None,
-        sleep: Callable[[float], None] = time.sleep,
+        sleep: Callable[[float], object] | None = None,
+        cancel: threading.Event | None = None,
     ) -> None:
+        """``timeout``: one whole request, connect to last byte. ``cancel``: once set (SIGTERM), waits
+        end, the request in flight is abandoned within a fraction of a second, and every call
+        raises :class:`Cancelled`; see :meth:`cancel`."""
         self.host = host.rstrip("/")
         self.chain_id = chain_id
         self.timeout = timeout
@@ -111,77 +126,129 @@ class ClobAdapter:
         self.auth_budget = auth_budget or SlidingWindowBudget(100, 10.0)
         self.read_budget = read_budget or SlidingWindowBudget(9000, 10.0)
         self.metrics = metrics
-        self._sleep = sleep
+        self._cancel = cancel if cancel is not None else threading.Event()
+        self._sleep = sleep if sleep is not None else self._cancel.wait
+        self._guard: RequestGuard | None = None
         self._http: httpx.Client | None = None
         self._lock = threading.Lock()
         self._offset: float | None = None  # server clock - local clock
         self._offset_checked = 0.0
 
-    # -- transport ------------------------------------------------------------------------------
-    def _client(self) -> httpx.Client:
-        with self._lock:
-            if self._http is None:
-                import httpx  # lazy: keeps `rotator --help` and nothing-due passes light
+    # -- shutdown ---------------------------------------------------------------------------------
+    def cancel(self) -> None:
+        """The worker is stopping: cut retry and budget waits short, abandon requests in flight.
+        Irreversible; every call from now on raises :class:`Cancelled`."""
+        self._cancel.set()
 
-                self._http = httpx.Client(
-                    base_url=self.host,
-                    timeout=self.timeout,
-                    headers={"User-Agent": "rotator", "Accept": "*/*"},
-                    limits=httpx.Limits(max_connections=32, max_keepalive_connections=32),
-                )
-            return self._http
+    def cancelled(self) -> bool:
+        return self._cancel.is_set()
+
+    def pause(self, seconds: float) -> None:
+        """Sleep that :meth:`cancel` ends early (for the rotation's verify backoff)."""
+        self._cancel.wait(seconds)
+
+    def _check_cancel(self, method: str, path: str) -> None:
+        if self._cancel.is_set():
+            raise Cancelled(f"{self._where(method, path)}: abandoned, the worker is stopping", endpoint=path)
+
+    # -- transport ------------------------------------------------------------------------------
+    def _where(self, method: str, path: str) -> str:
+        """How errors name a request: method and URL, so the host is always in the one line."""
+        return f"{method} {self.host}{path}"
+
+    def _client(self) -> tuple[httpx.Client, RequestGuard]:
+        with self._lock:
+            if self._http is None or self._guard is None:
+                # lazy: keeps `rotator --help` and nothing-due passes light
+                from rotator.clob.transport import RequestGuard, build_client
+
+                self._guard = RequestGuard(self._cancel)
+                self._http = build_client(self.host, self._guard)
+            return self._http, self._guard
 
     def close(self) -> None:
         with self._lock:
             if self._http is not None:
                 self._http.close()
                 self._http = None
+                self._guard = None
 
     def _count(self, path: str, code: int) -> None:
         if self.metrics is not None:
             self.metrics.clob_requests.labels(endpoint=path, code=str(code)).inc()
 
     def _send(self, method: str, path: str, headers: dict[str, str], deadline: float, query: str = "") -> Any:
-        """One request. Translates every failure into the ClobError tree."""
+        """One request, done by ``deadline`` (monotonic) and never past ``timeout`` from now, with
+        its answer capped at ``MAX_BODY``. Translates every failure into the ClobError tree."""
         import httpx
 
+        from rotator.clob.transport import MAX_BODY, CancelledIO, connect_cause, read_capped
+
+        where = self._where(method, path)
         budget = self.auth_budget if path.startswith("/auth/") else self.read_budget
-        slot = budget.acquire(deadline)
+        slot = budget.acquire(deadline, self._cancel)
         if slot is None:
-            raise Transient(
-                f"{method} {path}: no request budget left before the pass deadline", endpoint=path
-            )
+            self._check_cancel(method, path)
+            raise Transient(f"{where}: no request budget left before the pass deadline", endpoint=path)
+        client, guard = self._client()
+        limit = min(time.monotonic() + self.timeout, deadline)
         try:
-            resp = self._client().request(method, path + query, headers=headers)
+            # The guard bounds every socket operation; httpx's own timeout only needs to be no
+            # shorter (it would otherwise cut the guard's slices).
+            timeout = max(limit - time.monotonic(), 0.001)
+            with (
+                guard.deadline(limit),
+                client.stream(method, path + query, headers=headers, timeout=timeout) as resp,
+            ):
+                status, resp_headers = resp.status_code, resp.headers
+                body = read_capped(resp)
+        except CancelledIO as exc:
+            self._count(path, 0)
+            raise Cancelled(f"{where}: abandoned, the worker is stopping", endpoint=path) from exc
+        except httpx.ConnectTimeout as exc:
+            self._count(path, 0)
+            raise Unreachable(
+                f"{where}: cannot connect (no answer within {self.timeout:g}s)", endpoint=path
+            ) from exc
         except httpx.TimeoutException as exc:
             self._count(path, 0)
-            raise Transient(f"{method} {path}: timed out after {self.timeout:g}s", endpoint=path) from exc
+            raise Transient(
+                f"{where}: timed out (whole request limited to {self.timeout:g}s)", endpoint=path
+            ) from exc
+        except httpx.ConnectError as exc:
+            self._count(path, 0)
+            raise Unreachable(f"{where}: cannot connect: {connect_cause(exc)}", endpoint=path) from exc
         except httpx.HTTPError as exc:
             self._count(path, 0)
-            raise Transient(f"{method} {path}: {type(exc).__name__}", endpoint=path) from exc
+            raise Transient(f"{where}: {type(exc).__name__}: {connect_cause(exc)}", endpoint=path) from exc
         finally:
             budget.complete(slot)
-        self._count(path, resp.status_code)
-        if resp.status_code == 200:
+        self._count(path, status)
+        if body is None:
+            raise Transient(
+                f"{where}: answer larger than {MAX_BODY // 1024} KiB, not read", status=status, endpoint=path
+            )
+        if status == 200:
             try:
-                return resp.json()
+                return json.loads(body)
             except ValueError:
-                return resp.text
-        raise self._error(method, path, resp)
+                return body.decode("utf-8", "replace")
+        raise self._error(method, path, status, resp_headers, body)
 
-    def _error(self, method: str, path: str, resp: httpx.Response) -> ClobError:
-        status = resp.status_code
-        ctype = resp.headers.get("content-type", "")
+    def _error(self, method: str, path: str, status: int, headers: httpx.Headers, raw: bytes) -> ClobError:
+        ctype = headers.get("content-type", "")
         body: Any = None
         if "json" in ctype:
             try:
-                body = resp.json()
+                body = json.loads(raw)
             except ValueError:
                 body = None
         reason = body.get("error") if isinstance(body, dict) else None
-        where = f"{method} {path}"
+        if not isinstance(reason, str):
+            reason = None
+        where = self._where(method, path)
         if status == 429:
-            retry_after = _retry_after(resp.headers.get("retry-after"), body)
+            retry_after = _retry_after(headers.get("retry-after"), body)
             if retry_after is not None:
                 (self.auth_budget if path.startswith("/auth/") else self.read_budget).penalise(retry_after)
             return RateLimited(f"{where}: rate limited (429)", retry_after=retry_after, endpoint=path)
@@ -204,15 +271,20 @@ class ClobAdapter:
         idempotent: bool,
         query: str = "",
     ) -> Any:
-        """Send with retries: 429 always (nothing happened), transient failures only if idempotent."""
+        """Send with retries: 429 always (nothing happened), transient failures only if idempotent,
+        never an unreachable host (refused, unresolvable: retrying within seconds does not help).
+        The whole call, retries included, ends by ``retry.deadline``."""
         deadline = time.monotonic() + self.retry.deadline
         attempt = 0
         while True:
+            self._check_cancel(method, path)
+            # Outside the retry: the headers' clock check is a call of its own, already retried.
+            headers = headers_fn()
             try:
-                return self._send(method, path, headers_fn(), deadline, query)
+                return self._send(method, path, headers, deadline, query)
             except (RateLimited, Transient) as exc:
                 attempt += 1
-                retryable = isinstance(exc, RateLimited) or idempotent
+                retryable = (isinstance(exc, RateLimited) or idempotent) and not isinstance(exc, Unreachable)
                 retry_after = exc.retry_after if isinstance(exc, RateLimited) else None
                 delay = self.retry.delay(attempt, retry_after)
                 if not retryable or attempt >= self.retry.attempts or time.monotonic() + delay > deadline:
@@ -228,7 +300,7 @@ class ClobAdapter:
         if isinstance(value, dict):  # some deployments answer {"time": ...}
             value = value.get("time", value.get("timestamp"))
         if not isinstance(value, (int, float)):
-            raise Transient("GET /time: answer is not a number", endpoint="/time")
+            raise Transient(f"{self._where('GET', '/time')}: answer is not a number", endpoint="/time")
         offset = float(value) - (local_before + local_after) / 2
         with self._lock:
             self._offset = offset
@@ -279,7 +351,7 @@ class ClobAdapter:
         if not isinstance(raw, dict) or not all(
             isinstance(raw.get(f), str) for f in ("apiKey", "secret", "passphrase")
         ):
-            raise Transient(f"{what}: answer lacks apiKey/secret/passphrase", endpoint=what)
+            raise Transient(f"{self.host}{what}: answer lacks apiKey/secret/passphrase", endpoint=what)
         return Key(
             api_key=raw["apiKey"],
             api_secret=Secret(raw["secret"]),
@@ -321,7 +393,9 @@ class ClobAdapter:
         )
         ids = raw.get("apiKeys") if isinstance(raw, dict) else None
         if not isinstance(ids, list):
-            raise Transient("GET /auth/api-keys: answer lacks apiKeys", endpoint="/auth/api-keys")
+            raise Transient(
+                f"{self._where('GET', '/auth/api-keys')}: answer lacks apiKeys", endpoint="/auth/api-keys"
+            )
         # Some SDK typings say a list of creds objects: accept both shapes.
         return [i if isinstance(i, str) else str(i.get("apiKey", i.get("key", ""))) for i in ids]
 
