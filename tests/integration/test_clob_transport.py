@@ -24,8 +24,8 @@ from tests.integration.test_rotation_e2e import assert_consistent
 
 pytestmark = pytest.mark.timeout(300)
 
-TIMEOUT = 2.0  # clob.timeout: one whole request
-DEADLINE = 5.0  # clob.retry.deadline: one call with its retries
+TIMEOUT = 1.0  # clob.timeout: one whole request
+DEADLINE = 2.5  # clob.retry.deadline: one call with its retries
 
 
 @pytest.fixture
@@ -35,13 +35,12 @@ def worker(sandbox: Sandbox, tmp_path: Path, wallet: tuple[str, str]) -> Worker:
     return w
 
 
-def point_at(w: Worker, host: str, timeout: float = TIMEOUT, deadline: float = DEADLINE) -> None:
-    clob = {
-        **w.config()["clob"],
-        "host": host,
-        "timeout": f"{timeout}s",
-        "retry": {"attempts": 6, "base": 0.05, "cap": 0.2, "deadline": f"{deadline}s"},
-    }
+def point_at(w: Worker, host: str, timeout: float = TIMEOUT, deadline: float | None = DEADLINE) -> None:
+    """``deadline`` None: the default retry policy (six attempts, about 15 s of waits in all)."""
+    clob = {k: v for k, v in w.config()["clob"].items() if k != "retry"}
+    clob.update(host=host, timeout=f"{timeout}s")
+    if deadline is not None:
+        clob["retry"] = {"attempts": 6, "base": 0.05, "cap": 0.2, "deadline": f"{deadline}s"}
     w.extra = {**w.extra, "clob": clob}
     w.write_config()
 
@@ -100,14 +99,15 @@ def test_bad_server_ends_the_pass_in_time_with_one_clear_line(
         bad.__enter__()
         host = bad.url
     try:
-        point_at(worker, host)
+        # Item 16: no connection at all is not retried, so these keep the default retry policy.
+        point_at(worker, host, deadline=None if bad is None else DEADLINE)
         code, out, err, elapsed, rss = run_measured(worker, tmp_path, "rotate", "--all", "--force")
     finally:
         if bad is not None:
             bad.__exit__(None, None, None)
     # The create waits for its clock check, then the lost-answer recovery (derive) tries once more:
     # at most two calls, each inside its retry deadline, plus the interpreter's start-up.
-    assert elapsed < 2 * DEADLINE + TIMEOUT + 8, f"{mode}: the pass took {elapsed:.1f}s"
+    assert elapsed < 2 * DEADLINE + 7, f"{mode}: the pass took {elapsed:.1f}s"
     assert rss < 250, f"{mode}: peak RSS {rss:.0f} MiB"
     lines = [line for line in out.splitlines() if line.startswith("mm1:")]
     assert code == 1, out + err
@@ -121,15 +121,6 @@ def test_bad_server_ends_the_pass_in_time_with_one_clear_line(
     point_at(worker, sandbox.url, timeout=10, deadline=20)
     worker.rotate()
     assert_consistent(worker, sandbox)
-
-
-def test_refused_and_unresolvable_fail_without_retrying(worker: Worker, tmp_path: Path) -> None:
-    """Item 16: nothing listens, or the name does not resolve: seconds, not minutes of retries."""
-    for host in (refused_url(), "http://clob.invalid"):
-        point_at(worker, host, timeout=10, deadline=120)
-        code, out, _, elapsed, _ = run_measured(worker, tmp_path, "check")
-        assert code != 0 and host.removeprefix("http://") in out, out
-        assert elapsed < 10, f"{host}: check took {elapsed:.1f}s"
 
 
 def test_cancel_cuts_a_stuck_pass_short_and_records_no_new_intent(worker: Worker, sandbox: Sandbox) -> None:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import threading
+import time
+
 from rotator.clob.budget import SlidingWindowBudget
 
 
@@ -66,3 +69,15 @@ def test_unlimited() -> None:
         assert s is not None
         b.complete(s)
     assert t.slept == []
+
+
+def test_cancel_ends_a_wait_at_once_without_taking_a_slot() -> None:
+    """SIGTERM (issue 13, item 15): a request waiting for the budget gives up at once."""
+    b = SlidingWindowBudget(1, 10.0)
+    b.complete(b.acquire())  # type: ignore[arg-type]
+    cancel = threading.Event()
+    threading.Timer(0.2, cancel.set).start()
+    started = time.monotonic()
+    assert b.acquire(deadline=started + 30, cancel=cancel) is None
+    assert time.monotonic() - started < 1.5
+    assert b.acquire(deadline=time.monotonic() + 30, cancel=cancel) is None  # and stays cancelled
