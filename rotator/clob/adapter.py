@@ -47,6 +47,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("rotator.clob")
 
 L1_ENDPOINTS = frozenset({"/auth/api-key", "/auth/derive-api-key"})
+#: After a failed clock check, signing fails at once for this long instead of asking /time again.
+CLOCK_RECHECK_AFTER_FAILURE = 5.0
 
 
 def l2_signature(secret: Secret, timestamp: str, method: str, path: str, body: str = "") -> str:
@@ -133,6 +135,7 @@ class ClobAdapter:
         self._lock = threading.Lock()
         self._offset: float | None = None  # server clock - local clock
         self._offset_checked = 0.0
+        self._clock_failed: tuple[float, str] | None = None  # (monotonic until, why)
 
     # -- shutdown ---------------------------------------------------------------------------------
     def cancel(self) -> None:
@@ -317,7 +320,7 @@ class ClobAdapter:
             )
             offset = self._offset
         if not fresh:
-            self.server_time()
+            self._check_clock()
             with self._lock:
                 offset = self._offset
         assert offset is not None
@@ -330,6 +333,25 @@ class ClobAdapter:
             )
         log.warning("local clock is %+.1fs off the CLOB's: signing with server time", offset)
         return offset
+
+    def _check_clock(self) -> None:
+        """:meth:`server_time`, except right after it failed: a create whose clock check used up its
+        retry deadline is followed at once by the lost-answer recovery (a derive), which would
+        otherwise wait the same deadline again on the same dead server."""
+        with self._lock:
+            failed = self._clock_failed
+        if failed is not None and time.monotonic() < failed[0]:
+            raise Transient(failed[1], endpoint="/time")
+        try:
+            self.server_time()
+        except Cancelled:
+            raise
+        except ClobError as exc:
+            with self._lock:
+                self._clock_failed = (time.monotonic() + CLOCK_RECHECK_AFTER_FAILURE, str(exc))
+            raise
+        with self._lock:
+            self._clock_failed = None
 
     def _timestamp(self) -> str:
         return str(int(time.time() + self.clock_offset()))
