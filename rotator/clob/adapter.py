@@ -188,12 +188,12 @@ class ClobAdapter:
         from rotator.clob.transport import MAX_BODY, CancelledIO, connect_cause, read_capped
 
         where = self._where(method, path)
+        client, guard = self._client()
         budget = self.auth_budget if path.startswith("/auth/") else self.read_budget
         slot = budget.acquire(deadline, self._cancel)
         if slot is None:
             self._check_cancel(method, path)
             raise Transient(f"{where}: no request budget left before the pass deadline", endpoint=path)
-        client, guard = self._client()
         limit = min(time.monotonic() + self.timeout, deadline)
         try:
             # The guard bounds every socket operation; httpx's own timeout only needs to be no

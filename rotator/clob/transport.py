@@ -98,8 +98,8 @@ class _Stream(httpcore.NetworkStream):
 
 
 class _Backend(httpcore.NetworkBackend):
-    def __init__(self, guard: RequestGuard) -> None:
-        self._inner = httpcore.SyncBackend()
+    def __init__(self, guard: RequestGuard, inner: httpcore.NetworkBackend | None = None) -> None:
+        self._inner = inner or httpcore.SyncBackend()
         self._guard = guard
 
     def connect_tcp(
@@ -110,9 +110,43 @@ class _Backend(httpcore.NetworkBackend):
         local_address: str | None = None,
         socket_options: Iterable[Any] | None = None,
     ) -> httpcore.NetworkStream:
+        """Connects on a helper thread: name resolution (getaddrinfo) takes no timeout and cannot
+        be interrupted, so this thread waits for it only as long as the deadline and cancel allow.
+        An abandoned connect closes whatever it opens once it returns."""
         left = self._guard.remaining(httpcore.ConnectTimeout)
         limit = left if timeout is None else min(timeout, left)
-        return _Stream(self._inner.connect_tcp(host, port, limit, local_address, socket_options), self._guard)
+        lock = threading.Lock()
+        done = threading.Event()
+        result: list[httpcore.NetworkStream | BaseException] = []
+        abandoned = False
+
+        def connect() -> None:
+            try:
+                got: httpcore.NetworkStream | BaseException = self._inner.connect_tcp(
+                    host, port, limit, local_address, socket_options
+                )
+            except BaseException as exc:  # noqa: BLE001 - handed to the waiting thread
+                got = exc
+            with lock:
+                result.append(got)
+                if abandoned and isinstance(got, httpcore.NetworkStream):
+                    got.close()
+            done.set()
+
+        threading.Thread(target=connect, name="clob-connect", daemon=True).start()
+        while not done.wait(POLL):
+            try:
+                self._guard.remaining(httpcore.ConnectTimeout)
+            except BaseException:
+                with lock:
+                    abandoned = True
+                    if result and isinstance(result[0], httpcore.NetworkStream):
+                        result[0].close()
+                raise
+        got = result[0]
+        if isinstance(got, BaseException):
+            raise got
+        return _Stream(got, self._guard)
 
     def connect_unix_socket(
         self, path: str, timeout: float | None = None, socket_options: Iterable[Any] | None = None

@@ -81,3 +81,43 @@ def _chained(inner: OSError) -> httpx.ConnectError:
 )
 def test_a_failed_connection_is_named_by_its_cause(inner: OSError, words: str) -> None:
     assert words in connect_cause(_chained(inner))
+
+
+class _SlowResolver(httpcore.NetworkBackend):
+    """A backend whose connect hangs the way getaddrinfo does on a dead resolver."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.opened: list[_Closable] = []
+
+    def connect_tcp(self, host: str, port: int, *args: object, **kwargs: object) -> httpcore.NetworkStream:
+        time.sleep(self.seconds)
+        stream = _Closable()
+        self.opened.append(stream)
+        return stream
+
+
+class _Closable(httpcore.NetworkStream):
+    closed = False
+
+    def close(self) -> None:
+        self.closed = True
+
+
+@pytest.mark.parametrize("how", ["deadline", "cancel"])
+def test_a_hanging_connect_is_abandoned_at_the_deadline_or_on_cancel(how: str) -> None:
+    from rotator.clob.transport import _Backend
+
+    cancel = threading.Event()
+    guard = RequestGuard(cancel)
+    slow = _SlowResolver(1.5)
+    backend = _Backend(guard, slow)
+    started = time.monotonic()
+    if how == "cancel":
+        threading.Timer(0.3, cancel.set).start()
+    expected = httpcore.ConnectTimeout if how == "deadline" else CancelledIO
+    with guard.deadline(started + (0.3 if how == "deadline" else 30)), pytest.raises(expected):
+        backend.connect_tcp("clob.example", 443)
+    assert time.monotonic() - started < 0.9
+    time.sleep(1.6)
+    assert [s.closed for s in slow.opened] == [True]  # what the abandoned connect opened is closed
