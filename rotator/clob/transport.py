@@ -16,7 +16,7 @@ import contextlib
 import socket
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import httpcore
@@ -61,6 +61,48 @@ class RequestGuard:
         return left
 
 
+def _bounded(
+    guard: RequestGuard,
+    opening: Callable[[], httpcore.NetworkStream],
+    on_abandon: Callable[[], None] | None = None,
+) -> httpcore.NetworkStream:
+    """Run ``opening`` (a connect, a TLS handshake) on a helper thread and wait for it only while
+    the request's deadline and the cancel switch allow. An abandoned opening closes the stream it
+    opens once it returns; ``on_abandon`` may hurry it along."""
+    lock = threading.Lock()
+    done = threading.Event()
+    result: list[httpcore.NetworkStream | BaseException] = []
+    abandoned = False
+
+    def run() -> None:
+        try:
+            got: httpcore.NetworkStream | BaseException = opening()
+        except BaseException as exc:  # noqa: BLE001 - handed to the waiting thread
+            got = exc
+        with lock:
+            result.append(got)
+            if abandoned and isinstance(got, httpcore.NetworkStream):
+                got.close()
+        done.set()
+
+    threading.Thread(target=run, name="clob-connect", daemon=True).start()
+    while not done.wait(POLL):
+        try:
+            guard.remaining(httpcore.ConnectTimeout)
+        except BaseException:
+            with lock:
+                abandoned = True
+                if result and isinstance(result[0], httpcore.NetworkStream):
+                    result[0].close()
+            if on_abandon is not None:
+                on_abandon()
+            raise
+    got = result[0]
+    if isinstance(got, BaseException):
+        raise got
+    return got
+
+
 class _Stream(httpcore.NetworkStream):
     def __init__(self, inner: httpcore.NetworkStream, guard: RequestGuard) -> None:
         self._inner = inner
@@ -87,9 +129,13 @@ class _Stream(httpcore.NetworkStream):
     def start_tls(
         self, ssl_context: Any, server_hostname: str | None = None, timeout: float | None = None
     ) -> httpcore.NetworkStream:
+        # The handshake's timeout is per socket operation, as httpx's is: bounded like a connect.
         left = self._guard.remaining(httpcore.ConnectTimeout)
-        inner = self._inner.start_tls(
-            ssl_context, server_hostname, left if timeout is None else min(timeout, left)
+        limit = left if timeout is None else min(timeout, left)
+        inner = _bounded(
+            self._guard,
+            lambda: self._inner.start_tls(ssl_context, server_hostname, limit),
+            on_abandon=self._inner.close,
         )
         return _Stream(inner, self._guard)
 
@@ -110,43 +156,14 @@ class _Backend(httpcore.NetworkBackend):
         local_address: str | None = None,
         socket_options: Iterable[Any] | None = None,
     ) -> httpcore.NetworkStream:
-        """Connects on a helper thread: name resolution (getaddrinfo) takes no timeout and cannot
-        be interrupted, so this thread waits for it only as long as the deadline and cancel allow.
-        An abandoned connect closes whatever it opens once it returns."""
+        """Name resolution (getaddrinfo) takes no timeout and cannot be interrupted: see
+        :func:`_bounded`."""
         left = self._guard.remaining(httpcore.ConnectTimeout)
         limit = left if timeout is None else min(timeout, left)
-        lock = threading.Lock()
-        done = threading.Event()
-        result: list[httpcore.NetworkStream | BaseException] = []
-        abandoned = False
-
-        def connect() -> None:
-            try:
-                got: httpcore.NetworkStream | BaseException = self._inner.connect_tcp(
-                    host, port, limit, local_address, socket_options
-                )
-            except BaseException as exc:  # noqa: BLE001 - handed to the waiting thread
-                got = exc
-            with lock:
-                result.append(got)
-                if abandoned and isinstance(got, httpcore.NetworkStream):
-                    got.close()
-            done.set()
-
-        threading.Thread(target=connect, name="clob-connect", daemon=True).start()
-        while not done.wait(POLL):
-            try:
-                self._guard.remaining(httpcore.ConnectTimeout)
-            except BaseException:
-                with lock:
-                    abandoned = True
-                    if result and isinstance(result[0], httpcore.NetworkStream):
-                        result[0].close()
-                raise
-        got = result[0]
-        if isinstance(got, BaseException):
-            raise got
-        return _Stream(got, self._guard)
+        stream = _bounded(
+            self._guard, lambda: self._inner.connect_tcp(host, port, limit, local_address, socket_options)
+        )
+        return _Stream(stream, self._guard)
 
     def connect_unix_socket(
         self, path: str, timeout: float | None = None, socket_options: Iterable[Any] | None = None

@@ -121,3 +121,27 @@ def test_a_hanging_connect_is_abandoned_at_the_deadline_or_on_cancel(how: str) -
     assert time.monotonic() - started < 0.9
     time.sleep(1.6)
     assert [s.closed for s in slow.opened] == [True]  # what the abandoned connect opened is closed
+
+
+class _SlowHandshake(httpcore.NetworkStream):
+    """A plain stream whose TLS handshake drips (a slowloris on the handshake)."""
+
+    closed = False
+
+    def start_tls(self, *args: object, **kwargs: object) -> httpcore.NetworkStream:
+        time.sleep(1.5)
+        return _Closable()
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def test_a_dripping_tls_handshake_is_abandoned_at_the_deadline() -> None:
+    from rotator.clob.transport import _Stream
+
+    guard = RequestGuard(threading.Event())
+    plain = _SlowHandshake()
+    started = time.monotonic()
+    with guard.deadline(started + 0.3), pytest.raises(httpcore.ConnectTimeout):
+        _Stream(plain, guard).start_tls(None, "clob.example")
+    assert time.monotonic() - started < 0.9 and plain.closed
