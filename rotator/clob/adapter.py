@@ -5,7 +5,8 @@ Seams into py-clob-client (pinned in pyproject.toml; tests/integration prove thi
 ``ClobAuth`` struct and calls ``signer.sign(hash_hex)`` on whatever object it is given, which is
 how any :class:`rotator.signers.base.Signer` (KMS included) signs L1 requests. Transport is our own
 httpx client rather than the SDK's module-level one: the SDK fixes a 5 s timeout, drops the
-``Retry-After`` header and only knows the local clock. L2 HMAC is the 6-line construction of
+``Retry-After`` header and only knows the local clock; ``transport.py`` bounds each request as a
+whole, caps answers and makes it cancellable. L2 HMAC is the 6-line construction of
 clob-auth.md §2.2, written here so a pass that only checks a key does not import the SDK (0.8 s);
 ``tests/unit/test_clob_signing.py`` proves it byte-identical to the SDK's ``build_hmac_signature``.
 """
