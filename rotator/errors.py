@@ -19,7 +19,9 @@ botocore or py-clob-client type escapes its adapter. Messages never contain secr
     │   ├── RateLimited        429; ``retry_after`` seconds when the server said
     │   ├── Unauthorized       401: the key (L2) or the wallet signature (L1) was refused
     │   ├── Rejected           a 4xx that retrying will not fix (400 "Could not create api key", ...)
-    │   └── Transient          timeouts, connection errors, 425, 5xx, Cloudflare pages: retryable
+    │   ├── Transient          timeouts, connection errors, 425, 5xx, Cloudflare pages: retryable
+    │   │   └── Unreachable    connection refused, DNS failure: not retried within a call
+    │   └── Cancelled          the worker is stopping (SIGTERM): the call was cut short, not retried
     └── RotationError          a protocol step failed; ``step`` names it, ``__cause__`` says why
 """
 
@@ -92,6 +94,19 @@ class Rejected(ClobError):
 
 class Transient(ClobError):
     """A failure that may go away: timeout, connection error, 425, 5xx, a Cloudflare page."""
+
+
+class Unreachable(Transient):
+    """No connection at all (refused, unresolvable, connect timeout): retrying within seconds does
+    not help, so the call fails at once; the next pass tries again."""
+
+
+class Cancelled(ClobError):
+    """The worker is stopping: the request in flight was abandoned or a wait was cut short.
+
+    Not a :class:`Transient`: nothing retries it. The step it interrupted fails like any other
+    failed step, and leaves the published key untouched (I5).
+    """
 
 
 class RotationError(RotatorError):

@@ -153,6 +153,7 @@ class Rotator:
         sleep: Callable[[float], None] = time.sleep,
         owner: str | None = None,
         alive: Callable[[str], bool] = owner_alive,
+        stopping: Callable[[], bool] = lambda: False,
     ) -> None:
         self.store = store
         self.clob = clob
@@ -163,6 +164,7 @@ class Rotator:
         self.alive = alive
         # credential -> (api key last known to work, when it was last checked)
         self._checked: dict[str, tuple[str, float]] = {}
+        self.stopping = stopping  # the worker got SIGTERM: start no new rotation
 
     # -- store access with metrics ----------------------------------------------------------------
     def _save(self, ctx: _Ctx, state: CredentialState) -> None:
@@ -508,6 +510,8 @@ class Rotator:
 
     def _issue(self, ctx: _Ctx, signer: Callable[[], Signer], policy: Policy, reason: str) -> None:
         """Step 4a: find the nonce and durably record the intent before any key exists."""
+        if self.stopping():
+            raise RotationError("issue", "the worker is stopping: no new rotation started")
         t = time.monotonic()
         nonce = max(ctx.state.next_nonce, policy.start_nonce)
         if ctx.state.current is None and not ctx.state.history and not ctx.state.retiring:

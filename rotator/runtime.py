@@ -105,7 +105,10 @@ class Runtime:
     @property
     def rotator(self) -> Rotator:
         if self._rotator is None:
-            self._rotator = Rotator(self.store, self.clob, self.metrics)
+            # On SIGTERM (ClobAdapter.cancel) the verify backoff ends early and no new rotation starts.
+            self._rotator = Rotator(
+                self.store, self.clob, self.metrics, sleep=self.clob.pause, stopping=self.clob.cancelled
+            )
         return self._rotator
 
     def signer(self, cred: CredentialSettings) -> Callable[[], Signer]:

@@ -1,7 +1,8 @@
 """The daemon: APScheduler wiring. It wires; the rotation decides.
 
 One job per credential (``max_instances=1``, ``coalesce=True``), ticking every ``daemon.tick`` with
-jitter so a fleet does not hit the CLOB at once. SIGTERM lets the pass in flight finish, then stops.
+jitter so a fleet does not hit the CLOB at once. SIGTERM cancels the CLOB calls in flight (the
+passes end within seconds, starting no new rotation), then stops.
 """
 
 from __future__ import annotations
@@ -147,6 +148,9 @@ class Daemon:
 
     def shutdown(self) -> None:
         self.stop_event.set()
+        # Passes in flight end within seconds: CLOB waits and requests are cut short, and no new
+        # rotation starts; store writes already under way finish (each is one atomic CAS).
+        self.rt.clob.cancel()
         self.scheduler.shutdown(wait=True)  # waits for the passes in flight
         self.leader.stop()  # then hands the lease over: a standby takes over at its next step
 

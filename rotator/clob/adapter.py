@@ -5,7 +5,8 @@ Seams into py-clob-client (pinned in pyproject.toml; tests/integration prove thi
 ``ClobAuth`` struct and calls ``signer.sign(hash_hex)`` on whatever object it is given, which is
 how any :class:`rotator.signers.base.Signer` (KMS included) signs L1 requests. Transport is our own
 httpx client rather than the SDK's module-level one: the SDK fixes a 5 s timeout, drops the
-``Retry-After`` header and only knows the local clock. L2 HMAC is the 6-line construction of
+``Retry-After`` header and only knows the local clock; ``transport.py`` bounds each request as a
+whole, caps answers and makes it cancellable. L2 HMAC is the 6-line construction of
 clob-auth.md §2.2, written here so a pass that only checks a key does not import the SDK (0.8 s);
 ``tests/unit/test_clob_signing.py`` proves it byte-identical to the SDK's ``build_hmac_signature``.
 """
@@ -15,6 +16,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import json
 import logging
 import random
 import threading
@@ -24,18 +26,30 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from rotator.clob.budget import SlidingWindowBudget
-from rotator.errors import ClobError, ConfigError, RateLimited, Rejected, Transient, Unauthorized
+from rotator.errors import (
+    Cancelled,
+    ClobError,
+    ConfigError,
+    RateLimited,
+    Rejected,
+    Transient,
+    Unauthorized,
+    Unreachable,
+)
 from rotator.model import Key, Secret
 from rotator.signers.base import Signer
 
 if TYPE_CHECKING:
     import httpx
 
+    from rotator.clob.transport import RequestGuard
     from rotator.metrics import Metrics
 
 log = logging.getLogger("rotator.clob")
 
 L1_ENDPOINTS = frozenset({"/auth/api-key", "/auth/derive-api-key"})
+#: After a failed clock check, signing fails at once for this long instead of asking /time again.
+CLOCK_RECHECK_AFTER_FAILURE = 5.0
 
 
 def l2_signature(secret: Secret, timestamp: str, method: str, path: str, body: str = "") -> str:
@@ -120,8 +134,12 @@ class ClobAdapter:
         probe: ProbeEndpoint | None = None,
         probe_budget: SlidingWindowBudget | None = None,
         metrics: Metrics | None = None,
-        sleep: Callable[[float], None] = time.sleep,
+        sleep: Callable[[float], object] | None = None,
+        cancel: threading.Event | None = None,
     ) -> None:
+        """``timeout``: one whole request, connect to last byte. ``cancel``: once set (SIGTERM), waits
+        end, the request in flight is abandoned within a fraction of a second, and every call
+        raises :class:`Cancelled`; see :meth:`cancel`."""
         self.host = host.rstrip("/")
         self.chain_id = chain_id
         self.timeout = timeout
@@ -134,63 +152,115 @@ class ClobAdapter:
         self.probe_budget = probe_budget or SlidingWindowBudget(200, 10.0)
         self._probe_fallback = False  # the server does not serve the probe endpoint: list keys instead
         self.metrics = metrics
-        self._sleep = sleep
+        self._cancel = cancel if cancel is not None else threading.Event()
+        self._sleep = sleep if sleep is not None else self._cancel.wait
+        self._guard: RequestGuard | None = None
         self._http: httpx.Client | None = None
         self._lock = threading.Lock()
         self._offset: float | None = None  # server clock - local clock
         self._offset_checked = 0.0
+        self._clock_failed: tuple[float, str] | None = None  # (monotonic until, why)
+
+    # -- shutdown ---------------------------------------------------------------------------------
+    def cancel(self) -> None:
+        """The worker is stopping: cut retry and budget waits short, abandon requests in flight.
+        Irreversible; every call from now on raises :class:`Cancelled`."""
+        self._cancel.set()
+
+    def cancelled(self) -> bool:
+        return self._cancel.is_set()
+
+    def pause(self, seconds: float) -> None:
+        """Sleep that :meth:`cancel` ends early (for the rotation's verify backoff)."""
+        self._cancel.wait(seconds)
+
+    def _check_cancel(self, method: str, path: str) -> None:
+        if self._cancel.is_set():
+            raise Cancelled(f"{self._where(method, path)}: abandoned, the worker is stopping", endpoint=path)
 
     # -- transport ------------------------------------------------------------------------------
-    def _client(self) -> httpx.Client:
-        with self._lock:
-            if self._http is None:
-                import httpx  # lazy: keeps `rotator --help` and nothing-due passes light
+    def _where(self, method: str, path: str) -> str:
+        """How errors name a request: method and URL, so the host is always in the one line."""
+        return f"{method} {self.host}{path}"
 
-                self._http = httpx.Client(
-                    base_url=self.host,
-                    timeout=self.timeout,
-                    headers={"User-Agent": "rotator", "Accept": "*/*"},
-                    limits=httpx.Limits(max_connections=32, max_keepalive_connections=32),
-                )
-            return self._http
+    def _client(self) -> tuple[httpx.Client, RequestGuard]:
+        with self._lock:
+            if self._http is None or self._guard is None:
+                # lazy: keeps `rotator --help` and nothing-due passes light
+                from rotator.clob.transport import RequestGuard, build_client
+
+                self._guard = RequestGuard(self._cancel)
+                self._http = build_client(self.host, self._guard)
+            return self._http, self._guard
 
     def close(self) -> None:
         with self._lock:
             if self._http is not None:
                 self._http.close()
                 self._http = None
+                self._guard = None
 
     def _count(self, path: str, code: int) -> None:
         if self.metrics is not None:
             self.metrics.clob_requests.labels(endpoint=path, code=str(code)).inc()
 
     def _send(self, method: str, path: str, headers: dict[str, str], deadline: float, query: str = "") -> Any:
-        """One request. Translates every failure into the ClobError tree."""
+        """One request, done by ``deadline`` (monotonic) and never past ``timeout`` from now, with
+        its answer capped at ``MAX_BODY``. Translates every failure into the ClobError tree."""
         import httpx
 
+        from rotator.clob.transport import MAX_BODY, CancelledIO, connect_cause, read_capped
+
+        where = self._where(method, path)
+        client, guard = self._client()
         budget = self._budget(path)
-        slot = budget.acquire(deadline)
+        slot = budget.acquire(deadline, self._cancel)
         if slot is None:
-            raise Transient(
-                f"{method} {path}: no request budget left before the pass deadline", endpoint=path
-            )
+            self._check_cancel(method, path)
+            raise Transient(f"{where}: no request budget left before the pass deadline", endpoint=path)
+        limit = min(time.monotonic() + self.timeout, deadline)
         try:
-            resp = self._client().request(method, path + query, headers=headers)
+            # The guard bounds every socket operation; httpx's own timeout only needs to be no
+            # shorter (it would otherwise cut the guard's slices).
+            timeout = max(limit - time.monotonic(), 0.001)
+            with (
+                guard.deadline(limit),
+                client.stream(method, path + query, headers=headers, timeout=timeout) as resp,
+            ):
+                status, resp_headers = resp.status_code, resp.headers
+                body = read_capped(resp)
+        except CancelledIO as exc:
+            self._count(path, 0)
+            raise Cancelled(f"{where}: abandoned, the worker is stopping", endpoint=path) from exc
+        except httpx.ConnectTimeout as exc:
+            self._count(path, 0)
+            raise Unreachable(
+                f"{where}: cannot connect (no answer within {self.timeout:g}s)", endpoint=path
+            ) from exc
         except httpx.TimeoutException as exc:
             self._count(path, 0)
-            raise Transient(f"{method} {path}: timed out after {self.timeout:g}s", endpoint=path) from exc
+            raise Transient(
+                f"{where}: timed out (whole request limited to {self.timeout:g}s)", endpoint=path
+            ) from exc
+        except httpx.ConnectError as exc:
+            self._count(path, 0)
+            raise Unreachable(f"{where}: cannot connect: {connect_cause(exc)}", endpoint=path) from exc
         except httpx.HTTPError as exc:
             self._count(path, 0)
-            raise Transient(f"{method} {path}: {type(exc).__name__}", endpoint=path) from exc
+            raise Transient(f"{where}: {type(exc).__name__}: {connect_cause(exc)}", endpoint=path) from exc
         finally:
             budget.complete(slot)
-        self._count(path, resp.status_code)
-        if resp.status_code == 200:
+        self._count(path, status)
+        if body is None:
+            raise Transient(
+                f"{where}: answer larger than {MAX_BODY // 1024} KiB, not read", status=status, endpoint=path
+            )
+        if status == 200:
             try:
-                return resp.json()
+                return json.loads(body)
             except ValueError:
-                return resp.text
-        raise self._error(method, path, resp)
+                return body.decode("utf-8", "replace")
+        raise self._error(method, path, status, resp_headers, body)
 
     def _budget(self, path: str) -> SlidingWindowBudget:
         """Which client-side budget a request to ``path`` spends: each mirrors one server-side limit."""
@@ -200,19 +270,20 @@ class ClobAdapter:
             return self.probe_budget
         return self.read_budget
 
-    def _error(self, method: str, path: str, resp: httpx.Response) -> ClobError:
-        status = resp.status_code
-        ctype = resp.headers.get("content-type", "")
+    def _error(self, method: str, path: str, status: int, headers: httpx.Headers, raw: bytes) -> ClobError:
+        ctype = headers.get("content-type", "")
         body: Any = None
         if "json" in ctype:
             try:
-                body = resp.json()
+                body = json.loads(raw)
             except ValueError:
                 body = None
         reason = body.get("error") if isinstance(body, dict) else None
-        where = f"{method} {path}"
+        if not isinstance(reason, str):
+            reason = None
+        where = self._where(method, path)
         if status == 429:
-            retry_after = _retry_after(resp.headers.get("retry-after"), body)
+            retry_after = _retry_after(headers.get("retry-after"), body)
             if retry_after is not None:
                 self._budget(path).penalise(retry_after)
             return RateLimited(f"{where}: rate limited (429)", retry_after=retry_after, endpoint=path)
@@ -235,15 +306,20 @@ class ClobAdapter:
         idempotent: bool,
         query: str = "",
     ) -> Any:
-        """Send with retries: 429 always (nothing happened), transient failures only if idempotent."""
+        """Send with retries: 429 always (nothing happened), transient failures only if idempotent,
+        never an unreachable host (refused, unresolvable: retrying within seconds does not help).
+        The whole call, retries included, ends by ``retry.deadline``."""
         deadline = time.monotonic() + self.retry.deadline
         attempt = 0
         while True:
+            self._check_cancel(method, path)
+            # Outside the retry: the headers' clock check is a call of its own, already retried.
+            headers = headers_fn()
             try:
-                return self._send(method, path, headers_fn(), deadline, query)
+                return self._send(method, path, headers, deadline, query)
             except (RateLimited, Transient) as exc:
                 attempt += 1
-                retryable = isinstance(exc, RateLimited) or idempotent
+                retryable = (isinstance(exc, RateLimited) or idempotent) and not isinstance(exc, Unreachable)
                 retry_after = exc.retry_after if isinstance(exc, RateLimited) else None
                 delay = self.retry.delay(attempt, retry_after)
                 if not retryable or attempt >= self.retry.attempts or time.monotonic() + delay > deadline:
@@ -259,7 +335,7 @@ class ClobAdapter:
         if isinstance(value, dict):  # some deployments answer {"time": ...}
             value = value.get("time", value.get("timestamp"))
         if not isinstance(value, (int, float)):
-            raise Transient("GET /time: answer is not a number", endpoint="/time")
+            raise Transient(f"{self._where('GET', '/time')}: answer is not a number", endpoint="/time")
         offset = float(value) - (local_before + local_after) / 2
         with self._lock:
             self._offset = offset
@@ -276,7 +352,7 @@ class ClobAdapter:
             )
             offset = self._offset
         if not fresh:
-            self.server_time()
+            self._check_clock()
             with self._lock:
                 offset = self._offset
         assert offset is not None
@@ -289,6 +365,25 @@ class ClobAdapter:
             )
         log.warning("local clock is %+.1fs off the CLOB's: signing with server time", offset)
         return offset
+
+    def _check_clock(self) -> None:
+        """:meth:`server_time`, except right after it failed: a create whose clock check used up its
+        retry deadline is followed at once by the lost-answer recovery (a derive), which would
+        otherwise wait the same deadline again on the same dead server."""
+        with self._lock:
+            failed = self._clock_failed
+        if failed is not None and time.monotonic() < failed[0]:
+            raise Transient(failed[1], endpoint="/time")
+        try:
+            self.server_time()
+        except Cancelled:
+            raise
+        except ClobError as exc:
+            with self._lock:
+                self._clock_failed = (time.monotonic() + CLOCK_RECHECK_AFTER_FAILURE, str(exc))
+            raise
+        with self._lock:
+            self._clock_failed = None
 
     def _timestamp(self) -> str:
         return str(int(time.time() + self.clock_offset()))
@@ -310,7 +405,7 @@ class ClobAdapter:
         if not isinstance(raw, dict) or not all(
             isinstance(raw.get(f), str) for f in ("apiKey", "secret", "passphrase")
         ):
-            raise Transient(f"{what}: answer lacks apiKey/secret/passphrase", endpoint=what)
+            raise Transient(f"{self.host}{what}: answer lacks apiKey/secret/passphrase", endpoint=what)
         return Key(
             api_key=raw["apiKey"],
             api_secret=Secret(raw["secret"]),
@@ -352,7 +447,9 @@ class ClobAdapter:
         )
         ids = raw.get("apiKeys") if isinstance(raw, dict) else None
         if not isinstance(ids, list):
-            raise Transient("GET /auth/api-keys: answer lacks apiKeys", endpoint="/auth/api-keys")
+            raise Transient(
+                f"{self._where('GET', '/auth/api-keys')}: answer lacks apiKeys", endpoint="/auth/api-keys"
+            )
         # Some SDK typings say a list of creds objects: accept both shapes.
         return [i if isinstance(i, str) else str(i.get("apiKey", i.get("key", ""))) for i in ids]
 

@@ -12,7 +12,9 @@ class ClobAuth(Protocol):
     """Issues, recovers, lists and deletes L2 keys.
 
     Every method may raise :class:`rotator.errors.RateLimited` (after its own retries ran out),
-    :class:`rotator.errors.Transient` and :class:`rotator.errors.Unauthorized`.
+    :class:`rotator.errors.Transient` (:class:`rotator.errors.Unreachable`: no connection, not
+    retried), :class:`rotator.errors.Unauthorized`, and :class:`rotator.errors.Cancelled` once the
+    worker is stopping.
     """
 
     def server_time(self) -> float:

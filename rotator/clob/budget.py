@@ -55,14 +55,17 @@ class SlidingWindowBudget:
         self._clock = clock
         self._sleep = sleep
 
-    def acquire(self, deadline: float | None = None) -> Slot | None:
-        """Wait for a slot and take it. ``None`` (nothing taken) if ``deadline`` (monotonic) would pass.
+    def acquire(self, deadline: float | None = None, cancel: threading.Event | None = None) -> Slot | None:
+        """Wait for a slot and take it. ``None`` (nothing taken) if ``deadline`` (monotonic) would pass
+        or ``cancel`` is set (the worker is stopping: the wait ends at once).
 
         The caller hands the slot back to :meth:`complete` once the answer (or the failure) is in.
         """
         if self.limit <= 0:
             return Slot(self._clock())
         while True:
+            if cancel is not None and cancel.is_set():
+                return None
             with self._lock:
                 now = self._clock()
                 self._slots = [s for s in self._slots if not s.done or s.at > now - self.window]
@@ -75,7 +78,10 @@ class SlidingWindowBudget:
                 wait = min(finished) + self.window - now if finished else 0.01
             if deadline is not None and self._clock() + wait > deadline:
                 return None
-            self._sleep(max(wait, 0.001))
+            if cancel is None:
+                self._sleep(max(wait, 0.001))
+            elif cancel.wait(max(wait, 0.001)):
+                return None
 
     def complete(self, slot: Slot) -> None:
         """The request of ``slot`` got its answer (or failed): it counts from now."""

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import threading
+import time
+
 from rotator.clob.budget import SlidingWindowBudget
 
 
@@ -100,3 +103,15 @@ def test_probes_are_stretched_to_their_share_of_the_probe_endpoint() -> None:
     assert probe_interval(_settings(10)) == 300.0  # type: ignore[arg-type]
     # 1,000 keys at 25% of 200 per 10 s: one check per key every 200 s at most
     assert probe_interval(_settings(1000, probe_every="60s")) == 200.0  # type: ignore[arg-type]
+
+
+def test_cancel_ends_a_wait_at_once_without_taking_a_slot() -> None:
+    """SIGTERM (issue 13, item 15): a request waiting for the budget gives up at once."""
+    b = SlidingWindowBudget(1, 10.0)
+    b.complete(b.acquire())  # type: ignore[arg-type]
+    cancel = threading.Event()
+    threading.Timer(0.2, cancel.set).start()
+    started = time.monotonic()
+    assert b.acquire(deadline=started + 30, cancel=cancel) is None
+    assert time.monotonic() - started < 1.5
+    assert b.acquire(deadline=time.monotonic() + 30, cancel=cancel) is None  # and stays cancelled
