@@ -124,15 +124,44 @@ class _Conflict(Exception):
     """Internal: a compare-and-set was lost; the pass stops."""
 
 
-@dataclass(slots=True)
 class _Ctx:
-    ref: CredentialRef
-    state: CredentialState
-    version: Version | None
-    step: str = "read"
-    signer: Callable[[], Signer] | None = None
-    revoked: int = 0
-    invalidated: int = 0
+    """One pass's working state. Setting ``step`` starts that step's clock (audit ``duration``)."""
+
+    __slots__ = (
+        "_step",
+        "_timer",
+        "invalidated",
+        "ref",
+        "revoked",
+        "signer",
+        "state",
+        "step_started",
+        "version",
+    )
+
+    def __init__(
+        self,
+        ref: CredentialRef,
+        state: CredentialState,
+        version: Version | None,
+        signer: Callable[[], Signer] | None = None,
+        timer: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.ref, self.state, self.version, self.signer = ref, state, version, signer
+        self.revoked = 0
+        self.invalidated = 0
+        self._timer = timer
+        self._step = "read"
+        self.step_started = timer()
+
+    @property
+    def step(self) -> str:
+        return self._step
+
+    @step.setter
+    def step(self, value: str) -> None:
+        self._step = value
+        self.step_started = self._timer()
 
 
 class Rotator:
@@ -148,6 +177,7 @@ class Rotator:
         sleep: Callable[[float], None] = time.sleep,
         owner: str | None = None,
         alive: Callable[[str], bool] = owner_alive,
+        timer: Callable[[], float] = time.monotonic,
     ) -> None:
         self.store = store
         self.clob = clob
@@ -156,6 +186,7 @@ class Rotator:
         self.sleep = sleep
         self.owner = owner or this_owner()
         self.alive = alive
+        self.timer = timer  # durations only (audit, metrics): never a deadline
 
     # -- store access with metrics ----------------------------------------------------------------
     def _save(self, ctx: _Ctx, state: CredentialState) -> None:
@@ -183,10 +214,13 @@ class Rotator:
                 "credential": ctx.ref.name,
                 "step": step,
                 "outcome": outcome,
-                "duration": round(time.monotonic() - started, 4),
+                "duration": self._since(started),
                 **fields,
             },
         )
+
+    def _since(self, started: float) -> float:
+        return round(self.timer() - started, 4)
 
     # -- the pass -----------------------------------------------------------------------------------
     def run_pass(
@@ -200,10 +234,10 @@ class Rotator:
         dry_run: bool = False,
     ) -> PassResult:
         """One pass over one credential (DESIGN.md steps 1-7). Never raises a RotatorError."""
-        t0 = time.monotonic()
+        t0 = self.timer()
         pass_start = self.clock()
         self.metrics.set_policy(ref.name, policy.rotate_every, policy.grace)
-        ctx = _Ctx(ref, CredentialState(), None, signer=signer)
+        ctx = _Ctx(ref, CredentialState(), None, signer=signer, timer=self.timer)
         outcome = "nothing-due"
         try:
             try:
@@ -257,21 +291,29 @@ class Rotator:
                     reason = self._probe_current(ctx)
                 if reason is not None:
                     ctx.step = "issue"
-                    rot_start = time.monotonic()
+                    rot_start = self.timer()
                     self._issue(ctx, signer, policy, reason)
                     self._complete(ctx, signer, policy, emergency, resumed=False)
                     self.metrics.rotation_duration.labels(credential=ref.name).observe(
-                        time.monotonic() - rot_start
+                        self.timer() - rot_start
                     )
                     outcome = "rotated"
         except _Conflict:
-            self._event(ctx, ctx.step, "lost-race", t0)
+            self._event(ctx, ctx.step, "lost-race", ctx.step_started, pass_duration=self._since(t0))
             return self._finish(ctx, "lost-race", t0)
         except RotatorError as exc:
             self.metrics.rotations.labels(credential=ref.name, result="failure").inc()
             step = exc.step if isinstance(exc, RotationError) else ctx.step
             pending = ctx.state.pending
-            self._event(ctx, step, "failed", t0, error=str(exc), nonce=pending.nonce if pending else None)
+            self._event(
+                ctx,
+                step,
+                "failed",
+                ctx.step_started,
+                error=str(exc),
+                nonce=pending.nonce if pending else None,
+                pass_duration=self._since(t0),
+            )
             log.error("%s: pass failed at %s: %s", ref.name, step, exc)
             return self._finish(ctx, "failed", t0, error=str(exc), failed_step=step)
         if outcome == "rotated":
@@ -295,7 +337,7 @@ class Rotator:
             invalidated=ctx.invalidated,
             error=error,
             failed_step=failed_step,
-            duration=time.monotonic() - t0,
+            duration=self.timer() - t0,
             key_prefix=state.current.masked if state.current else None,
         )
 
@@ -316,7 +358,7 @@ class Rotator:
         cur = ctx.state.current
         if cur is None or ctx.state.published_nonce == cur.nonce:
             return
-        t = time.monotonic()
+        t = self.timer()
         self._publish(ctx, cur)
         self._event(ctx, "publish", "republished", t, nonce=cur.nonce, key=cur.masked)
 
@@ -344,7 +386,7 @@ class Rotator:
         cur = ctx.state.current
         if cur is None:
             return
-        t = time.monotonic()
+        t = self.timer()
         try:
             published = self.store.read_published(ctx.ref)
         except RotatorError:
@@ -379,7 +421,7 @@ class Rotator:
 
     def _revoke(self, ctx: _Ctx, entry: Retiring, lagging: Sequence[Ack] = ()) -> None:
         """Revoke ``entry``; ``lagging``: live consumers still on another key at the end of grace."""
-        t = time.monotonic()
+        t = self.timer()
         name = ctx.ref.name
         try:
             self.clob.delete_key(entry.key)
@@ -433,19 +475,25 @@ class Rotator:
     def _probe_current(self, ctx: _Ctx) -> str | None:
         cur = ctx.state.current
         assert cur is not None
-        t = time.monotonic()
+        t = self.timer()
         try:
             self.clob.list_keys(cur)
         except Unauthorized:
             self._event(ctx, "probe", "rejected", t, nonce=cur.nonce, key=cur.masked)
             return "rejected"
+        except ClobError as exc:
+            # A probe that cannot tell (5xx, timeouts, 429 after retries) says nothing about the key:
+            # "unknown" leaves it in place; only a 401 is a reason to replace it.
+            self._event(ctx, "probe", "unknown", t, nonce=cur.nonce, key=cur.masked, error=str(exc))
+            log.warning("%s: could not probe the current key %s: %s", ctx.ref.name, cur.masked, exc)
+            return None
         return None
 
     def _take_lease(self, ctx: _Ctx, policy: Policy) -> None:
         pending = ctx.state.pending
         assert pending is not None
         if pending.owner != self.owner:
-            t = time.monotonic()
+            t = self.timer()
             previous = pending.owner
             now = self.clock()
             self._save(
@@ -458,7 +506,7 @@ class Rotator:
 
     def _issue(self, ctx: _Ctx, signer: Callable[[], Signer], policy: Policy, reason: str) -> None:
         """Step 4a: find the nonce and durably record the intent before any key exists."""
-        t = time.monotonic()
+        t = self.timer()
         nonce = max(ctx.state.next_nonce, policy.start_nonce)
         if ctx.state.current is None and not ctx.state.history and not ctx.state.retiring:
             nonce = self._bootstrap_nonce(ctx, signer(), policy, nonce)
@@ -478,12 +526,12 @@ class Rotator:
             if policy.adopt_existing and ctx.state.current is None:
                 self._adopt(ctx, existing)
             else:
-                self._event(ctx, "bootstrap", "nonce-taken", time.monotonic(), nonce=nonce)
+                self._event(ctx, "bootstrap", "nonce-taken", self.timer(), nonce=nonce)
             nonce += 1
         raise RotationError("issue", f"no free nonce in {MAX_NONCE_WALK} tries from {policy.start_nonce}")
 
     def _adopt(self, ctx: _Ctx, key: Key) -> None:
-        t = time.monotonic()
+        t = self.timer()
         if key.api_key not in self.clob.list_keys(key):
             raise RotationError("adopt", f"existing key {key.masked} at nonce {key.nonce} does not verify")
         # Unknown age: created_at 0 makes it due, so this same pass retires it with a grace window.
@@ -521,7 +569,7 @@ class Rotator:
         pass has just recorded cannot have a key yet, so it spares the CLOB that request.
         """
         ctx.step = "create"
-        t = time.monotonic()
+        t = self.timer()
         if not fresh:
             key = self.clob.derive_key(signer, nonce)
             if key is not None:
@@ -547,7 +595,7 @@ class Rotator:
     def _verify(self, ctx: _Ctx, key: Key, policy: Policy) -> None:
         """Step 5: the new key must work (L2) before anyone sees it. Retries through propagation delay."""
         ctx.step = "verify"
-        t = time.monotonic()
+        t = self.timer()
         deadline = max(key.created_at + policy.verify_timeout, self.clock() + policy.verify_backoff)
         delay = policy.verify_backoff
         attempts = 0
@@ -573,7 +621,7 @@ class Rotator:
 
     def _abandon(self, ctx: _Ctx, key: Key) -> None:
         """A key that never verified is never published; it is revoked like any other (I3, I5)."""
-        t = time.monotonic()
+        t = self.timer()
         now = self.clock()
         entry = Retiring(key=key, retired_at=now, revoke_after=now, reason="unverified")
         self._save(ctx, replace(ctx.state, pending=None, retiring=(*ctx.state.retiring, entry)))
@@ -583,7 +631,7 @@ class Rotator:
     def _promote(self, ctx: _Ctx, key: Key, policy: Policy, emergency: bool) -> Key | None:
         """Step 6: the verified key becomes current; the old one retires with its grace deadline."""
         ctx.step = "promote"
-        t = time.monotonic()
+        t = self.timer()
         now = self.clock()
         old = ctx.state.current
         retiring = ctx.state.retiring
@@ -611,7 +659,7 @@ class Rotator:
     def _probe_old(self, ctx: _Ctx, old: Key) -> None:
         """Step 7: does the server keep one key per wallet? If the old key is already dead, record it."""
         ctx.step = "probe-old"
-        t = time.monotonic()
+        t = self.timer()
         try:
             self.clob.list_keys(old)
         except Unauthorized:
