@@ -74,12 +74,17 @@ class Policy:
 
 # -- pure decisions --------------------------------------------------------------------------------
 def rotation_reason(
-    state: CredentialState, now: float, policy: Policy, force_before: float | None
+    state: CredentialState, now: float, policy: Policy, force_nonce: int | None = None
 ) -> str | None:
-    """Why the credential needs a new key now, or None. ``force_before``: rotate a key older than it."""
+    """Why the credential needs a new key now, or None.
+
+    ``force_nonce``: the nonce of the key that was current when a forced (or emergency) pass read
+    the state; that key, and only that one, is replaced whatever its age. Identity, not time: its
+    ``created_at`` was stamped by whichever worker made it, on that worker's clock.
+    """
     if state.current is None:
         return "bootstrap"
-    if force_before is not None and state.current.created_at <= force_before:
+    if force_nonce is not None and state.current.nonce == force_nonce:
         return "forced"
     if now - state.current.created_at >= policy.rotate_every:
         return "due"
@@ -235,7 +240,6 @@ class Rotator:
     ) -> PassResult:
         """One pass over one credential (DESIGN.md steps 1-7). Never raises a RotatorError."""
         t0 = self.timer()
-        pass_start = self.clock()
         self.metrics.set_policy(ref.name, policy.rotate_every, policy.grace)
         ctx = _Ctx(ref, CredentialState(), None, signer=signer, timer=self.timer)
         outcome = "nothing-due"
@@ -247,6 +251,10 @@ class Rotator:
                 raise
             self._store_metric("load", "success")
             ctx.state, ctx.version = snap.state, snap.version
+            # --force/--emergency replace the key current at this read, by identity (DESIGN.md step 4).
+            force_nonce = (
+                snap.state.current.nonce if (force or emergency) and snap.state.current is not None else None
+            )
             now = self.clock()
             if ctx.state.pending is not None and lease_blocked(
                 ctx.state.pending, now, self.owner, self.alive
@@ -254,7 +262,7 @@ class Rotator:
                 self._event(ctx, "read", "in-flight-elsewhere", t0, nonce=ctx.state.pending.nonce)
                 return self._finish(ctx, "in-flight-elsewhere", t0)
             if dry_run:
-                return self._finish(ctx, self._dry_run(ctx, policy, force, pass_start), t0)
+                return self._finish(ctx, self._dry_run(ctx, policy, force_nonce), t0)
 
             ctx.step = "publish"
             self._reconcile_publish(ctx)
@@ -285,7 +293,7 @@ class Rotator:
                 self._complete(ctx, signer, policy, emergency)
                 outcome = "rotated"
             else:
-                reason = rotation_reason(ctx.state, now, policy, pass_start if (force or emergency) else None)
+                reason = rotation_reason(ctx.state, now, policy, force_nonce)
                 if reason is None and policy.probe_current and ctx.state.current is not None:
                     ctx.step = "probe"
                     reason = self._probe_current(ctx)
@@ -341,11 +349,11 @@ class Rotator:
             key_prefix=state.current.masked if state.current else None,
         )
 
-    def _dry_run(self, ctx: _Ctx, policy: Policy, force: bool, pass_start: float) -> str:
+    def _dry_run(self, ctx: _Ctx, policy: Policy, force_nonce: int | None) -> str:
         now = self.clock()
         if ctx.state.pending is not None:
             return "would-resume"
-        reason = rotation_reason(ctx.state, now, policy, pass_start if force else None)
+        reason = rotation_reason(ctx.state, now, policy, force_nonce)
         if reason is not None:
             return "would-rotate"
         if due_revocations(ctx.state, now):
@@ -563,11 +571,14 @@ class Rotator:
                 self._revoke(ctx, entry)
 
     def _obtain(self, ctx: _Ctx, signer: Signer, nonce: int, fresh: bool) -> Key:
-        """Step 4b: the key for the recorded intent.
+        """Step 4b: the key for the recorded intent, stamped on the pass's clock (the CLOB's): its
+        ``created_at`` is the start of the key's age, which every worker compares with its own now."""
+        key = self._obtain_key(ctx, signer, nonce, fresh)
+        return replace(key, created_at=self.clock())
 
-        A resumed intent derives first: its create may have landed before a crash. An intent this
-        pass has just recorded cannot have a key yet, so it spares the CLOB that request.
-        """
+    def _obtain_key(self, ctx: _Ctx, signer: Signer, nonce: int, fresh: bool) -> Key:
+        """A resumed intent derives first: its create may have landed before a crash. An intent this
+        pass has just recorded cannot have a key yet, so it spares the CLOB that request."""
         ctx.step = "create"
         t = self.timer()
         if not fresh:

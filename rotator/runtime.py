@@ -12,6 +12,7 @@ from pathlib import Path
 
 from rotator.clob.adapter import ClobAdapter, RetryPolicy, SkewPolicy
 from rotator.clob.budget import SlidingWindowBudget
+from rotator.clob.clock import ClobClock
 from rotator.config import CredentialSettings, Settings
 from rotator.errors import ConfigError
 from rotator.metrics import Metrics
@@ -95,7 +96,9 @@ class Runtime:
     @property
     def rotator(self) -> Rotator:
         if self._rotator is None:
-            self._rotator = Rotator(self.store, self.clob, self.metrics)
+            # Deadlines on the CLOB's clock, not this machine's (DESIGN.md "Time", issue 13 item 9).
+            clock = ClobClock(self.clob.server_time)
+            self._rotator = Rotator(self.store, self.clob, self.metrics, clock=clock)
         return self._rotator
 
     def signer(self, cred: CredentialSettings) -> Callable[[], Signer]:

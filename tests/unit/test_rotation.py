@@ -141,20 +141,21 @@ def run(rot: Rotator, **kw: bool):  # type: ignore[no-untyped-def]
 
 # -- pure decisions -------------------------------------------------------------------------------
 @pytest.mark.parametrize(
-    ("current_created", "now", "force_before", "expected"),
+    ("current_created", "now", "force_nonce", "expected"),
     [
         (None, 0, None, "bootstrap"),
         (0.0, 50, None, None),
         (0.0, 100, None, "due"),
-        (0.0, 50, 10.0, "forced"),
-        (20.0, 50, 10.0, None),  # someone rotated after this forced pass started: rotate once only
+        (0.0, 50, 0, "forced"),
+        (600.0, 50, 0, "forced"),  # stamped by a clock running ahead: still the key to replace
+        (20.0, 50, 7, None),  # someone rotated after this forced pass read the state: rotate once only
     ],
 )
 def test_rotation_reason(
-    current_created: float | None, now: float, force_before: float | None, expected: str | None
+    current_created: float | None, now: float, force_nonce: int | None, expected: str | None
 ) -> None:
     state = CredentialState(current=key(0, current_created) if current_created is not None else None)
-    assert rotation_reason(state, now, POLICY, force_before) == expected
+    assert rotation_reason(state, now, POLICY, force_nonce) == expected
 
 
 def test_due_revocations_respect_grace() -> None:

@@ -70,3 +70,24 @@ def test_each_audit_event_carries_its_own_steps_duration(world, caplog) -> None:
     # The failure event is the failing step's (verify), not the pass's 135 s.
     failed = durations[("verify", "failed")]
     assert failed < 100.0
+
+
+def test_emergency_replaces_a_key_stamped_by_a_clock_running_ahead(world) -> None:  # type: ignore[no-untyped-def]
+    """Item 1: a key created by a worker whose clock ran 10 min ahead is still the one to replace."""
+    clock, store, clob, rot = world
+    clock.now += 600
+    run(rot)
+    leaked = store.published
+    clock.now -= 600  # this worker's clock is right
+    result = run(rot, force=True, emergency=True)
+    assert result.outcome == "rotated"
+    assert leaked.api_key not in clob.live  # type: ignore[union-attr]
+    assert store.published.nonce == 1  # type: ignore[union-attr]
+
+
+def test_force_with_a_clock_behind_still_rotates_once(world) -> None:  # type: ignore[no-untyped-def]
+    clock, store, _clob, rot = world
+    run(rot)
+    clock.now -= 3600
+    assert run(rot, force=True).outcome == "rotated"
+    assert store.published.nonce == 1  # type: ignore[union-attr]

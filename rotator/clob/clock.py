@@ -1,0 +1,65 @@
+"""The CLOB's clock, for every deadline the rotation computes (DESIGN.md "Time").
+
+Grace deadlines, leases and key ages are written into the shared state and compared by other
+workers, so they must not depend on any one machine's clock. The CLOB's answer to ``GET /time`` is
+carried forward on the monotonic clock, which a wall-clock jump (NTP step, VM resume, an operator's
+``date -s``) does not move, and measured again every ``refresh_every`` seconds.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+
+from rotator.errors import ClobError
+
+log = logging.getLogger("rotator.clob")
+
+
+class ClobClock:
+    """Unix seconds on the CLOB's clock. Callable, so it fits ``Rotator(clock=...)``."""
+
+    def __init__(
+        self,
+        server_time: Callable[[], float],
+        *,
+        refresh_every: float = 300.0,
+        monotonic: Callable[[], float] = time.monotonic,
+        local: Callable[[], float] = time.time,
+    ) -> None:
+        self._server_time = server_time
+        self._refresh_every = refresh_every
+        self._monotonic = monotonic
+        self._local = local
+        self._lock = threading.Lock()
+        self._anchor: tuple[float, float] | None = None  # (CLOB time, monotonic time) at one instant
+
+    def refresh(self) -> None:
+        """Ask the CLOB for its time now. :raises ClobError: when it cannot answer."""
+        before = self._monotonic()
+        server = self._server_time()
+        after = self._monotonic()
+        with self._lock:
+            self._anchor = (server, (before + after) / 2)
+
+    def __call__(self) -> float:
+        with self._lock:
+            anchor = self._anchor
+        if anchor is None or self._monotonic() - anchor[1] >= self._refresh_every:
+            try:
+                self.refresh()
+            except ClobError as exc:
+                if anchor is None:
+                    # Never measured: the local clock is all there is. A CLOB that cannot answer
+                    # /time will not answer the DELETE or create either, so no deadline passes
+                    # on this guess alone; failing the pass here would fail passes that are fine.
+                    log.warning("CLOB time unavailable, using the local clock for now: %s", exc)
+                    return self._local()
+                log.warning("CLOB time unavailable, carrying the last measurement forward: %s", exc)
+            with self._lock:
+                anchor = self._anchor
+        assert anchor is not None
+        server, at = anchor
+        return server + (self._monotonic() - at)

@@ -1,0 +1,56 @@
+"""The CLOB's clock (issue 13 item 9): measured once, carried on the monotonic clock, immune to
+wall-clock jumps, re-measured when stale, and never failing a pass because /time did not answer."""
+
+from __future__ import annotations
+
+from rotator.clob.clock import ClobClock
+from rotator.errors import Transient
+
+
+class Clocks:
+    def __init__(self) -> None:
+        self.mono = 50.0
+        self.wall = 1_000.0  # this machine's clock
+        self.server = 2_000.0  # the CLOB's clock at mono 50
+        self.calls = 0
+        self.down = False
+
+    def server_time(self) -> float:
+        self.calls += 1
+        if self.down:
+            raise Transient("GET /time: 503")
+        return self.server + (self.mono - 50.0)
+
+
+def make(c: Clocks) -> ClobClock:
+    return ClobClock(c.server_time, refresh_every=300, monotonic=lambda: c.mono, local=lambda: c.wall)
+
+
+def test_reads_the_clob_time_and_ignores_local_jumps() -> None:
+    c = Clocks()
+    clock = make(c)
+    assert clock() == 2_000.0
+    c.wall += 120  # the local clock jumps forward
+    c.mono += 5
+    assert clock() == 2_005.0
+    assert c.calls == 1
+
+
+def test_measures_again_when_stale_and_carries_on_when_the_clob_is_down() -> None:
+    c = Clocks()
+    clock = make(c)
+    clock()
+    c.mono += 301
+    assert clock() == 2_301.0 and c.calls == 2
+    c.down = True
+    c.mono += 400
+    assert clock() == 2_701.0  # the last measurement, carried forward
+
+
+def test_falls_back_to_the_local_clock_only_when_never_measured() -> None:
+    c = Clocks()
+    c.down = True
+    clock = make(c)
+    assert clock() == 1_000.0
+    c.down = False
+    assert clock() == 2_000.0
