@@ -521,7 +521,13 @@ class Rotator:
             if ctx.state.current is not None:
                 reason = "adopted"
         now = self.clock()
-        pending = Pending(nonce=nonce, started_at=now, owner=self.owner, lease_until=now + policy.lease)
+        pending = Pending(
+            nonce=nonce,
+            started_at=now,
+            owner=self.owner,
+            lease_until=now + policy.lease,
+            address=signer().address,  # only this wallet can find a key made at this nonce again
+        )
         self._save(ctx, replace(ctx.state, pending=pending, next_nonce=nonce + 1))
         self._event(ctx, "intent", "recorded", t, nonce=nonce, reason=reason)
 
@@ -554,6 +560,7 @@ class Rotator:
         """Steps 4b-7 for the pending rotation. ``resumed``: the intent was found, not just recorded."""
         pending = ctx.state.pending
         assert pending is not None
+        self._check_wallet(pending, signer)
         if pending.key is None:
             key = self._obtain(
                 ctx, signer(), pending.nonce, fresh=pending.owner == self.owner and not resumed
@@ -569,6 +576,23 @@ class Rotator:
             ctx.step = "revoke"
             for entry in due_revocations(ctx.state, self.clock()):
                 self._revoke(ctx, entry)
+
+    @staticmethod
+    def _check_wallet(pending: Pending, signer: Callable[[], Signer]) -> None:
+        """A rotation in flight belongs to the wallet that started it. Deriving with another wallet
+        would find nothing and create a key there, orphaning the one the crash may have left at
+        (old wallet, nonce); promoting a recorded key would publish the old wallet's key."""
+        recorded = pending.wallet
+        if recorded is None:  # a schema-1 intent: it never said, so nothing to check against
+            return
+        configured = signer().address
+        if configured.lower() != recorded.lower():
+            raise RotationError(
+                "resume",
+                f"the rotation in flight (nonce {pending.nonce}) was started with wallet {recorded}, "
+                f"but the configured signer is wallet {configured}: configure that wallet's signer "
+                "again until a pass completes it, then change wallets",
+            )
 
     def _obtain(self, ctx: _Ctx, signer: Signer, nonce: int, fresh: bool) -> Key:
         """Step 4b: the key for the recorded intent, stamped on the pass's clock (the CLOB's): its

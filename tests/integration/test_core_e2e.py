@@ -43,8 +43,13 @@ def run_shifted(w: Worker, shift: str, *args: str) -> subprocess.CompletedProces
 
 
 def assert_i3(w: Worker, sb: Sandbox, foreign: frozenset[str] = frozenset()) -> None:
-    """I3: nothing live at the CLOB for this wallet is unaccounted for."""
-    orphans = set(sb.live_keys(w.address)) - w.known_keys() - foreign
+    """I3: every key live at the CLOB for this wallet is current, retiring or pending (a recorded
+    triplet, or an intent naming this wallet and the key's nonce)."""
+    known = w.known_keys()
+    pending = w.state().pending
+    if pending is not None and pending.key is None and (pending.address or "").lower() == w.address.lower():
+        known |= {r.api_key for r in sb.keys(w.address) if r.nonce == pending.nonce}
+    orphans = set(sb.live_keys(w.address)) - known - foreign
     assert not orphans, f"orphan keys at the CLOB: {orphans}"
 
 
@@ -140,3 +145,52 @@ def assert_i3_raw(w: Worker, sb: Sandbox, raw: dict[str, object]) -> None:
     current = raw["current"]
     assert isinstance(current, dict)
     assert set(sb.live_keys(w.address)) == {current["api_key"]}
+
+
+# -- item 6: the intent records its wallet -------------------------------------------------------
+def test_a_crash_then_a_wallet_change_never_orphans_the_old_wallets_key(
+    sandbox: Sandbox, tmp_path: Path, wallet: tuple[str, str]
+) -> None:
+    from eth_account import Account
+
+    from tests.harness import SECRETS
+
+    old = Worker(tmp_path, sandbox.url, *wallet)
+    old.rotate()
+    hold = sandbox.hold("POST", "/auth/api-key", "after")
+    proc = old.start("rotate", "--all", "--force")
+    try:
+        assert hold.reached.wait(30), "the worker never created its key"
+        old.kill(proc)  # the key exists at (old wallet, nonce 1); the state only has the intent
+    finally:
+        hold.release()
+    assert len(sandbox.live_keys(old.address)) == 2
+
+    acct = Account.create()
+    SECRETS.update((acct.key.hex(), acct.key.hex().removeprefix("0x")))
+    new = Worker(tmp_path, sandbox.url, acct.key.hex(), acct.address, file_key=old.file_key)
+    proc = new.run("rotate", "--all")
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert old.address in proc.stdout and new.address in proc.stdout and "(resume)" in proc.stdout
+    assert "Traceback" not in proc.stderr
+    assert sandbox.live_keys(new.address) == []  # nothing made with the new wallet
+    pending = new.state().pending
+    assert pending is not None and pending.nonce == 1 and pending.address == old.address
+    assert_i3(old, sandbox)  # the intent still accounts for the old wallet's key
+
+    # The old wallet's signer, once more: the resume finds its key and completes.
+    old.write_config()
+    old.rotate()
+    published = old.published()
+    assert published is not None and published.nonce == 1 and published.address == old.address
+    assert_i3(old, sandbox)
+
+    # Now the wallet change goes through, and the old wallet's keys are revoked after grace.
+    new.write_config()
+    new.rotate("--force")
+    published = new.published()
+    assert published is not None and published.address == new.address
+    time.sleep(2.2)
+    new.rotate()
+    assert sandbox.live_keys(old.address) == []
+    assert_i3(new, sandbox)

@@ -135,8 +135,15 @@ def world() -> tuple[Clock, MemoryStore, FakeClob, Rotator]:
     return clock, store, clob, rot
 
 
-def run(rot: Rotator, **kw: bool):  # type: ignore[no-untyped-def]
-    return rot.run_pass(REF, lambda: object(), POLICY, **kw)  # type: ignore[arg-type, return-value]
+class Wallet:
+    """The one thing the rotation asks of a signer itself: its address (the fake CLOB signs nothing)."""
+
+    def __init__(self, address: str = "0xA") -> None:
+        self.address = address
+
+
+def run(rot: Rotator, wallet: str = "0xA", **kw: bool):  # type: ignore[no-untyped-def]
+    return rot.run_pass(REF, lambda: Wallet(wallet), POLICY, **kw)  # type: ignore[arg-type, return-value]
 
 
 # -- pure decisions -------------------------------------------------------------------------------

@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import logging
 
+import pytest
+
 from rotator.errors import Transient
-from tests.unit.test_rotation import REF, Clock, FakeClob, MemoryStore, run, world  # noqa: F401
+from rotator.model import CredentialState, Pending
+from tests.unit.test_rotation import REF, Clock, FakeClob, MemoryStore, key, run, world  # noqa: F401
 
 __all__ = ["world"]
 
@@ -91,3 +94,42 @@ def test_force_with_a_clock_behind_still_rotates_once(world) -> None:  # type: i
     clock.now -= 3600
     assert run(rot, force=True).outcome == "rotated"
     assert store.published.nonce == 1  # type: ignore[union-attr]
+
+
+def test_the_intent_records_the_wallet(world) -> None:  # type: ignore[no-untyped-def]
+    """Item 6: the intent names the wallet, so a resume knows which wallet may hold its key."""
+    _clock, store, clob, rot = world
+    clob.lose_create_answer = True
+    real_derive = clob.derive_key
+    seen: list[str | None] = []
+
+    def derive(signer: object, nonce: int):  # type: ignore[no-untyped-def]
+        seen.append(store.state.pending.address if store.state and store.state.pending else None)
+        return real_derive(signer, nonce)
+
+    clob.derive_key = derive  # type: ignore[method-assign]
+    assert run(rot, wallet="0xWalletA").outcome == "rotated"
+    assert seen[-1] == "0xWalletA"  # recorded before the create's lost answer was recovered
+
+
+@pytest.mark.parametrize("key_recorded", [False, True], ids=["intent-only", "key-recorded"])
+def test_a_resume_with_another_wallet_refuses_and_touches_nothing(world, key_recorded: bool) -> None:  # type: ignore[no-untyped-def]
+    """Item 6: crash, then a wallet change under the same name: never derive/create with the new wallet."""
+    clock, store, clob, rot = world
+    k = key(0, clock.now) if key_recorded else None
+    if k is not None:  # the crashed pass had created and recorded it
+        clob.by_nonce[0] = clob.live[k.api_key] = k
+    store.state = CredentialState(
+        pending=Pending(0, clock.now, "dead", clock.now + 999, key=k, address="0xOld"), next_nonce=1
+    )
+    store.version = 1
+    before = store.state
+    result = run(rot, wallet="0xNew")
+    assert result.outcome == "failed" and result.failed_step == "resume"
+    assert "0xOld" in (result.error or "") and "0xNew" in (result.error or "")
+    assert [c for c in clob.calls if not c.startswith("list")] == []
+    assert store.state.pending.nonce == 0 and store.state.pending.wallet == "0xOld"  # type: ignore[union-attr]
+    assert store.published is None and before.next_nonce == store.state.next_nonce  # type: ignore[union-attr]
+    # Same wallet (any letter case) completes it.
+    assert run(rot, wallet="0xOLD").outcome == "rotated"
+    assert store.published.nonce == 0  # type: ignore[union-attr]
