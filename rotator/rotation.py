@@ -45,6 +45,8 @@ audit = logging.getLogger("rotator.audit")
 
 #: How many taken nonces a bootstrap walks past before it gives up.
 MAX_NONCE_WALK = 64
+#: A lost state's recovery looks this many nonces below the published key for keys still live.
+RECOVER_BELOW = 4
 #: A key that refuses its own DELETE but still exists (propagating) is tried again after this.
 RECHECK_LIVE_KEY = 15.0
 
@@ -515,10 +517,13 @@ class Rotator:
     def _issue(self, ctx: _Ctx, signer: Callable[[], Signer], policy: Policy, reason: str) -> None:
         """Step 4a: find the nonce and durably record the intent before any key exists."""
         t = self.timer()
+        bootstrap = ctx.state.current is None and not ctx.state.history and not ctx.state.retiring
+        if bootstrap and self._recover_published(ctx, signer(), policy):
+            reason = "recovered"  # a lost state: the published key is ours, adopted (it retires now)
         nonce = max(ctx.state.next_nonce, policy.start_nonce)
-        if ctx.state.current is None and not ctx.state.history and not ctx.state.retiring:
+        if bootstrap:
             nonce = self._bootstrap_nonce(ctx, signer(), policy, nonce)
-            if ctx.state.current is not None:
+            if ctx.state.current is not None and reason != "recovered":
                 reason = "adopted"
         now = self.clock()
         pending = Pending(
@@ -531,6 +536,67 @@ class Rotator:
         self._save(ctx, replace(ctx.state, pending=pending, next_nonce=nonce + 1))
         self._event(ctx, "intent", "recorded", t, nonce=nonce, reason=reason)
 
+    def _recover_published(self, ctx: _Ctx, signer: Signer, policy: Policy) -> bool:
+        """A bootstrap over a published key: the state was lost (deleted by hand, a fresh store
+        over an old published path), not never written. Returns True when the key was adopted.
+
+        The published key is ours when this wallet's own L1 derive finds that very key at its
+        nonce: then it becomes ``current`` (and this pass retires it with its grace, as consumers
+        hold it). Keys still live just below it are probably ours too (retiring when the state
+        was lost), but nothing proves it: a key made by hand is live at such a nonce as well. They
+        are adopted for revocation when ``adopt_existing`` says keys found on the wallet are ours,
+        and otherwise named in a warning, never walked past in silence.
+        """
+        t = self.timer()
+        try:
+            published = self.store.read_published(ctx.ref)
+        except RotatorError:
+            self._store_metric("read_published", "failure")
+            raise
+        self._store_metric("read_published", "success")
+        if published is None:
+            return False
+        if published.address.lower() != signer.address.lower():
+            log.warning(
+                "%s: no state, and the published key %s is for wallet %s, not the configured %s: "
+                "leaving it alone (revoke it by hand if it is no longer used)",
+                ctx.ref.name,
+                published.masked,
+                published.address,
+                signer.address,
+            )
+            self._event(ctx, "recover", "other-wallet", t, nonce=published.nonce, key=published.masked)
+            return False
+        live = self.clob.derive_key(signer, published.nonce)
+        if live is None or live.api_key != published.api_key:
+            self._event(ctx, "recover", "published-not-live", t, nonce=published.nonce, key=published.masked)
+            return False
+        self._adopt(ctx, live)
+        self._event(ctx, "recover", "adopted-published", t, nonce=live.nonce, key=live.masked)
+        below = range(max(policy.start_nonce, live.nonce - RECOVER_BELOW), live.nonce)
+        found = [k for k in (self.clob.derive_key(signer, n) for n in below) if k is not None]
+        if not found:
+            return True
+        if policy.adopt_existing:
+            now = self.clock()
+            entries = tuple(
+                Retiring(replace(k, created_at=0.0), now, now + policy.grace, "recovered") for k in found
+            )
+            self._save(ctx, replace(ctx.state, retiring=(*ctx.state.retiring, *entries)))
+            for k in found:
+                self._event(ctx, "recover", "retiring", t, nonce=k.nonce, key=k.masked)
+            return True
+        for k in found:
+            log.warning(
+                "%s: state lost; key %s at nonce %d below the published one is live but not provably "
+                "ours: left alone (set adopt_existing to retire such keys, or revoke it by hand)",
+                ctx.ref.name,
+                k.masked,
+                k.nonce,
+            )
+            self._event(ctx, "recover", "unproven-key-left", t, nonce=k.nonce, key=k.masked)
+        return True
+
     def _bootstrap_nonce(self, ctx: _Ctx, signer: Signer, policy: Policy, nonce: int) -> int:
         """No key of ours yet: nonces that already hold a key were made by hand, not by us."""
         for _ in range(MAX_NONCE_WALK):
@@ -540,7 +606,14 @@ class Rotator:
             if policy.adopt_existing and ctx.state.current is None:
                 self._adopt(ctx, existing)
             else:
-                self._event(ctx, "bootstrap", "nonce-taken", self.timer(), nonce=nonce)
+                log.warning(
+                    "%s: nonce %d of this wallet already holds key %s that rotator has no record of: "
+                    "left alone (set adopt_existing to adopt and retire it, or revoke it by hand)",
+                    ctx.ref.name,
+                    nonce,
+                    existing.masked,
+                )
+                self._event(ctx, "bootstrap", "nonce-taken", self.timer(), nonce=nonce, key=existing.masked)
             nonce += 1
         raise RotationError("issue", f"no free nonce in {MAX_NONCE_WALK} tries from {policy.start_nonce}")
 

@@ -194,3 +194,42 @@ def test_a_crash_then_a_wallet_change_never_orphans_the_old_wallets_key(
     new.rotate()
     assert sandbox.live_keys(old.address) == []
     assert_i3(new, sandbox)
+
+
+# -- item 7: a lost state is recovered from the published secret ---------------------------------
+def lose_state(w: Worker) -> None:
+    """The state is force-deleted; the published secret stays (file store: drop the state entry)."""
+    store = w.store()
+    with store._locked():
+        contents = store._read_copy()
+        del contents.credentials[w.name]
+        store._write(contents)
+    assert w.store().load(w.ref).version is None and w.published() is not None
+
+
+@pytest.mark.parametrize("adopt_existing", [False, True], ids=["default", "adopt_existing"])
+def test_a_lost_state_recovers_the_published_key(
+    sandbox: Sandbox, tmp_path: Path, wallet: tuple[str, str], adopt_existing: bool
+) -> None:
+    w = Worker(tmp_path, sandbox.url, *wallet, cred_extra={"adopt_existing": adopt_existing})
+    w.rotate()
+    w.rotate("--force")  # nonce 0 retiring (grace 2 s), nonce 1 current and published
+    keys = {r.nonce: r.api_key for r in sandbox.keys(w.address)}
+    lose_state(w)
+
+    proc = w.rotate()
+    assert "mm1: rotated" in proc.stdout
+    state = w.state()
+    assert state.current is not None and state.current.nonce == 2
+    retiring = {r.key.nonce for r in state.retiring}
+    assert retiring == ({0, 1} if adopt_existing else {1})  # the published key is provably ours
+    # Without adopt_existing, nonce 0 might be a key made by hand: left live, but named.
+    foreign = frozenset() if adopt_existing else frozenset({keys[0]})
+    if not adopt_existing:
+        assert "nonce 0" in proc.stderr and keys[0][:8] in proc.stderr
+    assert_i3(w, sandbox, foreign)
+    time.sleep(2.2)
+    w.rotate()
+    assert keys[1] not in sandbox.live_keys(w.address)
+    assert set(sandbox.live_keys(w.address)) == {state.current.api_key} | foreign
+    assert_i3(w, sandbox, foreign)

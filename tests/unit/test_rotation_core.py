@@ -8,12 +8,23 @@ tests/integration/test_core_e2e.py.
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 
 import pytest
 
 from rotator.errors import Transient
 from rotator.model import CredentialState, Pending
-from tests.unit.test_rotation import REF, Clock, FakeClob, MemoryStore, key, run, world  # noqa: F401
+from tests.unit.test_rotation import (  # noqa: F401
+    POLICY,
+    REF,
+    Clock,
+    FakeClob,
+    MemoryStore,
+    Wallet,
+    key,
+    run,
+    world,
+)
 
 __all__ = ["world"]
 
@@ -133,3 +144,53 @@ def test_a_resume_with_another_wallet_refuses_and_touches_nothing(world, key_rec
     # Same wallet (any letter case) completes it.
     assert run(rot, wallet="0xOLD").outcome == "rotated"
     assert store.published.nonce == 0  # type: ignore[union-attr]
+
+
+def _lose_state_after_two_rotations(world):  # type: ignore[no-untyped-def]
+    clock, store, clob, rot = world
+    run(rot)
+    clock.now += 100
+    run(rot)  # nonce 0 retiring, nonce 1 current and published
+    store.state, store.version = None, 0  # the state is force-deleted; the published secret stays
+    return clob.by_nonce[0], clob.by_nonce[1]
+
+
+def test_a_lost_state_adopts_the_published_key_and_names_the_unproven_ones(world, caplog) -> None:  # type: ignore[no-untyped-def]
+    """Item 7: the bootstrap after a lost state recovers the published key, never walks past it."""
+    clock, store, clob, rot = world
+    retiring, published = _lose_state_after_two_rotations(world)
+    with caplog.at_level(logging.WARNING, logger="rotator.rotation"):
+        result = run(rot)
+    assert result.outcome == "rotated"
+    state = store.state
+    assert state.current.nonce == 2 and store.published.nonce == 2  # type: ignore[union-attr]
+    # The published key is ours (derive proves it): it retires with its grace, as consumers hold it.
+    assert [(r.key.api_key, r.reason) for r in state.retiring] == [(published.api_key, "rotated")]  # type: ignore[union-attr]
+    assert state.retiring[0].revoke_after == clock.now + 10  # type: ignore[union-attr]
+    # The key below it cannot be told from one made by hand: left live, but named.
+    assert retiring.api_key in clob.live
+    assert any("nonce 0" in r.getMessage() and retiring.masked in r.getMessage() for r in caplog.records)
+    clock.now += 10
+    run(rot)
+    assert published.api_key not in clob.live  # revoked after grace: not orphaned
+
+
+def test_a_lost_state_with_adopt_existing_retires_the_keys_below_too(world) -> None:  # type: ignore[no-untyped-def]
+    clock, store, clob, rot = world
+    retiring, published = _lose_state_after_two_rotations(world)
+    policy = replace(POLICY, adopt_existing=True)
+    assert rot.run_pass(REF, lambda: Wallet(), policy).outcome == "rotated"  # type: ignore[arg-type]
+    assert {r.key.api_key for r in store.state.retiring} == {retiring.api_key, published.api_key}  # type: ignore[union-attr]
+    clock.now += 10
+    rot.run_pass(REF, lambda: Wallet(), policy)  # type: ignore[arg-type]
+    assert set(clob.live) == {store.state.current.api_key}  # type: ignore[union-attr]
+
+
+def test_a_published_key_that_is_not_live_is_not_adopted(world) -> None:  # type: ignore[no-untyped-def]
+    _clock, store, clob, rot = world
+    _retiring, published = _lose_state_after_two_rotations(world)
+    for k in (published, _retiring):  # both revoked behind our back; the server frees their nonces
+        del clob.live[k.api_key], clob.by_nonce[k.nonce]
+    assert run(rot).outcome == "rotated"
+    assert store.state.retiring == () and store.published.nonce == 0  # type: ignore[union-attr]
+    assert "derive:1" in clob.calls  # it did ask
