@@ -26,6 +26,7 @@ class ClobClock:
         server_time: Callable[[], float],
         *,
         refresh_every: float = 300.0,
+        retry_after: float = 30.0,
         monotonic: Callable[[], float] = time.monotonic,
         local: Callable[[], float] = time.time,
     ) -> None:
@@ -35,22 +36,35 @@ class ClobClock:
         self._local = local
         self._lock = threading.Lock()
         self._anchor: tuple[float, float] | None = None  # (CLOB time, monotonic time) at one instant
+        # After a failed measurement, ask again only after this long: each ask may spend the
+        # adapter's whole retry deadline, and a pass reads the clock several times.
+        self._retry_after = retry_after
+        self._failed_at: float | None = None
 
     def refresh(self) -> None:
         """Ask the CLOB for its time now. :raises ClobError: when it cannot answer."""
         before = self._monotonic()
         server = self._server_time()
         after = self._monotonic()
+        if server.is_integer():
+            server += 0.5  # the CLOB answers whole seconds, truncated: half a second is the mean loss
         with self._lock:
             self._anchor = (server, (before + after) / 2)
 
     def __call__(self) -> float:
         with self._lock:
             anchor = self._anchor
-        if anchor is None or self._monotonic() - anchor[1] >= self._refresh_every:
+        mono = self._monotonic()
+        stale = anchor is None or mono - anchor[1] >= self._refresh_every
+        backing_off = self._failed_at is not None and mono - self._failed_at < self._retry_after
+        if stale and backing_off:
+            return self._local() if anchor is None else anchor[0] + (mono - anchor[1])
+        if stale:
             try:
                 self.refresh()
+                self._failed_at = None
             except ClobError as exc:
+                self._failed_at = self._monotonic()
                 if anchor is None:
                     # Never measured: the local clock is all there is. A CLOB that cannot answer
                     # /time will not answer the DELETE or create either, so no deadline passes

@@ -11,7 +11,7 @@ class Clocks:
     def __init__(self) -> None:
         self.mono = 50.0
         self.wall = 1_000.0  # this machine's clock
-        self.server = 2_000.0  # the CLOB's clock at mono 50
+        self.server = 2_000.25  # the CLOB's clock at mono 50 (not whole seconds: no rounding)
         self.calls = 0
         self.down = False
 
@@ -29,10 +29,10 @@ def make(c: Clocks) -> ClobClock:
 def test_reads_the_clob_time_and_ignores_local_jumps() -> None:
     c = Clocks()
     clock = make(c)
-    assert clock() == 2_000.0
+    assert clock() == 2_000.25
     c.wall += 120  # the local clock jumps forward
     c.mono += 5
-    assert clock() == 2_005.0
+    assert clock() == 2_005.25
     assert c.calls == 1
 
 
@@ -41,10 +41,10 @@ def test_measures_again_when_stale_and_carries_on_when_the_clob_is_down() -> Non
     clock = make(c)
     clock()
     c.mono += 301
-    assert clock() == 2_301.0 and c.calls == 2
+    assert clock() == 2_301.25 and c.calls == 2
     c.down = True
     c.mono += 400
-    assert clock() == 2_701.0  # the last measurement, carried forward
+    assert clock() == 2_701.25  # the last measurement, carried forward
 
 
 def test_falls_back_to_the_local_clock_only_when_never_measured() -> None:
@@ -53,4 +53,22 @@ def test_falls_back_to_the_local_clock_only_when_never_measured() -> None:
     clock = make(c)
     assert clock() == 1_000.0
     c.down = False
-    assert clock() == 2_000.0
+    c.mono += 31
+    assert clock() == 2_031.25
+
+
+def test_a_failed_measurement_is_not_retried_on_every_read() -> None:
+    c = Clocks()
+    c.down = True
+    clock = make(c)
+    clock()
+    clock()
+    assert c.calls == 1  # each ask may cost the adapter's whole retry deadline
+    c.down = False
+    c.mono += 31
+    assert clock() == 2_031.25 and c.calls == 2
+
+
+def test_a_whole_second_answer_is_taken_as_the_middle_of_its_second() -> None:
+    clock = ClobClock(lambda: 2_000.0, monotonic=lambda: 0.0, local=lambda: 0.0)
+    assert clock() == 2_000.5
