@@ -647,7 +647,9 @@ class Rotator:
             self._probe_old(ctx, old)
         if emergency:
             ctx.step = "revoke"
-            for entry in due_revocations(ctx.state, self.clock()):
+            # By reason, not by comparing revoke_after with a later read of the clock.
+            due = due_revocations(ctx.state, self.clock())
+            for entry in [r for r in ctx.state.retiring if r.reason == "emergency" or r in due]:
                 self._revoke(ctx, entry)
 
     @staticmethod

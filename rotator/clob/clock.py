@@ -40,6 +40,7 @@ class ClobClock:
         # adapter's whole retry deadline, and a pass reads the clock several times.
         self._retry_after = retry_after
         self._failed_at: float | None = None
+        self._last = float("-inf")
 
     def refresh(self) -> None:
         """Ask the CLOB for its time now. :raises ClobError: when it cannot answer."""
@@ -58,7 +59,7 @@ class ClobClock:
         stale = anchor is None or mono - anchor[1] >= self._refresh_every
         backing_off = self._failed_at is not None and mono - self._failed_at < self._retry_after
         if stale and backing_off:
-            return self._local() if anchor is None else anchor[0] + (mono - anchor[1])
+            return self._local() if anchor is None else self._forward(anchor[0] + (mono - anchor[1]))
         if stale:
             try:
                 self.refresh()
@@ -76,4 +77,11 @@ class ClobClock:
                 anchor = self._anchor
         assert anchor is not None
         server, at = anchor
-        return server + (self._monotonic() - at)
+        return self._forward(server + (self._monotonic() - at))
+
+    def _forward(self, now: float) -> float:
+        # A new measurement may land a little behind the last reading; deadlines computed from
+        # successive readings must never see time run backwards.
+        with self._lock:
+            self._last = max(self._last, now)
+            return self._last

@@ -233,3 +233,23 @@ def test_a_lost_state_recovers_the_published_key(
     assert keys[1] not in sandbox.live_keys(w.address)
     assert set(sandbox.live_keys(w.address)) == {state.current.api_key} | foreign
     assert_i3(w, sandbox, foreign)
+
+
+# -- item 19: a probe that cannot tell is "unknown" ----------------------------------------------
+def test_a_probe_answering_500s_is_unknown_not_a_failed_pass(
+    fresh_sandbox: Sandbox, tmp_path: Path, wallet: tuple[str, str]
+) -> None:
+    w = Worker(tmp_path, fresh_sandbox.url, *wallet)
+    w.rotate()
+    before = w.published()
+    body = '{"error":"internal error"}'
+    # Every attempt the worker's retry policy allows, on either read the probe may use.
+    for path in ("/auth/api-keys", "/balance-allowance"):
+        fresh_sandbox.inject("GET", path, 500, body, {"Content-Type": "application/json"}, times=10)
+    proc = w.run("rotate", "--all")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert proc.stdout.startswith("mm1: nothing-due")
+    assert '"outcome":"unknown"' in proc.stderr
+    assert w.published() == before
+    fresh_sandbox.clear_faults()
+    assert_i3(w, fresh_sandbox)

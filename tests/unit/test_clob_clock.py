@@ -72,3 +72,16 @@ def test_a_failed_measurement_is_not_retried_on_every_read() -> None:
 def test_a_whole_second_answer_is_taken_as_the_middle_of_its_second() -> None:
     clock = ClobClock(lambda: 2_000.0, monotonic=lambda: 0.0, local=lambda: 0.0)
     assert clock() == 2_000.5
+
+
+def test_a_new_measurement_never_moves_the_clock_back() -> None:
+    c = Clocks()
+    clock = make(c)
+    clock()
+    c.mono += 299
+    assert clock() == 2_299.25
+    c.server -= 3  # the next measurement lands 3 s behind what was carried forward
+    c.mono += 1
+    assert clock() == 2_299.25  # held, not 2_297.25
+    c.mono += 5
+    assert clock() == 2_302.25  # the measured clock, once it has caught up
