@@ -17,7 +17,7 @@ import pytest
 
 from rotator.sandbox import Sandbox
 from tests.conftest import require
-from tests.harness import OUTPUTS, Worker, sdk_works
+from tests.harness import OUTPUTS, Worker, sdk_works, wait_for
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -252,4 +252,44 @@ def test_a_probe_answering_500s_is_unknown_not_a_failed_pass(
     assert '"outcome":"unknown"' in proc.stderr
     assert w.published() == before
     fresh_sandbox.clear_faults()
+    assert_i3(w, fresh_sandbox)
+
+
+def test_a_daemon_whose_clock_jumps_forward_keeps_the_grace(
+    fresh_sandbox: Sandbox, tmp_path: Path, wallet: tuple[str, str]
+) -> None:
+    """Item 9, in one process: the clock jumps while the daemon runs (libfaketime re-reads the
+    offset file on every call). 90 s keeps the jumped signatures inside the CLOB's 120 s window."""
+    daemon = {"daemon": {"tick": "1s", "jitter": "0s"}}
+    w = Worker(tmp_path, fresh_sandbox.url, *wallet, grace="60s", extra=daemon)
+    w.rotate()
+    old = w.published()
+    w.rotate("--force")  # old: retiring until the real now + 60 s
+    assert old is not None
+    offset = tmp_path / "faketime"
+    offset.write_text("+0\n")
+    env = w.env() | {
+        "LD_PRELOAD": faketime_lib(),
+        "FAKETIME_TIMESTAMP_FILE": str(offset),
+        "FAKETIME_NO_CACHE": "1",
+        "FAKETIME_DONT_FAKE_MONOTONIC": "1",
+    }
+    proc = subprocess.Popen(w.argv("run"), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+
+        def passes() -> int:
+            return sum(n for (m, p, _), n in fresh_sandbox.request_counts().items() if p == "/auth/api-keys")
+
+        start = passes()
+        wait_for(lambda: passes() >= start + 2, timeout=30)  # passes on the right clock
+        offset.write_text("+90\n")
+        jumped = passes()
+        wait_for(lambda: passes() >= jumped + 3, timeout=30)  # passes on the jumped clock
+        assert proc.poll() is None, "the daemon died"
+        assert old.api_key in fresh_sandbox.live_keys(w.address), "grace cut short by the local clock jump"
+    finally:
+        proc.terminate()
+        out, err = proc.communicate(timeout=30)
+        OUTPUTS.extend((out, err))
+    assert "revoke" not in "".join(ln for ln in err.splitlines() if '"step":"revoke"' in ln)
     assert_i3(w, fresh_sandbox)
