@@ -571,7 +571,12 @@ class Rotator:
         if live is None or live.api_key != published.api_key:
             self._event(ctx, "recover", "published-not-live", t, nonce=published.nonce, key=published.masked)
             return False
-        self._adopt(ctx, live)
+        # Already published as it is: record it (age unknown, so due now) without publishing again.
+        adopted = replace(live, created_at=0.0)
+        self._save(
+            ctx,
+            replace(ctx.state, current=adopted, next_nonce=live.nonce + 1, published_nonce=live.nonce),
+        )
         self._event(ctx, "recover", "adopted-published", t, nonce=live.nonce, key=live.masked)
         below = range(max(policy.start_nonce, live.nonce - RECOVER_BELOW), live.nonce)
         found = [k for k in (self.clob.derive_key(signer, n) for n in below) if k is not None]
