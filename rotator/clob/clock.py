@@ -44,13 +44,20 @@ class ClobClock:
 
     def refresh(self) -> None:
         """Ask the CLOB for its time now. :raises ClobError: when it cannot answer."""
-        before = self._monotonic()
+        before, local_before = self._monotonic(), self._local()
         server = self._server_time()
-        after = self._monotonic()
-        if server.is_integer():
-            server += 0.5  # the CLOB answers whole seconds, truncated: half a second is the mean loss
+        after, local_after = self._monotonic(), self._local()
+        # The CLOB answers whole seconds, truncated, at some instant of the round trip: its clock
+        # read between server - local_after and server + 1 - local_before seconds off ours.
+        width = 1.0 if server.is_integer() else 0.0
+        if server - local_after <= 0.0 <= server + width - local_before:
+            # Our clock agrees within what the answer can tell: keep its sub-second precision
+            # (workers on synchronised clocks then compute identical deadlines).
+            estimate = (local_before + local_after) / 2
+        else:
+            estimate = server + width / 2
         with self._lock:
-            self._anchor = (server, (before + after) / 2)
+            self._anchor = (estimate, (before + after) / 2)
 
     def __call__(self) -> float:
         with self._lock:

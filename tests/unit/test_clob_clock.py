@@ -85,3 +85,11 @@ def test_a_new_measurement_never_moves_the_clock_back() -> None:
     assert clock() == 2_299.25  # held, not 2_297.25
     c.mono += 5
     assert clock() == 2_302.25  # the measured clock, once it has caught up
+
+
+def test_a_local_clock_that_agrees_with_the_clob_keeps_its_precision() -> None:
+    """Two workers on synchronised clocks must compute the same deadlines, not each its own
+    half-second guess inside the CLOB's whole-second answer."""
+    wall = {"t": 1_700_000_123.75}
+    clock = ClobClock(lambda: 1_700_000_123.0, monotonic=lambda: 0.0, local=lambda: wall["t"])
+    assert clock() == 1_700_000_123.75
