@@ -126,6 +126,14 @@ class Pending:
     owner: str
     lease_until: float
     key: Key | None = None
+    # The wallet the intent is for: a key may exist at (address, nonce) after a crash, and only
+    # that wallet can find it again. None only in states written before schema 2.
+    address: str | None = None
+
+    @property
+    def wallet(self) -> str | None:
+        """The intent's wallet: recorded, or else the recorded key's."""
+        return self.address or (self.key.address if self.key else None)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -134,16 +142,21 @@ class Pending:
             "owner": self.owner,
             "lease_until": self.lease_until,
             "key": self.key.to_dict() if self.key else None,
+            "address": self.address,
         }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Pending:
+        address = data.get("address")
+        if address is not None and (not isinstance(address, str) or not address):
+            raise MalformedError("pending field address must be a non-empty string")
         return cls(
             nonce=int(data["nonce"]),
             started_at=float(data["started_at"]),
             owner=str(data["owner"]),
             lease_until=float(data["lease_until"]),
             key=Key.from_dict(data["key"]) if data.get("key") else None,
+            address=address,
         )
 
 
@@ -198,6 +211,15 @@ class Revoked:
 
 HISTORY_LIMIT = 20
 
+#: The rotation state's format. 1: no ``schema`` field (before issue 13). 2: ``schema`` and the
+#: pending intent's wallet ``address``. A reader refuses a newer state instead of dropping what it
+#: does not know on its next save; it reads every older one.
+STATE_SCHEMA = 2
+
+
+class NewerSchema(MalformedError):
+    """The state was written by a newer rotator: reading it would lose what this one does not know."""
+
 
 @dataclass(frozen=True, slots=True)
 class CredentialState:
@@ -219,6 +241,7 @@ class CredentialState:
 
     def to_dict(self) -> dict[str, Any]:
         return {
+            "schema": STATE_SCHEMA,
             "current": self.current.to_dict() if self.current else None,
             "pending": self.pending.to_dict() if self.pending else None,
             "retiring": [r.to_dict() for r in self.retiring],
@@ -233,6 +256,14 @@ class CredentialState:
         """:raises ValueError: when ``data`` is not a state this code wrote."""
         if not isinstance(data, dict):
             raise MalformedError("rotation state must be a JSON object")
+        schema = data.get("schema", 1)
+        if not isinstance(schema, int) or isinstance(schema, bool) or schema < 1:
+            raise MalformedError("rotation state is malformed (field schema)")
+        if schema > STATE_SCHEMA:
+            raise NewerSchema(
+                f"rotation state has schema {schema}, newer than this rotator reads ({STATE_SCHEMA}); "
+                "refusing it rather than dropping what it does not know: upgrade rotator"
+            )
         published = data.get("published_nonce")
         if published is not None and (not isinstance(published, int) or isinstance(published, bool)):
             raise MalformedError("rotation state is malformed (field published_nonce)")

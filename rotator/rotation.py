@@ -46,6 +46,8 @@ audit = logging.getLogger("rotator.audit")
 
 #: How many taken nonces a bootstrap walks past before it gives up.
 MAX_NONCE_WALK = 64
+#: A lost state's recovery looks this many nonces below the published key for keys still live.
+RECOVER_BELOW = 4
 #: A key that refuses its own DELETE but still exists (propagating) is tried again after this.
 RECHECK_LIVE_KEY = 15.0
 #: The same, when no signer can confirm it is gone (a credential removed from the config).
@@ -79,12 +81,17 @@ class Policy:
 
 # -- pure decisions --------------------------------------------------------------------------------
 def rotation_reason(
-    state: CredentialState, now: float, policy: Policy, force_before: float | None
+    state: CredentialState, now: float, policy: Policy, force_nonce: int | None = None
 ) -> str | None:
-    """Why the credential needs a new key now, or None. ``force_before``: rotate a key older than it."""
+    """Why the credential needs a new key now, or None.
+
+    ``force_nonce``: the nonce of the key that was current when a forced (or emergency) pass read
+    the state; that key, and only that one, is replaced whatever its age. Identity, not time: its
+    ``created_at`` was stamped by whichever worker made it, on that worker's clock.
+    """
     if state.current is None:
         return "bootstrap"
-    if force_before is not None and state.current.created_at <= force_before:
+    if force_nonce is not None and state.current.nonce == force_nonce:
         return "forced"
     if now - state.current.created_at >= policy.rotate_every:
         return "due"
@@ -129,15 +136,44 @@ class _Conflict(Exception):
     """Internal: a compare-and-set was lost; the pass stops."""
 
 
-@dataclass(slots=True)
 class _Ctx:
-    ref: CredentialRef
-    state: CredentialState
-    version: Version | None
-    step: str = "read"
-    signer: Callable[[], Signer] | None = None
-    revoked: int = 0
-    invalidated: int = 0
+    """One pass's working state. Setting ``step`` starts that step's clock (audit ``duration``)."""
+
+    __slots__ = (
+        "_step",
+        "_timer",
+        "invalidated",
+        "ref",
+        "revoked",
+        "signer",
+        "state",
+        "step_started",
+        "version",
+    )
+
+    def __init__(
+        self,
+        ref: CredentialRef,
+        state: CredentialState,
+        version: Version | None,
+        signer: Callable[[], Signer] | None = None,
+        timer: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.ref, self.state, self.version, self.signer = ref, state, version, signer
+        self.revoked = 0
+        self.invalidated = 0
+        self._timer = timer
+        self._step = "read"
+        self.step_started = timer()
+
+    @property
+    def step(self) -> str:
+        return self._step
+
+    @step.setter
+    def step(self, value: str) -> None:
+        self._step = value
+        self.step_started = self._timer()
 
 
 class Rotator:
@@ -154,6 +190,7 @@ class Rotator:
         owner: str | None = None,
         alive: Callable[[str], bool] = owner_alive,
         stopping: Callable[[], bool] = lambda: False,
+        timer: Callable[[], float] = time.monotonic,
     ) -> None:
         self.store = store
         self.clob = clob
@@ -165,6 +202,7 @@ class Rotator:
         # credential -> (api key last known to work, when it was last checked)
         self._checked: dict[str, tuple[str, float]] = {}
         self.stopping = stopping  # the worker got SIGTERM: start no new rotation
+        self.timer = timer  # durations only (audit, metrics): never a deadline
 
     # -- store access with metrics ----------------------------------------------------------------
     def _save(self, ctx: _Ctx, state: CredentialState) -> None:
@@ -192,10 +230,13 @@ class Rotator:
                 "credential": ctx.ref.name,
                 "step": step,
                 "outcome": outcome,
-                "duration": round(time.monotonic() - started, 4),
+                "duration": self._since(started),
                 **fields,
             },
         )
+
+    def _since(self, started: float) -> float:
+        return round(self.timer() - started, 4)
 
     # -- the pass -----------------------------------------------------------------------------------
     def run_pass(
@@ -209,10 +250,9 @@ class Rotator:
         dry_run: bool = False,
     ) -> PassResult:
         """One pass over one credential (DESIGN.md steps 1-7). Never raises a RotatorError."""
-        t0 = time.monotonic()
-        pass_start = self.clock()
+        t0 = self.timer()
         self.metrics.set_policy(ref.name, policy.rotate_every, policy.grace)
-        ctx = _Ctx(ref, CredentialState(), None, signer=signer)
+        ctx = _Ctx(ref, CredentialState(), None, signer=signer, timer=self.timer)
         outcome = "nothing-due"
         try:
             try:
@@ -222,6 +262,10 @@ class Rotator:
                 raise
             self._store_metric("load", "success")
             ctx.state, ctx.version = snap.state, snap.version
+            # --force/--emergency replace the key current at this read, by identity (DESIGN.md step 4).
+            force_nonce = (
+                snap.state.current.nonce if (force or emergency) and snap.state.current is not None else None
+            )
             now = self.clock()
             if ctx.state.pending is not None and lease_blocked(
                 ctx.state.pending, now, self.owner, self.alive
@@ -229,7 +273,7 @@ class Rotator:
                 self._event(ctx, "read", "in-flight-elsewhere", t0, nonce=ctx.state.pending.nonce)
                 return self._finish(ctx, "in-flight-elsewhere", t0)
             if dry_run:
-                return self._finish(ctx, self._dry_run(ctx, policy, force, pass_start), t0)
+                return self._finish(ctx, self._dry_run(ctx, policy, force_nonce), t0)
 
             ctx.step = "publish"
             self._reconcile_publish(ctx)
@@ -260,27 +304,35 @@ class Rotator:
                 self._complete(ctx, signer, policy, emergency)
                 outcome = "rotated"
             else:
-                reason = rotation_reason(ctx.state, now, policy, pass_start if (force or emergency) else None)
+                reason = rotation_reason(ctx.state, now, policy, force_nonce)
                 if reason is None and self._probe_due(ctx, policy):
                     ctx.step = "probe"
                     reason = self._probe_current(ctx)
                 if reason is not None:
                     ctx.step = "issue"
-                    rot_start = time.monotonic()
+                    rot_start = self.timer()
                     self._issue(ctx, signer, policy, reason)
                     self._complete(ctx, signer, policy, emergency, resumed=False)
                     self.metrics.rotation_duration.labels(credential=ref.name).observe(
-                        time.monotonic() - rot_start
+                        self.timer() - rot_start
                     )
                     outcome = "rotated"
         except _Conflict:
-            self._event(ctx, ctx.step, "lost-race", t0)
+            self._event(ctx, ctx.step, "lost-race", ctx.step_started, pass_duration=self._since(t0))
             return self._finish(ctx, "lost-race", t0)
         except RotatorError as exc:
             self.metrics.rotations.labels(credential=ref.name, result="failure").inc()
             step = exc.step if isinstance(exc, RotationError) else ctx.step
             pending = ctx.state.pending
-            self._event(ctx, step, "failed", t0, error=str(exc), nonce=pending.nonce if pending else None)
+            self._event(
+                ctx,
+                step,
+                "failed",
+                ctx.step_started,
+                error=str(exc),
+                nonce=pending.nonce if pending else None,
+                pass_duration=self._since(t0),
+            )
             log.error("%s: pass failed at %s: %s", ref.name, step, exc)
             return self._finish(ctx, "failed", t0, error=str(exc), failed_step=step)
         if outcome == "rotated":
@@ -304,15 +356,15 @@ class Rotator:
             invalidated=ctx.invalidated,
             error=error,
             failed_step=failed_step,
-            duration=time.monotonic() - t0,
+            duration=self.timer() - t0,
             key_prefix=state.current.masked if state.current else None,
         )
 
-    def _dry_run(self, ctx: _Ctx, policy: Policy, force: bool, pass_start: float) -> str:
+    def _dry_run(self, ctx: _Ctx, policy: Policy, force_nonce: int | None) -> str:
         now = self.clock()
         if ctx.state.pending is not None:
             return "would-resume"
-        reason = rotation_reason(ctx.state, now, policy, pass_start if force else None)
+        reason = rotation_reason(ctx.state, now, policy, force_nonce)
         if reason is not None:
             return "would-rotate"
         if due_revocations(ctx.state, now):
@@ -325,7 +377,7 @@ class Rotator:
         cur = ctx.state.current
         if cur is None or ctx.state.published_nonce == cur.nonce:
             return
-        t = time.monotonic()
+        t = self.timer()
         self._publish(ctx, cur)
         self._event(ctx, "publish", "republished", t, nonce=cur.nonce, key=cur.masked)
 
@@ -353,7 +405,7 @@ class Rotator:
         cur = ctx.state.current
         if cur is None:
             return
-        t = time.monotonic()
+        t = self.timer()
         try:
             published = self.store.read_published(ctx.ref)
         except RotatorError:
@@ -388,7 +440,7 @@ class Rotator:
 
     def _revoke(self, ctx: _Ctx, entry: Retiring, lagging: Sequence[Ack] = ()) -> None:
         """Revoke ``entry``; ``lagging``: live consumers still on another key at the end of grace."""
-        t = time.monotonic()
+        t = self.timer()
         name = ctx.ref.name
         try:
             self.clob.delete_key(entry.key)
@@ -483,13 +535,19 @@ class Rotator:
     def _probe_current(self, ctx: _Ctx) -> str | None:
         cur = ctx.state.current
         assert cur is not None
-        t = time.monotonic()
+        t = self.timer()
         try:
             self.clob.probe_key(cur)
         except Unauthorized:
             self._checked.pop(ctx.ref.name, None)
             self._event(ctx, "probe", "rejected", t, nonce=cur.nonce, key=cur.masked)
             return "rejected"
+        except ClobError as exc:
+            # A probe that cannot tell (5xx, timeouts, 429 after retries) says nothing about the key:
+            # "unknown" leaves it in place; only a 401 is a reason to replace it.
+            self._event(ctx, "probe", "unknown", t, nonce=cur.nonce, key=cur.masked, error=str(exc))
+            log.warning("%s: could not probe the current key %s: %s", ctx.ref.name, cur.masked, exc)
+            return None
         self._checked_ok(ctx, cur)
         return None
 
@@ -497,7 +555,7 @@ class Rotator:
         pending = ctx.state.pending
         assert pending is not None
         if pending.owner != self.owner:
-            t = time.monotonic()
+            t = self.timer()
             previous = pending.owner
             now = self.clock()
             self._save(
@@ -512,16 +570,91 @@ class Rotator:
         """Step 4a: find the nonce and durably record the intent before any key exists."""
         if self.stopping():
             raise RotationError("issue", "the worker is stopping: no new rotation started")
-        t = time.monotonic()
+        t = self.timer()
+        bootstrap = ctx.state.current is None and not ctx.state.history and not ctx.state.retiring
+        if bootstrap and self._recover_published(ctx, signer(), policy):
+            reason = "recovered"  # a lost state: the published key is ours, adopted (it retires now)
         nonce = max(ctx.state.next_nonce, policy.start_nonce)
-        if ctx.state.current is None and not ctx.state.history and not ctx.state.retiring:
+        if bootstrap:
             nonce = self._bootstrap_nonce(ctx, signer(), policy, nonce)
-            if ctx.state.current is not None:
+            if ctx.state.current is not None and reason != "recovered":
                 reason = "adopted"
         now = self.clock()
-        pending = Pending(nonce=nonce, started_at=now, owner=self.owner, lease_until=now + policy.lease)
+        pending = Pending(
+            nonce=nonce,
+            started_at=now,
+            owner=self.owner,
+            lease_until=now + policy.lease,
+            address=signer().address,  # only this wallet can find a key made at this nonce again
+        )
         self._save(ctx, replace(ctx.state, pending=pending, next_nonce=nonce + 1))
         self._event(ctx, "intent", "recorded", t, nonce=nonce, reason=reason)
+
+    def _recover_published(self, ctx: _Ctx, signer: Signer, policy: Policy) -> bool:
+        """A bootstrap over a published key: the state was lost (deleted by hand, a fresh store
+        over an old published path), not never written. Returns True when the key was adopted.
+
+        The published key is ours when this wallet's own L1 derive finds that very key at its
+        nonce: then it becomes ``current`` (and this pass retires it with its grace, as consumers
+        hold it). Keys still live just below it are probably ours too (retiring when the state
+        was lost), but nothing proves it: a key made by hand is live at such a nonce as well. They
+        are adopted for revocation when ``adopt_existing`` says keys found on the wallet are ours,
+        and otherwise named in a warning, never walked past in silence.
+        """
+        t = self.timer()
+        try:
+            published = self.store.read_published(ctx.ref)
+        except RotatorError:
+            self._store_metric("read_published", "failure")
+            raise
+        self._store_metric("read_published", "success")
+        if published is None:
+            return False
+        if published.address.lower() != signer.address.lower():
+            log.warning(
+                "%s: no state, and the published key %s is for wallet %s, not the configured %s: "
+                "leaving it alone (revoke it by hand if it is no longer used)",
+                ctx.ref.name,
+                published.masked,
+                published.address,
+                signer.address,
+            )
+            self._event(ctx, "recover", "other-wallet", t, nonce=published.nonce, key=published.masked)
+            return False
+        live = self.clob.derive_key(signer, published.nonce)
+        if live is None or live.api_key != published.api_key:
+            self._event(ctx, "recover", "published-not-live", t, nonce=published.nonce, key=published.masked)
+            return False
+        # Already published as it is: record it (age unknown, so due now) without publishing again.
+        adopted = replace(live, created_at=0.0)
+        self._save(
+            ctx,
+            replace(ctx.state, current=adopted, next_nonce=live.nonce + 1, published_nonce=live.nonce),
+        )
+        self._event(ctx, "recover", "adopted-published", t, nonce=live.nonce, key=live.masked)
+        below = range(max(policy.start_nonce, live.nonce - RECOVER_BELOW), live.nonce)
+        found = [k for k in (self.clob.derive_key(signer, n) for n in below) if k is not None]
+        if not found:
+            return True
+        if policy.adopt_existing:
+            now = self.clock()
+            entries = tuple(
+                Retiring(replace(k, created_at=0.0), now, now + policy.grace, "recovered") for k in found
+            )
+            self._save(ctx, replace(ctx.state, retiring=(*ctx.state.retiring, *entries)))
+            for k in found:
+                self._event(ctx, "recover", "retiring", t, nonce=k.nonce, key=k.masked)
+            return True
+        for k in found:
+            log.warning(
+                "%s: state lost; key %s at nonce %d below the published one is live but not provably "
+                "ours: left alone (set adopt_existing to retire such keys, or revoke it by hand)",
+                ctx.ref.name,
+                k.masked,
+                k.nonce,
+            )
+            self._event(ctx, "recover", "unproven-key-left", t, nonce=k.nonce, key=k.masked)
+        return True
 
     def _bootstrap_nonce(self, ctx: _Ctx, signer: Signer, policy: Policy, nonce: int) -> int:
         """No key of ours yet: nonces that already hold a key were made by hand, not by us."""
@@ -532,12 +665,19 @@ class Rotator:
             if policy.adopt_existing and ctx.state.current is None:
                 self._adopt(ctx, existing)
             else:
-                self._event(ctx, "bootstrap", "nonce-taken", time.monotonic(), nonce=nonce)
+                log.warning(
+                    "%s: nonce %d of this wallet already holds key %s that rotator has no record of: "
+                    "left alone (set adopt_existing to adopt and retire it, or revoke it by hand)",
+                    ctx.ref.name,
+                    nonce,
+                    existing.masked,
+                )
+                self._event(ctx, "bootstrap", "nonce-taken", self.timer(), nonce=nonce, key=existing.masked)
             nonce += 1
         raise RotationError("issue", f"no free nonce in {MAX_NONCE_WALK} tries from {policy.start_nonce}")
 
     def _adopt(self, ctx: _Ctx, key: Key) -> None:
-        t = time.monotonic()
+        t = self.timer()
         if key.api_key not in self.clob.list_keys(key):
             raise RotationError("adopt", f"existing key {key.masked} at nonce {key.nonce} does not verify")
         # Unknown age: created_at 0 makes it due, so this same pass retires it with a grace window.
@@ -552,6 +692,7 @@ class Rotator:
         """Steps 4b-7 for the pending rotation. ``resumed``: the intent was found, not just recorded."""
         pending = ctx.state.pending
         assert pending is not None
+        self._check_wallet(pending, signer)
         if pending.key is None:
             key = self._obtain(
                 ctx, signer(), pending.nonce, fresh=pending.owner == self.owner and not resumed
@@ -565,17 +706,39 @@ class Rotator:
             self._probe_old(ctx, old)
         if emergency:
             ctx.step = "revoke"
-            for entry in due_revocations(ctx.state, self.clock()):
+            # By reason, not by comparing revoke_after with a later read of the clock.
+            due = due_revocations(ctx.state, self.clock())
+            for entry in [r for r in ctx.state.retiring if r.reason == "emergency" or r in due]:
                 self._revoke(ctx, entry)
 
-    def _obtain(self, ctx: _Ctx, signer: Signer, nonce: int, fresh: bool) -> Key:
-        """Step 4b: the key for the recorded intent.
+    @staticmethod
+    def _check_wallet(pending: Pending, signer: Callable[[], Signer]) -> None:
+        """A rotation in flight belongs to the wallet that started it. Deriving with another wallet
+        would find nothing and create a key there, orphaning the one the crash may have left at
+        (old wallet, nonce); promoting a recorded key would publish the old wallet's key."""
+        recorded = pending.wallet
+        if recorded is None:  # a schema-1 intent: it never said, so nothing to check against
+            return
+        configured = signer().address
+        if configured.lower() != recorded.lower():
+            raise RotationError(
+                "resume",
+                f"the rotation in flight (nonce {pending.nonce}) was started with wallet {recorded}, "
+                f"but the configured signer is wallet {configured}: configure that wallet's signer "
+                "again until a pass completes it, then change wallets",
+            )
 
-        A resumed intent derives first: its create may have landed before a crash. An intent this
-        pass has just recorded cannot have a key yet, so it spares the CLOB that request.
-        """
+    def _obtain(self, ctx: _Ctx, signer: Signer, nonce: int, fresh: bool) -> Key:
+        """Step 4b: the key for the recorded intent, stamped on the pass's clock (the CLOB's): its
+        ``created_at`` is the start of the key's age, which every worker compares with its own now."""
+        key = self._obtain_key(ctx, signer, nonce, fresh)
+        return replace(key, created_at=self.clock())
+
+    def _obtain_key(self, ctx: _Ctx, signer: Signer, nonce: int, fresh: bool) -> Key:
+        """A resumed intent derives first: its create may have landed before a crash. An intent this
+        pass has just recorded cannot have a key yet, so it spares the CLOB that request."""
         ctx.step = "create"
-        t = time.monotonic()
+        t = self.timer()
         if not fresh:
             key = self.clob.derive_key(signer, nonce)
             if key is not None:
@@ -601,7 +764,7 @@ class Rotator:
     def _verify(self, ctx: _Ctx, key: Key, policy: Policy) -> None:
         """Step 5: the new key must work (L2) before anyone sees it. Retries through propagation delay."""
         ctx.step = "verify"
-        t = time.monotonic()
+        t = self.timer()
         deadline = max(key.created_at + policy.verify_timeout, self.clock() + policy.verify_backoff)
         delay = policy.verify_backoff
         attempts = 0
@@ -625,7 +788,7 @@ class Rotator:
 
     def _abandon(self, ctx: _Ctx, key: Key) -> None:
         """A key that never verified is never published; it is revoked like any other (I3, I5)."""
-        t = time.monotonic()
+        t = self.timer()
         now = self.clock()
         entry = Retiring(key=key, retired_at=now, revoke_after=now, reason="unverified")
         self._save(ctx, replace(ctx.state, pending=None, retiring=(*ctx.state.retiring, entry)))
@@ -635,7 +798,7 @@ class Rotator:
     def _promote(self, ctx: _Ctx, key: Key, policy: Policy, emergency: bool) -> Key | None:
         """Step 6: the verified key becomes current; the old one retires with its grace deadline."""
         ctx.step = "promote"
-        t = time.monotonic()
+        t = self.timer()
         now = self.clock()
         old = ctx.state.current
         retiring = ctx.state.retiring
@@ -663,7 +826,7 @@ class Rotator:
     def _probe_old(self, ctx: _Ctx, old: Key) -> None:
         """Step 7: does the server keep one key per wallet? If the old key is already dead, record it."""
         ctx.step = "probe-old"
-        t = time.monotonic()
+        t = self.timer()
         try:
             self.clob.probe_key(old)
         except Unauthorized:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from rotator.clob.adapter import ClobAdapter, ProbeEndpoint, RetryPolicy, SkewPolicy
 from rotator.clob.budget import SlidingWindowBudget
+from rotator.clob.clock import ClobClock
 from rotator.config import CredentialSettings, Settings, env_problem
 from rotator.errors import ConfigError
 from rotator.metrics import Metrics
@@ -105,9 +106,16 @@ class Runtime:
     @property
     def rotator(self) -> Rotator:
         if self._rotator is None:
+            # Deadlines on the CLOB's clock, not this machine's (DESIGN.md "Time", issue 13 item 9).
             # On SIGTERM (ClobAdapter.cancel) the verify backoff ends early and no new rotation starts.
+            clock = ClobClock(self.clob.server_time)
             self._rotator = Rotator(
-                self.store, self.clob, self.metrics, sleep=self.clob.pause, stopping=self.clob.cancelled
+                self.store,
+                self.clob,
+                self.metrics,
+                clock=clock,
+                sleep=self.clob.pause,
+                stopping=self.clob.cancelled,
             )
         return self._rotator
 

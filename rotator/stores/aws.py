@@ -53,7 +53,7 @@ from rotator.errors import (
     Unavailable,
     VersionConflict,
 )
-from rotator.model import Ack, CredentialRef, CredentialState, Key, MalformedError
+from rotator.model import Ack, CredentialRef, CredentialState, Key, MalformedError, NewerSchema
 from rotator.stores.base import LeaseRecord, Snapshot, Version, is_credential_name
 
 if TYPE_CHECKING:
@@ -256,6 +256,8 @@ class AwsStore:
             raise Corrupt(f"state secret {name!r}: AWSCURRENT holds no text value")
         try:
             state = CredentialState.from_dict(json.loads(text))
+        except NewerSchema as exc:
+            raise Corrupt(f"state secret {name!r}: {exc}") from None
         except ValueError as exc:
             raise Corrupt(f"state secret {name!r}: not a rotation state ({_why(exc)})") from None
         return Snapshot(state, str(resp["VersionId"]))

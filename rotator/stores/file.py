@@ -24,7 +24,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from rotator.errors import AccessDenied, ConfigError, Corrupt, StoreError, Unavailable, VersionConflict
-from rotator.model import Ack, CredentialRef, CredentialState, Key
+from rotator.model import Ack, CredentialRef, CredentialState, Key, NewerSchema
 from rotator.stores.base import LeaseRecord, Snapshot, Version, is_credential_name
 
 FORMAT = "rotator-file-store"
@@ -283,6 +283,8 @@ class FileStore:
             return Snapshot(CredentialState(), None)
         try:
             state = CredentialState.from_dict(entry.state)
+        except NewerSchema as exc:
+            raise Corrupt(f"{self._path}: credential {name!r}: {exc}") from None
         except ValueError as exc:
             raise Corrupt(f"{self._path}: state of credential {name!r} is malformed ({exc})") from None
         return Snapshot(state, entry.version)

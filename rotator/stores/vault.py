@@ -47,7 +47,7 @@ from rotator.errors import (
     Unavailable,
     VersionConflict,
 )
-from rotator.model import Ack, CredentialRef, CredentialState, Key, Secret
+from rotator.model import Ack, CredentialRef, CredentialState, Key, NewerSchema, Secret
 from rotator.stores.base import LeaseRecord, Snapshot, Version, is_credential_name
 
 if TYPE_CHECKING:
@@ -451,6 +451,8 @@ class VaultStore:
             )
         try:
             state = CredentialState.from_dict(read.data)
+        except NewerSchema as exc:
+            raise Corrupt(f"vault: the state at {where}: {exc}") from None
         except ValueError as exc:  # names the field, never a value
             raise Corrupt(f"vault: the state at {where} is malformed ({exc})") from None
         return Snapshot(state, read.version)

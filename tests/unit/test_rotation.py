@@ -140,26 +140,34 @@ def world() -> tuple[Clock, MemoryStore, FakeClob, Rotator]:
     return clock, store, clob, rot
 
 
-def run(rot: Rotator, **kw: bool):  # type: ignore[no-untyped-def]
-    return rot.run_pass(REF, lambda: object(), POLICY, **kw)  # type: ignore[arg-type, return-value]
+class Wallet:
+    """The one thing the rotation asks of a signer itself: its address (the fake CLOB signs nothing)."""
+
+    def __init__(self, address: str = "0xA") -> None:
+        self.address = address
+
+
+def run(rot: Rotator, wallet: str = "0xA", **kw: bool):  # type: ignore[no-untyped-def]
+    return rot.run_pass(REF, lambda: Wallet(wallet), POLICY, **kw)  # type: ignore[arg-type, return-value]
 
 
 # -- pure decisions -------------------------------------------------------------------------------
 @pytest.mark.parametrize(
-    ("current_created", "now", "force_before", "expected"),
+    ("current_created", "now", "force_nonce", "expected"),
     [
         (None, 0, None, "bootstrap"),
         (0.0, 50, None, None),
         (0.0, 100, None, "due"),
-        (0.0, 50, 10.0, "forced"),
-        (20.0, 50, 10.0, None),  # someone rotated after this forced pass started: rotate once only
+        (0.0, 50, 0, "forced"),
+        (600.0, 50, 0, "forced"),  # stamped by a clock running ahead: still the key to replace
+        (20.0, 50, 7, None),  # someone rotated after this forced pass read the state: rotate once only
     ],
 )
 def test_rotation_reason(
-    current_created: float | None, now: float, force_before: float | None, expected: str | None
+    current_created: float | None, now: float, force_nonce: int | None, expected: str | None
 ) -> None:
     state = CredentialState(current=key(0, current_created) if current_created is not None else None)
-    assert rotation_reason(state, now, POLICY, force_before) == expected
+    assert rotation_reason(state, now, POLICY, force_nonce) == expected
 
 
 def test_due_revocations_respect_grace() -> None:
@@ -363,14 +371,14 @@ def test_a_stale_publish_is_repaired_before_the_key_is_revoked(world) -> None:  
 def test_a_daemon_checks_the_current_key_once_per_probe_every(world) -> None:  # type: ignore[no-untyped-def]
     clock, _store, clob, rot = world
     policy = replace(POLICY, probe_every=60.0)
-    rot.run_pass(REF, lambda: object(), policy)  # bootstrap: the new key was verified just now
+    rot.run_pass(REF, lambda: Wallet(), policy)  # bootstrap: the new key was verified just now
     clob.calls.clear()
     for _ in range(5):
         clock.now += 10
-        assert rot.run_pass(REF, lambda: object(), policy).outcome == "nothing-due"
+        assert rot.run_pass(REF, lambda: Wallet(), policy).outcome == "nothing-due"
     assert clob.calls == []  # nothing at all on the CLOB while the last check is fresh
     clock.now += 15
-    rot.run_pass(REF, lambda: object(), policy)
+    rot.run_pass(REF, lambda: Wallet(), policy)
     assert clob.calls == ["probe:0"]
     # A one-shot run (probe_every 0) checks on every pass.
     clob.calls.clear()
