@@ -334,7 +334,9 @@ class PassResult:
     """What one pass over one credential did."""
 
     credential: str
-    outcome: str  # rotated | revoked | nothing-due | in-flight-elsewhere | lost-race | failed | would-rotate
+    outcome: (
+        str  # rotated | revoked | nothing-due | in-flight-elsewhere | lost-race | stopped | failed | would-*
+    )
     rotated: bool = False
     revoked: int = 0
     invalidated: int = 0

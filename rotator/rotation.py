@@ -132,6 +132,10 @@ def lease_blocked(pending: Pending, now: float, me: str, alive: Callable[[str], 
 
 
 # -- execution -------------------------------------------------------------------------------------
+class _Stopped(Exception):
+    """Internal: the worker may not start another step (SIGTERM, or a replica lost the leader lease)."""
+
+
 class _Conflict(Exception):
     """Internal: a compare-and-set was lost; the pass stops."""
 
@@ -201,7 +205,8 @@ class Rotator:
         self.alive = alive
         # credential -> (api key last known to work, when it was last checked)
         self._checked: dict[str, tuple[str, float]] = {}
-        self.stopping = stopping  # the worker got SIGTERM: start no new rotation
+        # True once the worker may start no new step: SIGTERM, or a replica that lost the leader lease.
+        self.stopping = stopping
         self.timer = timer  # durations only (audit, metrics): never a deadline
 
     # -- store access with metrics ----------------------------------------------------------------
@@ -293,6 +298,7 @@ class Rotator:
             if due:
                 self._ensure_published_is_current(ctx)
             for entry in due:
+                self._may_start(ctx, "revoke")
                 late = now >= entry.revoke_after and entry.reason == "rotated"
                 self._revoke(ctx, entry, lagging_consumers(ctx.state, now, acks, policy) if late else [])
             if ctx.revoked:
@@ -300,6 +306,7 @@ class Rotator:
 
             if ctx.state.pending is not None:
                 ctx.step = "resume"
+                self._may_start(ctx, "resume")
                 self._take_lease(ctx, policy)
                 self._complete(ctx, signer, policy, emergency)
                 outcome = "rotated"
@@ -320,6 +327,9 @@ class Rotator:
         except _Conflict:
             self._event(ctx, ctx.step, "lost-race", ctx.step_started, pass_duration=self._since(t0))
             return self._finish(ctx, "lost-race", t0)
+        except _Stopped:
+            self._event(ctx, ctx.step, "stopped", ctx.step_started, pass_duration=self._since(t0))
+            return self._finish(ctx, "stopped", t0)
         except RotatorError as exc:
             self.metrics.rotations.labels(credential=ref.name, result="failure").inc()
             step = exc.step if isinstance(exc, RotationError) else ctx.step
@@ -496,6 +506,14 @@ class Rotator:
                 ctx, "revoke", "forced", t, key=entry.key.masked, lagging=[a.consumer_id for a in lagging]
             )
 
+    def _may_start(self, ctx: _Ctx, step: str) -> None:
+        """Before a step that starts work on the CLOB: stop here when the worker got SIGTERM or a
+        daemon replica lost the leader lease. Nothing is left half-done: a stopped pass changed
+        nothing after its last completed step, and the next pass (or replica) takes it from there."""
+        if self.stopping():
+            ctx.step = step
+            raise _Stopped()
+
     def _confirm_gone(self, key: Key) -> bool:
         """After a DELETE answered 200: the key must now be refused by an L2 read (off ``/auth/*``).
         A probe that cannot tell (the CLOB hiccuped) confirms nothing."""
@@ -568,8 +586,7 @@ class Rotator:
 
     def _issue(self, ctx: _Ctx, signer: Callable[[], Signer], policy: Policy, reason: str) -> None:
         """Step 4a: find the nonce and durably record the intent before any key exists."""
-        if self.stopping():
-            raise RotationError("issue", "the worker is stopping: no new rotation started")
+        self._may_start(ctx, "issue")
         t = self.timer()
         bootstrap = ctx.state.current is None and not ctx.state.history and not ctx.state.retiring
         if bootstrap and self._recover_published(ctx, signer(), policy):

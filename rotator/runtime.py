@@ -64,6 +64,9 @@ class Runtime:
     settings: Settings
     env: Mapping[str, str]
     metrics: Metrics = field(default_factory=Metrics)
+    #: Whether this process may start rotation steps: a daemon replica only while it holds the
+    #: leader lease (set by the scheduler); one-shot runs always.
+    may_work: Callable[[], bool] = lambda: True
     _store: Store | None = None
     _clob: ClobAdapter | None = None
     _rotator: Rotator | None = None
@@ -115,7 +118,7 @@ class Runtime:
                 self.metrics,
                 clock=clock,
                 sleep=self.clob.pause,
-                stopping=self.clob.cancelled,
+                stopping=lambda: self.clob.cancelled() or not self.may_work(),
             )
         return self._rotator
 

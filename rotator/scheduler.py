@@ -59,6 +59,8 @@ class Daemon:
         self.leader = LeaderElector(
             rt.store, lease=leader.lease, renew=leader.renew, gauge=rt.metrics.enable_leader()
         )
+        # A replica that loses the lease stops starting steps at once, mid-pass included.
+        rt.may_work = lambda: self.leader.is_leader
 
     def _job(self, cred: CredentialSettings) -> None:
         if self.stop_event.is_set() or not self.leader.is_leader:

@@ -401,3 +401,20 @@ def test_a_delete_answered_200_is_confirmed_before_the_key_leaves_retiring(world
     clock.now += 16  # RECHECK_LIVE_KEY later
     assert run(rot).revoked == 1
     assert store.state.retiring == () and old.api_key not in clob.live
+
+
+def test_a_worker_that_may_not_work_starts_no_step(world) -> None:  # type: ignore[no-untyped-def]
+    """SIGTERM, or a daemon replica that lost the leader lease: no new step, nothing half-done."""
+    clock, store, clob, rot = world
+    run(rot)
+    run(rot, force=True)
+    clock.now += 11  # the old key's grace is over, and the current key is not due
+    stop = True
+    rot.stopping = lambda: stop
+    clob.calls.clear()
+    before = store.state
+    result = run(rot, force=True)
+    assert result.outcome == "stopped" and result.ok
+    assert clob.calls == [] and store.state == before  # no delete, no intent
+    stop = False
+    assert run(rot).revoked == 1
