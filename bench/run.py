@@ -21,6 +21,7 @@ import auth_budget
 import common
 import fleet
 import footprint
+import replicas
 import rotation
 import startup
 from common import Row, Section
@@ -31,6 +32,7 @@ BENCHMARKS: dict[str, ModuleType] = {
     "rotation": rotation,
     "fleet": fleet,
     "auth_budget": auth_budget,
+    "replicas": replicas,
     "footprint": footprint,
 }
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
