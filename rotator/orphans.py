@@ -44,12 +44,7 @@ def orphan_names(rot: Rotator, configured: Iterable[str]) -> list[str]:
 
     :raises StoreError: the store cannot be listed.
     """
-    try:
-        names = rot.store.names()
-    except RotatorError:
-        rot._store_metric("list", "failure")
-        raise
-    rot._store_metric("list", "success")
+    names = rot.store_call("list", rot.store.names)
     known = set(configured)
     return [n for n in names if n not in known]
 
@@ -65,12 +60,7 @@ def serve(rot: Rotator, name: str, *, dry_run: bool = False) -> PassResult:
     t0 = time.monotonic()
     ctx = _Ctx(orphan_ref(name), CredentialState(), None, signer=None)
     try:
-        try:
-            snap = rot.store.load(ctx.ref)
-        except RotatorError:
-            rot._store_metric("load", "failure")
-            raise
-        rot._store_metric("load", "success")
+        snap = rot.store_call("load", lambda: rot.store.load(ctx.ref))
         ctx.state, ctx.version = snap.state, snap.version
         due = due_revocations(ctx.state, rot.clock())
         if dry_run:

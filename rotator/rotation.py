@@ -14,6 +14,7 @@ import random
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
+from typing import TypeVar
 
 from rotator.clob.base import ClobAuth
 from rotator.errors import (
@@ -40,6 +41,8 @@ from rotator.model import (
 )
 from rotator.signers.base import Signer
 from rotator.stores.base import Store, Version
+
+T = TypeVar("T")
 
 log = logging.getLogger("rotator.rotation")
 audit = logging.getLogger("rotator.audit")
@@ -222,6 +225,16 @@ class Rotator:
         self._store_metric("save", "success")
         ctx.state = state
 
+    def store_call(self, op: str, call: Callable[[], T]) -> T:
+        """``call()``, a store operation, counted in ``rotator_store_operations_total`` as ``op``."""
+        try:
+            result = call()
+        except RotatorError:
+            self._store_metric(op, "failure")
+            raise
+        self._store_metric(op, "success")
+        return result
+
     def _store_metric(self, op: str, result: str) -> None:
         self.metrics.store_operations.labels(backend=self.store.backend, operation=op, result=result).inc()
 
@@ -260,12 +273,7 @@ class Rotator:
         ctx = _Ctx(ref, CredentialState(), None, signer=signer, timer=self.timer)
         outcome = "nothing-due"
         try:
-            try:
-                snap = self.store.load(ref)
-            except RotatorError:
-                self._store_metric("load", "failure")
-                raise
-            self._store_metric("load", "success")
+            snap = self.store_call("load", lambda: self.store.load(ref))
             ctx.state, ctx.version = snap.state, snap.version
             # --force/--emergency replace the key current at this read, by identity (DESIGN.md step 4).
             force_nonce = (
@@ -397,12 +405,7 @@ class Rotator:
         self._save(ctx, replace(ctx.state, published_nonce=key.nonce))
 
     def _store_publish(self, ctx: _Ctx, key: Key) -> None:
-        try:
-            self.store.publish(ctx.ref, key)
-        except RotatorError:
-            self._store_metric("publish", "failure")
-            raise
-        self._store_metric("publish", "success")
+        self.store_call("publish", lambda: self.store.publish(ctx.ref, key))
 
     def _ensure_published_is_current(self, ctx: _Ctx) -> None:
         """Before any key is revoked, make sure consumers are not reading it (I2).
@@ -416,12 +419,7 @@ class Rotator:
         if cur is None:
             return
         t = self.timer()
-        try:
-            published = self.store.read_published(ctx.ref)
-        except RotatorError:
-            self._store_metric("read_published", "failure")
-            raise
-        self._store_metric("read_published", "success")
+        published = self.store_call("read_published", lambda: self.store.read_published(ctx.ref))
         if published is not None and published.api_key == cur.api_key:
             return
         self._store_publish(ctx, cur)
@@ -619,12 +617,7 @@ class Rotator:
         and otherwise named in a warning, never walked past in silence.
         """
         t = self.timer()
-        try:
-            published = self.store.read_published(ctx.ref)
-        except RotatorError:
-            self._store_metric("read_published", "failure")
-            raise
-        self._store_metric("read_published", "success")
+        published = self.store_call("read_published", lambda: self.store.read_published(ctx.ref))
         if published is None:
             return False
         if published.address.lower() != signer.address.lower():

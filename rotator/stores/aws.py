@@ -462,22 +462,9 @@ class AwsStore:
                 tagged = _lease_tag(desc, version)
                 if current != version or (tagged is not None and tagged != expected.until):
                     raise VersionConflict(f"lease secret {secret!r}: renewed or taken over meanwhile")
-                self._client.put_secret_value(
-                    SecretId=secret, ClientRequestToken=token, SecretString=body, VersionStages=[NEXT]
-                )
-                try:
-                    self._client.update_secret_version_stage(
-                        SecretId=secret,
-                        VersionStage=CURRENT,
-                        MoveToVersionId=token,
-                        RemoveFromVersionId=version,
-                    )
-                except self._errors.ClientError as exc:
-                    if _code(exc) in _STAGE_REFUSED:
-                        raise VersionConflict(
-                            f"lease secret {secret!r}: taken over by another writer"
-                        ) from None
-                    raise
+                # The same compare-and-set as a state's: a new version, made AWSCURRENT only if it
+                # still is ``version``.
+                self._update_state(secret, body, token, version)
                 version = token
             # managed-by rides along: the worker's IAM policy allows TagResource only with it.
             self._client.tag_resource(
