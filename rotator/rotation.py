@@ -18,6 +18,7 @@ from typing import TypeVar
 
 from rotator.clob.base import ClobAuth
 from rotator.errors import (
+    Cancelled,
     ClobError,
     RateLimited,
     Rejected,
@@ -335,7 +336,9 @@ class Rotator:
         except _Conflict:
             self._event(ctx, ctx.step, "lost-race", ctx.step_started, pass_duration=self._since(t0))
             return self._finish(ctx, "lost-race", t0)
-        except _Stopped:
+        except (_Stopped, Cancelled):
+            # SIGTERM, or a replica that lost the leader lease: not a failure. What was done is
+            # recorded; a rotation cut short stays pending and the next pass (or replica) resumes it.
             self._event(ctx, ctx.step, "stopped", ctx.step_started, pass_duration=self._since(t0))
             return self._finish(ctx, "stopped", t0)
         except RotatorError as exc:
@@ -466,6 +469,8 @@ class Rotator:
             # No signer (a credential removed from the config) means no way to ask: keep it retiring.
             try:
                 gone = ctx.signer is not None and self.clob.derive_key(ctx.signer(), entry.key.nonce) is None
+            except Cancelled:
+                raise  # the worker is stopping: never taken for an answer about a key
             except ClobError:
                 gone = False
             if not gone:
@@ -476,6 +481,8 @@ class Rotator:
                 )
                 return
             how = "already-gone"
+        except Cancelled:
+            raise  # the worker is stopping: never taken for an answer about a key
         except ClobError as exc:
             self.metrics.revocations.labels(credential=name, result="failure").inc()
             self._event(
@@ -519,6 +526,8 @@ class Rotator:
             self.clob.probe_key(key)
         except Unauthorized:
             return True
+        except Cancelled:
+            raise  # the worker is stopping: never taken for an answer about a key
         except ClobError:
             return False
         return False
@@ -558,6 +567,8 @@ class Rotator:
             self._checked.pop(ctx.ref.name, None)
             self._event(ctx, "probe", "rejected", t, nonce=cur.nonce, key=cur.masked)
             return "rejected"
+        except Cancelled:
+            raise  # the worker is stopping: never taken for an answer about a key
         except ClobError as exc:
             # A probe that cannot tell (5xx, timeouts, 429 after retries) says nothing about the key:
             # "unknown" leaves it in place; only a 401 is a reason to replace it.
@@ -761,6 +772,8 @@ class Rotator:
             key = self.clob.derive_key(signer, nonce)
             if key is None:
                 raise RotationError("create", str(exc)) from exc
+        except Cancelled:
+            raise  # the worker is stopping: never taken for an answer about a key
         except ClobError as exc:
             # The answer may have been lost after the key was made: never create blind, derive.
             key = self.clob.derive_key(signer, nonce)
@@ -847,6 +860,8 @@ class Rotator:
             ctx.invalidated += 1
             self._event(ctx, "probe-old", "invalidated-by-server", t, nonce=old.nonce, key=old.masked)
             return
+        except Cancelled:
+            raise  # the worker is stopping: never taken for an answer about a key
         except ClobError as exc:
             self._event(ctx, "probe-old", "unknown", t, nonce=old.nonce, key=old.masked, error=str(exc))
             return
