@@ -5,7 +5,8 @@
 * each backend SDK has one importer: hvac ``rotator/clients/vault.py``, botocore and boto3
   ``rotator/clients/aws.py``, py-clob-client ``rotator/clob/``;
 * ``rotator.consumer``, with everything ``CredentialSource.from_settings`` needs, reaches none of
-  the worker's modules.
+  the worker's modules;
+* no ``importlib.import_module`` or ``__import__``: an import the checker cannot follow.
 
 Every import counts: module level, inside functions (the lazy ones), and under ``TYPE_CHECKING``
 (for the two "never import" rules; the reachability rule follows only imports that run). The
@@ -30,6 +31,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2] / "rotator"
 
 Where = Literal["module", "function", "type-checking"]
+DYNAMIC = "<dynamic>"
 
 
 @dataclass(frozen=True)
@@ -94,6 +96,15 @@ class _Collector(ast.NodeVisitor):
         self._functions -= 1
 
     visit_FunctionDef = visit_AsyncFunctionDef = visit_Lambda = _visit_function
+
+    def visit_Call(self, node: ast.Call) -> None:
+        # importlib.import_module / __import__: a target this checker cannot follow, so not allowed.
+        f = node.func
+        if (isinstance(f, ast.Name) and f.id in ("__import__", "import_module")) or (
+            isinstance(f, ast.Attribute) and f.attr == "import_module"
+        ):
+            self.found.append(Import(self.module, DYNAMIC, self.path, node.lineno, self._where()))
+        self.generic_visit(node)
 
     def visit_If(self, node: ast.If) -> None:
         if not _is_type_checking(node.test):
@@ -201,6 +212,10 @@ def sdk_outside_home(
     return out
 
 
+def dynamic_imports(imports: Iterable[Import]) -> list[Violation]:
+    return [Violation("dynamic import", i.importer, i.target, str(i)) for i in imports if i.target == DYNAMIC]
+
+
 def _parents(module: str) -> Iterator[str]:
     parts = module.split(".")
     for n in range(1, len(parts)):
@@ -244,6 +259,7 @@ def check(root: Path) -> list[Violation]:
         *stores_signers(imports),
         *sdk_outside_home(imports),
         *reaches_worker(imports, CONSUMER_ROOTS, WORKER),
+        *dynamic_imports(imports),
     ]
     merged: dict[tuple[str, str, str], Violation] = {}
     for v in found:
@@ -371,6 +387,12 @@ R = "rotator"
             "rotation.py",
             "import py_clob_client.client\n",
             {(f"sdk py_clob_client outside {R}.clob", "py_clob_client")},
+        ),
+        # an import the checker cannot follow
+        (
+            "stores/file.py",
+            "import importlib\ndef f():\n    importlib.import_module('rotator.signers')\n",
+            {("dynamic import", DYNAMIC)},
         ),
         # the consumer's side reaching the worker, directly, lazily, through a package's __init__
         ("consumer.py", "import rotator.rotation\n", {(f"consumer reaches {R}.rotation", f"{R}.rotation")}),
