@@ -558,7 +558,7 @@ def _rekey(path: str) -> int:
     """Re-seal the file store under its key; signs nothing, so it builds no signer (nor a Runtime)."""
     from rotator.config import load_settings
     from rotator.errors import Corrupt
-    from rotator.runtime import build_store
+    from rotator.stores.factory import build_store
     from rotator.stores.file import FileStore
 
     settings = load_settings(path, env=dict(os.environ))

@@ -158,7 +158,7 @@ class CredentialSource:
         from pydantic import ValidationError
 
         from rotator.config import Settings, StoreSettings
-        from rotator.runtime import build_store
+        from rotator.stores.factory import build_store
 
         if not isinstance(store, StoreSettings):
             try:

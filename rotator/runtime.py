@@ -1,60 +1,26 @@
 """Builds the worker's parts from settings, once: store, CLOB adapter, signers, policies.
 
-This is the one factory of SDK-backed objects (STYLE.md rule 3). The environment arrives as a
-mapping from ``cli.py``; nothing here reads ``os.environ``.
+This is the worker's factory of SDK-backed objects (STYLE.md rule 3); the store is built by
+``rotator.stores.factory``, which a bot uses too. The environment arrives as a mapping from
+``cli.py``; nothing here reads ``os.environ``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from rotator.clob.adapter import ClobAdapter, ProbeEndpoint, RetryPolicy, SkewPolicy
 from rotator.clob.budget import SlidingWindowBudget
 from rotator.clob.clock import ClobClock
-from rotator.config import CredentialSettings, Settings, env_problem
-from rotator.errors import ConfigError
+from rotator.config import CredentialSettings, Settings
 from rotator.metrics import Metrics
 from rotator.model import CredentialRef
 from rotator.rotation import Policy, Rotator
 from rotator.signers.base import Signer
 from rotator.signers.factory import build_signer, check_signer
 from rotator.stores.base import Store
-
-
-def build_store(settings: Settings, env: Mapping[str, str]) -> Store:
-    backend = settings.store.backend
-    if backend == "file":
-        from rotator.stores.file import FileStore, parse_file_key
-
-        fs = settings.store.file
-        if fs.kms_key_id is not None:
-            from rotator.stores.envelope import kms_file_key
-
-            return FileStore(Path(fs.path), kms_file_key(settings.store))
-        keys = []
-        for setting, name in (("key_env", fs.key_env), ("previous_key_env", fs.previous_key_env)):
-            if name is None:
-                continue
-            source = f"store.file.{setting} ({name})"
-            text = env.get(name)
-            problem = env_problem(env, name)
-            if problem or text is None:
-                raise ConfigError(f"{source}: environment variable {name} {problem}")
-            keys.append(parse_file_key(text, source=source))
-        return FileStore(Path(fs.path), keys[0], previous_keys=keys[1:])
-    if backend == "vault":
-        from rotator.stores.vault import build_vault_store
-
-        assert settings.store.vault is not None  # StoreSettings requires it for this backend
-        return build_vault_store(settings.store.vault, env)
-    if backend == "aws":
-        from rotator.stores.aws import AwsStore, make_client
-
-        aws = settings.store.aws
-        return AwsStore(make_client(aws), kms_key_id=aws.kms_key_id, state_prefix=aws.state_prefix)
-    raise ConfigError(f"store.backend: {backend!r} is not available in this build")
+from rotator.stores.factory import build_store
 
 
 @dataclass

@@ -425,7 +425,7 @@ def test_a_401_storm_has_one_waiter_the_other_threads_share_its_answer(
 ) -> None:
     from rotator.config import Settings, StoreSettings
     from rotator.consumer import is_invalid_key
-    from rotator.runtime import build_store
+    from rotator.stores.factory import build_store
 
     name = unique("mm")
     c = Credential(backend, sandbox, *new_wallet(), name=name, path=f"polymarket/{name}")

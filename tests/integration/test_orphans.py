@@ -21,9 +21,9 @@ import pytest
 
 from rotator.config import load_settings
 from rotator.model import CredentialRef, CredentialState
-from rotator.runtime import build_store
 from rotator.sandbox import Sandbox
 from rotator.stores.base import Store
+from rotator.stores.factory import build_store
 from tests.harness import SECRETS, Worker, wait_for
 
 

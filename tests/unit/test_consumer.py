@@ -299,7 +299,7 @@ def test_from_settings_builds_the_store_the_worker_uses(tmp_path: Path) -> None:
     settings = {"backend": "file", "file": {"path": str(tmp_path / "k.enc"), "key_env": "BOT_FILE_KEY"}}
     env = {"BOT_FILE_KEY": file_key}
     worker = load_settings(None, data={"store": settings})
-    from rotator.runtime import build_store
+    from rotator.stores.factory import build_store
 
     build_store(worker, env).publish(REF, K1)
     with CredentialSource.from_settings(settings, credential="mm1", path=REF.path, env=env) as src:
