@@ -73,3 +73,18 @@ def test_vault_check_names_the_write_a_read_only_policy_lacks(
         writer.close()
     assert result.status == "error"
     assert f"{prefix}/data/{REF.path}" in result.message and "create" in result.message
+
+
+def test_vault_check_with_the_shipped_policy_alone_is_ready(request: pytest.FixtureRequest) -> None:
+    """deploy/vault/rotator-policy.hcl lets ``rotator check`` ask for its capabilities."""
+    from rotator.model import CredentialRef
+
+    bao = request.getfixturevalue("openbao")
+    policy = (Path(__file__).parents[2] / "deploy" / "vault" / "rotator-policy.hcl").read_text()
+    token = _vault_token(bao, "rotator-shipped-policy", policy)
+    store = _open_vault(bao.url, token, "secret")
+    try:
+        result = store.check(CredentialRef("check-mm1", "polymarket/check-mm1"))
+    finally:
+        store.close()
+    assert result.status == "ready", result.message
