@@ -510,7 +510,12 @@ class VaultStore:
         try:
             version = self._write(path, data, expected, doing)
         except VersionConflict:
-            version = self._write(path, data, self._ack_version(path, doing), doing)
+            try:
+                version = self._write(path, data, self._ack_version(path, doing), doing)
+            except VersionConflict as exc:
+                # Only save and save_lease raise VersionConflict (stores/base.py): a consumer
+                # names no version, so for it a race lost twice is "retry later".
+                raise Unavailable(f"vault: {doing}: lost the check-and-set race twice") from exc
         with self._lock:
             self._ack_versions[path] = version
 

@@ -90,3 +90,24 @@ def test_a_publish_that_keeps_losing_races_is_unavailable(
     finally:
         racing.close()
         first.close()
+
+
+def test_an_acknowledgement_that_loses_races_is_never_a_version_conflict(
+    store_factory: Opener, faults: Faults, backend: str
+) -> None:
+    """Only save and save_lease raise VersionConflict: a consumer acking names no version."""
+    if faults.racing is None:
+        assert backend == "file"  # under its flock: no race to lose
+        return
+    first = store_factory()
+    first.publish(REF, make_key(1))  # AWS files acknowledgements on the published secret
+    first.ack(REF, "bot-1", "a0000001", 1.0)  # another process of the same consumer id
+    racing = faults.racing()
+    try:
+        try:
+            racing.ack(REF, "bot-1", "a0000001", 2.0)
+        except StoreError as exc:
+            assert isinstance(exc, Unavailable), repr(exc)
+    finally:
+        racing.close()
+        first.close()
