@@ -4,6 +4,7 @@ writing: AWS), error for a denied, unreachable or unreadable store, and nothing 
 from __future__ import annotations
 
 import functools
+import uuid
 from pathlib import Path
 
 import pytest
@@ -52,7 +53,7 @@ def test_vault_check_names_the_write_a_read_only_policy_lacks(
     request: pytest.FixtureRequest, tmp_path: Path
 ) -> None:
     """Reads allowed, writes not: only asking Vault (sys/capabilities-self) tells them apart."""
-    prefix = "rotator-check-ro"
+    prefix = f"rotator-check-ro-{uuid.uuid4().hex[:8]}"
     opener = BACKENDS["vault"](request, tmp_path, prefix)
     bao = request.getfixturevalue("openbao")
     read_only = _vault_token(
