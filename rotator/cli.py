@@ -470,10 +470,15 @@ def _check(rt: Runtime) -> int:
 
     problems = 0
     for cred in rt.settings.credentials:
+        # The permissions a pass needs, asked of the store without changing what anyone reads:
+        # ready, unknown (the backend cannot tell without writing: AWS) or error.
+        store = rt.store.check(rt.ref(cred))
+        label = {"ready": "ok", "unknown": "warn", "error": "FAIL"}[store.status]
+        problems += store.status == "error"
+        print(f"{label:<5} {cred.name}: store {store.status}: {store.message}")
         try:
-            rt.store.load(rt.ref(cred))
             signer = rt.signer(cred)()
-            print(f"ok    {cred.name}: store readable, signer {signer.address}")
+            print(f"ok    {cred.name}: signer {signer.address}")
         except RotatorError as exc:
             problems += 1
             print(f"FAIL  {cred.name}: {exc}")

@@ -37,3 +37,9 @@ path "auth/token/renew-self" {
 path "auth/token/revoke-self" {
   capabilities = ["update"]
 }
+
+# `rotator check` asks which of the capabilities above this token holds (it writes nothing to
+# find out). The answer covers only this token's own capabilities on the paths it names.
+path "sys/capabilities-self" {
+  capabilities = ["update"]
+}

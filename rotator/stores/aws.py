@@ -54,7 +54,7 @@ from rotator.errors import (
     VersionConflict,
 )
 from rotator.model import Ack, CredentialRef, CredentialState, Key, MalformedError, NewerSchema
-from rotator.stores.base import LeaseRecord, Snapshot, Version, is_credential_name
+from rotator.stores.base import CheckResult, LeaseRecord, Snapshot, Version, is_credential_name
 
 if TYPE_CHECKING:
     from rotator.config import AwsStoreSettings
@@ -315,7 +315,8 @@ class AwsStore:
                 drop_pending = True
                 break
             else:
-                raise VersionConflict(
+                # Unavailable, as every store (stores/base.py, Store.publish): retry later.
+                raise Unavailable(
                     f"publishing to secret {path!r}: AWSCURRENT kept moving ({_PUBLISH_TRIES} tries)"
                 )
             if drop_pending:
@@ -656,6 +657,23 @@ class AwsStore:
             # Its text may quote a parameter's value, so only the type is shown.
             return StoreError(f"{doing}: request rejected by botocore ({name})")
         return Unavailable(f"{doing}: cannot reach Secrets Manager ({name}); retry later")
+
+    # -- check ------------------------------------------------------------------------------------
+
+    def check(self, ref: CredentialRef) -> CheckResult:
+        # Secrets Manager has no dry run, and asking IAM (SimulatePrincipalPolicy) needs rights the
+        # worker does not have: reads and the listing are tested, writes stay unknown.
+        try:
+            self.load(ref)
+            self.read_published(ref)
+            self.names()
+        except StoreError as exc:
+            return CheckResult("error", str(exc))
+        return CheckResult(
+            "unknown",
+            f"state secret {self.state_secret(ref)!r} and secret {ref.path!r} readable, listing allowed; "
+            "write permissions cannot be tested without writing",
+        )
 
 
 def _lease_tag(desc: Mapping[str, Any], version: str) -> float | None:

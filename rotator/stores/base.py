@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Literal, Protocol
 
 from rotator.model import Ack, CredentialRef, CredentialState, Key
 
@@ -52,11 +52,36 @@ class LeaseRecord:
     version: Version
 
 
+#: What :meth:`Store.check` found: ``ready`` (every permission the worker needs is there),
+#: ``unknown`` (nothing failed, but the backend cannot tell without changing what consumers see),
+#: ``error`` (something the worker needs is refused, unreachable or unreadable).
+CheckStatus = Literal["ready", "unknown", "error"]
+
+
+@dataclass(frozen=True, slots=True)
+class CheckResult:
+    """The answer of :meth:`Store.check`, as external-secrets' ``Validate``: a status and one line."""
+
+    status: CheckStatus
+    message: str
+
+
 class Store(Protocol):
     """Keeps each credential's rotation state and its published key.
 
-    Every method may raise :class:`rotator.errors.Unavailable` (retry later),
-    :class:`rotator.errors.AccessDenied` and :class:`rotator.errors.Corrupt`; nothing else escapes.
+    What escapes, and nothing else (every one a :class:`rotator.errors.StoreError`):
+
+    - from every method: :class:`~rotator.errors.Unavailable` (unreachable, sealed, throttled, or
+      lost every compare-and-set race it retried: retry later), :class:`~rotator.errors.AccessDenied`
+      (this identity may not), :class:`~rotator.errors.Corrupt` (the stored data cannot be read),
+      and a plain :class:`~rotator.errors.StoreError` for a store set up wrongly, which retrying
+      does not fix (a Vault mount that is not KV v2, an AWS secret scheduled for deletion, a closed
+      store);
+    - :class:`~rotator.errors.VersionConflict` only from :meth:`save` and :meth:`save_lease`, whose
+      caller names the version it expects and can load again;
+    - :class:`~rotator.errors.NotFound` only where a method says so (:meth:`ack`).
+
+    The same situation raises the same error on every backend (``tests/contract`` proves it).
     The state holds secrets: stores keep it where consumers cannot read it.
     """
 
@@ -96,6 +121,12 @@ class Store(Protocol):
 
         Called only with a verified key, after the state naming it as ``current`` was saved.
         Idempotent: publishing the same key again changes nothing consumers can see.
+
+        :raises Unavailable: other writers kept publishing between this call's read and its write,
+            so it gave up after a few tries (Vault's ``cas``, AWS's label move). Never
+            :class:`~rotator.errors.VersionConflict`: the caller names no version, so there is
+            nothing for it to reload; the state already names the key, and the next pass publishes
+            it again (DESIGN.md, step 1).
         """
         ...
 
@@ -139,6 +170,18 @@ class Store(Protocol):
 
         :returns: the record as now stored, with the version the next write must name.
         :raises VersionConflict: the record changed since ``expected`` was loaded; nothing was written.
+        """
+        ...
+
+    def check(self, ref: CredentialRef) -> CheckResult:
+        """Whether this store lets the worker do what a pass over ``ref`` needs: read and write the
+        state (and its prefix's listing), read and write the published key at ``ref.path``.
+
+        Changes nothing any consumer or worker sees: it reads, and asks the backend about write
+        permissions where it can (Vault: ``sys/capabilities-self``); where it cannot without
+        writing (AWS has no dry run), the answer is ``unknown``, never a guess of ``ready``.
+        Never raises a :class:`~rotator.errors.StoreError`: a failure is an ``error`` result whose
+        message names what failed.
         """
         ...
 

@@ -25,7 +25,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from rotator.errors import AccessDenied, ConfigError, Corrupt, StoreError, Unavailable, VersionConflict
 from rotator.model import Ack, CredentialRef, CredentialState, Key, NewerSchema
-from rotator.stores.base import LeaseRecord, Snapshot, Version, is_credential_name
+from rotator.stores.base import CheckResult, LeaseRecord, Snapshot, Version, is_credential_name
 
 FORMAT = "rotator-file-store"
 FORMAT_VERSION = 1
@@ -452,3 +452,18 @@ class FileStore:
                 os.close(dfd)
         except OSError as exc:
             raise _translate(exc, self._path.parent, "sync the directory") from exc
+
+    # -- check ------------------------------------------------------------------------------------
+
+    def check(self, ref: CredentialRef) -> CheckResult:
+        # Taking the lock opens (creates, the first time) the lock file beside the data file: the
+        # directory takes new files, as the atomic write's temp file needs. Nothing else is written.
+        try:
+            with self._locked():
+                self.load(ref)
+                self.read_published(ref)
+            if self._path.exists() and not os.access(self._path, os.R_OK | os.W_OK):
+                return CheckResult("error", f"{self._path}: not readable and writable by this user")
+        except StoreError as exc:
+            return CheckResult("error", str(exc))
+        return CheckResult("ready", f"{self._path}: readable and writable, state of {ref.name!r} readable")

@@ -48,7 +48,7 @@ from rotator.errors import (
     VersionConflict,
 )
 from rotator.model import Ack, CredentialRef, CredentialState, Key, NewerSchema, Secret
-from rotator.stores.base import LeaseRecord, Snapshot, Version, is_credential_name
+from rotator.stores.base import CheckResult, LeaseRecord, Snapshot, Version, is_credential_name
 
 if TYPE_CHECKING:
     from rotator.config import VaultSettings
@@ -125,6 +125,10 @@ class _Adapter(Protocol):
     def close(self) -> None: ...
 
 
+class _Sys(Protocol):
+    def get_capabilities(self, paths: list[str]) -> Any: ...
+
+
 class VaultClient(Protocol):
     """What the store needs of ``hvac.Client``."""
 
@@ -138,6 +142,9 @@ class VaultClient(Protocol):
 
     @property
     def adapter(self) -> _Adapter: ...
+
+    @property
+    def sys(self) -> _Sys: ...
 
 
 # -- exception translation: the one place --------------------------------------------------------------
@@ -503,7 +510,12 @@ class VaultStore:
         try:
             version = self._write(path, data, expected, doing)
         except VersionConflict:
-            version = self._write(path, data, self._ack_version(path, doing), doing)
+            try:
+                version = self._write(path, data, self._ack_version(path, doing), doing)
+            except VersionConflict as exc:
+                # Only save and save_lease raise VersionConflict (stores/base.py): a consumer
+                # names no version, so for it a race lost twice is "retry later".
+                raise Unavailable(f"vault: {doing}: lost the check-and-set race twice") from exc
         with self._lock:
             self._ack_versions[path] = version
 
@@ -708,8 +720,38 @@ class VaultStore:
         self._generation += 1
         log.info("vault: %s (%s, ttl %gs)", what, self._login.method, lease.ttl)
 
+    # -- check ------------------------------------------------------------------------------------
+
+    def check(self, ref: CredentialRef) -> CheckResult:
+        # Reads and the listing are done; writes are asked of sys/capabilities-self, which changes
+        # nothing and answers for this token (namespace included) what a write would meet.
+        try:
+            self.load(ref)
+            self.read_published(ref)
+            self.names()
+        except StoreError as exc:
+            return CheckResult("error", str(exc))
+        paths = [f"{self._mount}/data/{self._state_path(ref)}", f"{self._mount}/data/{ref.path}"]
+        try:
+            answer = self._call(
+                "ask for its capabilities", lambda: self._client.sys.get_capabilities(paths=paths)
+            )
+        except StoreError as exc:
+            return CheckResult("unknown", f"vault: reads and listing allowed; write permissions: {exc}")
+        data = answer.get("data", answer) if isinstance(answer, dict) else {}
+        missing = []
+        for path in paths:
+            held = set(data.get(path) or ())
+            if "root" not in held and not {"create", "update"} <= held:
+                missing.append(f"{path} needs create and update (has {', '.join(sorted(held)) or 'none'})")
+        if missing:
+            return CheckResult("error", f"vault at {self._url}: permission denied: {'; '.join(missing)}")
+        return CheckResult("ready", f"vault at {self._url}: state and published key readable and writable")
+
 
 # -- the factory ------------------------------------------------------------------------------------
+
+
 def _source(setting: str, env: Mapping[str, str], env_name: str | None, file: str | None) -> SecretSource:
     source = SecretSource(setting, env, env_name=env_name, file=file)
     source.read()  # fail at start-up (exit 2), not at the first rotation

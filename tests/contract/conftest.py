@@ -1,4 +1,4 @@
-"""The store backends the contract suite runs against.
+"""The store backends the contract suite runs against, and their fault hooks.
 
 Adding a backend is one function in ``BACKENDS``: ``(request, tmp_path, prefix) -> opener``, where
 ``opener()`` returns a new, connected ``Store`` over the same data each time it is called. The
@@ -6,21 +6,97 @@ opener must be picklable (a ``functools.partial`` of a module-level callable): t
 crash tests call it in child processes started with the "spawn" method. ``prefix`` is unique per
 test, for backends whose server outlives one test (Vault paths, AWS secret names); ``request``
 gives access to session fixtures such as a running server (``request.getfixturevalue``).
+
+Its fault hooks are one function in ``FAULTS``: ``(request, tmp_path, prefix, opener) -> Faults``,
+what the error half of the contract (``test_store_errors.py``) needs: stores over the same data that
+are denied or cannot reach the backend, a way to leave unreadable data, and (where a publish can
+lose a race at all) a store whose publishes always lose one.
+
+The memory backend (``tests/memory_store.py``, the reference implementation) lives in one process:
+tests marked ``cross_process`` (children started with "spawn") are deselected for it.
 """
 
 from __future__ import annotations
 
 import functools
+import json
 import uuid
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from rotator.model import CredentialRef
 from rotator.stores.base import Store
+from tests.memory_store import MemoryData, MemoryStore
 
 Opener = Callable[[], Store]
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "cross_process: the test opens the store in child processes")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    # One process's memory is not shared with spawned children: those tests do not apply to it.
+    keep, drop = [], []
+    for item in items:
+        callspec = getattr(item, "callspec", None)
+        backend = callspec.params.get("backend") if callspec is not None else None
+        in_memory = backend == "memory" and item.get_closest_marker("cross_process") is not None
+        (drop if in_memory else keep).append(item)
+    if drop:
+        config.hook.pytest_deselected(items=drop)
+        items[:] = keep
+
+
+@dataclass(frozen=True)
+class Faults:
+    """Per-backend fault hooks; every store they open is over the data of the test's ``opener``."""
+
+    #: Leave data that is no state and no key where ``ref``'s state and published key are kept.
+    corrupt: Callable[[CredentialRef], None]
+    #: A store whose identity may not write (and, where the backend can say so, not read).
+    denied: Opener
+    #: A store that cannot reach its backend.
+    unavailable: Opener
+    #: A store whose every publish loses its race to another writer; None where a publish holds a
+    #: lock over its read and write (the file store's ``flock``) and so cannot lose one.
+    racing: Opener | None
+
+
+_MEMORY: dict[str, MemoryData] = {}
+
+
+def _open_memory(prefix: str) -> Store:
+    return MemoryStore(_MEMORY.setdefault(prefix, MemoryData()))
+
+
+def _memory_backend(request: pytest.FixtureRequest, tmp_path: Path, prefix: str) -> Opener:
+    request.addfinalizer(lambda: _MEMORY.pop(prefix, None))
+    return functools.partial(_open_memory, prefix)
+
+
+def _open_faulty_memory(prefix: str, error: Any, *operations: str) -> Store:
+    # A view of its own over a copy that shares every record but the faults.
+    data = _MEMORY.setdefault(prefix, MemoryData())
+    view = MemoryData(data.states, data.published, data.acks, data.leases, {}, data.lock)
+    view.fail(error, *operations)
+    return MemoryStore(view)
+
+
+def _memory_faults(request: pytest.FixtureRequest, tmp_path: Path, prefix: str, opener: Opener) -> Faults:
+    from rotator.errors import AccessDenied, Unavailable
+
+    return Faults(
+        corrupt=lambda ref: _MEMORY.setdefault(prefix, MemoryData()).corrupt(ref),
+        denied=functools.partial(_open_faulty_memory, prefix, AccessDenied("memory: permission denied")),
+        unavailable=functools.partial(_open_faulty_memory, prefix, Unavailable("memory: unreachable")),
+        racing=functools.partial(_open_faulty_memory, prefix, Unavailable("unused"), "publish-race"),
+    )
+
 
 #: A fixed test key, so child processes and the parent open the same file.
 FILE_KEY = b"rotator-contract-test-key-32byte"
@@ -30,6 +106,26 @@ def _file_backend(request: pytest.FixtureRequest, tmp_path: Path, prefix: str) -
     from rotator.stores.file import FileStore
 
     return functools.partial(FileStore, tmp_path / "state" / f"{prefix}.store", FILE_KEY)
+
+
+def _file_faults(request: pytest.FixtureRequest, tmp_path: Path, prefix: str, opener: Opener) -> Faults:
+    from rotator.stores.file import FileStore
+
+    def corrupt(ref: CredentialRef) -> None:
+        path = tmp_path / "state" / f"{prefix}.store"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"GARBAGE7F3A")
+
+    blocker = tmp_path / "a-file-not-a-directory"
+    blocker.write_bytes(b"")
+    return Faults(
+        corrupt=corrupt,
+        # sysfs refuses new files even to root (EACCES), as a directory without write permission
+        # refuses them to the worker's user.
+        denied=functools.partial(FileStore, Path("/sys") / f"{prefix}.store", FILE_KEY),
+        unavailable=functools.partial(FileStore, blocker / f"{prefix}.store", FILE_KEY),
+        racing=None,
+    )
 
 
 def _open_vault(url: str, token: str, mount: str) -> Store:
@@ -50,18 +146,69 @@ def _vault_backend(request: pytest.FixtureRequest, tmp_path: Path, prefix: str) 
     return functools.partial(_open_vault, bao.url, bao.root_token, prefix)
 
 
+def _vault_token(bao: Any, prefix: str, policy: str) -> str:
+    root = bao.client()
+    root.sys.create_or_update_policy(prefix, policy)
+    made = root.auth.token.create(policies=[prefix], no_default_policy=True, ttl="10m")
+    return str(made["auth"]["client_token"])
+
+
+def _open_racing_vault(url: str, token: str, mount: str) -> Store:
+    # Another writer (root) puts a new version at every path this store reads, so every
+    # check-and-set write after a read loses: a real race on the real server, on every try.
+    import hvac
+
+    store = _open_vault(url, token, mount)
+    rival = hvac.Client(url=url, token=token)
+    kv: Any = store._client.secrets.kv.v2  # type: ignore[attr-defined]
+    read = kv.read_secret_version
+
+    def read_then_lose(path: str, *args: Any, **kwargs: Any) -> Any:
+        answer = read(path, *args, **kwargs)
+        rival_key = {"rival": uuid.uuid4().hex}
+        rival.secrets.kv.v2.create_or_update_secret(path, secret=rival_key, mount_point=mount)
+        return answer
+
+    kv.read_secret_version = read_then_lose
+    return store
+
+
+def _vault_faults(request: pytest.FixtureRequest, tmp_path: Path, prefix: str, opener: Opener) -> Faults:
+    from tests.servers import free_port
+
+    bao = request.getfixturevalue("openbao")
+
+    def corrupt(ref: CredentialRef) -> None:
+        store: Any = opener()
+        kv = bao.client().secrets.kv.v2
+        state_path = store._state_path(ref)
+        kv.create_or_update_secret(state_path, secret={"current": "GARBAGE7F3A"}, mount_point=prefix)
+        kv.create_or_update_secret(ref.path, secret={"api_key": "GARBAGE7F3A"}, mount_point=prefix)
+        store.close()
+
+    # A token whose only policy grants nothing on this mount.
+    nothing = _vault_token(bao, prefix, 'path "sys/nothing" { capabilities = ["read"] }')
+    return Faults(
+        corrupt=corrupt,
+        denied=functools.partial(_open_vault, bao.url, nothing, prefix),
+        unavailable=functools.partial(_open_vault, f"http://127.0.0.1:{free_port()}", bao.root_token, prefix),
+        racing=functools.partial(_open_racing_vault, bao.url, bao.root_token, prefix),
+    )
+
+
 def _moto_account(account: str, request: Any, **_: Any) -> None:
     request.headers["x-moto-account-id"] = account
 
 
-def _open_aws(url: str, account: str) -> Store:
+def _open_aws(url: str, account: str, max_attempts: int = 10) -> Store:
     # Through the production factory; the test's own moto account isolates the fixed secret names.
     from rotator.config import AwsStoreSettings
     from rotator.stores.aws import AwsStore, make_client
 
     # moto serialises nothing: under the contract's contention a request can fail with a 500 that
     # a retry (botocore's standard mode, as in production) answers correctly.
-    client: Any = make_client(AwsStoreSettings(endpoint_url=url, region="us-east-1", max_attempts=10))
+    settings = AwsStoreSettings(endpoint_url=url, region="us-east-1", max_attempts=max_attempts)
+    client: Any = make_client(settings)
     client.meta.events.register("before-sign.secretsmanager.*", functools.partial(_moto_account, account))
     return AwsStore(client)
 
@@ -71,18 +218,103 @@ def _aws_backend(request: pytest.FixtureRequest, tmp_path: Path, prefix: str) ->
     return functools.partial(_open_aws, url, str(uuid.uuid4().int % 10**12).zfill(12))
 
 
+def _deny(request: Any, **_: Any) -> Any:
+    # What Secrets Manager answers an identity without the permission, as a real HTTP answer that
+    # the store's own error translation reads. (moto does not evaluate IAM policies.)
+    from botocore.awsrequest import AWSResponse
+
+    body = json.dumps({"__type": "AccessDeniedException", "message": "not authorized to perform"}).encode()
+
+    class Raw:
+        def stream(self, **_: Any) -> Iterator[bytes]:
+            yield body
+
+    headers = {"Content-Type": "application/x-amz-json-1.1", "x-amzn-RequestId": "denied"}
+    return AWSResponse(request.url, 400, headers, Raw())
+
+
+def _open_denied_aws(url: str, account: str) -> Store:
+    store: Any = _open_aws(url, account)
+    store._client.meta.events.register_first("before-send.secretsmanager.*", _deny)
+    return store  # type: ignore[no-any-return]
+
+
+def _rival_publish(rival: Any, parsed: Any, **_: Any) -> None:
+    # After every DescribeSecret of a published secret, another writer moves AWSCURRENT on.
+    name = str(parsed.get("Name", ""))
+    if name and not name.startswith("rotator/state/"):
+        rival.put_secret_value(SecretId=name, SecretString=json.dumps({"rival": uuid.uuid4().hex}))
+
+
+def _open_racing_aws(url: str, account: str) -> Store:
+    store: Any = _open_aws(url, account)
+    rival: Any = _open_aws(url, account)
+    handler = functools.partial(_rival_publish, rival._client)
+    store._client.meta.events.register("after-call.secretsmanager.DescribeSecret", handler)
+    return store  # type: ignore[no-any-return]
+
+
+def _aws_faults(request: pytest.FixtureRequest, tmp_path: Path, prefix: str, opener: Opener) -> Faults:
+    from tests.servers import free_port
+
+    url, account = opener.args  # type: ignore[attr-defined]
+
+    def corrupt(ref: CredentialRef) -> None:
+        store: Any = opener()
+        client = store._client
+        bad_key = json.dumps({"api_key": "GARBAGE7F3A"})
+        for name, text in ((store.state_secret(ref), "{GARBAGE7F3A"), (ref.path, bad_key)):
+            try:
+                client.put_secret_value(SecretId=name, SecretString=text)
+            except client.exceptions.ResourceNotFoundException:
+                client.create_secret(Name=name, SecretString=text)
+        store.close()
+
+    return Faults(
+        corrupt=corrupt,
+        denied=functools.partial(_open_denied_aws, url, account),
+        unavailable=functools.partial(_open_aws, f"http://127.0.0.1:{free_port()}", account, 1),
+        racing=functools.partial(_open_racing_aws, url, account),
+    )
+
+
 BACKENDS: dict[str, Callable[[pytest.FixtureRequest, Path, str], Opener]] = {
     "aws": _aws_backend,
     "file": _file_backend,
+    "memory": _memory_backend,
     "vault": _vault_backend,
+}
+
+FAULTS: dict[str, Callable[[pytest.FixtureRequest, Path, str, Opener], Faults]] = {
+    "aws": _aws_faults,
+    "file": _file_faults,
+    "memory": _memory_faults,
+    "vault": _vault_faults,
 }
 
 
 @pytest.fixture(params=sorted(BACKENDS))
-def store_factory(request: pytest.FixtureRequest, tmp_path: Path) -> Opener:
+def backend(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+def prefix() -> str:
+    return f"rotator-test-{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture
+def store_factory(request: pytest.FixtureRequest, tmp_path: Path, backend: str, prefix: str) -> Opener:
     """Opens stores of one backend over one fresh, empty data set."""
-    prefix = f"rotator-test-{uuid.uuid4().hex[:12]}"
-    return BACKENDS[request.param](request, tmp_path, prefix)
+    return BACKENDS[backend](request, tmp_path, prefix)
+
+
+@pytest.fixture
+def faults(
+    request: pytest.FixtureRequest, tmp_path: Path, backend: str, prefix: str, store_factory: Opener
+) -> Faults:
+    """The fault hooks of the backend ``store_factory`` opens, over its data."""
+    return FAULTS[backend](request, tmp_path, prefix, store_factory)
 
 
 @pytest.fixture

@@ -226,6 +226,7 @@ def _process_increment(opener: Opener, times: int, barrier: Any, results: Any) -
         store.close()
 
 
+@pytest.mark.cross_process
 def test_concurrent_processes_lose_no_increment(store_factory: Opener) -> None:
     procs, times = 4, 10
     ctx = multiprocessing.get_context("spawn")
@@ -264,6 +265,7 @@ def _save_until_killed(opener: Opener, ready: Any) -> None:
             signalled = True
 
 
+@pytest.mark.cross_process
 def test_a_writer_killed_at_any_point_leaves_a_consistent_state(store_factory: Opener) -> None:
     ctx = multiprocessing.get_context("spawn")
     seed = random.randrange(2**32)

@@ -8,15 +8,17 @@ verification that never succeeds, a lost race in the middle of a pass).
 from __future__ import annotations
 
 import itertools
+import json
 from dataclasses import replace
 
 import pytest
 
-from rotator.errors import Rejected, Transient, Unauthorized, VersionConflict
+from rotator.errors import Rejected, Transient, Unauthorized, Unavailable, VersionConflict
 from rotator.metrics import Metrics
 from rotator.model import Ack, CredentialRef, CredentialState, Key, Pending, Retiring, Secret
 from rotator.rotation import Policy, Rotator, due_revocations, lease_blocked, rotation_reason
-from rotator.stores.base import Snapshot, Version
+from rotator.stores.base import Version
+from tests.memory_store import MemoryStore as ReferenceStore
 
 REF = CredentialRef("c1", "pub/c1")
 POLICY = Policy(rotate_every=100.0, grace=10.0, verify_timeout=5.0, verify_backoff=1.0)
@@ -39,46 +41,73 @@ class Clock:
         self.now += s
 
 
-class MemoryStore:
-    backend = "memory"
+class MemoryStore(ReferenceStore):
+    """The reference store (tests/memory_store.py), driving one credential under any name, with
+    shortcuts to it: ``state``/``version``/``published`` read and set it, ``fail_publish`` makes
+    publishing fail, ``conflict_on_save = n`` makes the n-th save lose its compare-and-set."""
 
     def __init__(self) -> None:
-        self.state: CredentialState | None = None
-        self.version = 0
-        self.published: Key | None = None
-        self.fail_publish = False
+        super().__init__()
         self.conflict_on_save: int | None = None
         self.saves = 0
-        self.acked: dict[str, Ack] = {}
 
-    def load(self, ref: CredentialRef) -> Snapshot:
-        return Snapshot(self.state or CredentialState(), self.version if self.state else None)
+    def _slot(self, ref: CredentialRef) -> str:
+        return "c1"
+
+    def _path(self, ref: CredentialRef) -> str:
+        return "pub/c1"
+
+    @property
+    def state(self) -> CredentialState | None:
+        return self.load(REF).state if "c1" in self.data.states else None
+
+    @state.setter
+    def state(self, state: CredentialState | None) -> None:
+        if state is None:
+            self.data.states.pop("c1", None)
+        else:
+            self.data.states["c1"] = (self.version or 1, json.dumps(state.to_dict()))
+
+    @property
+    def version(self) -> int:
+        return self.data.states.get("c1", (0, ""))[0]
+
+    @version.setter
+    def version(self, version: int) -> None:
+        if "c1" in self.data.states:
+            self.data.states["c1"] = (version, self.data.states["c1"][1])
+
+    @property
+    def published(self) -> Key | None:
+        return self.read_published(REF)
+
+    @published.setter
+    def published(self, key: Key | None) -> None:
+        if key is None:
+            self.data.published.pop("pub/c1", None)
+        else:
+            self.data.published["pub/c1"] = json.dumps(key.to_dict())
+
+    @property
+    def fail_publish(self) -> bool:
+        return "publish" in self.data.faults
+
+    @fail_publish.setter
+    def fail_publish(self, fail: bool) -> None:
+        if fail:
+            self.data.fail(Unavailable("down"), "publish")
+        else:
+            self.data.faults.pop("publish", None)
+
+    @property
+    def acked(self) -> dict[str, Ack]:
+        return self.data.acks.setdefault("c1", {})
 
     def save(self, ref: CredentialRef, state: CredentialState, expected: Version | None) -> Version:
         self.saves += 1
-        if self.conflict_on_save == self.saves or expected != (self.version if self.state else None):
+        if self.conflict_on_save == self.saves:
             raise VersionConflict("moved")
-        self.state, self.version = state, self.version + 1
-        return self.version
-
-    def publish(self, ref: CredentialRef, key: Key) -> None:
-        if self.fail_publish:
-            from rotator.errors import Unavailable
-
-            raise Unavailable("down")
-        self.published = key
-
-    def read_published(self, ref: CredentialRef) -> Key | None:
-        return self.published
-
-    def ack(self, ref: CredentialRef, consumer_id: str, key_prefix: str, at: float) -> None:
-        self.acked[consumer_id] = Ack(consumer_id, key_prefix, at)
-
-    def acks(self, ref: CredentialRef) -> list[Ack]:
-        return list(self.acked.values())
-
-    def close(self) -> None:
-        pass
+        return super().save(ref, state, expected)
 
 
 class FakeClob:
