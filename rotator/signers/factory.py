@@ -99,7 +99,7 @@ def check_signer(cred: CredentialSettings, settings: Settings, env: Mapping[str,
     if s.source in ("env", "file"):
         read_local_key(cred, env)
     elif s.source == "vault":
-        from rotator.stores.vault import build_login
+        from rotator.clients.vault import build_login
 
         assert settings.store.vault is not None  # Settings refuses a vault signer without it
         build_login(settings.store.vault, env)  # the auth secrets exist
