@@ -13,6 +13,7 @@ from typing import Any, Protocol
 from rotator.clients import aws
 from rotator.errors import ConfigError, RotatorError, SignerError
 from rotator.model import Secret
+from rotator.signers.base import text_field
 
 
 def aws_error(exc: BaseException, doing: str, *, permanent: type[ConfigError] = SignerError) -> RotatorError:
@@ -75,10 +76,7 @@ class SecretsManagerKeySource:
                 f"{self._source}: the secret is not a JSON object (set signer.field: null if the whole "
                 "value is the key)"
             ) from None
-        value = data.get(self._field)
-        if not isinstance(value, str):
-            raise SignerError(f"{self._source}: the secret has no text field {self._field!r}")
-        return Secret(value)
+        return text_field(data, self._field, self._source)
 
     def close(self) -> None:
         self._client.close()

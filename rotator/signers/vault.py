@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 from rotator.errors import SignerError, StoreError, Unavailable
 from rotator.model import Secret
+from rotator.signers.base import text_field
 
 if TYPE_CHECKING:
     from rotator.clients.vault import VaultSession
@@ -40,10 +41,7 @@ class VaultKeySource:
             raise SignerError(
                 f"{self._source}: no secret at {self._mount}/{self._path} (or its latest version is deleted)"
             )
-        value = read.data.get(self._field)
-        if not isinstance(value, str):
-            raise SignerError(f"{self._source}: the secret has no text field {self._field!r}")
-        return Secret(value)
+        return text_field(read.data, self._field, self._source)
 
     def close(self) -> None:
         self._session.close()

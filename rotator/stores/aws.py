@@ -185,12 +185,9 @@ class AwsStore:
     def load(self, ref: CredentialRef) -> Snapshot:
         name = self.state_secret(ref)
         with self._aws(f"reading state secret {name!r}"):
-            try:
-                resp = self._client.get_secret_value(SecretId=name, VersionStage=CURRENT)
-            except self._client_error as exc:
-                if aws.error_code(exc) == _NOT_FOUND:
-                    return Snapshot(CredentialState(), None)
-                raise
+            resp = self._get_current(name)
+        if resp is None:
+            return Snapshot(CredentialState(), None)
         text = resp.get("SecretString")
         if not isinstance(text, str):
             raise Corrupt(f"state secret {name!r}: AWSCURRENT holds no text value")
@@ -265,12 +262,9 @@ class AwsStore:
     def read_published(self, ref: CredentialRef) -> Key | None:
         path = ref.path
         with self._aws(f"reading published secret {path!r}"):
-            try:
-                resp = self._client.get_secret_value(SecretId=path, VersionStage=CURRENT)
-            except self._client_error as exc:
-                if aws.error_code(exc) == _NOT_FOUND:
-                    return None
-                raise
+            resp = self._get_current(path)
+        if resp is None:
+            return None
         text = resp.get("SecretString")
         if not isinstance(text, str):
             raise Corrupt(f"published secret {path!r}: AWSCURRENT holds no text value")
@@ -289,12 +283,9 @@ class AwsStore:
     def acks(self, ref: CredentialRef) -> list[Ack]:
         path = ref.path
         with self._aws(f"reading acknowledgements on secret {path!r}"):
-            try:
-                desc = self._client.describe_secret(SecretId=path)
-            except self._client_error as exc:
-                if aws.error_code(exc) == _NOT_FOUND:
-                    return []
-                raise
+            desc = self._describe(path)
+        if desc is None:
+            return []
         out: list[Ack] = []
         for tag in desc.get("Tags") or []:
             key, text = str(tag.get("Key", "")), str(tag.get("Value", ""))
@@ -346,13 +337,10 @@ class AwsStore:
     def load_lease(self, name: str) -> LeaseRecord | None:
         secret = self._state_prefix + name
         with self._aws(f"reading lease secret {secret!r}"):
-            try:
-                desc = self._client.describe_secret(SecretId=secret)
-                resp = self._client.get_secret_value(SecretId=secret, VersionStage=CURRENT)
-            except self._client_error as exc:
-                if aws.error_code(exc) == _NOT_FOUND:
-                    return None
-                raise
+            desc = self._describe(secret)
+            resp = self._get_current(secret) if desc is not None else None
+        if desc is None or resp is None:
+            return None
         version = str(resp["VersionId"])
         try:
             body = json.loads(str(resp.get("SecretString")))
@@ -473,24 +461,34 @@ class AwsStore:
         return token
 
     def _current_version(self, name: str) -> str | None:
+        resp = self._get_current(name)
+        return None if resp is None else str(resp["VersionId"])
+
+    def _get_current(self, secret: str) -> dict[str, Any] | None:
+        """GetSecretValue of ``secret``'s AWSCURRENT version; None when the secret does not exist."""
         try:
-            resp = self._client.get_secret_value(SecretId=name, VersionStage=CURRENT)
+            return self._client.get_secret_value(SecretId=secret, VersionStage=CURRENT)
         except self._client_error as exc:
             if aws.error_code(exc) == _NOT_FOUND:
                 return None
             raise
-        return str(resp["VersionId"])
+
+    def _describe(self, secret: str) -> dict[str, Any] | None:
+        """DescribeSecret of ``secret``; None when it does not exist."""
+        try:
+            return self._client.describe_secret(SecretId=secret)
+        except self._client_error as exc:
+            if aws.error_code(exc) == _NOT_FOUND:
+                return None
+            raise
 
     # -- published --------------------------------------------------------------------------------
 
     def _published_stages(self, path: str) -> dict[str, list[str]] | None:
         """VersionId -> labels of the published secret; None when it does not exist."""
-        try:
-            desc = self._client.describe_secret(SecretId=path)
-        except self._client_error as exc:
-            if aws.error_code(exc) == _NOT_FOUND:
-                return None
-            raise
+        desc = self._describe(path)
+        if desc is None:
+            return None
         if desc.get("DeletedDate"):
             # Secrets Manager itself refuses most writes then; saying so here is clearer and also
             # holds for servers that do not (moto accepts writes to a deleted secret).
