@@ -235,8 +235,8 @@ def run(quick: bool) -> Section:
             side = make(kind)
             side.rotate()
             before = sb.counts()
-            # rotator's hvac client is private to its store: reached into here, for counting only.
-            client = side.rt.store._client if kind is Rotator else side.vault
+            # rotator's hvac session is private to its store: reached into here, for counting only.
+            client = side.rt.store._session.client if kind is Rotator else side.vault
             with VaultCounter(client) as vault_counter:
                 side.rotate()
             vault = vault_counter.seen

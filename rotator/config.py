@@ -413,7 +413,12 @@ class AwsStoreSettings(_Section):
     endpoint_url: str | None = None  # a VPC endpoint, or a local test server
     kms_key_id: str | None = None  # key id, ARN or alias for secrets the worker creates
     state_prefix: str = "rotator/state/"
-    max_attempts: int = Field(3, ge=1, le=10, description="botocore standard-mode attempts per call")
+    max_attempts: int = Field(
+        3,
+        ge=1,
+        le=10,
+        description="botocore calls per request, the first try included (store, AWS signers, KMS envelope)",
+    )
     timeout: Duration = 10.0
 
     @model_validator(mode="after")

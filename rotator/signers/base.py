@@ -7,7 +7,11 @@ a 32-byte digest. Sources that read a private key (env, file, Vault, Secrets Man
 
 from __future__ import annotations
 
-from typing import Protocol
+from collections.abc import Mapping
+from typing import Any, Protocol
+
+from rotator.errors import SignerError
+from rotator.model import Secret
 
 
 class Signer(Protocol):
@@ -24,3 +28,14 @@ class Signer(Protocol):
     def sign_digest(self, digest: bytes) -> bytes:
         """Sign a 32-byte digest: 65 bytes ``r || s || v`` with ``v`` in {27, 28} and low ``s``."""
         ...
+
+
+def text_field(data: Mapping[str, Any], field: str, source: str) -> Secret:
+    """The key in ``data[field]``, as the Vault and Secrets Manager sources read it.
+
+    :raises SignerError: the field is missing or not text (names the field, never a value).
+    """
+    value = data.get(field)
+    if not isinstance(value, str):
+        raise SignerError(f"{source}: the secret has no text field {field!r}")
+    return Secret(value)

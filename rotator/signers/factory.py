@@ -79,11 +79,11 @@ def read_local_key(cred: CredentialSettings, env: Mapping[str, str]) -> Secret:
 def _aws_client(
     cred: CredentialSettings, settings: Settings, service: Literal["kms", "secretsmanager"]
 ) -> Any:
-    from rotator.signers.aws import make_aws_client
+    from rotator.clients.aws import make_client
 
     s = cred.signer
     aws = settings.store.aws
-    return make_aws_client(
+    return make_client(
         service,
         region=s.region or aws.region,
         endpoint_url=s.endpoint_url,  # per service: the store's Secrets Manager endpoint is no KMS one
@@ -99,7 +99,7 @@ def check_signer(cred: CredentialSettings, settings: Settings, env: Mapping[str,
     if s.source in ("env", "file"):
         read_local_key(cred, env)
     elif s.source == "vault":
-        from rotator.stores.vault import build_login
+        from rotator.clients.vault import build_login
 
         assert settings.store.vault is not None  # Settings refuses a vault signer without it
         build_login(settings.store.vault, env)  # the auth secrets exist

@@ -16,8 +16,9 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
+from rotator.clients import aws
 from rotator.errors import SignerError
-from rotator.signers.aws import aws_error, botocore_errors
+from rotator.signers.aws import aws_error
 
 #: The order of secp256k1's base point.
 SECP256K1_N = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
@@ -104,7 +105,7 @@ class KmsSigner:
         self._source = source
         try:
             resp = client.get_public_key(KeyId=key_id)
-        except botocore_errors() as exc:
+        except aws.errors() as exc:
             raise aws_error(exc, f"{source}: GetPublicKey") from exc
         spec = resp.get("KeySpec") or resp.get("CustomerMasterKeySpec")
         if spec != KEY_SPEC:
@@ -138,7 +139,7 @@ class KmsSigner:
             resp = self._client.sign(
                 KeyId=self._key_arn, Message=digest, MessageType="DIGEST", SigningAlgorithm=ALGORITHM
             )
-        except botocore_errors() as exc:
+        except aws.errors() as exc:
             raise aws_error(exc, f"{self._source}: Sign") from exc
         der = resp.get("Signature")
         if not isinstance(der, bytes):

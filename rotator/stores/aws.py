@@ -29,10 +29,10 @@ so a consumer reading ``AWSCURRENT`` only ever sees a verified key (I1). The mir
 the state alone, so a failed mirror is only logged and the next save repairs it; the state write,
 which is what the Store contract promises, has already succeeded by then.
 
-botocore (boto3's core: the same clients, without boto3's resource layer) is imported only here and
-lazily (DESIGN.md); the client is built once by :func:`make_client` with botocore's standard retry
-mode (throttling, 5xx, connection errors) and credentials from the standard chain, so IRSA and
-instance roles work without configuration. Every botocore error is translated in :meth:`AwsStore._aws`.
+The client is built once by :func:`make_client` through :mod:`rotator.clients.aws` (the one importer
+of botocore), with botocore's standard retry mode (throttling, 5xx, connection errors) and credentials
+from the standard chain, so IRSA and instance roles work without configuration. Every botocore error
+is translated in :meth:`AwsStore._aws` by that module's one translator.
 """
 
 from __future__ import annotations
@@ -44,15 +44,8 @@ import uuid
 from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any, Protocol, cast
 
-from rotator.errors import (
-    AccessDenied,
-    ConfigError,
-    Corrupt,
-    NotFound,
-    StoreError,
-    Unavailable,
-    VersionConflict,
-)
+from rotator.clients import aws
+from rotator.errors import Corrupt, StoreError, Unavailable, VersionConflict
 from rotator.model import Ack, CredentialRef, CredentialState, Key, MalformedError, NewerSchema
 from rotator.stores.base import CheckResult, LeaseRecord, Snapshot, Version, is_credential_name
 
@@ -76,45 +69,10 @@ LEASE_TAG = "rotator-lease-until"
 #: How often publish looks again when another worker moved AWSCURRENT between its read and its move.
 _PUBLISH_TRIES = 3
 
-_NOT_FOUND = "ResourceNotFoundException"
+_NOT_FOUND = aws.NOT_FOUND
 _EXISTS = "ResourceExistsException"
 #: What Secrets Manager answers when RemoveFromVersionId no longer carries the label.
 _STAGE_REFUSED = frozenset({"InvalidParameterException", "InvalidRequestException"})
-#: Error codes that mean "this identity may not" (or has no valid credentials), across services.
-DENIED_CODES = frozenset(
-    {
-        "AccessDeniedException",
-        "AccessDenied",
-        "UnrecognizedClientException",
-        "InvalidClientTokenId",
-        "InvalidSignatureException",
-        "SignatureDoesNotMatch",
-        "IncompleteSignature",
-        "MissingAuthenticationToken",
-        "ExpiredTokenException",
-        "ExpiredToken",
-    }
-)
-_KMS = frozenset(
-    {"DecryptionFailure", "EncryptionFailure", "KMSAccessDeniedException", "KMSDisabledException"}
-)
-#: Error codes that mean "try again later" across AWS services (signers/aws.py adds KMS's).
-RETRYABLE_CODES = frozenset(
-    {
-        "ThrottlingException",
-        "Throttling",
-        "RequestLimitExceeded",
-        "TooManyRequestsException",
-        "LimitExceededException",
-        "InternalServiceError",
-        "InternalFailure",
-        "ServiceUnavailable",
-        "ServiceUnavailableException",
-        "RequestTimeout",
-        "RequestTimeoutException",
-    }
-)
-_CREDENTIAL_ERRORS = frozenset({"NoCredentialsError", "PartialCredentialsError", "CredentialRetrievalError"})
 
 
 class SecretsManagerClient(Protocol):
@@ -142,30 +100,14 @@ def make_client(settings: AwsStoreSettings) -> SecretsManagerClient:
 
     :raises ConfigError: no region is configured or found in the environment.
     """
-    import botocore.session
-    from botocore.config import Config
-    from botocore.exceptions import BotoCoreError, NoRegionError
-
-    config = Config(
-        retries={"mode": "standard", "total_max_attempts": settings.max_attempts},
-        connect_timeout=settings.timeout,
-        read_timeout=settings.timeout,
-        user_agent_extra="rotator",
+    client = aws.make_client(
+        "secretsmanager",
+        region=settings.region,
+        endpoint_url=settings.endpoint_url,
+        timeout=settings.timeout,
+        max_attempts=settings.max_attempts,
+        setting="store.aws.region",
     )
-    try:
-        # botocore's session makes the same client as boto3's without importing boto3's resource
-        # layer and s3transfer, which a one-shot run does not use (bench/RESULTS.md, start-up).
-        client = botocore.session.get_session().create_client(
-            "secretsmanager", region_name=settings.region, endpoint_url=settings.endpoint_url, config=config
-        )
-    except NoRegionError:
-        raise ConfigError(
-            "store.aws.region: not set, and the environment names no region (AWS_REGION, AWS_DEFAULT_REGION)"
-        ) from None
-    except (BotoCoreError, ValueError) as exc:
-        raise ConfigError(
-            f"store.aws: cannot build a Secrets Manager client ({type(exc).__name__})"
-        ) from None
     return cast(SecretsManagerClient, client)
 
 
@@ -187,13 +129,13 @@ def _holder(stages: Mapping[str, list[str]], label: str) -> str | None:
     return next((vid for vid, labels in stages.items() if label in labels), None)
 
 
-def _short(text: Any) -> str:
-    return " ".join(str(text or "").split())[:200]
-
-
 def _why(exc: ValueError) -> str:
     # json's messages quote no content and ours name fields only; any other text might quote a value.
-    return _short(exc) if isinstance(exc, (json.JSONDecodeError, MalformedError)) else type(exc).__name__
+    return (
+        " ".join(str(exc).split())[:200]
+        if isinstance(exc, (json.JSONDecodeError, MalformedError))
+        else type(exc).__name__
+    )
 
 
 def _is_uuid(value: str) -> bool:
@@ -220,12 +162,10 @@ class AwsStore:
         kms_key_id: str | None = None,
         state_prefix: str = DEFAULT_STATE_PREFIX,
     ) -> None:
-        import botocore.exceptions
-
         self._client = client
         self._kms_key_id = kms_key_id
         self._state_prefix = state_prefix
-        self._errors: Any = botocore.exceptions
+        self._client_error = aws.client_error()
         self._closed = False
 
     def __repr__(self) -> str:
@@ -245,12 +185,9 @@ class AwsStore:
     def load(self, ref: CredentialRef) -> Snapshot:
         name = self.state_secret(ref)
         with self._aws(f"reading state secret {name!r}"):
-            try:
-                resp = self._client.get_secret_value(SecretId=name, VersionStage=CURRENT)
-            except self._errors.ClientError as exc:
-                if _code(exc) == _NOT_FOUND:
-                    return Snapshot(CredentialState(), None)
-                raise
+            resp = self._get_current(name)
+        if resp is None:
+            return Snapshot(CredentialState(), None)
         text = resp.get("SecretString")
         if not isinstance(text, str):
             raise Corrupt(f"state secret {name!r}: AWSCURRENT holds no text value")
@@ -308,8 +245,8 @@ class AwsStore:
                         MoveToVersionId=token,
                         RemoveFromVersionId=current,
                     )
-                except self._errors.ClientError as exc:
-                    if _code(exc) in _STAGE_REFUSED:
+                except self._client_error as exc:
+                    if aws.error_code(exc) in _STAGE_REFUSED:
                         continue  # AWSCURRENT moved between our read and our move: look again
                     raise
                 drop_pending = True
@@ -326,12 +263,9 @@ class AwsStore:
     def read_published(self, ref: CredentialRef) -> Key | None:
         path = ref.path
         with self._aws(f"reading published secret {path!r}"):
-            try:
-                resp = self._client.get_secret_value(SecretId=path, VersionStage=CURRENT)
-            except self._errors.ClientError as exc:
-                if _code(exc) == _NOT_FOUND:
-                    return None
-                raise
+            resp = self._get_current(path)
+        if resp is None:
+            return None
         text = resp.get("SecretString")
         if not isinstance(text, str):
             raise Corrupt(f"published secret {path!r}: AWSCURRENT holds no text value")
@@ -350,12 +284,9 @@ class AwsStore:
     def acks(self, ref: CredentialRef) -> list[Ack]:
         path = ref.path
         with self._aws(f"reading acknowledgements on secret {path!r}"):
-            try:
-                desc = self._client.describe_secret(SecretId=path)
-            except self._errors.ClientError as exc:
-                if _code(exc) == _NOT_FOUND:
-                    return []
-                raise
+            desc = self._describe(path)
+        if desc is None:
+            return []
         out: list[Ack] = []
         for tag in desc.get("Tags") or []:
             key, text = str(tag.get("Key", "")), str(tag.get("Value", ""))
@@ -407,13 +338,10 @@ class AwsStore:
     def load_lease(self, name: str) -> LeaseRecord | None:
         secret = self._state_prefix + name
         with self._aws(f"reading lease secret {secret!r}"):
-            try:
-                desc = self._client.describe_secret(SecretId=secret)
-                resp = self._client.get_secret_value(SecretId=secret, VersionStage=CURRENT)
-            except self._errors.ClientError as exc:
-                if _code(exc) == _NOT_FOUND:
-                    return None
-                raise
+            desc = self._describe(secret)
+            resp = self._get_current(secret) if desc is not None else None
+        if desc is None or resp is None:
+            return None
         version = str(resp["VersionId"])
         try:
             body = json.loads(str(resp.get("SecretString")))
@@ -442,8 +370,8 @@ class AwsStore:
                         ],
                         **self._kms(),
                     )
-                except self._errors.ClientError as exc:
-                    if _code(exc) == _EXISTS:
+                except self._client_error as exc:
+                    if aws.error_code(exc) == _EXISTS:
                         raise VersionConflict(f"lease secret {secret!r}: created by another writer") from None
                     raise
                 return LeaseRecord(holder, until, token)
@@ -494,8 +422,8 @@ class AwsStore:
                 Tags=_tags(ref, "state"),
                 **self._kms(),
             )
-        except self._errors.ClientError as exc:
-            if _code(exc) != _EXISTS:
+        except self._client_error as exc:
+            if aws.error_code(exc) != _EXISTS:
                 raise
             if self._current_version(name) == token:
                 return token  # our own create, retried by botocore after its answer was lost
@@ -509,8 +437,8 @@ class AwsStore:
             self._client.put_secret_value(
                 SecretId=name, ClientRequestToken=token, SecretString=body, VersionStages=[NEXT]
             )
-        except self._errors.ClientError as exc:
-            if _code(exc) == _NOT_FOUND:
+        except self._client_error as exc:
+            if aws.error_code(exc) == _NOT_FOUND:
                 raise VersionConflict(
                     f"state secret {name!r}: does not exist, expected version {expected}"
                 ) from None
@@ -519,8 +447,8 @@ class AwsStore:
             self._client.update_secret_version_stage(
                 SecretId=name, VersionStage=CURRENT, MoveToVersionId=token, RemoveFromVersionId=expected
             )
-        except self._errors.ClientError as exc:
-            if _code(exc) not in _STAGE_REFUSED:
+        except self._client_error as exc:
+            if aws.error_code(exc) not in _STAGE_REFUSED:
                 raise
             current = self._current_version(name)
             if current == token:
@@ -534,28 +462,38 @@ class AwsStore:
         return token
 
     def _current_version(self, name: str) -> str | None:
+        resp = self._get_current(name)
+        return None if resp is None else str(resp["VersionId"])
+
+    def _get_current(self, secret: str) -> dict[str, Any] | None:
+        """GetSecretValue of ``secret``'s AWSCURRENT version; None when the secret does not exist."""
         try:
-            resp = self._client.get_secret_value(SecretId=name, VersionStage=CURRENT)
-        except self._errors.ClientError as exc:
-            if _code(exc) == _NOT_FOUND:
+            return self._client.get_secret_value(SecretId=secret, VersionStage=CURRENT)
+        except self._client_error as exc:
+            if aws.error_code(exc) == _NOT_FOUND:
                 return None
             raise
-        return str(resp["VersionId"])
+
+    def _describe(self, secret: str) -> dict[str, Any] | None:
+        """DescribeSecret of ``secret``; None when it does not exist."""
+        try:
+            return self._client.describe_secret(SecretId=secret)
+        except self._client_error as exc:
+            if aws.error_code(exc) == _NOT_FOUND:
+                return None
+            raise
 
     # -- published --------------------------------------------------------------------------------
 
     def _published_stages(self, path: str) -> dict[str, list[str]] | None:
         """VersionId -> labels of the published secret; None when it does not exist."""
-        try:
-            desc = self._client.describe_secret(SecretId=path)
-        except self._errors.ClientError as exc:
-            if _code(exc) == _NOT_FOUND:
-                return None
-            raise
+        desc = self._describe(path)
+        if desc is None:
+            return None
         if desc.get("DeletedDate"):
             # Secrets Manager itself refuses most writes then; saying so here is clearer and also
             # holds for servers that do not (moto accepts writes to a deleted secret).
-            raise StoreError(f"secret {path!r} {_DELETED}")
+            raise StoreError(f"secret {path!r} {aws.DELETED}")
         raw = desc.get("VersionIdsToStages") or {}
         return {str(vid): list(labels) for vid, labels in raw.items()}
 
@@ -570,8 +508,8 @@ class AwsStore:
                 Tags=_tags(ref, "published"),
                 **self._kms(),
             )
-        except self._errors.ClientError as exc:
-            if _code(exc) == _EXISTS:
+        except self._client_error as exc:
+            if aws.error_code(exc) == _EXISTS:
                 return False
             raise
         return True
@@ -581,8 +519,8 @@ class AwsStore:
             self._client.update_secret_version_stage(
                 SecretId=path, VersionStage=label, RemoveFromVersionId=version
             )
-        except self._errors.ClientError as exc:
-            if _code(exc) not in _STAGE_REFUSED:  # already gone: someone else tidied it
+        except self._client_error as exc:
+            if aws.error_code(exc) not in _STAGE_REFUSED:  # already gone: someone else tidied it
                 raise
 
     def _mirror(self, ref: CredentialRef, state: CredentialState) -> None:
@@ -641,22 +579,8 @@ class AwsStore:
         """Translate botocore's exceptions into the store's (errors.py); ours pass through."""
         try:
             yield
-        except self._errors.ClientError as exc:
-            raise _client_error(exc, doing) from exc
-        except self._errors.BotoCoreError as exc:
-            raise self._transport_error(exc, doing) from exc
-
-    def _transport_error(self, exc: Exception, doing: str) -> StoreError:
-        name = type(exc).__name__
-        if name in _CREDENTIAL_ERRORS:
-            return AccessDenied(
-                f"{doing}: no usable AWS credentials ({name}); the standard chain reads AWS_* variables, "
-                "the shared profile, IRSA's web identity token and the instance role"
-            )
-        if isinstance(exc, self._errors.ParamValidationError):
-            # Its text may quote a parameter's value, so only the type is shown.
-            return StoreError(f"{doing}: request rejected by botocore ({name})")
-        return Unavailable(f"{doing}: cannot reach Secrets Manager ({name}); retry later")
+        except aws.errors() as exc:
+            raise aws.store_error(exc, doing) from exc
 
     # -- check ------------------------------------------------------------------------------------
 
@@ -685,31 +609,3 @@ def _lease_tag(desc: Mapping[str, Any], version: str) -> float | None:
                 with contextlib.suppress(ValueError):
                     return float(text)
     return None
-
-
-def _code(exc: Any) -> str:
-    return str(exc.response.get("Error", {}).get("Code", ""))
-
-
-_DELETED = (
-    "is scheduled for deletion: restore it (aws secretsmanager restore-secret) or delete it for good, "
-    "then run again"
-)
-
-
-def _client_error(exc: Any, doing: str) -> StoreError:
-    code = _code(exc)
-    message = _short(exc.response.get("Error", {}).get("Message"))
-    status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-    detail = f"{code}: {message}" if message else code
-    if code in DENIED_CODES:
-        return AccessDenied(f"{doing}: access denied ({detail})")
-    if code in _KMS:
-        return AccessDenied(f"{doing}: the secret's KMS key cannot be used ({detail})")
-    if code in RETRYABLE_CODES or (isinstance(status, int) and status >= 500):
-        return Unavailable(f"{doing}: Secrets Manager is throttling or unavailable ({detail}); retry later")
-    if code == _NOT_FOUND:
-        return NotFound(f"{doing}: no such secret")
-    if code == "InvalidRequestException" and "delet" in message.lower():
-        return StoreError(f"{doing}: the secret {_DELETED}")
-    return StoreError(f"{doing}: {detail}")

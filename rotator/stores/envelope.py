@@ -6,8 +6,8 @@ plaintext key exists only in the worker's memory; whoever copies both files stil
 on the key. The encryption context binds the data key to this use, so it cannot be decrypted in
 another context by mistake.
 
-The KMS client comes from :func:`rotator.signers.aws.make_aws_client` (boto3 stays imported in
-``signers/`` and ``stores/aws.py`` only).
+The KMS client and the error translation come from :mod:`rotator.clients.aws`, the one importer of
+botocore.
 """
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from rotator.errors import ConfigError, Corrupt, StoreError
-from rotator.signers.aws import aws_error, botocore_errors
+from rotator.clients import aws
+from rotator.errors import ConfigError, Corrupt, RotatorError, StoreError
 from rotator.stores.file import make_private_dirs
 
 if TYPE_CHECKING:
@@ -82,10 +82,8 @@ def open_data_key(path: Path, client: KmsDataKeyClient, kms_key_id: str) -> byte
 def _generate(client: KmsDataKeyClient, kms_key_id: str) -> tuple[bytes, bytes]:
     try:
         resp = client.generate_data_key(KeyId=kms_key_id, KeySpec="AES_256", EncryptionContext=CONTEXT)
-    except botocore_errors() as exc:
-        raise aws_error(
-            exc, f"store.file.kms_key_id ({kms_key_id}): GenerateDataKey", permanent=ConfigError
-        ) from exc
+    except aws.errors() as exc:
+        raise _kms_error(exc, f"store.file.kms_key_id ({kms_key_id}): GenerateDataKey") from exc
     key, blob = resp.get("Plaintext"), resp.get("CiphertextBlob")
     if not isinstance(key, bytes) or len(key) != _KEY_BYTES or not isinstance(blob, bytes):
         raise StoreError(f"store.file.kms_key_id ({kms_key_id}): GenerateDataKey returned no AES-256 key")
@@ -136,27 +134,29 @@ def _decrypt(holder: Path, text: str, client: KmsDataKeyClient, kms_key_id: str)
         raise Corrupt(f"{holder}: malformed data key file ({type(exc).__name__})") from None
     try:
         resp = client.decrypt(CiphertextBlob=blob, KeyId=kms_key_id, EncryptionContext=CONTEXT)
-    except botocore_errors() as exc:
-        code = str(getattr(exc, "response", {}).get("Error", {}).get("Code", ""))
-        if code in _UNDECRYPTABLE:
+    except aws.errors() as exc:
+        if aws.error_code(exc) in _UNDECRYPTABLE:
             raise Corrupt(
                 f"{holder}: does not decrypt under store.file.kms_key_id ({kms_key_id}): another key made "
                 "it, or it was altered"
             ) from exc
-        raise aws_error(exc, f"store.file.kms_key_id ({kms_key_id}): Decrypt", permanent=ConfigError) from exc
+        raise _kms_error(exc, f"store.file.kms_key_id ({kms_key_id}): Decrypt") from exc
     key = resp.get("Plaintext")
     if not isinstance(key, bytes) or len(key) != _KEY_BYTES:
         raise Corrupt(f"{holder}: decrypts to something other than an AES-256 key")
     return key
 
 
+def _kms_error(exc: BaseException, doing: str) -> RotatorError:
+    # What retrying cannot fix is the operator's to fix in the config (exit 2); outages stay retryable.
+    return aws.translate(exc, doing, denied=ConfigError, permanent=ConfigError)
+
+
 def kms_file_key(store: StoreSettings) -> bytes:
     """The file store's key per ``store.file.kms_*`` (KMS client settings otherwise from ``store.aws``)."""
-    from rotator.signers.aws import make_aws_client
-
     fs = store.file
     assert fs.kms_key_id is not None
-    client = make_aws_client(
+    client = aws.make_client(
         "kms",
         region=fs.kms_region or store.aws.region,
         endpoint_url=fs.kms_endpoint_url,

@@ -446,7 +446,7 @@ def test_approle_token_expiring_between_passes_is_replaced(
     rt = Runtime(settings, w.env())
     rt.validate()
     cred = settings.credentials[0]
-    caplog.set_level(logging.INFO, logger="rotator.stores.vault")
+    caplog.set_level(logging.INFO, logger="rotator.clients.vault")
     try:
         assert rt.rotator.run_pass(rt.ref(cred), rt.signer(cred), rt.policy(cred), force=True).rotated
         time.sleep(3.2)  # the token is dead now

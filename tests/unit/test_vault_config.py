@@ -11,9 +11,10 @@ from typing import Any
 
 import pytest
 
+from rotator.clients.vault import AppRoleLogin, KubernetesLogin, TokenLogin, build_login
 from rotator.config import VaultAppRoleAuth, VaultKubernetesAuth, VaultTokenAuth, load_settings
 from rotator.errors import ConfigError
-from rotator.stores.vault import AppRoleLogin, KubernetesLogin, TokenLogin, build_login, build_vault_store
+from rotator.stores.vault import build_vault_store
 
 URL = "https://vault.example:8200"
 

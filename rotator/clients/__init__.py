@@ -1,0 +1,1 @@
+"""One module per backend SDK: the only importers of botocore (``aws``) and hvac (``vault``)."""
