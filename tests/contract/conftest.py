@@ -160,7 +160,7 @@ def _open_racing_vault(url: str, token: str, mount: str) -> Store:
 
     store = _open_vault(url, token, mount)
     rival = hvac.Client(url=url, token=token)
-    kv: Any = store._client.secrets.kv.v2  # type: ignore[attr-defined]
+    kv: Any = store._session.client.secrets.kv.v2  # type: ignore[attr-defined]
     read = kv.read_secret_version
 
     def read_then_lose(path: str, *args: Any, **kwargs: Any) -> Any:

@@ -273,19 +273,8 @@ def check(root: Path) -> list[Violation]:
 #: Violations the client layer (issue 14, rotator/clients/) is removing, as (rule, importer, target).
 #: Each entry must still be found: once the client layer lands, the test names the entries to delete
 #: here. Nothing may be added. Empty is the goal.
-PENDING: frozenset[tuple[str, str, str]] = frozenset(
-    {
-        ("stores<->signers", "rotator.signers.aws", "rotator.stores.aws"),
-        ("stores<->signers", "rotator.signers.factory", "rotator.stores.vault"),
-        ("stores<->signers", "rotator.signers.vault", "rotator.stores.vault"),
-        ("stores<->signers", "rotator.stores.envelope", "rotator.signers.aws"),
-        ("sdk botocore outside rotator.clients.aws", "rotator.signers.aws", "botocore"),
-        ("sdk botocore outside rotator.clients.aws", "rotator.stores.aws", "botocore"),
-        ("sdk hvac outside rotator.clients.vault", "rotator.stores.vault", "hvac"),
-        # via rotator.stores.factory (a KMS-keyed file store): goes with stores/envelope.py -> signers/aws.py
-        ("consumer reaches rotator.signers", "rotator.stores.envelope", "rotator.signers.aws"),
-    }
-)
+#: Violations known and scheduled for removal; empty since the client layer (rotator/clients/).
+PENDING: frozenset[tuple[str, str, str]] = frozenset()
 
 
 def _report(violations: Iterable[Violation]) -> str:
