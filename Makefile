@@ -28,8 +28,10 @@ typecheck: $(STAMP)
 test: lint typecheck
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
+# The edit loop (well under a minute): the tests that start no server (tests/unit, tests/static),
+# without the slow scenarios. `make test` runs everything, tests/integration and tests/contract included.
 unit: $(STAMP)
-	$(PY) -m pytest -q tests/unit $(PYTEST_ARGS)
+	$(PY) -m pytest -q tests/unit tests/static -m 'not slow' $(PYTEST_ARGS)
 
 bench: $(STAMP)
 	$(PY) bench/run.py

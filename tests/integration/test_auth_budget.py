@@ -112,6 +112,7 @@ def _wallet() -> tuple[str, str]:
     return acct.key.hex(), acct.address
 
 
+@pytest.mark.slow
 def test_an_idle_daemon_with_50_credentials_spends_nothing_on_auth(
     fresh_sandbox: Sandbox, tmp_path: Path
 ) -> None:
@@ -162,6 +163,7 @@ def test_a_server_without_the_probe_endpoint_falls_back_to_the_key_list(
     assert_accounted(w, sb)
 
 
+@pytest.mark.slow
 def test_a_delete_that_answers_200_but_keeps_the_key_is_not_trusted(
     fresh_sandbox: Sandbox, tmp_path: Path, wallet: Any
 ) -> None:

@@ -532,6 +532,7 @@ def assert_failed(result: subprocess.CompletedProcess[str], fragment: str, sandb
         assert secret not in result.stdout + result.stderr
 
 
+@pytest.mark.slow
 def test_cli_rotation_bootstrap_force_grace_revoke(
     moto_server: str, sm: Any, sandbox: Sandbox, wallet: tuple[str, str], tmp_path: Path
 ) -> None:
@@ -568,6 +569,7 @@ def test_cli_rotation_bootstrap_force_grace_revoke(
         assert secret not in first.stdout + forced.stdout + revoked.stdout + first.stderr + forced.stderr
 
 
+@pytest.mark.slow
 def test_cli_failures_exit_1_keep_the_published_key_and_the_next_pass_recovers(
     moto_server: str, sm: Any, proxy: FaultProxy, sandbox: Sandbox, wallet: tuple[str, str], tmp_path: Path
 ) -> None:

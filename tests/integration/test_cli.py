@@ -83,6 +83,7 @@ def test_signer_file_must_not_be_group_readable(
     assert published is not None and sdk_works(sandbox.url, wallet[0], published)
 
 
+@pytest.mark.slow
 def test_usage_errors_exit_2(sandbox: Sandbox, tmp_path: Path, wallet: tuple[str, str]) -> None:
     w = Worker(tmp_path, sandbox.url, *wallet)
     assert w.run("rotate").returncode == 2  # neither --all nor --credential
@@ -132,6 +133,7 @@ def test_wrong_file_store_key_fails_clearly_and_loses_nothing(
     assert published is not None and sdk_works(sandbox.url, wallet[0], published)
 
 
+@pytest.mark.slow
 def test_status_json_shows_no_secrets(sandbox: Sandbox, tmp_path: Path, wallet: tuple[str, str]) -> None:
     import json
 

@@ -108,6 +108,7 @@ def test_create_answer_slower_than_timeout_is_recovered(worker: Worker, fresh_sa
     assert_consistent(worker, fresh_sandbox)
 
 
+@pytest.mark.slow
 def test_propagation_delay_longer_than_verify_timeout(worker: Worker, fresh_sandbox: Sandbox) -> None:
     before = worker.published()
     fresh_sandbox.configure(propagation_delay=4.0)
@@ -210,6 +211,7 @@ def test_clock_two_minutes_off(tmp_path: Path, wallet: tuple[str, str]) -> None:
         assert w.published() == before
 
 
+@pytest.mark.slow
 def test_fleet_of_200_paces_itself_under_100_per_10s(tmp_path: Path) -> None:
     """Acceptance: 200 credentials at once, sandbox at 100 req/10 s: no 429, at most 1.2x the minimum."""
     from eth_account import Account

@@ -84,6 +84,7 @@ CAUSES: dict[str, str] = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", list(CAUSES))
 def test_bad_server_ends_the_pass_in_time_with_one_clear_line(
     worker: Worker, sandbox: Sandbox, tmp_path: Path, mode: str
@@ -169,6 +170,7 @@ def test_cancel_cuts_a_stuck_pass_short_and_records_no_new_intent(worker: Worker
     assert_consistent(worker, sandbox)
 
 
+@pytest.mark.slow
 def test_sigterm_stops_a_daemon_stuck_on_the_clob_within_seconds(worker: Worker, sandbox: Sandbox) -> None:
     """Item 15: SIGTERM while the daemon waits on a silent CLOB: exit 0 in seconds, no new step."""
     worker.rotate("--force")

@@ -239,6 +239,7 @@ def run_rotations(c: Credential, outcome: dict[str, Any]) -> None:
     outcome["rotations"] = rotated
 
 
+@pytest.mark.slow
 def test_zero_failed_requests_through_ten_rotations(backend: Backend, sandbox: Sandbox) -> None:
     """Multi-key CLOB: not one failed or retried request. Single-key CLOB (creating a key kills the
     old one): at most one retried request per rotation, none failed. Heartbeats never pause."""
@@ -477,6 +478,7 @@ def test_a_401_storm_has_one_waiter_the_other_threads_share_its_answer(
 # -- the example bot, the status and check commands --------------------------------------------------
 
 
+@pytest.mark.slow
 def test_the_example_bot_rides_through_cli_rotations_and_status_lists_it(
     sandbox: Sandbox, tmp_path: Path, wallet: tuple[str, str]
 ) -> None:

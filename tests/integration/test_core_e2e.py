@@ -148,6 +148,7 @@ def assert_i3_raw(w: Worker, sb: Sandbox, raw: dict[str, object]) -> None:
 
 
 # -- item 6: the intent records its wallet -------------------------------------------------------
+@pytest.mark.slow
 def test_a_crash_then_a_wallet_change_never_orphans_the_old_wallets_key(
     sandbox: Sandbox, tmp_path: Path, wallet: tuple[str, str]
 ) -> None:
@@ -207,6 +208,7 @@ def lose_state(w: Worker) -> None:
     assert w.store().load(w.ref).version is None and w.published() is not None
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("adopt_existing", [False, True], ids=["default", "adopt_existing"])
 def test_a_lost_state_recovers_the_published_key(
     sandbox: Sandbox, tmp_path: Path, wallet: tuple[str, str], adopt_existing: bool
@@ -255,6 +257,7 @@ def test_a_probe_answering_500s_is_unknown_not_a_failed_pass(
     assert_i3(w, fresh_sandbox)
 
 
+@pytest.mark.slow
 def test_a_daemon_whose_clock_jumps_forward_keeps_the_grace(
     fresh_sandbox: Sandbox, tmp_path: Path, wallet: tuple[str, str]
 ) -> None:

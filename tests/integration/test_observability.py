@@ -489,6 +489,7 @@ def _version() -> str:
     return __version__
 
 
+@pytest.mark.slow
 def test_forced_failure_is_counted_and_fires_the_rotation_failing_alert(
     fresh_sandbox: Sandbox, pushgateway: Pushgateway, tmp_path: Path
 ) -> None:

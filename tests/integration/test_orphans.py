@@ -105,6 +105,7 @@ def _row(w: Worker, name: str) -> dict[str, Any]:
     return row  # type: ignore[no-any-return]
 
 
+@pytest.mark.slow
 def test_a_renamed_credential_keeps_its_keys_served_until_retired(
     sandbox: Sandbox,
     tmp_path: Path,
@@ -185,6 +186,7 @@ def test_a_renamed_credential_keeps_its_keys_served_until_retired(
     assert _lines(out, old) == [f"{old}: nothing-due (orphaned state: not in the config)"], out
 
 
+@pytest.mark.slow
 def test_the_daemon_revokes_a_removed_credentials_retiring_key_on_schedule(
     sandbox: Sandbox, tmp_path: Path, wallet: tuple[str, str]
 ) -> None:

@@ -34,6 +34,7 @@ def assert_consistent(w: Worker, sb: Sandbox, foreign: frozenset[str] = frozense
     assert not orphans, f"orphan keys at the CLOB: {orphans}"
 
 
+@pytest.mark.slow
 def test_bootstrap_rotate_grace_revoke(worker: Worker, sandbox: Sandbox) -> None:
     out = worker.rotate().stdout
     assert "mm1: rotated" in out
@@ -84,6 +85,7 @@ BOUNDARIES = [
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("method", "path", "phase", "skip", "what"), BOUNDARIES, ids=[b[4] for b in BOUNDARIES]
 )
@@ -122,6 +124,7 @@ def test_sigkill_at_every_step_boundary(
     assert sandbox.live_keys(worker.address) == [worker.state().current.api_key]  # type: ignore[union-attr]
 
 
+@pytest.mark.slow
 def test_two_racing_forced_runs_rotate_once(worker: Worker, sandbox: Sandbox) -> None:
     worker.rotate()
     for _ in range(3):
@@ -162,6 +165,7 @@ def _hand_made_key(sb: Sandbox, private_key: str) -> str:
     return str(creds.api_key)
 
 
+@pytest.mark.slow
 def test_existing_key_at_nonce_0_is_adopted_and_retired(
     sandbox: Sandbox, tmp_path: Path, wallet: tuple[str, str]
 ) -> None:

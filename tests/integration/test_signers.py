@@ -490,6 +490,7 @@ def test_full_rotation_with_a_secretsmanager_signer(
     assert sdk_works(sandbox.url, wallet[0], key)
 
 
+@pytest.mark.slow
 def test_full_rotation_with_a_kms_signer_and_a_kms_enveloped_file_store(
     sandbox: Sandbox, kms: Any, kms_key: str, moto_server: str, tmp_path: Path
 ) -> None:

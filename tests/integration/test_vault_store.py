@@ -152,6 +152,7 @@ def short_bao(openbao_binary: str, tmp_path_factory: pytest.TempPathFactory) -> 
 # -- rotation through the CLI, with the shipped policies ------------------------------------------------
 
 
+@pytest.mark.slow
 def test_cli_rotates_with_the_rotator_policy_and_consumers_only_read_the_published_key(
     openbao: OpenBao, sandbox: Sandbox, tmp_path: Path, wallet: tuple[str, str]
 ) -> None:
@@ -236,6 +237,7 @@ def test_cli_rotates_with_the_rotator_policy_and_consumers_only_read_the_publish
     assert_no_leaks(*OUTPUTS)
 
 
+@pytest.mark.slow
 def test_a_key_that_never_verifies_is_never_published(
     openbao: OpenBao, fresh_sandbox: Sandbox, tmp_path: Path, wallet: tuple[str, str]
 ) -> None:
@@ -322,6 +324,7 @@ def test_two_workers_racing_one_loses_cleanly_and_nothing_is_orphaned(
 # -- failures ---------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_unreachable_vault_fails_the_pass_and_the_next_pass_picks_up(
     openbao: OpenBao, sandbox: Sandbox, tmp_path: Path, wallet: tuple[str, str]
 ) -> None:
@@ -342,6 +345,7 @@ def test_unreachable_vault_fails_the_pass_and_the_next_pass_picks_up(
     assert k2 is not None and k1 is not None and k2.nonce == k1.nonce + 1
 
 
+@pytest.mark.slow
 def test_vault_sealed_mid_rotation_leaves_the_published_key_and_the_next_pass_finishes(
     short_bao: OpenBao, sandbox: Sandbox, tmp_path: Path, wallet: tuple[str, str]
 ) -> None:
@@ -374,6 +378,7 @@ def test_vault_sealed_mid_rotation_leaves_the_published_key_and_the_next_pass_fi
     assert set(sandbox.live_keys(w.address)) == {k1.api_key, k2.api_key} == w.known_keys()  # no orphan
 
 
+@pytest.mark.slow
 def test_an_expired_token_fails_the_pass_cleanly_and_a_fresh_one_picks_up(
     openbao: OpenBao, sandbox: Sandbox, tmp_path: Path, wallet: tuple[str, str]
 ) -> None:
@@ -417,6 +422,7 @@ def _approle_tokens(bao: OpenBao, mount: str) -> list[str]:
         return []
 
 
+@pytest.mark.slow
 def test_approle_token_expiring_between_passes_is_replaced(
     openbao: OpenBao,
     sandbox: Sandbox,
@@ -727,6 +733,7 @@ def test_a_missing_mount_is_an_error_not_an_empty_state(openbao: OpenBao) -> Non
         store.load(REF)
 
 
+@pytest.mark.slow
 def test_a_cas_required_mount_takes_every_write_and_acknowledgements_still_release_old_keys(
     openbao: OpenBao, sandbox: Sandbox, tmp_path: Path, wallet: tuple[str, str]
 ) -> None:

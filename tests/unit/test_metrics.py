@@ -1,15 +1,12 @@
 """rotator.metrics and rotator.exporter on a fresh registry: names, pre-created series, what a pass
-records, the per-credential views a one-shot run pushes, and the health endpoints over a real socket."""
+records, the per-credential views a one-shot run pushes. The health endpoints, over a real socket, are in
+tests/integration/test_health_server.py."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
-import httpx
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
-from rotator.exporter import HealthServer
 from rotator.metrics import CLOB_ENDPOINTS, Metrics, view
 from rotator.model import CredentialState, Key, Retiring, Secret
 
@@ -178,38 +175,6 @@ def test_views_split_the_registry_by_credential(m: Metrics) -> None:
     assert {"rotator_clock_skew_seconds", "rotator_build_info", "rotator_clob_requests_total"} <= set(process)
     for family in view(m.registry, None).collect():
         assert family.samples, f"empty family {family.name} in a push"
-
-
-# -- the HTTP endpoints, on a real socket ----------------------------------------------------------------
-
-
-class Probe:
-    problem: str | None = "no pass has read the store yet"
-    alive = True
-
-
-@pytest.fixture
-def server(m: Metrics) -> Iterator[tuple[HealthServer, Probe]]:
-    probe = Probe()
-    srv = HealthServer(m.registry, "127.0.0.1", 0, lambda: probe.problem, lambda: probe.alive)
-    srv.start()
-    yield srv, probe
-    srv.stop()
-
-
-def test_health_endpoints(server: tuple[HealthServer, Probe]) -> None:
-    srv, probe = server
-    base = f"http://127.0.0.1:{srv.port}"
-    r = httpx.get(f"{base}/readyz")
-    assert r.status_code == 503 and r.text == "not ready: no pass has read the store yet\n"
-    probe.problem = None
-    assert httpx.get(f"{base}/readyz").status_code == 200
-    assert httpx.get(f"{base}/healthz").status_code == 200
-    probe.alive = False
-    assert httpx.get(f"{base}/healthz").status_code == 503
-    metrics = httpx.get(f"{base}/metrics?x=1")
-    assert metrics.status_code == 200 and "rotator_build_info" in metrics.text
-    assert httpx.get(f"{base}/other").status_code == 404
 
 
 def test_pushgateway_urls_lose_their_credentials_in_logs() -> None:
