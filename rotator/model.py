@@ -46,17 +46,28 @@ class MalformedError(ValueError):
     """Our own validation message: names the field, never quotes the value."""
 
 
+#: How many characters of a key id :func:`mask` shows from its start and from its end.
+MASK_HEAD, MASK_TAIL = 8, 4
+
+
 def mask(key_id: str) -> str:
-    """The form of a key id that logs, status output and stores' tags may show."""
-    return key_id[:8]
+    """The form of a key id that logs, status output and stores' tags may show: ``01a22d6a…9f3c``.
+
+    Key ids are UUIDv7: the first 8 characters are the top of a millisecond timestamp and repeat
+    for about a minute, so the last 4 (random bits) are what tell keys made together apart. An id
+    already masked, or too short to hide anything, is shown as it is.
+    """
+    if len(key_id) <= MASK_HEAD + MASK_TAIL + 1:
+        return key_id
+    return f"{key_id[:MASK_HEAD]}…{key_id[-MASK_TAIL:]}"
 
 
 def ack_prefix(key_id: str) -> str:
     """The part of a key id that consumer acknowledgements carry: enough to tell keys apart.
 
-    Real key ids are UUIDv7, whose first 8 characters (the :func:`mask`) are the top of a
-    millisecond timestamp and repeat for about a minute; 18 characters add the rest of the
-    timestamp and 12 random bits, and still leave most of the id out.
+    Real key ids are UUIDv7, whose first 8 characters are the top of a millisecond timestamp and
+    repeat for about a minute; 18 characters add the rest of the timestamp and 12 random bits, and
+    still leave most of the id out.
     """
     return key_id[:18]
 

@@ -86,7 +86,7 @@ class Held:
     key: str | None  # masked id; None for an intent whose key cannot be known
 
     def __str__(self) -> str:
-        return f"{self.role} nonce={self.nonce} key={self.key + '…' if self.key else '?'}"
+        return f"{self.role} nonce={self.nonce} key={self.key or '?'}"
 
 
 @dataclass(slots=True)
