@@ -277,7 +277,8 @@ def _config_error(msg: str) -> Exception:
 
 def _report(rt: Runtime, results: list[PassResult], orphaned: frozenset[str] = frozenset()) -> int:
     for r in results:
-        line = f"{r.credential}: {r.outcome}"
+        # A dry run says what it would do, why and at which nonce; the plan starts with its outcome.
+        line = f"{r.credential}: {'; '.join(r.plan) if r.plan else r.outcome}"
         if r.credential in orphaned:
             line += " (orphaned state: not in the config)"
         if r.key_prefix:
