@@ -277,11 +277,12 @@ def _config_error(msg: str) -> Exception:
 
 def _report(rt: Runtime, results: list[PassResult], orphaned: frozenset[str] = frozenset()) -> int:
     for r in results:
-        line = f"{r.credential}: {r.outcome}"
+        # A dry run says what it would do, why and at which nonce; the plan starts with its outcome.
+        line = f"{r.credential}: {'; '.join(r.plan) if r.plan else r.outcome}"
         if r.credential in orphaned:
             line += " (orphaned state: not in the config)"
         if r.key_prefix:
-            line += f" key={r.key_prefix}…"
+            line += f" key={r.key_prefix}"
         if r.revoked:
             line += f" revoked={r.revoked}"
         if r.invalidated:
@@ -319,8 +320,8 @@ def _status(rt: Runtime, as_json: bool) -> int:
         age = row["age_seconds"]
         age_text = f"{age:.0f}s" if isinstance(age, float) else "-"
         print(
-            f"{row['credential']:<20} key={row['key'] or '-':<9} nonce={row['nonce']!s:<4} age={age_text:<8} "
-            f"retiring={len(row['retiring'])} pending={'yes' if row['pending'] else 'no'} "
+            f"{row['credential']:<20} key={row['key'] or '-':<13} nonce={row['nonce']!s:<4} "
+            f"age={age_text:<8} retiring={len(row['retiring'])} pending={'yes' if row['pending'] else 'no'} "
             f"rotations={row['rotations']}"
         )
         if row["orphaned"]:
@@ -350,7 +351,7 @@ def _consumers(rt: Runtime, cred: CredentialSettings, st: CredentialState, now: 
     return [
         {
             "consumer": a.consumer_id,
-            "key": a.key_prefix,  # longer than the 8-character ids above, which may repeat
+            "key": a.key_prefix,  # the form acknowledgements carry (model.ack_prefix)
             "holds": holds.get(a.key_prefix, "old"),
             "seen_seconds_ago": round(now - a.at, 1),
             "live": now - a.at <= cred.consumer_ttl,

@@ -122,9 +122,7 @@ def run_demo(rotations: int = 3) -> int:
         live = sandbox.live_keys(wallet.address)
         rt.close()
 
-    # Keys are told apart by nonce: real key ids are UUIDv7, whose masked 8-character prefix is a
-    # timestamp that repeats for about a minute.
-    print(f"\n{'rotation':<10} {'nonce':>5}  {'key':<10} {'issued':>7}  {'revoked':>8}")
+    print(f"\n{'rotation':<10} {'nonce':>5}  {'key':<14} {'issued':>7}  {'revoked':>8}")
     lives: list[float] = []
     for i, row in enumerate(rows):
         label = "bootstrap" if row["n"] == 0 else f"{row['n']}"
@@ -132,7 +130,7 @@ def run_demo(rotations: int = 3) -> int:
         if gone is not None and i + 1 < len(rows):
             lives.append(gone - float(rows[i + 1]["at"]))  # type: ignore[arg-type]
         print(
-            f"{label:<10} {row['nonce']!s:>5}  {row['key']!s:<10} {row['at']:>6.1f}s  "
+            f"{label:<10} {row['nonce']!s:>5}  {row['key']!s:<14} {row['at']:>6.1f}s  "
             f"{(f'{gone:.1f}s' if gone is not None else 'current'):>8}"
         )
     if lives:

@@ -27,6 +27,11 @@ botocore or py-clob-client type escapes its adapter. Messages never contain secr
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from rotator.model import Step
+
 
 class RotatorError(Exception):
     """Base of every error rotator raises on purpose."""
@@ -112,6 +117,6 @@ class Cancelled(ClobError):
 class RotationError(RotatorError):
     """A protocol step failed. ``step`` is the step's name; the cause is chained."""
 
-    def __init__(self, step: str, message: str) -> None:
+    def __init__(self, step: Step, message: str) -> None:
         super().__init__(f"{step}: {message}")
-        self.step = step
+        self.step: Step = step

@@ -2,7 +2,8 @@
 
 Audit events (logger ``rotator.audit``, one per protocol step) carry their fields as ``extra``:
 ``credential``, ``step``, ``outcome``, ``duration`` and, where a key is involved, ``nonce`` and
-``key`` (its id masked to 8 characters). Both formats show them.
+``key`` (its id masked by :func:`rotator.model.mask`, ``01a22d6a…9f3c``). Both formats show them;
+in JSON a list field (``lagging``) is a JSON array.
 
 Callers never pass secrets, and :class:`rotator.model.Secret` masks itself; the formatters add a
 last line of defence anyway (I6): fields named like a secret are dropped, key-id fields are cut to
@@ -20,15 +21,16 @@ import sys
 import time
 from typing import Any, TextIO
 
+from rotator.model import mask
+
 _STANDARD = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message", "asctime", "taskName"}
 
 #: Extra fields that must never be written, whatever a caller passes.
 SECRET_FIELDS = frozenset(
     {"secret", "api_secret", "passphrase", "api_passphrase", "private_key", "password", "token"}
 )
-#: Extra fields holding a key id: shown masked to their first 8 characters (``model.mask``).
+#: Extra fields holding a key id: shown masked (``model.mask``).
 KEY_FIELDS = frozenset({"key", "api_key", "previous", "key_prefix"})
-KEY_ID_LENGTH = 8
 _HEX_SECRET = re.compile(r"\b(?:0x)?[0-9a-fA-F]{64}\b")
 REDACTED = "[redacted]"
 #: Fields the text format already shows in the audit message (``"<credential> <step> <outcome>"``).
@@ -42,11 +44,14 @@ def scrub(text: str) -> str:
 
 def _clean(name: str, value: Any) -> Any:
     if name in KEY_FIELDS and isinstance(value, str):
-        return value[:KEY_ID_LENGTH]
+        return mask(value)
     if isinstance(value, str):
         return scrub(value)
     if value is None or isinstance(value, (bool, int, float)):
         return value
+    if isinstance(value, (list, tuple, set, frozenset)):
+        # A JSON array in JSON lines, each element cleaned as the field itself would be.
+        return [_clean(name, v) for v in value]
     return scrub(str(value))
 
 
@@ -91,7 +96,9 @@ class TextFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         stamp = time.strftime("%H:%M:%S", time.localtime(record.created))
         extra = " ".join(
-            f"{k}={v}" for k, v in fields(record).items() if k not in _IN_MESSAGE and v is not None
+            f"{k}={','.join(map(str, v)) if isinstance(v, list) else v}"
+            for k, v in fields(record).items()
+            if k not in _IN_MESSAGE and v is not None
         )
         line = f"{stamp} {record.levelname.lower():7} {scrub(record.getMessage())}"
         if extra:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import hmac
 import re
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, Literal
 
 PUBLISHED_FIELDS = ("api_key", "api_secret", "api_passphrase", "address", "nonce", "created_at")
 
@@ -46,17 +46,28 @@ class MalformedError(ValueError):
     """Our own validation message: names the field, never quotes the value."""
 
 
+#: How many characters of a key id :func:`mask` shows from its start and from its end.
+MASK_HEAD, MASK_TAIL = 8, 4
+
+
 def mask(key_id: str) -> str:
-    """The form of a key id that logs, status output and stores' tags may show."""
-    return key_id[:8]
+    """The form of a key id that logs, status output and stores' tags may show: ``01a22d6a…9f3c``.
+
+    Key ids are UUIDv7: the first 8 characters are the top of a millisecond timestamp and repeat
+    for about a minute, so the last 4 (random bits) are what tell keys made together apart. An id
+    already masked, or too short to hide anything, is shown as it is.
+    """
+    if len(key_id) <= MASK_HEAD + MASK_TAIL + 1:
+        return key_id
+    return f"{key_id[:MASK_HEAD]}…{key_id[-MASK_TAIL:]}"
 
 
 def ack_prefix(key_id: str) -> str:
     """The part of a key id that consumer acknowledgements carry: enough to tell keys apart.
 
-    Real key ids are UUIDv7, whose first 8 characters (the :func:`mask`) are the top of a
-    millisecond timestamp and repeat for about a minute; 18 characters add the rest of the
-    timestamp and 12 random bits, and still leave most of the id out.
+    Real key ids are UUIDv7, whose first 8 characters are the top of a millisecond timestamp and
+    repeat for about a minute; 18 characters add the rest of the timestamp and 12 random bits, and
+    still leave most of the id out.
     """
     return key_id[:18]
 
@@ -329,21 +340,99 @@ class CredentialRef:
     path: str
 
 
+#: How a pass over a credential ended: the CLI's report, the audit log's last event and the
+#: ``failure`` metrics all say one of these. ``would-*`` are dry runs.
+Outcome = Literal[
+    "rotated",
+    "revoked",
+    "nothing-due",
+    "in-flight-elsewhere",
+    "lost-race",
+    "stopped",
+    "failed",
+    "would-rotate",
+    "would-resume",
+    "would-revoke",
+]
+
+#: The protocol steps (DESIGN.md 1-7) as the audit log's ``step`` and a failed pass's ``failed_step``
+#: name them; ``retire`` and ``derive`` are ``rotator retire``'s.
+Step = Literal[
+    "read",
+    "publish",
+    "revoke",
+    "resume",
+    "probe",
+    "issue",
+    "intent",
+    "recover",
+    "bootstrap",
+    "adopt",
+    "create",
+    "verify",
+    "promote",
+    "probe-old",
+    "retire",
+    "derive",
+]
+
+
+#: What one step's audit event (``outcome``) says happened. A pass's own end is an :data:`Outcome`.
+Event = Literal[
+    # the pass ended there
+    "in-flight-elsewhere",
+    "lost-race",
+    "stopped",
+    "failed",
+    # step by step
+    "republished",
+    "repaired-stale",
+    "deleted",
+    "already-gone",
+    "not-yet-revocable",
+    "still-live-after-delete",
+    "forced",
+    "took-over",
+    "rejected",
+    "unknown",
+    "recorded",
+    "adopted",
+    "adopted-published",
+    "other-wallet",
+    "published-not-live",
+    "retiring",
+    "unproven-key-left",
+    "nonce-taken",
+    "created",
+    "recovered",
+    "recovered-lost-answer",
+    "verified",
+    "abandoned",
+    "published",
+    "invalidated-by-server",
+    "still-valid",
+    # rotator retire
+    "keys-retiring",
+    "retired",
+    "incomplete",
+]
+
+
 @dataclass(frozen=True, slots=True)
 class PassResult:
-    """What one pass over one credential did."""
+    """What one pass over one credential did. ``plan``: a dry run's steps, each with why and at which
+    nonce (``would-rotate (due, age 24h3m) nonce 7``), the one that names ``outcome`` first."""
 
     credential: str
-    outcome: (
-        str  # rotated | revoked | nothing-due | in-flight-elsewhere | lost-race | stopped | failed | would-*
-    )
+    outcome: Outcome
     rotated: bool = False
     revoked: int = 0
     invalidated: int = 0
     error: str | None = None
-    failed_step: str | None = None
+    failed_step: Step | None = None
     duration: float = 0.0
     key_prefix: str | None = None
+    plan: tuple[str, ...] = ()
 
     @property
     def ok(self) -> bool:

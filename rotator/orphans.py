@@ -22,8 +22,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 
 from rotator.errors import RotatorError
-from rotator.model import CredentialRef, CredentialState, Key, PassResult, Retiring
-from rotator.rotation import Rotator, _Conflict, _Ctx, due_revocations, lease_blocked
+from rotator.model import CredentialRef, CredentialState, Event, Key, PassResult, Retiring
+from rotator.rotation import Rotator, _Conflict, _Ctx, due_revocations, lease_blocked, would_revoke
 from rotator.signers.base import Signer
 
 log = logging.getLogger("rotator.orphans")
@@ -62,10 +62,12 @@ def serve(rot: Rotator, name: str, *, dry_run: bool = False) -> PassResult:
     try:
         snap = rot.store_call("load", lambda: rot.store.load(ctx.ref))
         ctx.state, ctx.version = snap.state, snap.version
-        due = due_revocations(ctx.state, rot.clock())
+        now = rot.clock()
+        due = due_revocations(ctx.state, now)
         if dry_run:
-            return rot._finish(ctx, "would-revoke" if due else "nothing-due", t0)
-        ctx.step = "revoke"
+            plan = tuple(would_revoke(entry, now) for entry in due)
+            return rot._finish(ctx, "would-revoke" if due else "nothing-due", t0, plan=plan)
+        ctx.begin("revoke")
         for entry in due:
             rot._revoke(ctx, entry)
     except _Conflict:
@@ -86,7 +88,7 @@ class Held:
     key: str | None  # masked id; None for an intent whose key cannot be known
 
     def __str__(self) -> str:
-        return f"{self.role} nonce={self.nonce} key={self.key + '…' if self.key else '?'}"
+        return f"{self.role} nonce={self.nonce} key={self.key or '?'}"
 
 
 @dataclass(slots=True)
@@ -142,7 +144,7 @@ def retire(
         if pending is not None and pending.key is not None:
             keys.append(("pending", pending.key))
         elif pending is not None:
-            ctx.step = "derive"
+            ctx.begin("derive")
             found = _derive(rot, signer, pending.nonce)
             if found is not None:
                 keys.append(("pending", found))
@@ -154,7 +156,7 @@ def retire(
             return result
         if not keys and pending is None:
             return result  # already retired (archived): nothing to write
-        ctx.step = "retire"
+        ctx.begin("retire")
         t = time.monotonic()
         before = {r.key.api_key for r in state.retiring}
         retiring = tuple(replace(r, revoke_after=now, reason=RETIRED) for r in state.retiring) + tuple(
@@ -165,14 +167,15 @@ def retire(
             replace(state, current=None, pending=pending if intent else None, retiring=retiring),
         )
         rot._event(ctx, "retire", "keys-retiring", t, keys=len(retiring))
-        ctx.step = "revoke"
+        ctx.begin("revoke")
         for entry in ctx.state.retiring:
             rot._revoke(ctx, entry)
         result.revoked = ctx.revoked
         result.left = [Held("retiring", r.key.nonce, r.key.masked) for r in ctx.state.retiring]
         result.left += [intent] if intent else []
-        result.outcome = "incomplete" if result.left else "retired"
-        rot._event(ctx, "retire", result.outcome, t, revoked=ctx.revoked, left=len(result.left))
+        done: Event = "incomplete" if result.left else "retired"
+        result.outcome = done
+        rot._event(ctx, "retire", done, t, revoked=ctx.revoked, left=len(result.left))
     except _Conflict:
         result.outcome = "lost-race"
         result.error = "another worker changed the state meanwhile; run retire again"

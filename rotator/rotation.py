@@ -34,10 +34,13 @@ from rotator.model import (
     Ack,
     CredentialRef,
     CredentialState,
+    Event,
     Key,
+    Outcome,
     PassResult,
     Pending,
     Retiring,
+    Step,
     ack_prefix,
 )
 from rotator.signers.base import Signer
@@ -60,11 +63,16 @@ RECHECK_WITHOUT_SIGNER = 600.0
 
 @dataclass(frozen=True, slots=True)
 class Policy:
-    """Per-credential timing and bootstrap choices."""
+    """Per-credential timing and bootstrap choices. What an operator configures has its default in
+    ``config.py`` only (``Runtime.policy`` fills it in); what follows has no setting."""
 
     rotate_every: float
     grace: float
-    verify_timeout: float = 180.0
+    verify_timeout: float
+    # Consumer-confirmed revocation: a retired key goes once min_grace has passed and every
+    # consumer seen (acknowledging) within consumer_ttl holds the current key; at grace at the latest.
+    min_grace: float
+    consumer_ttl: float
     verify_backoff: float = 1.0
     verify_backoff_cap: float = 15.0
     lease_margin: float = 120.0
@@ -73,14 +81,39 @@ class Policy:
     # How often a nothing-due pass checks that the current key still works (an L2 read outside
     # /auth/*): 0 on every pass (one-shot runs), the daemon's stretched probe_every otherwise.
     probe_every: float = 0.0
-    # Consumer-confirmed revocation: a retired key goes once min_grace has passed and every
-    # consumer seen (acknowledging) within consumer_ttl holds the current key; at grace at the latest.
-    min_grace: float = 60.0
-    consumer_ttl: float = 600.0
 
     @property
     def lease(self) -> float:
         return self.verify_timeout + self.lease_margin
+
+
+#: Audit outcomes that log at warning: a step that failed or could not tell, with the pass going on.
+WARN: dict[Event, int] = {
+    outcome: logging.WARNING
+    for outcome in (
+        "failed",
+        "abandoned",
+        "unknown",
+        "rejected",
+        "still-live-after-delete",
+        "forced",
+        "other-wallet",
+        "nonce-taken",
+        "unproven-key-left",
+    )
+}
+
+
+def _age(seconds: float) -> str:
+    """``24h3m``, ``3m20s``, ``45s``: a key's age for people, to its two largest units (hours at most,
+    as ``rotate_every`` is usually given)."""
+    left = max(0, int(seconds))
+    parts: list[str] = []
+    for unit, size in (("h", 3600), ("m", 60), ("s", 1)):
+        if left >= size or (unit == "s" and not parts):
+            parts.append(f"{left // size}{unit}")
+            left %= size
+    return "".join(parts[:2])
 
 
 # -- pure decisions --------------------------------------------------------------------------------
@@ -130,6 +163,17 @@ def due_revocations(
     ]
 
 
+def would_revoke(entry: Retiring, now: float, emergency: bool = False) -> str:
+    """A dry run's line for a due revocation: ``would-revoke nonce 6 (grace over)``."""
+    if emergency:
+        why = "emergency"
+    elif now < entry.revoke_after:
+        why = "consumers confirmed"
+    else:
+        why = "grace over" if entry.reason in ("rotated", "recovered") else entry.reason
+    return f"would-revoke nonce {entry.key.nonce} ({why})"
+
+
 def lease_blocked(pending: Pending, now: float, me: str, alive: Callable[[str], bool]) -> bool:
     """True when another live worker holds the rotation in flight."""
     return pending.owner != me and now < pending.lease_until and alive(pending.owner)
@@ -145,7 +189,8 @@ class _Conflict(Exception):
 
 
 class _Ctx:
-    """One pass's working state. Setting ``step`` starts that step's clock (audit ``duration``)."""
+    """One pass's working state. :meth:`begin` names the step under way and starts its clock: a
+    failure, a lost race or a stop is reported at that step, with that step's ``duration``."""
 
     __slots__ = (
         "_step",
@@ -171,16 +216,15 @@ class _Ctx:
         self.revoked = 0
         self.invalidated = 0
         self._timer = timer
-        self._step = "read"
+        self._step: Step = "read"
         self.step_started = timer()
 
     @property
-    def step(self) -> str:
+    def step(self) -> Step:
         return self._step
 
-    @step.setter
-    def step(self, value: str) -> None:
-        self._step = value
+    def begin(self, step: Step) -> None:
+        self._step = step
         self.step_started = self._timer()
 
 
@@ -239,8 +283,20 @@ class Rotator:
     def _store_metric(self, op: str, result: str) -> None:
         self.metrics.store_operations.labels(backend=self.store.backend, operation=op, result=result).inc()
 
-    def _event(self, ctx: _Ctx, step: str, outcome: str, started: float, **fields: object) -> None:
-        audit.info(
+    def _event(
+        self,
+        ctx: _Ctx,
+        step: Step,
+        outcome: Event,
+        started: float,
+        *,
+        level: int | None = None,
+        **fields: object,
+    ) -> None:
+        """One audit event. ``level``: info unless the outcome is one that needs a look (:data:`WARN`);
+        a failed pass is logged at error."""
+        audit.log(
+            level if level is not None else WARN.get(outcome, logging.INFO),
             "%s %s %s",
             ctx.ref.name,
             step,
@@ -272,67 +328,22 @@ class Rotator:
         t0 = self.timer()
         self.metrics.set_policy(ref.name, policy.rotate_every, policy.grace)
         ctx = _Ctx(ref, CredentialState(), None, signer=signer, timer=self.timer)
-        outcome = "nothing-due"
         try:
-            snap = self.store_call("load", lambda: self.store.load(ref))
-            ctx.state, ctx.version = snap.state, snap.version
-            # --force/--emergency replace the key current at this read, by identity (DESIGN.md step 4).
-            force_nonce = (
-                snap.state.current.nonce if (force or emergency) and snap.state.current is not None else None
-            )
+            force_nonce = self._read(ctx, force or emergency)
             now = self.clock()
-            if ctx.state.pending is not None and lease_blocked(
-                ctx.state.pending, now, self.owner, self.alive
-            ):
-                self._event(ctx, "read", "in-flight-elsewhere", t0, nonce=ctx.state.pending.nonce)
+            pending = ctx.state.pending
+            if pending is not None and lease_blocked(pending, now, self.owner, self.alive):
+                self._event(ctx, "read", "in-flight-elsewhere", t0, nonce=pending.nonce)
                 return self._finish(ctx, "in-flight-elsewhere", t0)
             if dry_run:
-                return self._finish(ctx, self._dry_run(ctx, policy, force_nonce), t0)
-
-            ctx.step = "publish"
+                return self._dry_run(ctx, policy, now, force_nonce, emergency, t0)
             self._reconcile_publish(ctx)
-            ctx.step = "revoke"
-            if emergency:
-                self._save(
-                    ctx,
-                    replace(
-                        ctx.state,
-                        retiring=tuple(
-                            replace(r, revoke_after=now, reason="emergency") for r in ctx.state.retiring
-                        ),
-                    ),
-                )
-            acks = self._acks(ctx)
-            due = due_revocations(ctx.state, now, acks, policy)
-            if due:
-                self._ensure_published_is_current(ctx)
-            for entry in due:
-                self._may_start(ctx, "revoke")
-                late = now >= entry.revoke_after and entry.reason == "rotated"
-                self._revoke(ctx, entry, lagging_consumers(ctx.state, now, acks, policy) if late else [])
-            if ctx.revoked:
-                outcome = "revoked"
-
+            self._revoke_due(ctx, policy, now, emergency)
             if ctx.state.pending is not None:
-                ctx.step = "resume"
-                self._may_start(ctx, "resume")
-                self._take_lease(ctx, policy)
-                self._complete(ctx, signer, policy, emergency)
-                outcome = "rotated"
+                self._resume(ctx, signer, policy, emergency)
+                rotated = True
             else:
-                reason = rotation_reason(ctx.state, now, policy, force_nonce)
-                if reason is None and self._probe_due(ctx, policy):
-                    ctx.step = "probe"
-                    reason = self._probe_current(ctx)
-                if reason is not None:
-                    ctx.step = "issue"
-                    rot_start = self.timer()
-                    self._issue(ctx, signer, policy, reason)
-                    self._complete(ctx, signer, policy, emergency, resumed=False)
-                    self.metrics.rotation_duration.labels(credential=ref.name).observe(
-                        self.timer() - rot_start
-                    )
-                    outcome = "rotated"
+                rotated = self._rotate_if_due(ctx, signer, policy, now, force_nonce, emergency)
         except _Conflict:
             self._event(ctx, ctx.step, "lost-race", ctx.step_started, pass_duration=self._since(t0))
             return self._finish(ctx, "lost-race", t0)
@@ -342,26 +353,91 @@ class Rotator:
             self._event(ctx, ctx.step, "stopped", ctx.step_started, pass_duration=self._since(t0))
             return self._finish(ctx, "stopped", t0)
         except RotatorError as exc:
-            self.metrics.rotations.labels(credential=ref.name, result="failure").inc()
-            step = exc.step if isinstance(exc, RotationError) else ctx.step
-            pending = ctx.state.pending
-            self._event(
-                ctx,
-                step,
-                "failed",
-                ctx.step_started,
-                error=str(exc),
-                nonce=pending.nonce if pending else None,
-                pass_duration=self._since(t0),
-            )
-            log.error("%s: pass failed at %s: %s", ref.name, step, exc)
-            return self._finish(ctx, "failed", t0, error=str(exc), failed_step=step)
-        if outcome == "rotated":
+            return self._failed(ctx, exc, t0)
+        if rotated:
             self.metrics.rotations.labels(credential=ref.name, result="success").inc()
-        return self._finish(ctx, outcome, t0)
+            return self._finish(ctx, "rotated", t0)
+        return self._finish(ctx, "revoked" if ctx.revoked else "nothing-due", t0)
+
+    def _read(self, ctx: _Ctx, forced: bool) -> int | None:
+        """Step 1: the state and its version. Returns the nonce of the key a forced (or emergency)
+        pass replaces: the one current at this read, by identity (DESIGN.md step 4)."""
+        ctx.begin("read")
+        snap = self.store_call("load", lambda: self.store.load(ctx.ref))
+        ctx.state, ctx.version = snap.state, snap.version
+        current = snap.state.current
+        return current.nonce if forced and current is not None else None
+
+    def _revoke_due(self, ctx: _Ctx, policy: Policy, now: float, emergency: bool) -> None:
+        """Step 2: revoke the retiring keys whose grace is over, or whose consumers all moved on;
+        every retiring key at once in an emergency."""
+        ctx.begin("revoke")
+        if emergency:
+            retiring = tuple(replace(r, revoke_after=now, reason="emergency") for r in ctx.state.retiring)
+            self._save(ctx, replace(ctx.state, retiring=retiring))
+        acks = self._acks(ctx)
+        due = due_revocations(ctx.state, now, acks, policy)
+        if due:
+            self._ensure_published_is_current(ctx)
+        for entry in due:
+            self._may_start(ctx, "revoke")
+            late = now >= entry.revoke_after and entry.reason == "rotated"
+            self._revoke(ctx, entry, lagging_consumers(ctx.state, now, acks, policy) if late else [])
+
+    def _resume(self, ctx: _Ctx, signer: Callable[[], Signer], policy: Policy, emergency: bool) -> None:
+        """Step 3: finish the rotation a crashed (or dead) worker left in flight."""
+        ctx.begin("resume")
+        self._may_start(ctx, "resume")
+        self._take_lease(ctx, policy)
+        self._complete(ctx, signer, policy, emergency)
+
+    def _rotate_if_due(
+        self,
+        ctx: _Ctx,
+        signer: Callable[[], Signer],
+        policy: Policy,
+        now: float,
+        force_nonce: int | None,
+        emergency: bool,
+    ) -> bool:
+        """Steps 4-7 when a new key is due (by age, forced, or the current key is rejected)."""
+        reason = rotation_reason(ctx.state, now, policy, force_nonce)
+        if reason is None and self._probe_due(ctx, policy):
+            ctx.begin("probe")
+            reason = self._probe_current(ctx)
+        if reason is None:
+            return False
+        ctx.begin("issue")
+        started = self.timer()
+        self._issue(ctx, signer, policy, reason)
+        self._complete(ctx, signer, policy, emergency, resumed=False)
+        self.metrics.rotation_duration.labels(credential=ctx.ref.name).observe(self.timer() - started)
+        return True
+
+    def _failed(self, ctx: _Ctx, exc: RotatorError, t0: float) -> PassResult:
+        self.metrics.rotations.labels(credential=ctx.ref.name, result="failure").inc()
+        step = exc.step if isinstance(exc, RotationError) else ctx.step
+        pending = ctx.state.pending
+        self._event(
+            ctx,
+            step,
+            "failed",
+            ctx.step_started,
+            level=logging.ERROR,
+            error=str(exc),
+            nonce=pending.nonce if pending else None,
+            pass_duration=self._since(t0),
+        )
+        return self._finish(ctx, "failed", t0, error=str(exc), failed_step=step)
 
     def _finish(
-        self, ctx: _Ctx, outcome: str, t0: float, error: str | None = None, failed_step: str | None = None
+        self,
+        ctx: _Ctx,
+        outcome: Outcome,
+        t0: float,
+        error: str | None = None,
+        failed_step: Step | None = None,
+        plan: tuple[str, ...] = (),
     ) -> PassResult:
         name = ctx.ref.name
         state = ctx.state
@@ -379,18 +455,28 @@ class Rotator:
             failed_step=failed_step,
             duration=self.timer() - t0,
             key_prefix=state.current.masked if state.current else None,
+            plan=plan,
         )
 
-    def _dry_run(self, ctx: _Ctx, policy: Policy, force_nonce: int | None) -> str:
-        now = self.clock()
-        if ctx.state.pending is not None:
-            return "would-resume"
-        reason = rotation_reason(ctx.state, now, policy, force_nonce)
-        if reason is not None:
-            return "would-rotate"
-        if due_revocations(ctx.state, now):
-            return "would-revoke"
-        return "nothing-due"
+    def _dry_run(
+        self, ctx: _Ctx, policy: Policy, now: float, force_nonce: int | None, emergency: bool, t0: float
+    ) -> PassResult:
+        """What this pass would do, why, and at which nonce. Changes nothing and asks the CLOB
+        nothing (so a rejected current key goes unnoticed); reads the consumers' acknowledgements
+        as the real pass does, so it revokes early where the real pass would."""
+        state = ctx.state
+        plan: list[tuple[Outcome, str]] = []
+        if state.pending is not None:
+            plan.append(("would-resume", f"would-resume nonce {state.pending.nonce}"))
+        elif (reason := rotation_reason(state, now, policy, force_nonce)) is not None:
+            if reason == "due" and state.current is not None:
+                reason = f"due, age {_age(now - state.current.created_at)}"
+            nonce = max(state.next_nonce, policy.start_nonce)
+            plan.append(("would-rotate", f"would-rotate ({reason}) nonce {nonce}"))
+        due = list(state.retiring) if emergency else due_revocations(state, now, self._acks(ctx), policy)
+        plan += [("would-revoke", would_revoke(entry, now, emergency)) for entry in due]
+        outcome: Outcome = plan[0][0] if plan else "nothing-due"
+        return self._finish(ctx, outcome, t0, plan=tuple(text for _, text in plan))
 
     # -- steps ------------------------------------------------------------------------------------
     def _reconcile_publish(self, ctx: _Ctx) -> None:
@@ -455,7 +541,7 @@ class Rotator:
         name = ctx.ref.name
         try:
             self.clob.delete_key(entry.key)
-            how = "deleted"
+            how: Event = "deleted"
             if not self._confirm_gone(entry.key):
                 # A 200 that left the key working is not a revocation: keep it retiring (I3).
                 self._recheck_later(ctx, entry)
@@ -511,12 +597,12 @@ class Rotator:
                 ctx, "revoke", "forced", t, key=entry.key.masked, lagging=[a.consumer_id for a in lagging]
             )
 
-    def _may_start(self, ctx: _Ctx, step: str) -> None:
+    def _may_start(self, ctx: _Ctx, step: Step) -> None:
         """Before a step that starts work on the CLOB: stop here when the worker got SIGTERM or a
         daemon replica lost the leader lease. Nothing is left half-done: a stopped pass changed
         nothing after its last completed step, and the next pass (or replica) takes it from there."""
         if self.stopping():
-            ctx.step = step
+            ctx.begin(step)
             raise _Stopped()
 
     def _confirm_gone(self, key: Key) -> bool:
@@ -726,7 +812,7 @@ class Rotator:
         if old is not None:
             self._probe_old(ctx, old)
         if emergency:
-            ctx.step = "revoke"
+            ctx.begin("revoke")
             # By reason, not by comparing revoke_after with a later read of the clock.
             due = due_revocations(ctx.state, self.clock())
             for entry in [r for r in ctx.state.retiring if r.reason == "emergency" or r in due]:
@@ -758,7 +844,7 @@ class Rotator:
     def _obtain_key(self, ctx: _Ctx, signer: Signer, nonce: int, fresh: bool) -> Key:
         """A resumed intent derives first: its create may have landed before a crash. An intent this
         pass has just recorded cannot have a key yet, so it spares the CLOB that request."""
-        ctx.step = "create"
+        ctx.begin("create")
         t = self.timer()
         if not fresh:
             key = self.clob.derive_key(signer, nonce)
@@ -786,7 +872,7 @@ class Rotator:
 
     def _verify(self, ctx: _Ctx, key: Key, policy: Policy) -> None:
         """Step 5: the new key must work (L2) before anyone sees it. Retries through propagation delay."""
-        ctx.step = "verify"
+        ctx.begin("verify")
         t = self.timer()
         deadline = max(key.created_at + policy.verify_timeout, self.clock() + policy.verify_backoff)
         delay = policy.verify_backoff
@@ -820,7 +906,7 @@ class Rotator:
 
     def _promote(self, ctx: _Ctx, key: Key, policy: Policy, emergency: bool) -> Key | None:
         """Step 6: the verified key becomes current; the old one retires with its grace deadline."""
-        ctx.step = "promote"
+        ctx.begin("promote")
         t = self.timer()
         now = self.clock()
         old = ctx.state.current
@@ -848,7 +934,7 @@ class Rotator:
 
     def _probe_old(self, ctx: _Ctx, old: Key) -> None:
         """Step 7: does the server keep one key per wallet? If the old key is already dead, record it."""
-        ctx.step = "probe-old"
+        ctx.begin("probe-old")
         t = self.timer()
         try:
             self.clob.probe_key(old)

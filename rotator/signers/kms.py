@@ -127,11 +127,6 @@ class KmsSigner:
     def address(self) -> str:
         return self._address
 
-    @property
-    def key_arn(self) -> str:
-        """The key every signature is made with (``key_id`` resolved once, aliases included)."""
-        return self._key_arn
-
     def sign_digest(self, digest: bytes) -> bytes:
         if len(digest) != 32:
             raise ValueError("digest must be 32 bytes")

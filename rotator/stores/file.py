@@ -150,14 +150,6 @@ class FileStore:
     def load(self, ref: CredentialRef) -> Snapshot:
         return self._snapshot(self._read(), ref.name)
 
-    def load_all(self) -> dict[str, Snapshot]:
-        """Every stored credential's snapshot, from one read and one decryption.
-
-        :raises Corrupt: if the file or any credential's state cannot be read.
-        """
-        contents = self._read()
-        return {name: self._snapshot(contents, name) for name in contents.credentials}
-
     def names(self) -> list[str]:
         return sorted(n for n in self._read().credentials if is_credential_name(n))
 

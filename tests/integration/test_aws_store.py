@@ -425,7 +425,13 @@ def test_a_consumer_reading_awscurrent_never_sees_an_unverified_key(
         checker = ClobAdapter(sb.url, 137)
         signer = LocalKeySigner(Secret(wallet[0]), source="test")
         policy = Policy(
-            rotate_every=3600, grace=60, verify_timeout=10, verify_backoff=0.1, verify_backoff_cap=0.2
+            rotate_every=3600,
+            grace=60,
+            verify_timeout=10,
+            min_grace=60,
+            consumer_ttl=600,
+            verify_backoff=0.1,
+            verify_backoff_cap=0.2,
         )
         rotator = Rotator(store, clob)
         assert rotator.run_pass(ref, lambda: signer, policy).outcome == "rotated"

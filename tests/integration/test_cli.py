@@ -147,8 +147,8 @@ def test_status_json_shows_no_secrets(sandbox: Sandbox, tmp_path: Path, wallet: 
     published = w.published()
     assert published is not None
     assert published.api_secret.reveal() not in proc.stdout
-    assert published.api_key not in proc.stdout  # only the 8-character prefix
-    assert published.api_key[:8] in proc.stdout
+    assert published.api_key not in proc.stdout  # only the masked id
+    assert rows[0]["key"] == published.masked and published.api_key[-4:] in published.masked
 
 
 def test_check_reports_store_signer_and_clock(

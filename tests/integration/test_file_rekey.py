@@ -15,6 +15,7 @@ import pytest
 
 from rotator.config import load_settings
 from rotator.errors import ConfigError, Corrupt
+from rotator.model import CredentialRef
 from rotator.sandbox import Sandbox
 from rotator.stores.file import FileStore, generate_file_key, parse_file_key
 from tests.harness import OUTPUTS, SECRETS, Worker, sdk_works
@@ -36,7 +37,9 @@ def run(w: Worker, *args: str, env: dict[str, str] | None = None) -> subprocess.
 
 def opens_with(path: Path, key: str) -> bool:
     try:
-        FileStore(path, parse_file_key(key, source="test")).load_all()
+        store = FileStore(path, parse_file_key(key, source="test"))
+        for name in store.names():  # every state decrypts and parses
+            store.load(CredentialRef(name, ""))
     except Corrupt:
         return False
     return True

@@ -27,6 +27,7 @@ import httpx
 import pytest
 import yaml
 
+from rotator.model import mask
 from rotator.sandbox import Sandbox
 from tests.conftest import require_tool
 from tests.harness import OUTPUTS, SECRETS, Worker, wait_for
@@ -420,9 +421,9 @@ def test_daemon_logs_json_audit_events_and_stops_on_sigterm(sandbox: Sandbox, tm
         assert isinstance(e["duration"], float | int) and e["outcome"]
         for field in ("key", "previous"):
             if e.get(field) is not None:
-                assert len(e[field]) <= 8, f"{field} not masked in {e}"
+                assert e[field] == mask(e[field]) and len(e[field]) <= 13, f"{field} not masked in {e}"
     created = next(e for e in audit if e["step"] == "create")
-    assert created["nonce"] == key.nonce and created["key"] == key.api_key[:8]
+    assert created["nonce"] == key.nonce and created["key"] == key.masked
     assert key.api_key not in daemon.stderr, "a full key id in the logs"
     assert any(e["msg"] == "daemon stopped" for e in events)
 

@@ -160,13 +160,13 @@ def test_a_renamed_credential_keeps_its_keys_served_until_retired(
         proc = w.run("rotate", "--credential", old, "--dry-run")
         assert proc.returncode == 0, proc.stdout + proc.stderr
         assert _lines(proc.stdout, old) == [
-            f"{old}: nothing-due (orphaned state: not in the config) key={k_cur.masked}…"
+            f"{old}: nothing-due (orphaned state: not in the config) key={k_cur.masked}"
         ]
         assert _lines(proc.stdout, new) == []
 
     proc = w.run("retire", "--credential", old, "--dry-run")
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert f"{old}: would revoke current nonce={k_cur.nonce} key={k_cur.masked}…" in proc.stdout
+    assert f"{old}: would revoke current nonce={k_cur.nonce} key={k_cur.masked}" in proc.stdout
     assert k_cur.api_key in sandbox.live_keys(wallet[1])
 
     proc = w.run("retire", "--credential", old)

@@ -68,9 +68,9 @@ def test_nothing_due_changes_nothing(worker: Worker, sandbox: Sandbox) -> None:
     out = worker.rotate().stdout
     assert "mm1: nothing-due" in out
     assert worker.published() == before
-    assert (
-        worker.run("rotate", "--all", "--force", "--dry-run").stdout.strip().startswith("mm1: would-rotate")
-    )
+    assert before is not None
+    dry = worker.run("rotate", "--all", "--force", "--dry-run").stdout.strip()
+    assert dry.startswith(f"mm1: would-rotate (forced) nonce {before.nonce + 1} key={before.masked}"), dry
     assert worker.published() == before
 
 

@@ -84,9 +84,20 @@ def test_no_secret_gets_through(fmt: logging.Formatter) -> None:
         "0000-7000",
     ):
         assert leaked not in out, leaked
-    assert "0190b1e2" in out and "0190aaaa" in out  # key ids masked to 8 characters, not dropped
+    # key ids masked to their two ends (``model.mask``), not dropped
+    assert "0190b1e2" in out and "90ab" in out and "0190aaaa" in out
     assert "[redacted]" in out
     assert "ValueError" in out  # the exception is still reported
+
+
+def test_list_fields_are_json_arrays() -> None:
+    out = json.loads(JsonFormatter().format(record("forced", lagging=["vm", "bot-2"], keys=("a", "b"))))
+    assert out["lagging"] == ["vm", "bot-2"] and out["keys"] == ["a", "b"]
+
+
+def test_list_fields_are_scrubbed_too() -> None:
+    out = JsonFormatter().format(record("forced", lagging=[PRIVATE_KEY, "vm"]))
+    assert PRIVATE_KEY.removeprefix("0x") not in out and json.loads(out)["lagging"][1] == "vm"
 
 
 def test_a_field_cannot_overwrite_the_envelope() -> None:

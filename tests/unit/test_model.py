@@ -94,9 +94,21 @@ def test_copying_a_secret_is_refused_too() -> None:
         copy.deepcopy(make_key())
 
 
-def test_mask_shows_only_the_prefix() -> None:
+def test_mask_shows_only_the_ends_of_the_id() -> None:
     key = make_key()
-    assert key.masked == mask(key.api_key) == "5f1e7c3a"
+    assert key.masked == mask(key.api_key) == "5f1e7c3a…5b6a"
+    assert mask(key.masked) == key.masked  # masking a masked id changes nothing (logs re-mask)
+
+
+def test_mask_tells_apart_keys_made_in_the_same_minute() -> None:
+    # UUIDv7: the first 8 characters are the top of a millisecond timestamp, the same for a minute.
+    ids = [
+        "01a22d6a-7c3d-7aaa-8bbb-1234567890ab",
+        "01a22d6a-81f0-7b12-9c3e-0a1b2c3d9f3c",
+        "01a22d6a-9e00-7c99-a001-77665544e210",
+    ]
+    assert len({mask(i) for i in ids}) == len(ids)
+    assert all(i[8:-4] not in mask(i) for i in ids)  # still most of the id left out
 
 
 # -- Key ----------------------------------------------------------------------------------------
@@ -207,7 +219,7 @@ def test_with_revoked_moves_the_entry_to_history_and_keeps_the_rest() -> None:
     gone, kept = state.retiring
     after = state.with_revoked(gone, "deleted", now=1_700_001_000.0)
     assert after.retiring == (kept,)
-    assert after.history == (*state.history, Revoked("bbbbbbbb", 2, 1_700_001_000.0, "deleted"))
+    assert after.history == (*state.history, Revoked(mask("bbbbbbbb-2"), 2, 1_700_001_000.0, "deleted"))
     assert replace(after, retiring=state.retiring, history=state.history) == state  # nothing else moved
     assert state.retiring == (gone, kept)  # the original is untouched
     assert SECRET not in json.dumps([h.to_dict() for h in after.history])
@@ -219,5 +231,5 @@ def test_with_revoked_keeps_only_the_latest_history() -> None:
     )
     after = state.with_revoked(state.retiring[0], "already-gone", now=99.0)
     assert len(after.history) == HISTORY_LIMIT
-    assert after.history[-1] == Revoked("bbbbbbbb", 2, 99.0, "already-gone")
+    assert after.history[-1] == Revoked(mask("bbbbbbbb-2"), 2, 99.0, "already-gone")
     assert after.history[0].key_prefix == f"{25 - HISTORY_LIMIT + 1:08d}"

@@ -66,7 +66,8 @@ def test_serve_revokes_retiring_keys_on_schedule_and_leaves_the_current_key(worl
     assert serve(rot, "gone").outcome == "nothing-due"
     assert serve(rot, "gone", dry_run=True).outcome == "nothing-due"
     clock.now += 5
-    assert serve(rot, "gone", dry_run=True).outcome == "would-revoke"
+    dry = serve(rot, "gone", dry_run=True)
+    assert (dry.outcome, dry.plan) == ("would-revoke", (f"would-revoke nonce {old.nonce} (grace over)",))
     assert old.api_key in clob.live  # dry run
     result = serve(rot, "gone")
     assert (result.outcome, result.revoked) == ("revoked", 1)

@@ -7,21 +7,25 @@ verification that never succeeds, a lost race in the middle of a pass).
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
+import logging
 from dataclasses import replace
 
 import pytest
 
 from rotator.errors import Rejected, Transient, Unauthorized, Unavailable, VersionConflict
 from rotator.metrics import Metrics
-from rotator.model import Ack, CredentialRef, CredentialState, Key, Pending, Retiring, Secret
+from rotator.model import Ack, CredentialRef, CredentialState, Key, Pending, Retiring, Secret, ack_prefix
 from rotator.rotation import Policy, Rotator, due_revocations, lease_blocked, rotation_reason
 from rotator.stores.base import Version
 from tests.memory_store import MemoryStore as ReferenceStore
 
 REF = CredentialRef("c1", "pub/c1")
-POLICY = Policy(rotate_every=100.0, grace=10.0, verify_timeout=5.0, verify_backoff=1.0)
+POLICY = Policy(
+    rotate_every=100.0, grace=10.0, verify_timeout=5.0, min_grace=60.0, consumer_ttl=600.0, verify_backoff=1.0
+)
 
 
 def key(nonce: int, created_at: float = 0.0) -> Key:
@@ -447,3 +451,83 @@ def test_a_worker_that_may_not_work_starts_no_step(world) -> None:  # type: igno
     assert clob.calls == [] and store.state == before  # no delete, no intent
     stop = False
     assert run(rot).revoked == 1
+
+
+# -- what a pass tells operators ------------------------------------------------------------------
+def audit_records(caplog: pytest.LogCaptureFixture, outcome: str) -> list[logging.LogRecord]:
+    return [r for r in caplog.records if r.name == "rotator.audit" and getattr(r, "outcome", None) == outcome]
+
+
+def test_a_failed_pass_logs_its_audit_event_as_an_error(world, caplog) -> None:  # type: ignore[no-untyped-def]
+    _clock, store, _clob, rot = world
+    store.fail_publish = True
+    caplog.set_level(logging.INFO, logger="rotator")
+    result = run(rot)
+    assert result.outcome == "failed" and result.failed_step == "promote"
+    [event] = audit_records(caplog, "failed")
+    assert event.levelno == logging.ERROR and getattr(event, "step", None) == "promote"
+
+
+def test_a_failed_revocation_logs_at_warning(world, caplog) -> None:  # type: ignore[no-untyped-def]
+    clock, _store, clob, rot = world
+    run(rot)
+    run(rot, force=True)
+    clock.now += 11
+
+    def down(k: Key) -> None:
+        raise Transient("503")
+
+    clob.delete_key = down  # type: ignore[method-assign]
+    caplog.set_level(logging.INFO, logger="rotator")
+    assert run(rot).ok
+    [event] = audit_records(caplog, "failed")
+    assert event.levelno == logging.WARNING and getattr(event, "step", None) == "revoke"
+
+
+def test_dry_run_says_what_it_would_do_why_and_at_which_nonce(world) -> None:  # type: ignore[no-untyped-def]
+    clock, store, clob, rot = world
+    assert run(rot, dry_run=True).plan == ("would-rotate (bootstrap) nonce 0",)
+    run(rot)
+    clock.now += 5
+    run(rot, force=True)  # nonce 1 current, nonce 0 retiring until +10
+    before, calls = store.state, len(clob.calls)
+    assert run(rot, dry_run=True).outcome == "nothing-due"
+    clock.now += 11
+    dry = run(rot, dry_run=True)
+    assert (dry.outcome, dry.plan) == ("would-revoke", ("would-revoke nonce 0 (grace over)",))
+    assert run(rot, dry_run=True, force=True).plan == (
+        "would-rotate (forced) nonce 2",
+        "would-revoke nonce 0 (grace over)",
+    )
+    clock.now += 3 * 3600 + 61
+    dry = run(rot, dry_run=True)
+    assert dry.outcome == "would-rotate"
+    assert dry.plan == ("would-rotate (due, age 3h1m) nonce 2", "would-revoke nonce 0 (grace over)")
+    assert store.state == before and len(clob.calls) == calls  # a dry run changes and asks nothing
+
+
+def test_dry_run_honours_consumer_acknowledgements(world) -> None:  # type: ignore[no-untyped-def]
+    clock, store, _clob, rot = world
+    policy = replace(POLICY, grace=1000.0, min_grace=5.0, consumer_ttl=30.0)
+
+    def go(**kw: bool):  # type: ignore[no-untyped-def]
+        return rot.run_pass(REF, lambda: Wallet(), policy, **kw)  # type: ignore[arg-type, return-value]
+
+    go()
+    clock.now += 1
+    go(force=True)  # nonce 0 retires, grace 1000 s
+    clock.now += 6  # min_grace is over
+    store.ack(REF, "bot", ack_prefix(store.state.current.api_key), clock.now)  # type: ignore[union-attr]
+    dry = go(dry_run=True)
+    assert (dry.outcome, dry.plan) == ("would-revoke", ("would-revoke nonce 0 (consumers confirmed)",))
+    assert go().revoked == 1  # what the real pass does
+    store.ack(REF, "bot", "someone-else", clock.now)
+    assert go(dry_run=True).outcome == "nothing-due"
+
+
+def test_the_policys_configurable_defaults_have_one_home_the_config() -> None:
+    """``verify_timeout``, ``min_grace`` and ``consumer_ttl`` default in ``config.py``; a Policy
+    with its own defaults would quietly disagree with the config the day one of them changes."""
+    policy_defaults = {f.name: f.default for f in dataclasses.fields(Policy)}
+    for name in ("verify_timeout", "min_grace", "consumer_ttl"):
+        assert policy_defaults[name] is dataclasses.MISSING, name
