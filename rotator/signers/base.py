@@ -30,6 +30,22 @@ class Signer(Protocol):
         ...
 
 
+class KnownAddress:
+    """For signers that learn their address once, when built: ``address`` and the digest check."""
+
+    _address: str
+
+    @property
+    def address(self) -> str:
+        return self._address
+
+    @staticmethod
+    def _digest(digest: bytes) -> bytes:
+        if len(digest) != 32:
+            raise ValueError("digest must be 32 bytes")
+        return digest
+
+
 def text_field(data: Mapping[str, Any], field: str, source: str) -> Secret:
     """The key in ``data[field]``, as the Vault and Secrets Manager sources read it.
 

@@ -19,6 +19,7 @@ from typing import Any, Protocol
 from rotator.clients import aws
 from rotator.errors import SignerError
 from rotator.signers.aws import aws_error
+from rotator.signers.base import KnownAddress
 
 #: The order of secp256k1's base point.
 SECP256K1_N = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
@@ -92,7 +93,7 @@ def eth_signature(digest: bytes, der: bytes, point: bytes) -> bytes:
     raise ValueError("the signature does not recover the public key")
 
 
-class KmsSigner:
+class KmsSigner(KnownAddress):
     """A :class:`~rotator.signers.base.Signer` whose key is an asymmetric KMS key (see module docstring).
 
     :raises SignerError: at construction, when the key is missing, not allowed, or not a secp256k1
@@ -123,13 +124,8 @@ class KmsSigner:
         self._address: str = PublicKey(self._point).to_checksum_address()
         self._key_arn = str(resp.get("KeyId") or key_id)
 
-    @property
-    def address(self) -> str:
-        return self._address
-
     def sign_digest(self, digest: bytes) -> bytes:
-        if len(digest) != 32:
-            raise ValueError("digest must be 32 bytes")
+        digest = self._digest(digest)
         try:
             resp = self._client.sign(
                 KeyId=self._key_arn, Message=digest, MessageType="DIGEST", SigningAlgorithm=ALGORITHM

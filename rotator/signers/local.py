@@ -8,11 +8,12 @@ from collections.abc import Callable
 
 from rotator.errors import SignerError
 from rotator.model import Secret
+from rotator.signers.base import KnownAddress
 
 _HEX_KEY = re.compile(r"^(0x)?[0-9a-fA-F]{64}$")
 
 
-class LocalKeySigner:
+class LocalKeySigner(KnownAddress):
     """Signs with a secp256k1 private key kept in a :class:`Secret`."""
 
     def __init__(self, private_key: Secret, *, source: str) -> None:
@@ -30,13 +31,8 @@ class LocalKeySigner:
             raise SignerError(f"{source}: not a valid secp256k1 private key") from None
         self._address: str = self._key.public_key.to_checksum_address()
 
-    @property
-    def address(self) -> str:
-        return self._address
-
     def sign_digest(self, digest: bytes) -> bytes:
-        if len(digest) != 32:
-            raise ValueError("digest must be 32 bytes")
+        digest = self._digest(digest)
         sig = self._key.sign_msg_hash(digest)  # RFC 6979, low-s, v in {0, 1}
         out: bytes = sig.r.to_bytes(32, "big") + sig.s.to_bytes(32, "big") + bytes([sig.v + 27])
         return out

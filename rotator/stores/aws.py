@@ -47,7 +47,7 @@ from typing import TYPE_CHECKING, Any, Protocol, cast
 from rotator.clients import aws
 from rotator.errors import Corrupt, StoreError, Unavailable, VersionConflict
 from rotator.model import Ack, CredentialRef, CredentialState, Key, MalformedError, NewerSchema
-from rotator.stores.base import CheckResult, LeaseRecord, Snapshot, Version, is_credential_name
+from rotator.stores.base import CheckResult, LeaseRecord, Snapshot, Version, is_credential_name, read_check
 
 if TYPE_CHECKING:
     from rotator.config import AwsStoreSettings
@@ -587,12 +587,9 @@ class AwsStore:
     def check(self, ref: CredentialRef) -> CheckResult:
         # Secrets Manager has no dry run, and asking IAM (SimulatePrincipalPolicy) needs rights the
         # worker does not have: reads and the listing are tested, writes stay unknown.
-        try:
-            self.load(ref)
-            self.read_published(ref)
-            self.names()
-        except StoreError as exc:
-            return CheckResult("error", str(exc))
+        failed = read_check(self, ref)
+        if failed is not None:
+            return failed
         return CheckResult(
             "unknown",
             f"state secret {self.state_secret(ref)!r} and secret {ref.path!r} readable, listing allowed; "

@@ -188,3 +188,17 @@ class Store(Protocol):
     def close(self) -> None:
         """Release connections and file handles. Idempotent."""
         ...
+
+
+def read_check(store: Store, ref: CredentialRef) -> CheckResult | None:
+    """The read half of :meth:`Store.check` that every backend shares: the state, the published key
+    and the listing of states. An ``error`` result naming what failed, or None when all three read."""
+    from rotator.errors import StoreError
+
+    try:
+        store.load(ref)
+        store.read_published(ref)
+        store.names()
+    except StoreError as exc:
+        return CheckResult("error", str(exc))
+    return None

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 from rotator.clients.vault import KvRead, VaultSession, make_session
 from rotator.errors import AccessDenied, Corrupt, StoreError, Unavailable, VersionConflict
 from rotator.model import Ack, CredentialRef, CredentialState, Key, NewerSchema
-from rotator.stores.base import CheckResult, LeaseRecord, Snapshot, Version, is_credential_name
+from rotator.stores.base import CheckResult, LeaseRecord, Snapshot, Version, is_credential_name, read_check
 
 if TYPE_CHECKING:
     from rotator.config import VaultSettings
@@ -219,12 +219,9 @@ class VaultStore:
     def check(self, ref: CredentialRef) -> CheckResult:
         # Reads and the listing are done; writes are asked of sys/capabilities-self, which changes
         # nothing and answers for this token (namespace included) what a write would meet.
-        try:
-            self.load(ref)
-            self.read_published(ref)
-            self.names()
-        except StoreError as exc:
-            return CheckResult("error", str(exc))
+        failed = read_check(self, ref)
+        if failed is not None:
+            return failed
         paths = [f"{self._mount}/data/{self._state_path(ref)}", f"{self._mount}/data/{ref.path}"]
         try:
             answer = self._session.call(
