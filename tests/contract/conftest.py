@@ -35,10 +35,6 @@ from tests.memory_store import MemoryData, MemoryStore
 Opener = Callable[[], Store]
 
 
-def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line("markers", "cross_process: the test opens the store in child processes")
-
-
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     # One process's memory is not shared with spawned children: those tests do not apply to it.
     keep, drop = [], []
