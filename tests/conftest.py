@@ -65,6 +65,60 @@ def no_secret_in_any_output() -> Iterator[None]:
     assert not leaks, f"secret material found in test output: {leaks}"
 
 
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> object:
+    report = yield
+    if report.when == "call":
+        item.stash[_PASSED] = report.passed
+    return report
+
+
+_PASSED = pytest.StashKey[bool]()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _sandboxes_are_known() -> Iterator[None]:
+    """Every sandbox started in the session is found by its URL, for the I3 check."""
+    from tests.harness import SANDBOXES
+
+    start = Sandbox.start
+
+    def recording(self: Sandbox, host: str = "127.0.0.1", port: int = 0) -> str:
+        url = start(self, host, port)
+        SANDBOXES[url.rstrip("/")] = self
+        return url
+
+    Sandbox.start = recording  # type: ignore[method-assign]
+    yield
+    Sandbox.start = start  # type: ignore[method-assign]
+
+
+@pytest.fixture(autouse=True)
+def every_key_accounted_for(request: pytest.FixtureRequest) -> Iterator[None]:
+    """I3 at the end of every integration test that passed: every key live at a sandbox for a
+    worker's wallet is current, retiring, pending or recorded in the worker's store. Workers whose
+    store cannot be read any more (a test broke it on purpose) are not judged."""
+    from tests.harness import SANDBOXES, WORKERS, unaccounted_keys
+
+    WORKERS.clear()
+    yield
+    if not request.node.stash.get(_PASSED, False) or "integration" not in str(request.node.path):
+        return
+    problems = []
+    for w in WORKERS:
+        sb = SANDBOXES.get(w.clob_url.rstrip("/"))
+        if sb is None:
+            continue
+        try:
+            orphans = unaccounted_keys(w, sb)
+        except Exception:  # noqa: BLE001, S112 - a store the test broke on purpose: nothing to judge
+            continue
+        if orphans:
+            problems.append(f"{w.name} ({w.address}): {sorted(orphans)}")
+    WORKERS.clear()
+    assert not problems, f"I3: keys live at the CLOB that no state accounts for: {problems}"
+
+
 def _remember_secrets(sb: Sandbox) -> None:
     from tests.harness import SECRETS
 

@@ -22,6 +22,10 @@ from rotator.stores.file import FileStore, generate_file_key, parse_file_key
 
 OUTPUTS: list[str] = []
 SECRETS: set[str] = set()
+#: Every Worker a test made, and every sandbox started (by URL): the I3 check after each
+#: integration test (tests/conftest.py) looks at what they left at the CLOB.
+WORKERS: list[Worker] = []
+SANDBOXES: dict[str, Any] = {}
 
 
 @dataclass
@@ -38,11 +42,14 @@ class Worker:
     extra: dict[str, Any] = field(default_factory=dict)
     cred_extra: dict[str, Any] = field(default_factory=dict)
     file_key: str = field(default_factory=generate_file_key)
+    #: Keys the test made by hand on this wallet: not the worker's to account for.
+    foreign: set[str] = field(default_factory=set)
 
     def __post_init__(self) -> None:
         SECRETS.add(self.private_key)
         SECRETS.add(self.private_key.removeprefix("0x"))
         self.write_config()
+        WORKERS.append(self)
 
     @property
     def config_path(self) -> Path:
@@ -146,6 +153,41 @@ class Worker:
         if st.pending and st.pending.key:
             ids.add(st.pending.key.api_key)
         return ids
+
+
+def unaccounted_keys(w: Worker, sb: Any) -> set[str]:
+    """I3: the keys live at the sandbox for ``w``'s wallet that no state in ``w``'s store accounts for
+    (as current, retiring, a pending triplet, or a pending intent naming this wallet and the key's
+    nonce), the test's own hand-made keys (``w.foreign``) aside. Every credential's state counts:
+    a renamed credential's keys are still the worker's."""
+    from rotator.config import load_settings
+    from rotator.errors import Corrupt
+    from rotator.stores.factory import build_store
+
+    store = build_store(load_settings(w.config_path, env=w.env()), w.env())  # whatever backend it names
+    known: set[str] = set()
+    intents: set[int] = set()
+    try:
+        for name in store.names():
+            try:
+                st = store.load(CredentialRef(name, "")).state
+            except Corrupt:
+                # A state made unreadable on purpose (garbage, a newer schema): what keys it holds
+                # cannot be known here, so this worker is not judged (the test asserts what it needs).
+                return set()
+            _remember(st)
+            known |= {r.key.api_key for r in st.retiring}
+            if st.current is not None:
+                known.add(st.current.api_key)
+            if st.pending is not None:
+                if st.pending.key is not None:
+                    known.add(st.pending.key.api_key)
+                elif (st.pending.address or w.address).lower() == w.address.lower():
+                    intents.add(st.pending.nonce)
+    finally:
+        store.close()
+    known |= {r.api_key for r in sb.keys(w.address) if r.nonce in intents}
+    return set(sb.live_keys(w.address)) - known - w.foreign
 
 
 def _remember(state: CredentialState) -> None:

@@ -227,6 +227,7 @@ def test_a_lost_state_recovers_the_published_key(
     assert retiring == ({0, 1} if adopt_existing else {1})  # the published key is provably ours
     # Without adopt_existing, nonce 0 might be a key made by hand: left live, but named.
     foreign = frozenset() if adopt_existing else frozenset({keys[0]})
+    w.foreign |= foreign  # for the I3 check after the test too
     if not adopt_existing:
         assert "nonce 0" in proc.stderr and keys[0][:8] in proc.stderr
     assert_i3(w, sandbox, foreign)

@@ -185,7 +185,7 @@ def test_existing_key_at_nonce_0_is_left_alone_without_adopt(
     sandbox: Sandbox, tmp_path: Path, wallet: tuple[str, str]
 ) -> None:
     hand_made = _hand_made_key(sandbox, wallet[0])
-    w = Worker(tmp_path, sandbox.url, *wallet)
+    w = Worker(tmp_path, sandbox.url, *wallet, foreign={hand_made})
     w.rotate()
     state = w.state()
     assert state.current is not None and state.current.nonce == 1
