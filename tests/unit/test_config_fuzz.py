@@ -15,32 +15,18 @@ import pytest
 import yaml
 
 from rotator.cli import main
+from tests.unit.test_config_validation import _base as validation_base
 
 KEY = "4c0883a69102937d6231471b5dbb6204fe5129617082792ae468d01a3f362318"  # a pasted wallet key
 FILE = "base.yaml"
 
 
 def _base() -> dict[str, Any]:
-    return {
-        "clob": {"host": "http://127.0.0.1:9", "retry": {"attempts": 3}},
-        "store": {"backend": "file", "file": {"path": "/nonexistent/keys.enc"}},
-        "credentials": [
-            {
-                "name": "mm1",
-                "signer": {"source": "env", "env": "K1"},
-                "path": "pub/mm1",
-                "rotate_every": "1h",
-                "grace": "5m",
-            },
-            {
-                "name": "mm2",
-                "signer": {"source": "env", "env": "K2"},
-                "path": "pub/mm2",
-                "rotate_every": "1h",
-                "grace": "5m",
-            },
-        ],
-    }
+    """The validation tests' two-credential config, with a CLOB and a store file that exist nowhere."""
+    cfg = validation_base()
+    cfg["clob"] = {"host": "http://127.0.0.1:9", "retry": {"attempts": 3}}
+    cfg["store"] = {"backend": "file", "file": {"path": "/nonexistent/keys.enc"}}
+    return cfg
 
 
 def _vault(c: dict[str, Any]) -> dict[str, Any]:
