@@ -27,6 +27,7 @@ from pydantic import (
     Field,
     Tag,
     ValidationError,
+    WithJsonSchema,
     model_validator,
 )
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
@@ -117,7 +118,11 @@ def _env_name(value: str) -> str:
 
 
 #: The name of an environment variable that holds a secret (``signer.env``, ``*_env``).
-EnvName = Annotated[str, AfterValidator(_env_name)]
+EnvName = Annotated[
+    str,
+    AfterValidator(_env_name),
+    WithJsonSchema({"type": "string", "pattern": "^[A-Za-z_][A-Za-z0-9_]{0,254}$"}),
+]
 
 
 def _fs_path(value: str) -> str:
@@ -139,9 +144,40 @@ def _positive(seconds: float) -> float:
     return seconds
 
 
-Duration = Annotated[float, BeforeValidator(parse_duration)]
+#: The JSON schema of what parse_duration takes (python -m rotator.config_schema, the chart's
+#: values.schema.json): a number of seconds, or a number and a unit. Ten years at most, as a number; a
+#: string's magnitude is left to the model.
+_DURATION_TEXT = _DURATION.pattern
+_POSITIVE_DURATION_TEXT = r"^\s*(?:\d*[1-9]\d*(?:\.\d+)?|\d+\.\d*[1-9]\d*)\s*[smhdw]?\s*$"
+_DURATION_DOC = "seconds, or a number and a unit: 30s, 15m, 24h, 7d, 2w"
+Duration = Annotated[
+    float,
+    BeforeValidator(parse_duration),
+    WithJsonSchema(
+        {
+            "description": _DURATION_DOC,
+            "anyOf": [
+                {"type": "number", "minimum": 0, "maximum": int(MAX_DURATION)},
+                {"type": "string", "pattern": _DURATION_TEXT},
+            ],
+        }
+    ),
+]
 #: A duration where zero makes no sense (a timeout, a cadence, a window).
-PositiveDuration = Annotated[float, BeforeValidator(parse_duration), AfterValidator(_positive)]
+PositiveDuration = Annotated[
+    float,
+    BeforeValidator(parse_duration),
+    AfterValidator(_positive),
+    WithJsonSchema(
+        {
+            "description": _DURATION_DOC + "; more than 0",
+            "anyOf": [
+                {"type": "number", "exclusiveMinimum": 0, "maximum": int(MAX_DURATION)},
+                {"type": "string", "pattern": _POSITIVE_DURATION_TEXT},
+            ],
+        }
+    ),
+]
 #: Nonces are uint256 at the CLOB, but consumers read them from JSON: stay within what JSON numbers hold.
 MAX_NONCE = 2**53 - 1
 

@@ -11,6 +11,7 @@ rules and dashboard files byte for byte. Each scenario is rendered once per sess
 from __future__ import annotations
 
 import copy
+import json
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -20,6 +21,8 @@ from typing import Any
 import pytest
 import yaml
 
+from rotator.config import Settings, load_settings
+from rotator.errors import ConfigError
 from tests.conftest import require
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -632,18 +635,48 @@ def test_signer_keys_come_from_existing_secrets_never_from_values(
     assert not re.search(r"(?<![0-9A-Fa-f])(0x)?[0-9A-Fa-f]{64}(?![0-9A-Fa-f])", text)
 
 
+_KEY = "0x" + "ab" * 32
+
+
 @pytest.mark.parametrize(
-    "values",
+    ("values", "message"),
     [
-        {"config": {"credentials": [{"name": "a", "signer": {"source": "inline", "key": "0x" + "ab" * 32}}]}},
-        {"config": {"store": {"backend": "vault", "vault": {"token": "cd" * 32}}}},
-        {"extraEnv": [{"name": "SIGNER_KEY", "value": "ef" * 32}]},
+        # Refused by the schema (fields that do not exist, a pattern), which never shows the value.
+        (
+            {"config": {"credentials": [{"name": "a", "signer": {"source": "inline", "key": _KEY}}]}},
+            "additional properties 'key' not allowed",
+        ),
+        ({"config": {"store": {"backend": "vault", "vault": {"token": _KEY}}}}, "'token' not allowed"),
+        (
+            {"config": {"credentials": [{"name": "a", "signer": {"source": "env", "env": _KEY}}]}},
+            "/config/credentials/0/signer/env': value must be '(not shown",
+        ),
+        # Fields the schema cannot tell from a key (free text): the template refuses them.
+        (
+            {
+                "config": {
+                    "store": {
+                        "backend": "vault",
+                        "vault": {
+                            "url": "https://vault:8200",
+                            "auth": {"method": "approle", "role_id": _KEY[2:], "secret_id_env": "S"},
+                        },
+                    }
+                }
+            },
+            "config: a value looks like a private key",
+        ),
+        ({"extraEnv": [{"name": "SIGNER_KEY", "value": "ef" * 32}]}, "looks like a private key"),
     ],
-    ids=["signer-key", "64-hex-anywhere", "extra-env"],
+    ids=["signer-key", "unknown-field", "signer-env", "64-hex-anywhere", "extra-env"],
 )
-def test_an_inline_private_key_is_refused(helm: Any, chart: Any, values: dict[str, Any]) -> None:
-    with pytest.raises(helm.HelmRenderError, match="looks like a private key"):
+def test_an_inline_private_key_is_refused_and_never_shown(
+    helm: Any, chart: Any, values: dict[str, Any], message: str
+) -> None:
+    with pytest.raises((helm.HelmValuesError, helm.HelmRenderError)) as caught:
         chart.render(values, name=RELEASE, namespace=NAMESPACE)
+    assert message in str(caught.value)
+    assert "abababab" not in str(caught.value) and "efefefef" not in str(caught.value)
 
 
 @pytest.mark.parametrize(
@@ -834,3 +867,114 @@ def test_notes_tell_how_to_check_the_first_rotation(rendered: dict[str, Rendered
         assert f"exec deployment/{FULLNAME} -- rotator status -c /etc/rotator/config.yaml" in notes
         assert "/readyz" in notes
     assert ("config.credentials is empty" in notes) == (not r.values["config"]["credentials"])
+
+
+# --- config: the worker's own schema -----------------------------------------------------------------
+
+
+def _script(name: str) -> Any:
+    """A generator of scripts/ (run as ``python scripts/NAME.py``), imported."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(f"scripts_{name}", ROOT / "scripts" / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_values_schema_checks_config_with_the_schema_generated_from_the_settings_model() -> None:
+    text = (CHART / "values.schema.json").read_text(encoding="utf-8")
+    assert _script("chart_schema").render(text) == text, "stale: run python scripts/chart_schema.py"
+    config = json.loads(text)["properties"]["config"]
+    assert config["additionalProperties"] is False
+    assert set(config["properties"]) == set(Settings.model_fields)
+
+
+def _set(config: dict[str, Any], dotted: str, value: Any) -> dict[str, Any]:
+    """``config`` with ``dotted`` (``credentials.0.grace``) set to ``value``; None deletes it."""
+    out = copy.deepcopy(config)
+    *parents, last = [int(p) if p.isdigit() else p for p in dotted.split(".")]
+    node: Any = out
+    for part in parents:
+        node = node[part] if isinstance(part, int) else node.setdefault(part, {})
+    if value is None:
+        del node[last]
+    else:
+        node[last] = value
+    return out
+
+
+_BASE = "deployment-vault"  # Vault store with AppRole auth, an env signer, daemon settings
+
+
+@pytest.mark.parametrize(
+    ("dotted", "value", "where"),
+    [
+        ("credentials.0.rotate_evry", "1h", "'rotate_evry' not allowed"),
+        ("credentials.0.grace", "7days", "/config/credentials/0/grace"),
+        ("store.backend", "consul", "/config/store/backend"),
+        ("stor", {"backend": "vault"}, "'stor' not allowed"),
+        ("credentials.0.rotate_every", 0, "/config/credentials/0/rotate_every"),
+        ("credentials.0.signer.source", "ledger", "/config/credentials/0/signer/source"),
+        ("credentials.0.signer.env", "0xdeadbeef", "/config/credentials/0/signer/env"),
+        ("store.vault.auth.method", "jwt", "/config/store/vault/auth/method"),
+        ("log.level", "verbose", "/config/log/level"),
+        ("daemon.tick", "5 minutes", "/config/daemon/tick"),
+        ("clob.concurrency", 0, "/config/clob/concurrency"),
+        ("credentials.0.path", None, "missing property 'path'"),
+        ("credentials.0.name", "market maker", "/config/credentials/0/name"),
+    ],
+    ids=[
+        "rotate_evry",
+        "grace-7days",
+        "unknown-backend",
+        "misspelt-section",
+        "zero-rotate_every",
+        "unknown-signer-source",
+        "signer-env-is-a-value",
+        "unknown-vault-auth",
+        "unknown-log-level",
+        "tick-in-words",
+        "zero-concurrency",
+        "no-path",
+        "name-with-space",
+    ],
+)
+def test_a_bad_config_fails_the_install_with_the_field_named(
+    helm: Any, chart: Any, dotted: str, value: Any, where: str, tmp_path: Path
+) -> None:
+    values = _scenario_values(_BASE)
+    values["config"] = _set(values["config"], dotted, value)
+    with pytest.raises(helm.HelmValuesError) as caught:
+        chart.validate_schema(values)
+    assert where in str(caught.value)
+    with pytest.raises(helm.HelmValuesError):  # what `helm install` (and --dry-run) runs first
+        chart.render(values, name=RELEASE, namespace=NAMESPACE)
+    # A bad value for the worker too, not a schema stricter than the worker.
+    with pytest.raises(ConfigError):
+        load_settings(None, data=values["config"], env={})
+
+
+_DURATIONS = [
+    *["30s", "15m", "24h", "7d", "2w", "1.5h", " 7d ", "3600", "0.5s", "10 m", 3600, 0.5, 7 * 86400],
+    *["7days", "1 hour", "-1h", "0", "0s", "0.0m", 0, -5, "1e3", "7D", "h", "", True, 20 * 365 * 86400],
+]
+
+
+@pytest.mark.parametrize("grace", _DURATIONS, ids=repr)
+def test_the_schema_takes_the_durations_the_worker_takes(chart: Any, helm: Any, grace: Any) -> None:
+    values = _scenario_values(_BASE)
+    values["config"] = _set(values["config"], "credentials.0.grace", grace)
+    try:
+        load_settings(None, data=values["config"], env={})
+        worker_takes = True
+    except ConfigError:
+        worker_takes = False
+    try:
+        chart.validate_schema(values)
+        schema_takes = True
+    except helm.HelmValuesError as exc:
+        assert "/config/credentials/0/grace" in str(exc)
+        schema_takes = False
+    assert schema_takes is worker_takes
