@@ -104,8 +104,21 @@ class Rendered:
         return self.files[f"rotator/templates/{template}"]
 
 
-def _render(chart: Any, values: dict[str, Any]) -> Rendered:
-    files = chart.render(values, name=RELEASE, namespace=NAMESPACE)
+#: The API versions a cluster with the Prometheus Operator's CRDs serves (``helm --api-versions``).
+OPERATOR_APIS = ("monitoring.coreos.com/v1/ServiceMonitor", "monitoring.coreos.com/v1/PrometheusRule")
+
+
+def _render(chart: Any, values: dict[str, Any], api_versions: tuple[str, ...] = ()) -> Rendered:
+    """``helm template`` offline; ``api_versions`` as its ``--api-versions`` (what the cluster serves)."""
+    if api_versions:
+        # helm-python-sdk's Chart.render does not pass api_versions on; libhelm_c's render takes them.
+        from helm_python import _native
+
+        opts = {"name": RELEASE, "namespace": NAMESPACE, "api_versions": list(api_versions)}
+        raw = _native.call_string("helm_render", chart._raw(), json.dumps(values), json.dumps(opts))
+        files: dict[str, str] = json.loads(raw)
+    else:
+        files = chart.render(values, name=RELEASE, namespace=NAMESPACE)
     docs = [
         doc
         for path, text in files.items()
@@ -118,7 +131,11 @@ def _render(chart: Any, values: dict[str, Any]) -> Rendered:
 
 @pytest.fixture(scope="session")
 def rendered(chart: Any) -> dict[str, Rendered]:
-    return {name: _render(chart, _scenario_values(name)) for name in SCENARIOS}
+    # The monitoring scenarios stand for a cluster with the Prometheus Operator.
+    return {
+        name: _render(chart, _scenario_values(name), OPERATOR_APIS if name in MONITORED else ())
+        for name in SCENARIOS
+    }
 
 
 def _pod_specs(r: Rendered) -> list[tuple[str, dict[str, Any]]]:
@@ -168,9 +185,10 @@ def test_renders_the_objects_the_values_ask_for(rendered: dict[str, Rendered], s
     v = r.values
     expected = ["ConfigMap", "Pod", "ServiceAccount"]  # Pod: the `helm test` check
     expected += ["CronJob"] if v["mode"] == "cronjob" else ["Deployment", "Service"]
-    if v["serviceMonitor"]["enabled"]:
+    operator = scenario in MONITORED  # rendered with the operator's CRDs
+    if v["serviceMonitor"]["enabled"] and (operator or v["serviceMonitor"]["renderMode"] == "alwaysRender"):
         expected.append("ServiceMonitor")
-    if v["prometheusRule"]["enabled"]:
+    if v["prometheusRule"]["enabled"] and (operator or v["prometheusRule"]["renderMode"] == "alwaysRender"):
         expected.append("PrometheusRule")
     if v["grafanaDashboard"]["enabled"]:
         expected.append("ConfigMap")
@@ -978,3 +996,57 @@ def test_the_schema_takes_the_durations_the_worker_takes(chart: Any, helm: Any, 
         assert "/config/credentials/0/grace" in str(exc)
         schema_takes = False
     assert schema_takes is worker_takes
+
+
+# --- Prometheus Operator objects: only where the cluster has their CRDs --------------------------------
+
+
+_OPERATOR_CASES = [
+    # (API versions the cluster serves, renderMode of both, kinds rendered)
+    ((), None, []),
+    (OPERATOR_APIS[:1], None, ["ServiceMonitor"]),
+    (OPERATOR_APIS[1:], None, ["PrometheusRule"]),
+    (OPERATOR_APIS, None, ["PrometheusRule", "ServiceMonitor"]),
+    ((), "alwaysRender", ["PrometheusRule", "ServiceMonitor"]),
+    (OPERATOR_APIS, "failIfMissing", ["PrometheusRule", "ServiceMonitor"]),
+]
+
+
+@pytest.mark.parametrize(
+    ("apis", "mode", "kinds"),
+    _OPERATOR_CASES,
+    ids=["no-crds", "servicemonitor-crd", "prometheusrule-crd", "both-crds", "forced", "fail-if-missing-ok"],
+)
+def test_servicemonitor_and_prometheusrule_render_only_where_their_crds_exist_or_when_forced(
+    chart: Any, apis: tuple[str, ...], mode: str | None, kinds: list[str]
+) -> None:
+    values = _scenario_values("deployment-aws-monitoring")
+    if mode is not None:
+        values["serviceMonitor"]["renderMode"] = values["prometheusRule"]["renderMode"] = mode
+    r = _render(chart, values, apis)
+    assert sorted(k for k in r.kinds() if k in ("ServiceMonitor", "PrometheusRule")) == kinds
+    assert "ConfigMap" in r.kinds() and r.one("ConfigMap", f"{FULLNAME}-dashboard")  # the dashboard stays
+    notes = r.text("NOTES.txt")
+    for kind in ("ServiceMonitor", "PrometheusRule"):
+        skipped = f"WARNING: the {kind} was not created" in notes
+        assert skipped is (kind not in kinds), notes
+
+
+@pytest.mark.parametrize("kind", ["ServiceMonitor", "PrometheusRule"])
+def test_fail_if_missing_refuses_an_install_without_the_crd(helm: Any, chart: Any, kind: str) -> None:
+    key = kind[0].lower() + kind[1:]
+    values = _scenario_values("deployment-aws-monitoring")
+    values[key]["renderMode"] = "failIfMissing"
+    other = [a for a in OPERATOR_APIS if not a.endswith("/" + kind)]
+    message = f"{key}.enabled: the cluster has no {kind} CRD"
+    with pytest.raises(helm.HelmRenderError, match=re.escape(message)):
+        _render(chart, values, tuple(other))
+
+
+def test_disabled_operator_objects_never_render(chart: Any) -> None:
+    values = _scenario_values("deployment-aws-monitoring")
+    values["serviceMonitor"] = {"enabled": False, "renderMode": "alwaysRender"}
+    values["prometheusRule"] = {"enabled": False, "renderMode": "alwaysRender"}
+    r = _render(chart, values, OPERATOR_APIS)
+    assert not {"ServiceMonitor", "PrometheusRule"} & set(r.kinds())
+    assert "WARNING: the" not in r.text("NOTES.txt")

@@ -266,3 +266,20 @@ labels:
   {{- toYaml . | nindent 2 }}
   {{- end }}
 {{- end }}
+
+{{/*
+Whether to create a Prometheus Operator object (as external-secrets' chart does): "true" when it is
+enabled and the cluster serves its CRD (.Capabilities.APIVersions: the cluster's, or
+`--api-versions` offline), or renderMode is alwaysRender; with failIfMissing and no CRD the install
+fails. Call with (dict "root" $ "kind" "ServiceMonitor" "key" "serviceMonitor").
+*/}}
+{{- define "rotator.operatorObject" -}}
+{{- $values := get .root.Values .key }}
+{{- $api := printf "monitoring.coreos.com/v1/%s" .kind }}
+{{- if $values.enabled }}
+{{- if or (eq $values.renderMode "alwaysRender") (.root.Capabilities.APIVersions.Has $api) }}true
+{{- else if eq $values.renderMode "failIfMissing" }}
+{{- fail (printf "%s.enabled: the cluster has no %s CRD (%s): install the Prometheus Operator's CRDs first, or set %s.renderMode: skipIfMissing (create none) or alwaysRender" .key .kind $api .key) }}
+{{- end }}
+{{- end }}
+{{- end }}
