@@ -1089,3 +1089,35 @@ def test_rotator_check_offline_passes_on_the_rendered_config(
     assert f"ok    config {path}:" in done.stdout
     for name in names:
         assert f"ok    {name}: path " in done.stdout
+
+
+# --- the chart's README ---------------------------------------------------------------------------------
+
+
+def test_chart_readme_lists_every_value_and_is_fresh() -> None:
+    readme = (CHART / "README.md").read_text(encoding="utf-8")
+    values_text = (CHART / "values.yaml").read_text(encoding="utf-8")
+    gen = _script("chart_readme")
+    assert gen.render(readme, values_text) == readme, "stale: run python scripts/chart_readme.py"
+    keys = [path for path, _, _ in gen.documented(values_text)]
+    assert len(keys) == len(set(keys)) > 50
+    for key in ("mode", "config", "serviceMonitor.renderMode", "deployment.terminationGracePeriodSeconds"):
+        assert f"| `{key}` |" in readme
+    # Every top-level value is in the table, itself or through its keys.
+    for top in yaml.safe_load(values_text):
+        assert any(k == top or k.startswith(top + ".") for k in keys), top
+    for heading in ("### Vault", "### AWS Secrets Manager", "## Upgrading"):
+        assert heading in readme
+
+
+def test_chart_readme_install_examples_install_and_pass_the_worker_check(chart: Any, tmp_path: Path) -> None:
+    readme = (CHART / "README.md").read_text(encoding="utf-8")
+    examples = [yaml.safe_load(b) for b in re.findall(r"```yaml\n(.*?)```", readme, re.S)]
+    examples = [e for e in examples if isinstance(e, dict) and "config" in e]
+    assert {e["config"]["store"]["backend"] for e in examples} == {"vault", "aws"}
+    for values in examples:
+        chart.validate_schema(values)
+        r = _render(chart, values)
+        path = tmp_path / "config.yaml"
+        path.write_text(r.one("ConfigMap", FULLNAME)["data"]["config.yaml"], encoding="utf-8")
+        assert load_settings(path, env={}).credentials
