@@ -333,3 +333,54 @@ def test_sixteen_threads_share_one_unified_client_through_rotations(tmp_path: An
         c.close()
         SECRETS.update(single.issued_secrets())
         single.stop()
+
+
+# -- the example bots ------------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("example", ["bot_v2.py", "bot_unified.py"])
+def test_the_example_bots_ride_through_cli_rotations(
+    example: str, sandbox: Sandbox, tmp_path: Any, wallet: tuple[str, str]
+) -> None:
+    import json
+    import signal
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from tests.harness import OUTPUTS, Worker
+
+    root = Path(__file__).resolve().parents[2]
+    w = Worker(
+        tmp_path, sandbox.url, *wallet, rotate_every="1h", grace="3s", cred_extra={"min_grace": "0.5s"}
+    )
+    w.rotate()
+    env = {**w.env(), "BOT_WALLET_KEY": w.private_key, "SSL_CERT_DIR": str(tmp_path)}
+    env.pop("SSL_CERT_FILE", None)
+    args = ["-c", str(w.config_path), "--credential", w.name, "--every", "0.1", "--refresh", "0.2"]
+    bot = subprocess.Popen(
+        [sys.executable, str(root / "examples" / example), *args, "--consumer-id", "example"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=root,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while not any(a.consumer_id == "example" for a in w.store().acks(w.ref)):
+            assert time.monotonic() < deadline and bot.poll() is None, "the bot never acknowledged"
+            time.sleep(0.1)
+        for _ in range(3):
+            w.rotate("--force")
+            time.sleep(1.0)
+    finally:
+        bot.send_signal(signal.SIGTERM)
+        out, err = bot.communicate(timeout=30)
+        OUTPUTS.extend((out, err))
+    assert bot.returncode == 0, (out, err)
+    summary = json.loads(out.strip().splitlines()[-1])
+    assert summary["failed"] == 0 and summary["errors"] == [] and summary["requests"] > 20
+    assert len(summary["keys"]) == 4
+    assert summary.get("fallbacks_refused", 0) == 0
