@@ -1,5 +1,9 @@
 """An example bot that never notices a rotation: it reads its CLOB API key with ``rotator.consumer``.
 
+AUTH-ONLY: this one uses py-clob-client (V1), which cannot place orders on production since CLOB V2
+(2026-04-28). New bots: ``bot_unified.py`` (polymarket-client) or ``bot_v2.py`` (py-clob-client-v2);
+both reuse this file's config loading, loop and summary.
+
 It places no orders. Every ``--every`` seconds it makes one authenticated read (``GET /data/orders``)
 and, with ``--heartbeat``, one heartbeat (``POST /v1/heartbeats``, the call whose absence makes
 Polymarket cancel a bot's open orders). On SIGTERM/SIGINT, or after ``--duration`` seconds, it prints
@@ -60,14 +64,14 @@ def load(config: str, credential: str) -> tuple[dict[str, Any], str, str, int]:
     )
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    store, path, host, chain_id = load(args.config, args.credential)
+def open_source(args: argparse.Namespace) -> tuple[CredentialSource, str, str]:
+    """(source, CLOB host, wallet key) for the bot's arguments; exits 2 with one line if they are wrong."""
+    store, path, host, args.chain_id = load(args.config, args.credential)
     env = dict(os.environ)
     wallet_key = env.get(args.wallet_key_env)
     if not wallet_key:
         print(f"bot: environment variable {args.wallet_key_env} is not set", file=sys.stderr)
-        return 2
+        raise SystemExit(2)
     try:
         source = CredentialSource.from_settings(
             store,
@@ -79,36 +83,53 @@ def main(argv: list[str] | None = None) -> int:
         )
     except RotatorError as exc:
         print(f"bot: {exc}", file=sys.stderr)
-        return 2
+        raise SystemExit(2) from None
+    return source, host, wallet_key
 
+
+def run(args: argparse.Namespace, source: CredentialSource, client: Any, request: Any) -> dict[str, Any]:
+    """Call ``request()`` every ``--every`` seconds until SIGTERM/SIGINT or ``--duration``: the summary."""
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     keys: list[str] = []
     # ack_prefix, not the 8-character mask: real key ids are UUIDv7, alike for a minute at the start.
     source.subscribe(lambda key: keys.append(ack_prefix(key.api_key)))
+    current = source.current()
+    if current is not None:
+        keys.append(ack_prefix(current.api_key))
+    deadline = time.monotonic() + args.duration if args.duration is not None else None
+    errors: list[str] = []
+    while not stop.is_set() and (deadline is None or time.monotonic() < deadline):
+        try:
+            request()
+        except Exception as exc:  # noqa: BLE001 - a bot keeps going; the client counts the failure
+            errors.append(type(exc).__name__ + f" {getattr(exc, 'status_code', '')}".rstrip())
+        stop.wait(args.every)
+    return {
+        "consumer": source.consumer_id,
+        "requests": client.calls,
+        "retried": client.retried,
+        "failed": client.failed,
+        "errors": errors[:5],
+        "keys": list(dict.fromkeys(keys)),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    source, host, wallet_key = open_source(args)
     with source:
         source.start()
-        client = RotatingClient.connect(host, source, private_key=wallet_key, chain_id=chain_id)
-        deadline = time.monotonic() + args.duration if args.duration is not None else None
-        heartbeat_id: str | None = None
-        errors: list[str] = []
-        while not stop.is_set() and (deadline is None or time.monotonic() < deadline):
-            try:
-                client.get_orders()
-                if args.heartbeat:
-                    heartbeat_id = client.post_heartbeat(heartbeat_id).get("heartbeat_id", heartbeat_id)
-            except Exception as exc:  # noqa: BLE001 - a bot keeps going; the client counts the failure
-                errors.append(type(exc).__name__ + f" {getattr(exc, 'status_code', '')}".rstrip())
-            stop.wait(args.every)
-        summary = {
-            "consumer": source.consumer_id,
-            "requests": client.calls,
-            "retried": client.retried,
-            "failed": client.failed,
-            "errors": errors[:5],
-            "keys": keys,
-        }
+        client = RotatingClient.connect(host, source, private_key=wallet_key, chain_id=args.chain_id)
+        heartbeat: dict[str, str | None] = {"id": None}
+
+        def request() -> None:
+            client.get_orders()
+            if args.heartbeat:
+                heartbeat["id"] = client.post_heartbeat(heartbeat["id"]).get("heartbeat_id", heartbeat["id"])
+
+        summary = run(args, source, client, request)
     print(json.dumps(summary), flush=True)
     return 0 if client.failed == 0 else 1
 

@@ -529,3 +529,25 @@ class RotatingClient:
     def _count_failure(self) -> None:
         with self._stats:
             self.failed += 1
+
+
+# -- the other SDKs (rotator.sdk), loaded on first use ------------------------------------------------
+
+#: Names re-exported from rotator.sdk (the adapters, connect, wrap) and rotator.sdk.unified (the
+#: polymarket-client wrappers): importing this module loads neither, nor any SDK.
+_SDK_NAMES = frozenset({"SDKS", "DEFAULT_SDK", "adapter_for", "connect", "wrap"})
+_UNIFIED_NAMES = frozenset(
+    {"RotatingSecureClient", "AsyncRotatingSecureClient", "FallbackRefused", "local_environment"}
+)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _SDK_NAMES:
+        from rotator import sdk
+
+        return getattr(sdk, name)
+    if name in _UNIFIED_NAMES:
+        from rotator.sdk import unified
+
+        return getattr(unified, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -420,6 +420,10 @@ class Sandbox:
     def _route_ok(self, request: _Request, settings: SandboxSettings) -> _Response:
         return _json(HTTPStatus.OK, "OK")
 
+    def _route_version(self, request: _Request, settings: SandboxSettings) -> _Response:
+        # py-clob-client-v2 asks which order version to sign (``get_version``): the CLOB V2 exchange.
+        return _json(HTTPStatus.OK, {"version": 2})
+
     def _route_time(self, request: _Request, settings: SandboxSettings) -> _Response:
         return _json(HTTPStatus.OK, int(settings.server_time()))
 
@@ -503,6 +507,9 @@ _ROUTES: dict[tuple[str, str], _Route] = {
     ("GET", "/balance-allowance"): Sandbox._route_balance_allowance,
     ("GET", "/notifications"): Sandbox._route_notifications,
     ("POST", "/v1/heartbeats"): Sandbox._route_heartbeat,
+    # py-clob-client-v2's health check and order-version probe (get_ok, get_version).
+    ("GET", "/ok"): Sandbox._route_ok,
+    ("GET", "/version"): Sandbox._route_version,
 }
 
 

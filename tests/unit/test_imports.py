@@ -143,6 +143,9 @@ SDK_HOMES: Mapping[str, str] = {
     "botocore": "rotator.clients.aws",
     "boto3": "rotator.clients.aws",
     "py_clob_client": "rotator.clob",
+    # The bots' SDKs (issue 15): only the consumer's adapters import them.
+    "py_clob_client_v2": "rotator.sdk",
+    "polymarket": "rotator.sdk",
 }
 
 #: Imports of an SDK outside its home that are not the worker's use of it, each with its reason.
@@ -150,6 +153,7 @@ SDK_EXCEPTIONS: Mapping[tuple[str, str], str] = {
     # The bot's own py-clob-client: RotatingClient wraps the ClobClient a bot hands it, and builds
     # ApiCreds for it. It cannot go through rotator.clob, which the consumer must not load.
     ("rotator.consumer", "py_clob_client"): "the bots' CLOB client, not the worker's adapter",
+    ("rotator.sdk", "py_clob_client"): "the V1 adapter builds the bots' ClobClient",
 }
 
 #: The worker's modules: a bot that imports rotator.consumer loads none of them.
@@ -171,7 +175,13 @@ WORKER = (
 #: What a bot loads: the library, and what ``CredentialSource.from_settings`` imports to build a store
 #: (reached through the library's function-local imports too; named here so that moving them keeps
 #: them checked).
-CONSUMER_ROOTS = ("rotator.consumer", "rotator.config", "rotator.stores.factory")
+CONSUMER_ROOTS = (
+    "rotator.consumer",
+    "rotator.config",
+    "rotator.stores.factory",
+    "rotator.sdk",
+    "rotator.sdk.unified",
+)
 
 
 @dataclass(frozen=True)
@@ -427,6 +437,8 @@ RUNTIME_FORBIDDEN = (
     "prometheus_client",
     "apscheduler",
     "py_clob_client",
+    "py_clob_client_v2",
+    "polymarket",
     "hvac",
     "botocore",
     "boto3",
@@ -457,3 +469,23 @@ def test_a_bot_on_the_file_store_loads_none_of_the_worker(tmp_path: Path) -> Non
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.splitlines() == ["read: nothing published", "[]"], out.stdout
+
+
+def test_the_sdk_names_of_rotator_consumer_load_no_sdk_until_a_client_is_built() -> None:
+    """``rotator.consumer`` re-exports the SDK seam lazily: naming it loads rotator.sdk, not an SDK."""
+    code = textwrap.dedent(
+        """
+        import sys
+        import rotator.consumer as c
+        sdks = ("py_clob_client", "py_clob_client_v2", "polymarket")
+        loaded = lambda: sorted(m for m in sys.modules if m.partition(".")[0] in sdks)
+        print(loaded(), "rotator.sdk" in sys.modules)
+        names = (c.connect, c.wrap, c.adapter_for, c.RotatingSecureClient, c.AsyncRotatingSecureClient)
+        print(loaded(), "rotator.sdk" in sys.modules, c.adapter_for("unified").name, c.SDKS[0])
+        c.local_environment("http://127.0.0.1:1")
+        print(any(m == "polymarket" for m in sys.modules))
+        """
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines() == ["[] False", "[] True unified unified", "True"], out.stdout
