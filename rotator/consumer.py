@@ -445,7 +445,9 @@ class CredentialSource:
                 refusal.pending = False  # the next refusal after report_every tries again
                 refusal.sent_at = self._monotonic()
             if not self._report_failing:
-                log.warning("%s: could not report refused key %s: %s", self._ref.name, mask(prefix), exc)
+                log.warning(
+                    "%s: could not report refused key %s: %s", self._ref.name, mask(refusal.key_id), exc
+                )
             self._report_failing = True
             return
         self.reports += 1
@@ -457,7 +459,7 @@ class CredentialSource:
         log.warning(
             "%s: the CLOB refused the published key %s (%d time(s)): reported to the worker",
             self._ref.name,
-            mask(prefix),
+            mask(refusal.key_id),
             count,
         )
 
