@@ -8,18 +8,27 @@ are the only requests to the probe endpoint (``GET /balance-allowance``): the bo
 
 from __future__ import annotations
 
+import fnmatch
 import json
+import re
 import threading
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
+import boto3
 import pytest
 
+from rotator.config import AwsStoreSettings, VaultSettings
 from rotator.consumer import CredentialSource, RotatingClient
-from rotator.model import ack_prefix
+from rotator.errors import AccessDenied
+from rotator.model import CredentialRef, Key, Secret, ack_prefix
 from rotator.sandbox import Sandbox
+from rotator.stores.aws import AwsStore, make_client
+from rotator.stores.vault import build_vault_store
 from tests.harness import OUTPUTS, Worker, wait_for
+from tests.integration.test_vault_store import DEPLOY, POLICY_CREDENTIAL, make_token
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -211,3 +220,67 @@ def test_two_hundred_bots_reporting_the_same_dead_key_cost_one_probe_and_one_rot
     assert len(events(out, trigger="consumer-report")) == 1
     assert w.state().rotations == 2
     OUTPUTS.append(out)
+
+
+# -- the consumer's permissions on each backend ----------------------------------------------------
+
+
+def test_the_shipped_vault_consumer_policy_lets_a_bot_report_as_it_acknowledges(openbao: Any) -> None:
+    # The shipped policy, for a credential of this test's own (the session's OpenBao is shared).
+    name = f"mm-{uuid.uuid4().hex[:10]}"
+    policy = (DEPLOY / "consumer-policy.hcl").read_text().replace(POLICY_CREDENTIAL, name)
+    openbao.client().sys.create_or_update_policy(f"consumer-{name}", policy)
+    token = make_token(openbao, f"consumer-{name}")
+    ref = CredentialRef(name, f"polymarket/{name}")
+    worker = build_vault_store(
+        VaultSettings(url=openbao.url, auth={"token_env": "T"}), {"T": openbao.root_token}
+    )
+    bot = build_vault_store(VaultSettings(url=openbao.url, auth={"token_env": "T"}), {"T": token})
+    try:
+        key = make_key()
+        worker.publish(ref, key)
+        prefix = ack_prefix(key.api_key)
+        bot.ack(ref, "bot-1", prefix, 100.0)
+        bot.report_refusal(ref, "bot-1", prefix, 105.0, 104.5, 7)
+        (report,) = worker.acks(ref)
+        assert (report.consumer_id, report.key_prefix, report.refused_at, report.refusals) == (
+            "bot-1",
+            prefix,
+            104.5,
+            7,
+        )
+        with pytest.raises(AccessDenied):
+            bot.report_refusal(ref, "bot-2", prefix, 105.0, 104.5, 7)  # another bot's name
+    finally:
+        bot.close()
+        worker.close()
+
+
+def test_aws_reports_are_tags_the_consumer_iam_policy_allows(moto_server: str) -> None:
+    root = Path(__file__).resolve().parents[2] / "deploy" / "aws"
+    consumer_policy = json.loads((root / "consumer-iam-policy.json").read_text())
+    (tagging,) = [s for s in consumer_policy["Statement"] if s["Action"] == ["secretsmanager:TagResource"]]
+    allowed = tagging["Condition"]["ForAllValues:StringLike"]["aws:TagKeys"]
+    name = f"mm-{uuid.uuid4().hex[:10]}"
+    ref = CredentialRef(name, f"bots/{name}")
+    store = AwsStore(make_client(AwsStoreSettings(endpoint_url=moto_server, region="us-east-1")))
+    try:
+        key = make_key()
+        store.publish(ref, key)
+        prefix = ack_prefix(key.api_key)
+        store.ack(ref, "bot-1", prefix, 100.0)
+        store.report_refusal(ref, "bot-1", prefix, 1_764_547_173.25, 1_764_547_172.5, 12)
+        sm = boto3.client("secretsmanager", endpoint_url=moto_server, region_name="us-east-1")
+        tags = {t["Key"]: t["Value"] for t in sm.describe_secret(SecretId=ref.path)["Tags"]}
+        ours = {k: v for k, v in tags.items() if k.startswith("rotator-ack")}
+        assert len(ours) == 2 and all(fnmatch.fnmatchcase(k, allowed) for k in ours)
+        # Secrets Manager's tag charset (letters, digits, spaces, _ . : / = + - @), at most 256.
+        assert all(re.fullmatch(r"[\w .:/=+\-@]{0,256}", v) for v in ours.values()), ours
+        (report,) = store.acks(ref)
+        assert (report.refused_at, report.refusals, report.at) == (1_764_547_172.5, 12, 1_764_547_173.25)
+    finally:
+        store.close()
+
+
+def make_key() -> Key:
+    return Key(str(uuid.uuid4()), Secret("c2VjcmV0"), Secret(uuid.uuid4().hex), "0x" + "cd" * 20, 0, 1.0)
