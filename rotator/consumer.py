@@ -423,13 +423,18 @@ class CredentialSource:
 
     def _flush_report(self) -> None:
         """Write the pending refusal report, if any. Never raises: a report is advice to the worker."""
+        refusal = self._refusal
+        if refusal is None or not refusal.pending:
+            return
         try:
             with self._ack_lock:  # one store write at a time, acknowledgements included
-                refusal = self._refusal
-                if refusal is not None and refusal.pending:
+                if refusal.pending:
                     self._send_report(refusal)
         except Exception as exc:  # noqa: BLE001 - a report must never break a request or the refresher
+            # A store without report_refusal (a bot's own KeyStore), or a bug: try again next window.
             self.report_errors += 1
+            with self._refusal_lock:
+                refusal.pending, refusal.sent_at = False, self._monotonic()
             log.error("%s: refusal report failed unexpectedly (%s)", self._ref.name, type(exc).__name__)
 
     def _send_report(self, refusal: _Refusal) -> None:
