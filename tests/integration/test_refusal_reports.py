@@ -284,3 +284,25 @@ def test_aws_reports_are_tags_the_consumer_iam_policy_allows(moto_server: str) -
 
 def make_key() -> Key:
     return Key(str(uuid.uuid4()), Secret("c2VjcmV0"), Secret(uuid.uuid4().hex), "0x" + "cd" * 20, 0, 1.0)
+
+
+@pytest.mark.slow
+def test_a_cronjob_run_reads_the_reports_and_replaces_a_reported_key(
+    fresh_sandbox: Sandbox, tmp_path: Path, wallet: tuple[str, str]
+) -> None:
+    sb = fresh_sandbox
+    w = Worker(tmp_path, sb.url, *wallet, rotate_every="24h", grace="1h")
+    w.rotate()
+    dead = w.published()
+    assert dead is not None
+    sb.invalidate(dead.api_key)
+    w.store().report_refusal(w.ref, "bot-1", ack_prefix(dead.api_key), time.time(), time.time() - 1, 4)
+    sb.reset_counts()
+    proc = w.rotate()
+    out = proc.stdout + proc.stderr
+    assert len(events(out, step="probe", outcome="rejected", trigger="consumer-report")) == 1
+    assert [e["reason"] for e in events(out, step="intent")] == ["rejected"]
+    # The report's probe replaces the run's own check of the key: one probe, then the rotation's.
+    assert probes(sb, 401) == 2, sb.request_counts()
+    published = w.published()
+    assert published is not None and published.api_key != dead.api_key
