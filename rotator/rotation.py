@@ -264,8 +264,8 @@ class Rotator:
         self.alive = alive
         # credential -> (api key last known to work, when it was last checked)
         self._checked: dict[str, tuple[str, float]] = {}
-        # Consumers' refusal reports (issue 18). credential -> the api key a report made this worker
-        # probe: at most one probe per key, whoever reports it and however often.
+        # Consumers' refusal reports (issue 18). credential -> the api key reports made this worker
+        # probe and the CLOB accepted: no more probes on reports for it, whoever reports and how often.
         self._report_probed: dict[str, str] = {}
         # credential -> (refused api key, earliest refused_at reported): a recovery under way.
         self._recovering: dict[str, tuple[str, float]] = {}
@@ -359,6 +359,7 @@ class Rotator:
             self._revoke_due(ctx, policy, now, emergency)
             if ctx.state.pending is not None:
                 self._resume(ctx, signer, policy, emergency)
+                self._recovered(ctx)  # a rotation a report started may end in a later pass
                 rotated = True
             else:
                 rotated = self._rotate_if_due(ctx, signer, policy, now, force_nonce, emergency)
@@ -421,6 +422,8 @@ class Rotator:
         """Steps 4-7 when a new key is due (by age, forced, or the current key is rejected)."""
         reason = rotation_reason(ctx.state, now, policy, force_nonce)
         reported = reason is None and self._refusal_reported(ctx, policy)
+        if not reported:
+            self._recovering.pop(ctx.ref.name, None)  # this rotation, if any, is not a report's
         if reported:
             ctx.begin("probe")
             reason = self._probe_reported(ctx)
@@ -732,8 +735,8 @@ class Rotator:
 
     def _probe_reported(self, ctx: _Ctx) -> str | None:
         """Probe the current key because a consumer reported it refused: ``rejected`` if the CLOB
-        confirms. An answer either way is the one probe reports get for that key; a probe that could
-        not tell (5xx, timeouts) leaves the reports to be looked at again next pass."""
+        confirms. A key the CLOB accepts gets no other probe on reports; a refused key whose rotation
+        fails, or a probe that could not tell (5xx, timeouts), leaves the reports to the next pass."""
         cur = ctx.state.current
         assert cur is not None
         name = ctx.ref.name
@@ -741,7 +744,8 @@ class Rotator:
         try:
             self.clob.probe_key(cur)
         except Unauthorized:
-            self._report_probed[name] = cur.api_key
+            # Not remembered: if the rotation fails, the reports still name this key, and the next
+            # pass probes it again (it would otherwise wait for probe_every).
             self._checked.pop(name, None)
             self._event(
                 ctx, "probe", "rejected", t, nonce=cur.nonce, key=cur.masked, trigger="consumer-report"

@@ -626,3 +626,19 @@ def test_a_storm_of_reports_is_one_probe_and_one_rotation(world) -> None:  # typ
     assert daemon_pass(rot).outcome == "nothing-due"
     assert clob.calls[: clob.calls.index("create:1")] == ["probe:0"]
     assert [c for c in clob.calls if c.startswith("create")] == ["create:1"]
+
+
+def test_a_reported_rotation_cut_short_is_measured_when_a_later_pass_completes_it(world) -> None:  # type: ignore[no-untyped-def]
+    clock, store, clob, rot = world
+    daemon_pass(rot)
+    cur = store.state.current
+    del clob.live[cur.api_key]
+    store.report_refusal(REF, "bot-1", ack_prefix(cur.api_key), clock.now, clock.now, 1)
+    clob.unverifiable.add(1)  # the new key never verifies: this pass fails after the probe
+    clock.now += 5
+    assert daemon_pass(rot).outcome == "failed"
+    clob.unverifiable.clear()
+    clock.now += 5
+    assert daemon_pass(rot).outcome == "rotated"
+    count = rot.metrics.registry.get_sample_value("rotator_recovery_seconds_count", {"credential": "c1"})
+    assert count == 1
