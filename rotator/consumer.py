@@ -41,6 +41,10 @@ class KeyStore(Protocol):
 
     def ack(self, ref: CredentialRef, consumer_id: str, key_prefix: str, at: float) -> None: ...
 
+    def report_refusal(
+        self, ref: CredentialRef, consumer_id: str, key_prefix: str, at: float, refused_at: float, count: int
+    ) -> None: ...
+
     def close(self) -> None: ...
 
 
@@ -67,6 +71,20 @@ class _Wait:
         self.error: BaseException | None = None
 
 
+class _Refusal:
+    """What this consumer tells the worker about one key the CLOB refused while it was published."""
+
+    __slots__ = ("count", "first_at", "key_id", "pending", "sent", "sent_at")
+
+    def __init__(self, key_id: str, first_at: float) -> None:
+        self.key_id = key_id
+        self.first_at = first_at  # wall clock: the worker compares it with its own
+        self.count = 0  # refusals seen
+        self.sent = 0  # refusals the last report sent counted
+        self.sent_at: float | None = None  # monotonic time of the last report written
+        self.pending = False  # a report is due
+
+
 class CredentialSource:
     """The published key of one credential, cached, refreshed, acknowledged. Thread-safe.
 
@@ -82,6 +100,12 @@ class CredentialSource:
     :param wait_for_new: after the CLOB refused the cached key, how long :meth:`refresh` waits for a
         different key to be published (a CLOB that keeps one key per wallet invalidates the old key
         when the worker creates the new one, moments before the worker publishes it).
+    :param report_every: when the CLOB refuses the key that is still published, the source reports
+        it through the store beside its acknowledgement (which key, since when, how many refusals),
+        so the worker checks that key at once instead of at its next scheduled probe. At most one
+        report per key per ``report_every`` seconds, however many requests are refused. Reports are
+        written by the background thread once started (never on a request's path) and never make a
+        request fail. Read-only consumers (``acknowledge=False``) do not report.
     """
 
     def __init__(
@@ -96,6 +120,7 @@ class CredentialSource:
         acknowledge: bool = True,
         wait_for_new: float = 5.0,
         poll_every: float = 0.05,
+        report_every: float = 5.0,
         clock: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
@@ -105,7 +130,11 @@ class CredentialSource:
             raise ConfigError(
                 f"consumer_id {consumer_id[:70]!r}: use 1-64 of A-Z a-z 0-9 _ . @ -, starting alphanumeric"
             )
-        for name, value in (("refresh_every", refresh_every), ("ack_every", ack_every)):
+        for name, value in (
+            ("refresh_every", refresh_every),
+            ("ack_every", ack_every),
+            ("report_every", report_every),
+        ):
             if value <= 0:
                 raise ConfigError(f"{name} must be positive")
         if wait_for_new < 0 or poll_every <= 0:
@@ -129,6 +158,10 @@ class CredentialSource:
         self._acked: tuple[str, float] | None = None  # (key id, monotonic time) of the last ack
         self._ack_failing = False
         self._ack_lock = threading.Lock()
+        self._report_every = report_every
+        self._refusal: _Refusal | None = None  # the last key refused; its fields under _refusal_lock
+        self._refusal_lock = threading.Lock()  # never held across a store call: requests take it
+        self._report_failing = False
         self._listeners: list[Callable[[Key], None]] = []
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
@@ -136,6 +169,9 @@ class CredentialSource:
         #: Store reads, and reads that failed: for a bot's own metrics.
         self.reads = 0
         self.read_errors = 0
+        #: Refusal reports written, and reports the store refused.
+        self.reports = 0
+        self.report_errors = 0
 
     @classmethod
     def from_settings(
@@ -222,6 +258,7 @@ class CredentialSource:
         if different_from is None:
             key = self._read_and_install(self._reads_begun)
         else:
+            self._count_refusal(different_from)
             key = self._await_new(different_from)
         # Outside the locks: a slow acknowledgement must not hold up a request thread's refresh.
         if self._ack_due(key):
@@ -267,8 +304,12 @@ class CredentialSource:
             # interrupted: look again.
         try:
             deadline = self._monotonic() + self._wait_for_new
+            first = True
             while True:
                 key = self._read_and_install(None)
+                if key.api_key == refused and first:
+                    self._report_refused(refused)  # still published: tell the worker now, not after the wait
+                first = False
                 if key.api_key != refused or self._monotonic() + self._poll_every > deadline:
                     break
                 self._sleep(self._poll_every)
@@ -336,6 +377,11 @@ class CredentialSource:
         with self._ack_lock:
             if not self._ack_due(key):
                 return  # another thread just did
+            refusal = self._refusal
+            if refusal is not None and refusal.key_id == key.api_key and refusal.sent_at is not None:
+                # A plain acknowledgement would replace the report the worker has not acted on yet.
+                self._send_report(refusal)
+                return
             try:
                 self._store.ack(self._ref, self._consumer_id, ack_prefix(key.api_key), self._clock())
             except RotatorError as exc:
@@ -348,6 +394,79 @@ class CredentialSource:
                 log.info("%s: acknowledging again", self._ref.name)
             self._ack_failing = False
             self._acked = (key.api_key, self._monotonic())
+
+    # -- reporting refused keys ------------------------------------------------------------------
+
+    def _count_refusal(self, key_id: str) -> None:
+        with self._refusal_lock:
+            refusal = self._refusal
+            if refusal is None or refusal.key_id != key_id:
+                refusal = self._refusal = _Refusal(key_id, self._clock())
+            refusal.count += 1
+
+    def _report_refused(self, key_id: str) -> None:
+        """The CLOB refused ``key_id`` and the store still publishes it: report it (rate-limited)."""
+        if not self._acknowledge:
+            return
+        with self._refusal_lock:
+            refusal = self._refusal
+            if refusal is None or refusal.key_id != key_id:
+                return
+            last = refusal.sent_at
+            if refusal.pending or (last is not None and self._monotonic() - last < self._report_every):
+                return
+            refusal.pending = True
+        if self.running and threading.current_thread() is not self._thread:
+            self._wake.set()  # the background thread writes it: no store write on the request path
+        else:
+            self._flush_report()
+
+    def _flush_report(self) -> None:
+        """Write the pending refusal report, if any. Never raises: a report is advice to the worker."""
+        refusal = self._refusal
+        if refusal is None or not refusal.pending:
+            return
+        try:
+            with self._ack_lock:  # one store write at a time, acknowledgements included
+                if refusal.pending:
+                    self._send_report(refusal)
+        except Exception as exc:  # noqa: BLE001 - a report must never break a request or the refresher
+            # A store without report_refusal (a bot's own KeyStore), or a bug: try again next window.
+            self.report_errors += 1
+            with self._refusal_lock:
+                refusal.pending, refusal.sent_at = False, self._monotonic()
+            log.error("%s: refusal report failed unexpectedly (%s)", self._ref.name, type(exc).__name__)
+
+    def _send_report(self, refusal: _Refusal) -> None:
+        """Called with ``_ack_lock`` held: write the report (it acknowledges the key as well)."""
+        prefix = ack_prefix(refusal.key_id)
+        with self._refusal_lock:
+            count, first_at = max(refusal.count, 1), refusal.first_at
+        try:
+            self._store.report_refusal(self._ref, self._consumer_id, prefix, self._clock(), first_at, count)
+        except RotatorError as exc:
+            self.report_errors += 1
+            with self._refusal_lock:
+                refusal.pending = False  # the next refusal after report_every tries again
+                refusal.sent_at = self._monotonic()
+            if not self._report_failing:
+                log.warning(
+                    "%s: could not report refused key %s: %s", self._ref.name, mask(refusal.key_id), exc
+                )
+            self._report_failing = True
+            return
+        self.reports += 1
+        self._report_failing = False
+        with self._refusal_lock:
+            refusal.pending = False
+            refusal.sent, refusal.sent_at = count, self._monotonic()
+        self._acked = (refusal.key_id, self._monotonic())
+        log.warning(
+            "%s: the CLOB refused the published key %s (%d time(s)): reported to the worker",
+            self._ref.name,
+            mask(refusal.key_id),
+            count,
+        )
 
     # -- the background refresher ----------------------------------------------------------------
 
@@ -369,6 +488,7 @@ class CredentialSource:
 
     def _run(self) -> None:
         while not self._stop.is_set():
+            self._flush_report()  # first: a report woke us, and the worker should hear it at once
             try:
                 self.refresh()  # acknowledges too, when due (also when a request thread woke us for it)
             except RotatorError as exc:

@@ -144,6 +144,14 @@ class Metrics:
             ["backend", "operation", "result"],
             registry=r,
         )
+        self.recovery = Histogram(
+            "rotator_recovery_seconds",
+            "From the first refusal a consumer reported for the current key (its clock) to the new key "
+            "published, for rotations such a report started.",
+            ["credential"],
+            buckets=(1, 2.5, 5, 7.5, 10, 15, 20, 30, 45, 60, 120, 300, 600, 1800),
+            registry=r,
+        )
         self.build_info = Gauge(
             "rotator_build_info", "Always 1; the version label says which build.", ["version"], registry=r
         )
@@ -181,6 +189,7 @@ class Metrics:
             self.revocations_forced.labels(credential=name)
             self.rotation_duration.labels(credential=name)
             self.consecutive_failures.labels(credential=name).set(0)
+            self.recovery.labels(credential=name)
         for op in STORE_OPERATIONS:
             for result in ("success", "failure", "conflict"):
                 self.store_operations.labels(backend=backend, operation=op, result=result)

@@ -7,6 +7,7 @@ they are read to the moment they are sent, so a stray log line or traceback cann
 from __future__ import annotations
 
 import hmac
+import math
 import re
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
@@ -308,18 +309,35 @@ class Ack:
 
     Written by consumers (``rotator.consumer``), read by the worker to revoke a retiring key as soon
     as every live consumer has moved on. Holds nothing secret: the masked id is what logs show.
+
+    A refusal report (issue 18) is the same record with ``refused_at`` set: the CLOB refused that key
+    ``refusals`` times since ``refused_at`` (the consumer's clock), while it was still the published
+    one. The worker then probes that key at once instead of waiting for ``probe_every``. Records
+    written before reports existed have neither field and read as plain acknowledgements.
     """
 
     consumer_id: str
     key_prefix: str
     at: float
+    refused_at: float | None = None
+    refusals: int = 0
 
     def to_dict(self) -> dict[str, Any]:
-        return {"consumer_id": self.consumer_id, "key_prefix": self.key_prefix, "at": self.at}
+        out: dict[str, Any] = {"consumer_id": self.consumer_id, "key_prefix": self.key_prefix, "at": self.at}
+        if self.refused_at is not None:
+            out["refused_at"] = self.refused_at
+            out["refusals"] = self.refusals
+        return out
+
+    @property
+    def reported(self) -> bool:
+        """Whether this record reports that the CLOB refused ``key_prefix``."""
+        return self.refused_at is not None
 
     @classmethod
     def from_dict(cls, data: Any) -> Ack:
-        """:raises ValueError: naming the bad field."""
+        """:raises ValueError: naming the bad field. A malformed refusal is dropped, not the
+        acknowledgement: revocations must not depend on the optional half of the record."""
         if not isinstance(data, dict):
             raise MalformedError("an acknowledgement must be a JSON object")
         consumer, prefix, at = data.get("consumer_id"), data.get("key_prefix"), data.get("at")
@@ -329,6 +347,16 @@ class Ack:
             raise MalformedError("acknowledgement field key_prefix must be a non-empty string")
         if not isinstance(at, (int, float)) or isinstance(at, bool):
             raise MalformedError("acknowledgement field at must be a number")
+        refused_at, refusals = data.get("refused_at"), data.get("refusals")
+        if (
+            isinstance(refused_at, (int, float))
+            and not isinstance(refused_at, bool)
+            and math.isfinite(refused_at)
+            and isinstance(refusals, int)
+            and not isinstance(refusals, bool)
+            and refusals > 0
+        ):
+            return cls(consumer, prefix, float(at), float(refused_at), refusals)
         return cls(consumer, prefix, float(at))
 
 

@@ -59,6 +59,9 @@ RECOVER_BELOW = 4
 RECHECK_LIVE_KEY = 15.0
 #: The same, when no signer can confirm it is gone (a credential removed from the config).
 RECHECK_WITHOUT_SIGNER = 600.0
+#: A credential whose last read of acknowledgements showed no live consumer has its refusal reports
+#: read again after this long rather than every pass (a new consumer is heard within it).
+REPORTS_WITHOUT_CONSUMERS = 60.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,6 +117,12 @@ def _age(seconds: float) -> str:
             parts.append(f"{left // size}{unit}")
             left %= size
     return "".join(parts[:2])
+
+
+def _some(names: Sequence[str], shown: int = 5) -> str:
+    """``a, b, c and 197 more``: a list for a log line that stays one line."""
+    more = len(names) - shown
+    return ", ".join(names[:shown]) + (f" and {more} more" if more > 0 else "")
 
 
 # -- pure decisions --------------------------------------------------------------------------------
@@ -195,6 +204,7 @@ class _Ctx:
     __slots__ = (
         "_step",
         "_timer",
+        "acks",
         "invalidated",
         "ref",
         "revoked",
@@ -215,6 +225,7 @@ class _Ctx:
         self.ref, self.state, self.version, self.signer = ref, state, version, signer
         self.revoked = 0
         self.invalidated = 0
+        self.acks: list[Ack] | None = None  # this pass's read of the acknowledgements, if it made one
         self._timer = timer
         self._step: Step = "read"
         self.step_started = timer()
@@ -253,6 +264,13 @@ class Rotator:
         self.alive = alive
         # credential -> (api key last known to work, when it was last checked)
         self._checked: dict[str, tuple[str, float]] = {}
+        # Consumers' refusal reports (issue 18). credential -> the api key reports made this worker
+        # probe and the CLOB accepted: no more probes on reports for it, whoever reports and how often.
+        self._report_probed: dict[str, str] = {}
+        # credential -> (refused api key, earliest refused_at reported): a recovery under way.
+        self._recovering: dict[str, tuple[str, float]] = {}
+        # credential -> clock time before which its reports are not read (no live consumer seen).
+        self._reports_quiet_until: dict[str, float] = {}
         # True once the worker may start no new step: SIGTERM, or a replica that lost the leader lease.
         self.stopping = stopping
         self.timer = timer  # durations only (audit, metrics): never a deadline
@@ -341,6 +359,7 @@ class Rotator:
             self._revoke_due(ctx, policy, now, emergency)
             if ctx.state.pending is not None:
                 self._resume(ctx, signer, policy, emergency)
+                self._recovered(ctx)  # a rotation a report started may end in a later pass
                 rotated = True
             else:
                 rotated = self._rotate_if_due(ctx, signer, policy, now, force_nonce, emergency)
@@ -402,7 +421,13 @@ class Rotator:
     ) -> bool:
         """Steps 4-7 when a new key is due (by age, forced, or the current key is rejected)."""
         reason = rotation_reason(ctx.state, now, policy, force_nonce)
-        if reason is None and self._probe_due(ctx, policy):
+        reported = reason is None and self._refusal_reported(ctx, policy)
+        if not reported:
+            self._recovering.pop(ctx.ref.name, None)  # this rotation, if any, is not a report's
+        if reported:
+            ctx.begin("probe")
+            reason = self._probe_reported(ctx)
+        elif reason is None and self._probe_due(ctx, policy):
             ctx.begin("probe")
             reason = self._probe_current(ctx)
         if reason is None:
@@ -412,6 +437,7 @@ class Rotator:
         self._issue(ctx, signer, policy, reason)
         self._complete(ctx, signer, policy, emergency, resumed=False)
         self.metrics.rotation_duration.labels(credential=ctx.ref.name).observe(self.timer() - started)
+        self._recovered(ctx)
         return True
 
     def _failed(self, ctx: _Ctx, exc: RotatorError, t0: float) -> PassResult:
@@ -533,6 +559,7 @@ class Rotator:
             log.warning("%s: consumer acknowledgements unreadable; grace decides: %s", ctx.ref.name, exc)
             return None
         self._store_metric("acks", "success")
+        ctx.acks = acks
         return acks
 
     def _revoke(self, ctx: _Ctx, entry: Retiring, lagging: Sequence[Ack] = ()) -> None:
@@ -663,6 +690,97 @@ class Rotator:
             return None
         self._checked_ok(ctx, cur)
         return None
+
+    # -- consumers' refusal reports (issue 18) ------------------------------------------------------
+    def _refusal_reported(self, ctx: _Ctx, policy: Policy) -> bool:
+        """Whether a consumer reported that the CLOB refuses the current key, and no report made this
+        worker probe that key yet. A store read (the acknowledgements, shared with the revocation step
+        when it read them this pass), no CLOB request. Credentials whose last read showed no consumer
+        seen within ``consumer_ttl`` are read once a minute only."""
+        cur = ctx.state.current
+        name = ctx.ref.name
+        if cur is None or self._report_probed.get(name) == cur.api_key:
+            return False
+        now = self.clock()
+        acks = ctx.acks
+        if acks is None:
+            if now < self._reports_quiet_until.get(name, 0.0):
+                return False
+            try:
+                acks = self.store.acks(ctx.ref)
+            except RotatorError as exc:
+                self._store_metric("acks", "failure")
+                log.warning("%s: consumer reports unreadable: %s", name, exc)
+                return False
+            self._store_metric("acks", "success")
+            ctx.acks = acks
+        if any(now - a.at <= policy.consumer_ttl for a in acks):
+            self._reports_quiet_until.pop(name, None)
+        else:
+            self._reports_quiet_until[name] = now + min(REPORTS_WITHOUT_CONSUMERS, policy.consumer_ttl)
+        prefix = ack_prefix(cur.api_key)
+        reports = [a for a in acks if a.refused_at is not None and a.key_prefix == prefix]
+        if not reports:
+            return False
+        first = min(a.refused_at for a in reports if a.refused_at is not None)
+        self._recovering[name] = (cur.api_key, first)
+        log.warning(
+            "%s: %d consumer(s) report that the CLOB refuses the current key %s (%s): probing it now",
+            name,
+            len(reports),
+            cur.masked,
+            _some(sorted(f"{a.consumer_id} x{a.refusals}" for a in reports)),
+        )
+        return True
+
+    def _probe_reported(self, ctx: _Ctx) -> str | None:
+        """Probe the current key because a consumer reported it refused: ``rejected`` if the CLOB
+        confirms. A key the CLOB accepts gets no other probe on reports; a refused key whose rotation
+        fails, or a probe that could not tell (5xx, timeouts), leaves the reports to the next pass."""
+        cur = ctx.state.current
+        assert cur is not None
+        name = ctx.ref.name
+        t = self.timer()
+        try:
+            self.clob.probe_key(cur)
+        except Unauthorized:
+            # Not remembered: if the rotation fails, the reports still name this key, and the next
+            # pass probes it again (it would otherwise wait for probe_every).
+            self._checked.pop(name, None)
+            self._event(
+                ctx, "probe", "rejected", t, nonce=cur.nonce, key=cur.masked, trigger="consumer-report"
+            )
+            return "rejected"
+        except Cancelled:
+            raise  # the worker is stopping: never taken for an answer about a key
+        except ClobError as exc:
+            self._recovering.pop(name, None)
+            self._event(ctx, "probe", "unknown", t, nonce=cur.nonce, key=cur.masked, error=str(exc))
+            log.warning("%s: could not probe the reported key %s: %s", name, cur.masked, exc)
+            return None
+        self._report_probed[name] = cur.api_key
+        self._recovering.pop(name, None)
+        self._checked_ok(ctx, cur)
+        self._event(
+            ctx, "probe", "still-valid", t, nonce=cur.nonce, key=cur.masked, trigger="consumer-report"
+        )
+        log.warning(
+            "%s: consumers reported key %s refused, but the CLOB accepts it (a consumer's clock or bug?): "
+            "ignoring further reports for this key",
+            name,
+            cur.masked,
+        )
+        return None
+
+    def _recovered(self, ctx: _Ctx) -> None:
+        """After a rotation: if a consumer's report started it, observe the time from the first
+        refusal reported to the new key published (``rotator_recovery_seconds``)."""
+        recovering = self._recovering.pop(ctx.ref.name, None)
+        cur = ctx.state.current
+        if recovering is None or cur is None or cur.api_key == recovering[0]:
+            return
+        seconds = max(0.0, self.clock() - recovering[1])
+        self.metrics.recovery.labels(credential=ctx.ref.name).observe(seconds)
 
     def _take_lease(self, ctx: _Ctx, policy: Policy) -> None:
         pending = ctx.state.pending

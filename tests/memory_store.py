@@ -27,7 +27,18 @@ PUBLISH_ATTEMPTS = 5
 
 #: Every operation a fault can be set on ("publish-race": another writer wins every publish race).
 OPERATIONS = frozenset(
-    {"load", "save", "names", "publish", "read_published", "ack", "acks", "load_lease", "save_lease"}
+    {
+        "load",
+        "save",
+        "names",
+        "publish",
+        "read_published",
+        "ack",
+        "acks",
+        "load_lease",
+        "save_lease",
+        "report_refusal",
+    }
 )
 
 
@@ -144,6 +155,14 @@ class MemoryStore:
         self._fault("ack")
         with self.data.lock:
             self.data.acks.setdefault(self._slot(ref), {})[consumer_id] = Ack(consumer_id, key_prefix, at)
+
+    def report_refusal(
+        self, ref: CredentialRef, consumer_id: str, key_prefix: str, at: float, refused_at: float, count: int
+    ) -> None:
+        self._fault("report_refusal")
+        report = Ack(consumer_id, key_prefix, at, refused_at, count)
+        with self.data.lock:
+            self.data.acks.setdefault(self._slot(ref), {})[consumer_id] = report
 
     def acks(self, ref: CredentialRef) -> list[Ack]:
         self._fault("acks")

@@ -64,6 +64,8 @@ _TOKEN_NS = uuid.UUID("c8c20412-d615-4e2f-835a-a21f2c89a9a6")
 #: are the one thing a consumer may write there without creating a version (and, by its policy,
 #: only tags with this prefix). Secrets Manager allows 50 tags per secret, 3 of them ours.
 ACK_TAG = "rotator-ack:"
+#: Suffix of the tag beside a consumer's acknowledgement that reports a key the CLOB refused.
+REFUSED_SUFFIX = ":refused"
 #: The tag carrying a lease's deadline, ``"<until> <VersionId>"``: renewals write it instead of a version.
 LEASE_TAG = "rotator-lease-until"
 #: How often publish looks again when another worker moved AWSCURRENT between its read and its move.
@@ -281,6 +283,24 @@ class AwsStore:
         with self._aws(f"acknowledging on secret {path!r}"):
             self._client.tag_resource(SecretId=path, Tags=[tag])
 
+    def report_refusal(
+        self, ref: CredentialRef, consumer_id: str, key_prefix: str, at: float, refused_at: float, count: int
+    ) -> None:
+        path = ref.path
+        # Two tags in one call: the acknowledgement as ack() writes it (so workers that predate reports
+        # read it unchanged) and "rotator-ack:<id>:refused" = "<refused_at> <count> <key prefix>". A
+        # consumer id has no ':', so older workers skip that tag; the consumer policy's "rotator-ack:*"
+        # allows it.
+        tags = [
+            {"Key": ACK_TAG + consumer_id, "Value": f"{at!r} {key_prefix}"},
+            {
+                "Key": ACK_TAG + consumer_id + REFUSED_SUFFIX,
+                "Value": f"{refused_at!r} {count:d} {key_prefix}",
+            },
+        ]
+        with self._aws(f"reporting a refused key on secret {path!r}"):
+            self._client.tag_resource(SecretId=path, Tags=tags)
+
     def acks(self, ref: CredentialRef) -> list[Ack]:
         path = ref.path
         with self._aws(f"reading acknowledgements on secret {path!r}"):
@@ -288,15 +308,21 @@ class AwsStore:
         if desc is None:
             return []
         out: list[Ack] = []
+        refused: dict[str, str] = {}
         for tag in desc.get("Tags") or []:
             key, text = str(tag.get("Key", "")), str(tag.get("Value", ""))
-            if not key.startswith(ACK_TAG):
+            if key.startswith(ACK_TAG) and key.endswith(REFUSED_SUFFIX):
+                refused[key[len(ACK_TAG) : -len(REFUSED_SUFFIX)]] = text
+        for tag in desc.get("Tags") or []:
+            key, text = str(tag.get("Key", "")), str(tag.get("Value", ""))
+            if not key.startswith(ACK_TAG) or key.endswith(REFUSED_SUFFIX):
                 continue
             at, _, prefix = text.partition(" ")
+            consumer = key[len(ACK_TAG) :]
             try:
-                out.append(
-                    Ack.from_dict({"consumer_id": key[len(ACK_TAG) :], "key_prefix": prefix, "at": float(at)})
-                )
+                raw: dict[str, object] = {"consumer_id": consumer, "key_prefix": prefix, "at": float(at)}
+                raw.update(_refusal(refused.get(consumer), prefix))
+                out.append(Ack.from_dict(raw))
             except ValueError:
                 continue  # written by a consumer: garbage must not stop revocations
         return out
@@ -606,3 +632,17 @@ def _lease_tag(desc: Mapping[str, Any], version: str) -> float | None:
                 with contextlib.suppress(ValueError):
                     return float(text)
     return None
+
+
+def _refusal(text: str | None, prefix: str) -> dict[str, object]:
+    """The refusal fields of a consumer's ``:refused`` tag, if it names the key its acknowledgement
+    names (a report about an older key is over: the consumer has acknowledged another since)."""
+    if text is None:
+        return {}
+    parts = text.split(" ")
+    if len(parts) != 3 or parts[2] != prefix:
+        return {}
+    try:
+        return {"refused_at": float(parts[0]), "refusals": int(parts[1])}
+    except ValueError:
+        return {}

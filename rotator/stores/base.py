@@ -148,8 +148,23 @@ class Store(Protocol):
         """
         ...
 
+    def report_refusal(
+        self, ref: CredentialRef, consumer_id: str, key_prefix: str, at: float, refused_at: float, count: int
+    ) -> None:
+        """Acknowledge ``key_prefix`` as :meth:`ack` does (same place, same permission, replacing that
+        consumer's previous acknowledgement) and report that the CLOB refused that key ``count``
+        times since ``refused_at`` while it was the published one: :meth:`acks` returns it as an
+        :class:`~rotator.model.Ack` with ``refused_at`` and ``refusals`` set. A later :meth:`ack` by
+        the same consumer replaces the report (AWS: a report naming another key than the consumer's
+        acknowledgement is not returned). ``count`` is positive.
+
+        :raises NotFound: (AWS) nothing is published at ``ref.path`` yet, so there is nothing to tag.
+        """
+        ...
+
     def acks(self, ref: CredentialRef) -> list[Ack]:
-        """Every consumer's latest acknowledgement for ``ref``, in no particular order ([] if none).
+        """Every consumer's latest acknowledgement (or refusal report) for ``ref``, in no particular
+        order ([] if none).
 
         Entries that cannot be parsed are skipped (a consumer wrote them, and it must not be able to
         stop revocations by writing garbage), so this raises only the errors every method may raise.

@@ -188,7 +188,15 @@ class FileStore:
             raise Corrupt(f"{self._path}: published key at {ref.path!r} is malformed ({exc})") from None
 
     def ack(self, ref: CredentialRef, consumer_id: str, key_prefix: str, at: float) -> None:
-        entry = Ack(consumer_id, key_prefix, at).to_dict()
+        self._write_ack(ref, Ack(consumer_id, key_prefix, at))
+
+    def report_refusal(
+        self, ref: CredentialRef, consumer_id: str, key_prefix: str, at: float, refused_at: float, count: int
+    ) -> None:
+        self._write_ack(ref, Ack(consumer_id, key_prefix, at, refused_at, count))
+
+    def _write_ack(self, ref: CredentialRef, ack: Ack) -> None:
+        consumer_id, entry = ack.consumer_id, ack.to_dict()
         with self._locked():
             contents = self._read_copy()
             contents.acks.setdefault(ref.name, {})[consumer_id] = entry

@@ -112,8 +112,17 @@ class VaultStore:
             raise Corrupt(f"vault: the published key at {where} is malformed ({exc})") from None
 
     def ack(self, ref: CredentialRef, consumer_id: str, key_prefix: str, at: float) -> None:
-        path = f"{self._acks_path(ref)}/{consumer_id}"
-        data = Ack(consumer_id, key_prefix, at).to_dict()
+        self._write_ack(ref, Ack(consumer_id, key_prefix, at))
+
+    def report_refusal(
+        self, ref: CredentialRef, consumer_id: str, key_prefix: str, at: float, refused_at: float, count: int
+    ) -> None:
+        # The report is the acknowledgement with two more fields: the consumer policy's one path.
+        self._write_ack(ref, Ack(consumer_id, key_prefix, at, refused_at, count))
+
+    def _write_ack(self, ref: CredentialRef, ack: Ack) -> None:
+        path = f"{self._acks_path(ref)}/{ack.consumer_id}"
+        data = ack.to_dict()
         doing = f"acknowledge at {self._where(path)}"
         # Check-and-set like every other write: a mount with cas_required=true refuses writes without
         # it. The path is this consumer's alone, so the version this store last wrote there is the

@@ -324,6 +324,31 @@ def test_acks_round_trip_per_consumer_and_never_move_the_state_version(store: St
     store.save(REF, counter_state(2), v1)  # the worker's compare-and-set is unaffected
 
 
+def test_refusal_reports_sit_beside_the_acknowledgement_and_a_later_ack_replaces_them(
+    store: Store,
+) -> None:
+    """Issue 18: a consumer reports a key the CLOB refused where it acknowledges; acks() returns it."""
+    v1 = store.save(REF, counter_state(1), None)
+    store.publish(REF, make_key(7))  # AWS files reports on the published secret, as acknowledgements
+    store.ack(REF, "bot-1", "a0000007", T0)
+    store.ack(REF, "bot-2.eu@host", "a0000007", T0 + 1)
+    store.report_refusal(REF, "bot-1", "a0000007", T0 + 5, T0 + 4.5, 3)
+    reports = {a.consumer_id: a for a in store.acks(REF)}
+    assert reports == {
+        "bot-1": Ack("bot-1", "a0000007", T0 + 5, T0 + 4.5, 3),
+        "bot-2.eu@host": Ack("bot-2.eu@host", "a0000007", T0 + 1),
+    }
+    assert reports["bot-1"].reported and not reports["bot-2.eu@host"].reported
+    store.report_refusal(REF, "bot-1", "a0000007", T0 + 11, T0 + 4.5, 40)  # a later window's report
+    assert Ack("bot-1", "a0000007", T0 + 11, T0 + 4.5, 40) in store.acks(REF)
+    store.ack(REF, "bot-1", "a0000008", T0 + 12)  # moved on to a new key: the report is over
+    assert sorted(store.acks(REF), key=lambda a: a.consumer_id) == [
+        Ack("bot-1", "a0000008", T0 + 12),
+        Ack("bot-2.eu@host", "a0000007", T0 + 1),
+    ]
+    assert store.load(REF) == Snapshot(counter_state(1), v1)  # never moves the state's version
+
+
 def test_names_lists_every_stored_state_and_nothing_else(store: Store) -> None:
     """Issue 13 item 4: a removed credential's state must be found without its config."""
     assert store.names() == []

@@ -59,6 +59,7 @@ def test_an_unreachable_backend_is_unavailable_for_every_operation(store: Store,
         "publish": lambda: down.publish(REF, make_key(1)),
         "read_published": lambda: down.read_published(REF),
         "acks": lambda: down.acks(REF),
+        "report_refusal": lambda: down.report_refusal(REF, "bot-1", "a0000001", 2.0, 1.0, 1),
         "load_lease": lambda: down.load_lease("_leader"),
         "save_lease": lambda: down.save_lease("_leader", "a", 1.0, None),
     }

@@ -440,3 +440,109 @@ def test_is_invalid_key_recognises_the_sdks_401s() -> None:
     request = httpx.Request("GET", "http://clob/data/orders")
     assert is_invalid_key(httpx.HTTPStatusError("401", request=request, response=refused))
     assert not is_invalid_key(RuntimeError("boom"))
+
+
+# -- refusal reports (issue 18) ------------------------------------------------------------------
+
+
+def test_a_401_on_the_published_key_is_reported_at_the_first_reread_then_rate_limited(
+    store: FileStore,
+) -> None:
+    store.publish(REF, K1)
+    clock = Clock()
+    src = source_over(store, clock, report_every=5.0)
+    clob = StandInClob(dead={K1.api_key})
+    client = RotatingClient(clob, src, creds_factory=creds)
+    seen: list[list[Ack]] = []
+    # The report is in the store before the source waits for a new key: at its first sleep.
+    clock.on_sleep = [lambda: seen.append(store.acks(REF))]
+    with pytest.raises(Refused):
+        client.get_orders()
+    assert seen == [[Ack("bot-1", P1, 1000.0, 1000.0, 1)]]
+    # A storm of 401s inside report_every: counted, not written.
+    for _ in range(3):
+        with pytest.raises(Refused):
+            client.get_orders()
+    assert src.reports == 1 and store.acks(REF)[0].refusals == 1
+    # The next window's 401 writes one more report with the count so far and the first refusal's time.
+    clock.now += 5.0
+    with pytest.raises(Refused):
+        client.get_orders()
+    (report,) = store.acks(REF)
+    assert (report.key_prefix, report.refused_at, report.refusals) == (P1, 1000.0, 5)
+    assert src.reports == 2
+
+
+def test_no_report_when_a_new_key_is_published_or_for_read_only_consumers(
+    store: FileStore, tmp_path: Path
+) -> None:
+    store.publish(REF, K1)
+    src = source_over(store, Clock())
+    clob = StandInClob(dead={K1.api_key})
+    client = RotatingClient(clob, src, creds_factory=creds)
+    store.publish(REF, K2)  # the worker already replaced it: the 401 is the rotation, not news
+    assert client.get_orders() == [K2.api_key]
+    assert src.reports == 0 and all(not a.reported for a in store.acks(REF))
+    quiet = source_over(
+        FileStore(tmp_path / "keys.enc", FILE_KEY), Clock(), acknowledge=False, consumer_id="bot-2"
+    )
+    with pytest.raises(Refused):
+        RotatingClient(StandInClob(dead={K2.api_key}), quiet, creds_factory=creds).get_orders()
+    assert quiet.reports == 0 and "bot-2" not in {a.consumer_id for a in store.acks(REF)}
+
+
+class ReportRefusingStore(FileStore):
+    def report_refusal(self, *args: Any) -> None:
+        raise Unavailable("file: report refused for the test")
+
+
+def test_a_failing_report_never_breaks_the_request_and_a_plain_ack_keeps_the_report(
+    tmp_path: Path, caplog: Any
+) -> None:
+    failing = ReportRefusingStore(tmp_path / "keys.enc", FILE_KEY)
+    failing.publish(REF, K1)
+    clock = Clock()
+    src = source_over(failing, clock)
+    clob = StandInClob(dead={K1.api_key})
+    client = RotatingClient(clob, src, creds_factory=creds)
+    with pytest.raises(Refused):  # the CLOB's own 401, not the store's error
+        client.get_orders()
+    assert src.report_errors == 1 and "could not report refused key" in caplog.text
+    # Over a working store: an acknowledgement due later for the same key carries the report.
+    store = FileStore(tmp_path / "keys.enc", FILE_KEY)
+    src = source_over(store, clock, ack_every=1.0)
+    client = RotatingClient(StandInClob(dead={K1.api_key}), src, creds_factory=creds)
+    with pytest.raises(Refused):
+        client.get_orders()
+    clock.now += 2.0
+    src.refresh()  # the periodic acknowledgement
+    (report,) = store.acks(REF)
+    assert report.reported and report.at == clock.now
+
+
+def test_the_background_thread_writes_the_report_off_the_request_path(store: FileStore) -> None:
+    store.publish(REF, K1)
+    src = CredentialSource(
+        store, credential=REF.name, path=REF.path, consumer_id="bot-1", wait_for_new=0.3, refresh_every=60
+    )
+    src.start()
+    try:
+        assert src.get() == K1
+        request_thread_reports: list[int] = []
+        real = store.report_refusal
+
+        def spy(*args: Any) -> None:
+            request_thread_reports.append(int(threading.current_thread() is threading.main_thread()))
+            real(*args)
+
+        store.report_refusal = spy  # type: ignore[method-assign]
+        client = RotatingClient(StandInClob(dead={K1.api_key}), src, creds_factory=creds)
+        with pytest.raises(Refused):
+            client.get_orders()
+        deadline = time.monotonic() + 5
+        while src.reports == 0 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert request_thread_reports == [0]
+        assert [a.refusals for a in store.acks(REF)] == [1]
+    finally:
+        src.stop()

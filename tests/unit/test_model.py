@@ -233,3 +233,15 @@ def test_with_revoked_keeps_only_the_latest_history() -> None:
     assert len(after.history) == HISTORY_LIMIT
     assert after.history[-1] == Revoked(mask("bbbbbbbb-2"), 2, 99.0, "already-gone")
     assert after.history[0].key_prefix == f"{25 - HISTORY_LIMIT + 1:08d}"
+
+
+def test_an_ack_reads_with_or_without_a_refusal_report_and_a_bad_report_keeps_the_ack() -> None:
+    from rotator.model import Ack
+
+    old = {"consumer_id": "bot-1", "key_prefix": "019d4ec2-1a2b-7c3d", "at": 10.0}
+    assert Ack.from_dict(old) == Ack("bot-1", "019d4ec2-1a2b-7c3d", 10.0)
+    assert Ack.from_dict(old).to_dict() == old  # records without reports are written as before
+    report = Ack("bot-1", "019d4ec2-1a2b-7c3d", 10.0, 9.5, 3)
+    assert Ack.from_dict(report.to_dict()) == report and report.reported
+    for bad in ({"refused_at": "x", "refusals": 3}, {"refused_at": 9.5, "refusals": 0}, {"refused_at": 9.5}):
+        assert Ack.from_dict({**old, **bad}) == Ack("bot-1", "019d4ec2-1a2b-7c3d", 10.0)

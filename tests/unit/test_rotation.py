@@ -531,3 +531,114 @@ def test_the_policys_configurable_defaults_have_one_home_the_config() -> None:
     policy_defaults = {f.name: f.default for f in dataclasses.fields(Policy)}
     for name in ("verify_timeout", "min_grace", "consumer_ttl"):
         assert policy_defaults[name] is dataclasses.MISSING, name
+
+
+# -- consumers' refusal reports (issue 18) -------------------------------------------------------
+DAEMON = replace(POLICY, rotate_every=10_000.0, grace=1000.0, probe_every=600.0)
+
+
+def daemon_pass(rot: Rotator):  # type: ignore[no-untyped-def]
+    return rot.run_pass(REF, lambda: Wallet(), DAEMON)  # type: ignore[arg-type]
+
+
+def test_a_confirmed_report_rotates_at_once_with_reason_rejected(world, caplog) -> None:  # type: ignore[no-untyped-def]
+    clock, store, clob, rot = world
+    daemon_pass(rot)  # bootstrap, verified now: the next scheduled probe is 600 s away
+    cur = store.state.current
+    store.ack(REF, "bot-1", ack_prefix(cur.api_key), clock.now)
+    clock.now += 5
+    assert daemon_pass(rot).outcome == "nothing-due"
+    del clob.live[cur.api_key]  # deleted behind the worker's back
+    clob.calls.clear()
+    clock.now += 5
+    assert daemon_pass(rot).outcome == "nothing-due" and clob.calls == []  # nobody told it yet
+    store.report_refusal(REF, "bot-1", ack_prefix(cur.api_key), clock.now, clock.now - 0.5, 3)
+    clock.now += 5
+    with caplog.at_level(logging.INFO, logger="rotator.audit"):
+        assert daemon_pass(rot).outcome == "rotated"
+    # One probe of the reported key, then the rotation (whose step 7 probes the old key once more).
+    assert clob.calls[: clob.calls.index("create:1")] == ["probe:0"]
+    intent = [r for r in caplog.records if getattr(r, "step", None) == "intent"][-1]
+    assert intent.reason == "rejected"  # type: ignore[attr-defined]
+    assert store.published.nonce == 1  # type: ignore[union-attr]
+    recovery = rot.metrics.registry.get_sample_value("rotator_recovery_seconds_sum", {"credential": "c1"})
+    assert recovery == pytest.approx(5.5)
+    # The stale report names the old key: nothing more happens.
+    clob.calls.clear()
+    clock.now += 5
+    assert daemon_pass(rot).outcome == "nothing-due" and clob.calls == []
+
+
+def test_a_report_the_clob_does_not_confirm_is_probed_once_per_key(world, caplog) -> None:  # type: ignore[no-untyped-def]
+    clock, store, clob, rot = world
+    daemon_pass(rot)
+    prefix = ack_prefix(store.state.current.api_key)
+    clob.calls.clear()
+    with caplog.at_level(logging.WARNING, logger="rotator.rotation"):
+        for n in range(1, 6):  # a bot with a bad clock keeps reporting, so does another bot later
+            who = "bot-1" if n < 4 else "bot-2"
+            store.report_refusal(REF, who, prefix, clock.now, clock.now - 300, n)
+            clock.now += 5
+            assert daemon_pass(rot).outcome == "nothing-due"
+    assert clob.calls == ["probe:0"]
+    assert sum("ignoring further reports" in r.getMessage() for r in caplog.records) == 1
+
+
+def test_reports_are_one_store_read_per_pass_and_none_without_live_consumers(world) -> None:  # type: ignore[no-untyped-def]
+    clock, store, clob, rot = world
+    daemon_pass(rot)
+    reads = rot.metrics.registry.get_sample_value
+    before = reads(
+        "rotator_store_operations_total", {"backend": "memory", "operation": "acks", "result": "success"}
+    )
+    clock.now += 5
+    daemon_pass(rot)  # nobody acknowledges: read once, then not for a minute
+    for _ in range(5):
+        clock.now += 5
+        daemon_pass(rot)
+    after = reads(
+        "rotator_store_operations_total", {"backend": "memory", "operation": "acks", "result": "success"}
+    )
+    assert (after or 0) - (before or 0) == 1
+    store.ack(REF, "bot-1", ack_prefix(store.state.current.api_key), clock.now)
+    clock.now += 60
+    for _ in range(3):
+        daemon_pass(rot)
+        clock.now += 5
+    final = reads(
+        "rotator_store_operations_total", {"backend": "memory", "operation": "acks", "result": "success"}
+    )
+    assert (final or 0) - (after or 0) == 3  # a live consumer: every pass
+    assert clob.calls.count("probe:0") == 1  # the bootstrap's verification only
+
+
+def test_a_storm_of_reports_is_one_probe_and_one_rotation(world) -> None:  # type: ignore[no-untyped-def]
+    clock, store, clob, rot = world
+    daemon_pass(rot)
+    cur = store.state.current
+    del clob.live[cur.api_key]
+    for i in range(200):
+        store.report_refusal(REF, f"bot-{i}", ack_prefix(cur.api_key), clock.now, clock.now - 1, 1)
+    clob.calls.clear()
+    clock.now += 5
+    assert daemon_pass(rot).outcome == "rotated"
+    clock.now += 5
+    assert daemon_pass(rot).outcome == "nothing-due"
+    assert clob.calls[: clob.calls.index("create:1")] == ["probe:0"]
+    assert [c for c in clob.calls if c.startswith("create")] == ["create:1"]
+
+
+def test_a_reported_rotation_cut_short_is_measured_when_a_later_pass_completes_it(world) -> None:  # type: ignore[no-untyped-def]
+    clock, store, clob, rot = world
+    daemon_pass(rot)
+    cur = store.state.current
+    del clob.live[cur.api_key]
+    store.report_refusal(REF, "bot-1", ack_prefix(cur.api_key), clock.now, clock.now, 1)
+    clob.unverifiable.add(1)  # the new key never verifies: this pass fails after the probe
+    clock.now += 5
+    assert daemon_pass(rot).outcome == "failed"
+    clob.unverifiable.clear()
+    clock.now += 5
+    assert daemon_pass(rot).outcome == "rotated"
+    count = rot.metrics.registry.get_sample_value("rotator_recovery_seconds_count", {"credential": "c1"})
+    assert count == 1
