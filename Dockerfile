@@ -40,9 +40,12 @@ LABEL org.opencontainers.image.title="rotator" \
       org.opencontainers.image.base.name="${PYTHON_IMAGE}"
 
 # A fixed numeric uid/gid that matches the Helm chart's securityContext (runAsUser/runAsGroup).
+# The base leaves /var/tmp and /run/lock world-writable: only /tmp stays writable to the worker,
+# so the image is safe even where the root filesystem is not mounted read-only.
 RUN groupadd --system --gid 10001 rotator \
  && useradd --system --uid 10001 --gid 10001 --home-dir /nonexistent --no-create-home \
-      --shell /usr/sbin/nologin rotator
+      --shell /usr/sbin/nologin rotator \
+ && find / -xdev -path /tmp -prune -o -perm -0002 ! -type l -exec chmod o-w {} +
 
 COPY --from=build /opt/rotator /opt/rotator
 
