@@ -27,7 +27,8 @@ from tests.harness import OUTPUTS, SECRETS, sdk_works, wait_for
 from tests.image.conftest import Built, Engine
 from tests.servers import MOTO_ENV, OpenBao, free_port
 
-pytestmark = [pytest.mark.image, pytest.mark.slow]
+#: The first test's setup may build the image (2-3 min cold on a loaded 2-core machine).
+pytestmark = [pytest.mark.image, pytest.mark.slow, pytest.mark.timeout(900)]
 
 CHART = Path(__file__).resolve().parents[2] / "deploy" / "helm" / "rotator"
 RELEASE, NAMESPACE = "rot", "trading"

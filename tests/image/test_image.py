@@ -11,7 +11,8 @@ import pytest
 import rotator
 from tests.image.conftest import ROOT, Built, Engine
 
-pytestmark = pytest.mark.image
+#: The first test's setup builds the image (2-3 min cold on a loaded 2-core machine).
+pytestmark = [pytest.mark.image, pytest.mark.timeout(900)]
 
 #: The image must stay small enough to pull fast on a node: the venv (boto3/botocore is most of it)
 #: on a Python base. Measured: 374 MB on the mmdebstrap base (bench/RESULTS.md, "Container image").
