@@ -1,5 +1,7 @@
 # syntax=docker/dockerfile:1
-# The rotator worker image. `docker build -t rotator:0.1.0 .`
+# The rotator worker image. Build it with `make image` (scripts/build-image: Docker, or podman where
+# there is no Docker daemon), which passes VERSION from rotator/__init__.py, the one source of the
+# version, and the git revision; a bare `docker build .` labels the version "unknown".
 #
 # Two stages: the build stage installs the package and its dependencies into a virtualenv; the
 # runtime stage copies only that virtualenv onto a clean slim base, so no pip, build cache or
@@ -22,7 +24,9 @@ RUN /opt/rotator/bin/pip install --no-cache-dir . \
  && /opt/rotator/bin/rotator --help >/dev/null
 
 FROM ${PYTHON_IMAGE} AS runtime
-ARG VERSION=0.1.0
+# Re-declared: an ARG before the first FROM is not in scope inside a stage (the base.name label).
+ARG PYTHON_IMAGE
+ARG VERSION=unknown
 ARG REVISION=unknown
 ARG CREATED=unknown
 ARG SOURCE=""
@@ -36,9 +40,12 @@ LABEL org.opencontainers.image.title="rotator" \
       org.opencontainers.image.base.name="${PYTHON_IMAGE}"
 
 # A fixed numeric uid/gid that matches the Helm chart's securityContext (runAsUser/runAsGroup).
+# The base leaves /var/tmp and /run/lock world-writable: only /tmp stays writable to the worker,
+# so the image is safe even where the root filesystem is not mounted read-only.
 RUN groupadd --system --gid 10001 rotator \
  && useradd --system --uid 10001 --gid 10001 --home-dir /nonexistent --no-create-home \
-      --shell /usr/sbin/nologin rotator
+      --shell /usr/sbin/nologin rotator \
+ && find / -xdev -path /tmp -prune -o -perm -0002 ! -type l -exec chmod o-w {} +
 
 COPY --from=build /opt/rotator /opt/rotator
 

@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 LINTED := rotator tests $(wildcard examples bench)
 
-.PHONY: demo test lint typecheck unit bench clean
+.PHONY: demo test lint typecheck unit bench image clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -35,6 +35,12 @@ unit: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) bench/run.py
+
+# The container image: Docker when its daemon answers, else podman (scripts/build-image says how,
+# and builds a Debian base with mmdebstrap when python:3.11-slim-bookworm cannot be pulled).
+# PYTHON_IMAGE=... picks the base, IMAGE=... the name (default rotator:<__version__>).
+image:
+	scripts/build-image
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build *.egg-info

@@ -36,6 +36,9 @@ BENCHMARKS: dict[str, ModuleType] = {
     "footprint": footprint,
 }
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
+#: Sections of RESULTS.md that these benchmarks do not measure (the image size, recorded from
+#: tests/image's build): a run keeps them as they are, before "## Method".
+KEPT_SECTIONS = ("## Container image",)
 
 
 def _ratio(row: Row) -> str:
@@ -147,6 +150,7 @@ def write_results(
     ]
     for s in sections:
         doc += ["", f"### {s.title}", "", *[f"- {d}" for d in s.details]]
+    doc += kept_sections(RESULTS.read_text(encoding="utf-8") if RESULTS.exists() else "")
     doc += ["", "## Method", ""]
     for module in BENCHMARKS.values():
         doc += [f"### {module.__name__}.py", "", _method(module), ""]
@@ -154,6 +158,22 @@ def write_results(
     analysis = Path(__file__).resolve().parent / "analysis.md"
     text = text.replace("ANALYSIS", analysis.read_text().strip() if analysis.exists() else "(none written)")
     RESULTS.write_text(text.rstrip() + "\n")
+
+
+def kept_sections(previous: str) -> list[str]:
+    """The ``KEPT_SECTIONS`` of the previous RESULTS.md, each up to the next ``## `` heading."""
+    lines = previous.splitlines()
+    out: list[str] = []
+    for heading in KEPT_SECTIONS:
+        if heading not in lines:
+            continue
+        start = lines.index(heading)
+        end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
+        section = lines[start:end]
+        while section and not section[-1].strip():
+            section.pop()
+        out += ["", *section]
+    return out
 
 
 if __name__ == "__main__":

@@ -245,3 +245,32 @@ def test_hadolint_is_clean() -> None:
         [hadolint, "--no-color", str(DOCKERFILE)], capture_output=True, text=True, timeout=60, check=False
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+# --- build arguments ------------------------------------------------------------------------------
+
+
+def test_every_stage_declares_the_build_args_it_uses(commands: list[Any]) -> None:
+    """An ARG before the first FROM is only in scope in FROM lines: a stage that uses it elsewhere
+    (a label, an env) must declare it again, or it expands to "" (the base.name label did)."""
+    global_args = set(_build_args(commands))
+    for stage in _stages(commands):
+        declared = {c.value[0].partition("=")[0] for c in _of(stage, "ARG")}
+        for c in stage[1:]:
+            if c.cmd.upper() == "ARG":
+                continue
+            used = set(re.findall(r"\$\{?([A-Za-z_][A-Za-z0-9_]*)", " ".join(c.value)))
+            missing = (used & global_args) - declared
+            assert not missing, f"{c.original!r} uses {sorted(missing)} without ARG in its stage"
+
+
+def test_the_version_label_has_one_source(commands: list[Any]) -> None:
+    """The image's version is rotator/__init__.py's __version__, passed by scripts/build-image; the
+    Dockerfile holds no copy of it that could drift."""
+    runtime = _stages(commands)[-1]
+    args = dict(c.value[0].partition("=")[::2] for c in _of(runtime, "ARG"))
+    assert args["VERSION"] == "unknown"
+    script = (ROOT / "scripts" / "build-image").read_text(encoding="utf-8")
+    assert "rotator/__init__.py" in script and '--build-arg "VERSION=$VERSION"' in script
+    makefile = (ROOT / "Makefile").read_text(encoding="utf-8")
+    assert re.search(r"^image:.*\n\tscripts/build-image", makefile, re.MULTILINE)
