@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
-LINTED := rotator tests $(wildcard examples bench)
+LINTED := rotator tests $(wildcard examples bench scripts)
 
 .PHONY: demo test lint typecheck unit bench image clean
 
