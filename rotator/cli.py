@@ -57,7 +57,10 @@ def _seconds(high: float) -> Callable[[str], float]:
 
 
 def _parser() -> argparse.ArgumentParser:
+    from rotator import __version__
+
     p = _Parser(prog="rotator", description="Keeps Polymarket CLOB API credentials fresh.")
+    p.add_argument("--version", action="version", version=f"rotator {__version__}", help="print the version")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     def with_config(name: str, help_: str) -> argparse.ArgumentParser:
@@ -89,7 +92,7 @@ def _parser() -> argparse.ArgumentParser:
         help="only the config and ROTATOR_* overrides: no store, CLOB or signer (for CI, helm install)",
     )
     rv = with_config("revoke", "rotate now and revoke the old keys without grace")
-    rv.add_argument("--credential", metavar="NAME", required=True)
+    rv.add_argument("--credential", metavar="NAME", required=True, help="the credential to rotate and revoke")
     rv.add_argument(
         "--emergency", action="store_true", required=True, help="required: consumers lose the old key now"
     )
@@ -103,7 +106,9 @@ def _parser() -> argparse.ArgumentParser:
         "revoke every key of a credential removed from the config (current, retiring, pending), "
         "then archive its state",
     )
-    ret.add_argument("--credential", metavar="NAME", required=True)
+    ret.add_argument(
+        "--credential", metavar="NAME", required=True, help="the credential whose keys to revoke"
+    )
     ret.add_argument(
         "--force",
         action="store_true",
@@ -114,9 +119,19 @@ def _parser() -> argparse.ArgumentParser:
     sb = sub.add_parser(
         "sandbox", help="run the local CLOB auth sandbox", description="run the local CLOB auth sandbox"
     )
-    sb.add_argument("--host", default="127.0.0.1")
-    sb.add_argument("--port", type=_int_in(0, 65535), default=8080)
-    sb.add_argument("--chain-id", type=_int_in(1, 2**53 - 1), default=137)
+    sb.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    sb.add_argument(
+        "--port",
+        type=_int_in(0, 65535),
+        default=8080,
+        help="port to listen on, 0 for any free one (default 8080)",
+    )
+    sb.add_argument(
+        "--chain-id",
+        type=_int_in(1, 2**53 - 1),
+        default=137,
+        help="chain id L1 signatures must name (default 137, Polygon)",
+    )
     sb.add_argument(
         "--single-key", action="store_true", help="creating a key invalidates the wallet's others"
     )
@@ -137,7 +152,9 @@ def _parser() -> argparse.ArgumentParser:
     dm = sub.add_parser(
         "demo", help="the whole job on embedded defaults, in seconds", description="run the demo"
     )
-    dm.add_argument("--rotations", type=_int_in(1, 100), default=3)
+    dm.add_argument(
+        "--rotations", type=_int_in(1, 100), default=3, help="rotations to run, 1 to 100 (default 3)"
+    )
     return p
 
 
