@@ -312,11 +312,11 @@ def _report(rt: Runtime, results: list[PassResult], orphaned: frozenset[str] = f
 
 def _status(rt: Runtime, as_json: bool) -> int:
     import json
-    import time
 
     from rotator.errors import RotatorError
+    from rotator.status import iso, render
 
-    now = time.time()
+    now, clock, clock_text = _status_clock(rt)
     rows: list[dict[str, Any]] = []
     for cred in rt.settings.credentials:
         st = rt.store.load(rt.ref(cred)).state
@@ -331,25 +331,42 @@ def _status(rt: Runtime, as_json: bool) -> int:
         )
         code = EXIT_FAILED
     if as_json:
-        print(json.dumps(rows, indent=2))
+        # Every row says when and on whose clock its relative fields (ages, "live") were computed.
+        stamp = {"as_of": round(now, 3), "as_of_iso": iso(now), "clock": clock}
+        print(json.dumps([{**row, **stamp} for row in rows], indent=2))
         return code
-    for row in rows:
-        age = row["age_seconds"]
-        age_text = f"{age:.0f}s" if isinstance(age, float) else "-"
-        print(
-            f"{row['credential']:<20} key={row['key'] or '-':<13} nonce={row['nonce']!s:<4} "
-            f"age={age_text:<8} retiring={len(row['retiring'])} pending={'yes' if row['pending'] else 'no'} "
-            f"rotations={row['rotations']}"
-        )
-        if row["orphaned"]:
-            print(f"  {_ORPHAN_NOTE[bool(row['archived'])]}")
-        consumers = row["consumers"]
-        if isinstance(consumers, str):
-            print(f"  consumers: {consumers}")
-        for c in consumers if isinstance(consumers, list) else []:
-            seen = f"seen {c['seen_seconds_ago']:.0f}s ago" + ("" if c["live"] else " (not live)")
-            print(f"  consumer {c['consumer']:<24} key={c['key']:<19} {c['holds']:<8} {seen}")
+    print("\n".join(render(rows, now, clock_text)))
     return code
+
+
+def _status_clock(rt: Runtime) -> tuple[float, str, str]:
+    """Now on the CLOB's clock, which every deadline in the state was computed on (DESIGN.md "Time"),
+    as ``(now, "clob" or "local", how the table says it)``. One quick ask: an operator runs status
+    when things are wrong, and a CLOB that does not answer must not hold it up; then this host's
+    clock, said so."""
+    import time
+
+    from rotator.clob.adapter import ClobAdapter, RetryPolicy
+    from rotator.clob.clock import ClobClock
+    from rotator.errors import RotatorError
+
+    c = rt.settings.clob
+    timeout = min(c.timeout, 5.0)
+    adapter = ClobAdapter(
+        c.host, c.chain_id, timeout=timeout, retry=RetryPolicy(attempts=1, deadline=timeout)
+    )
+    clock = ClobClock(adapter.server_time)
+    try:
+        clock.refresh()
+        now = clock()
+    except RotatorError as exc:
+        print(
+            f"rotator: status: CLOB time unavailable, times are on this host's clock: {exc}", file=sys.stderr
+        )
+        return time.time(), "local", "this host's clock (the CLOB's did not answer)"
+    finally:
+        adapter.close()
+    return now, "clob", f"the CLOB's clock (this host's is {time.time() - now:+.1f}s off)"
 
 
 def _consumers(rt: Runtime, cred: CredentialSettings, st: CredentialState, now: float) -> list[Any] | str:
@@ -361,6 +378,7 @@ def _consumers(rt: Runtime, cred: CredentialSettings, st: CredentialState, now: 
     except RotatorError as exc:
         return f"unreadable ({exc})"
     from rotator.model import ack_prefix
+    from rotator.status import iso
 
     holds = {ack_prefix(r.key.api_key): "retiring" for r in st.retiring}
     if st.current is not None:
@@ -371,22 +389,22 @@ def _consumers(rt: Runtime, cred: CredentialSettings, st: CredentialState, now: 
             "key": a.key_prefix,  # the form acknowledgements carry (model.ack_prefix)
             "holds": holds.get(a.key_prefix, "old"),
             "seen_seconds_ago": round(now - a.at, 1),
+            "seen_at": a.at,
+            "seen_at_iso": iso(a.at),
             "live": now - a.at <= cred.consumer_ttl,
         }
         for a in sorted(acks, key=lambda a: a.consumer_id)
     ]
 
 
-_ORPHAN_NOTE = {
-    False: "orphaned state: not in the config; retiring keys are still revoked on schedule; "
-    "`rotator retire --credential NAME` revokes the rest",
-    True: "archived: retired, holds no key (kept for its history and next nonce)",
-}
-
-
 def _state_row(name: str, st: CredentialState, now: float, rotate_every: float | None) -> dict[str, Any]:
-    """What ``status`` shows of one state: masked key ids, nonces, deadlines; never a secret."""
+    """What ``status`` shows of one state: masked key ids, nonces, deadlines; never a secret.
+    Epoch seconds (the JSON contract) with their ISO 8601 form beside them in ``*_iso``."""
+    from rotator.status import iso
+
     cur = st.current
+    pend = st.pending
+    nxt = round(cur.created_at + rotate_every, 1) if cur and rotate_every else None
     return {
         "credential": name,
         "orphaned": rotate_every is None,
@@ -394,19 +412,33 @@ def _state_row(name: str, st: CredentialState, now: float, rotate_every: float |
         "nonce": cur.nonce if cur else None,
         "address": cur.address if cur else None,
         "age_seconds": round(now - cur.created_at, 1) if cur else None,
-        "next_rotation": round(cur.created_at + rotate_every, 1) if cur and rotate_every else None,
-        "pending": {"nonce": st.pending.nonce, "owner": st.pending.owner} if st.pending else None,
+        "created_at": cur.created_at if cur else None,
+        "created_at_iso": iso(cur.created_at) if cur else None,
+        "next_rotation": nxt,
+        "next_rotation_iso": iso(nxt),
+        "pending": {
+            "nonce": pend.nonce,
+            "owner": pend.owner,
+            "key": pend.key.masked if pend.key else None,
+            "started_at": pend.started_at,
+            "started_at_iso": iso(pend.started_at),
+            "lease_until": pend.lease_until,
+            "lease_until_iso": iso(pend.lease_until),
+        }
+        if pend
+        else None,
         "retiring": [
             {
                 "key": r.key.masked,
                 "nonce": r.key.nonce,
                 "revoke_after": r.revoke_after,
+                "revoke_after_iso": iso(r.revoke_after),
                 "reason": r.reason,
             }
             for r in st.retiring
         ],
         "rotations": st.rotations,
-        "history": [h.to_dict() for h in st.history],
+        "history": [{**h.to_dict(), "revoked_at_iso": iso(h.revoked_at)} for h in st.history],
     }
 
 
