@@ -239,17 +239,36 @@ def _pass(rt: Runtime, cred: CredentialSettings, **kw: bool) -> PassResult:
     return rt.rotator.run_pass(rt.ref(cred), rt.signer(cred), rt.policy(cred), **kw)
 
 
-def _passes(rt: Runtime, creds: list[CredentialSettings], **kw: bool) -> list[PassResult]:
+def _passes(
+    rt: Runtime,
+    creds: list[CredentialSettings],
+    finished: Callable[[PassResult], None] = lambda _: None,
+    tick: Callable[[], None] = lambda: None,
+    **kw: bool,
+) -> list[PassResult]:
     """One pass per credential, several at once: a slow or failing credential delays no other.
-    The shared request budgets in the CLOB adapter pace the whole fleet."""
+    The shared request budgets in the CLOB adapter pace the whole fleet. ``finished`` hears of
+    each result as its pass ends (in finish order), ``tick`` about once a second meanwhile; the
+    results come back in ``creds``' order."""
     workers = min(rt.settings.clob.concurrency, len(creds))
     if workers <= 1:
-        return [_pass(rt, c, **kw) for c in creds]
-    from concurrent.futures import ThreadPoolExecutor
+        results = []
+        for c in creds:
+            results.append(_pass(rt, c, **kw))
+            finished(results[-1])
+        return results
+    from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 
     rt.store  # noqa: B018 - build the shared store once, before the threads race to
     with ThreadPoolExecutor(workers, thread_name_prefix="pass") as pool:
-        return list(pool.map(lambda c: _pass(rt, c, **kw), creds))
+        futures = [pool.submit(_pass, rt, c, **kw) for c in creds]
+        running = set(futures)
+        while running:
+            done, running = wait(running, timeout=1.0, return_when=FIRST_COMPLETED)
+            for future in done:
+                finished(future.result())
+            tick()
+        return [f.result() for f in futures]
 
 
 def _rotate(rt: Runtime, args: argparse.Namespace) -> int:
@@ -273,13 +292,26 @@ def _rotate(rt: Runtime, args: argparse.Namespace) -> int:
                 rt.settings.credential(name)  # raises "no such credential in the config"
     if not creds and not orphans and unlisted is None:
         raise _config_error("credentials: the config lists none")
-    results = _passes(rt, creds, force=args.force, dry_run=args.dry_run)
-    results += [serve(rt.rotator, n, dry_run=args.dry_run) for n in orphans]
-    if rt.settings.metrics.pushgateway:  # before the report: a closed stdout must not lose the metrics
+    from rotator.progress import FleetProgress
+
+    # Each credential's line as its pass ends, not all at the end; on a terminal, progress too.
+    progress = FleetProgress(len(creds) + len(orphans))
+    orphaned = frozenset(orphans)
+
+    def finished(r: PassResult) -> None:
+        progress.finished(_result_line(r, orphaned), r.ok)
+
+    with progress.logs_above():
+        results = _passes(rt, creds, finished, progress.tick, force=args.force, dry_run=args.dry_run)
+        for name in orphans:
+            results.append(serve(rt.rotator, name, dry_run=args.dry_run))
+            finished(results[-1])
+    if rt.settings.metrics.pushgateway:  # before raising: a closed stdout must not lose the metrics
         from rotator.exporter import push_metrics
 
         push_metrics(rt, [c.name for c in creds] + orphans)
-    code = _report(rt, results, orphaned=frozenset(orphans))
+    progress.close()  # raises BrokenPipeError when the reader went away
+    code = EXIT_FAILED if any(not r.ok for r in results) else EXIT_OK
     if unlisted is not None:
         print(f"rotator: cannot list the states of credentials removed from the config: {unlisted}")
         code = EXIT_FAILED
@@ -294,20 +326,24 @@ def _config_error(msg: str) -> Exception:
 
 def _report(rt: Runtime, results: list[PassResult], orphaned: frozenset[str] = frozenset()) -> int:
     for r in results:
-        # A dry run says what it would do, why and at which nonce; the plan starts with its outcome.
-        line = f"{r.credential}: {'; '.join(r.plan) if r.plan else r.outcome}"
-        if r.credential in orphaned:
-            line += " (orphaned state: not in the config)"
-        if r.key_prefix:
-            line += f" key={r.key_prefix}"
-        if r.revoked:
-            line += f" revoked={r.revoked}"
-        if r.invalidated:
-            line += f" invalidated-by-server={r.invalidated}"
-        if r.error:
-            line += f" error=({r.failed_step}) {r.error}"
-        print(line)
+        print(_result_line(r, orphaned))
     return EXIT_FAILED if any(not r.ok for r in results) else EXIT_OK
+
+
+def _result_line(r: PassResult, orphaned: frozenset[str] = frozenset()) -> str:
+    # A dry run says what it would do, why and at which nonce; the plan starts with its outcome.
+    line = f"{r.credential}: {'; '.join(r.plan) if r.plan else r.outcome}"
+    if r.credential in orphaned:
+        line += " (orphaned state: not in the config)"
+    if r.key_prefix:
+        line += f" key={r.key_prefix}"
+    if r.revoked:
+        line += f" revoked={r.revoked}"
+    if r.invalidated:
+        line += f" invalidated-by-server={r.invalidated}"
+    if r.error:
+        line += f" error=({r.failed_step}) {r.error}"
+    return line
 
 
 def _status(rt: Runtime, as_json: bool) -> int:
