@@ -295,7 +295,7 @@ def _rotate(rt: Runtime, args: argparse.Namespace) -> int:
     from rotator.progress import FleetProgress
 
     # Each credential's line as its pass ends, not all at the end; on a terminal, progress too.
-    progress = FleetProgress(len(creds) + len(orphans))
+    progress = FleetProgress(len(creds) + len(orphans), label="rotate --all" if args.all else "rotate")
     orphaned = frozenset(orphans)
 
     def finished(r: PassResult) -> None:

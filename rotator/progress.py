@@ -39,8 +39,10 @@ class FleetProgress:
         err: TextIO | None = None,
         tty: bool | None = None,
         clock: Callable[[], float] = time.monotonic,
+        label: str = "rotate --all",
     ) -> None:
         self.total = total
+        self.label = label
         self.done = 0
         self.failed = 0
         self._out = out if out is not None else sys.stdout
@@ -71,7 +73,7 @@ class FleetProgress:
     def text(self) -> str:
         """``rotate --all: 12/60 done, 1 failed, 4m10s left``; the time left at the pace so far."""
         elapsed = self._clock() - self._started
-        head = f"rotate --all: {self.done}/{self.total} done, {self.failed} failed"
+        head = f"{self.label}: {self.done}/{self.total} done, {self.failed} failed"
         if self.done >= self.total:
             return f"{head}, in {duration(elapsed)}"
         if self.done == 0:
