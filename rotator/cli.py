@@ -57,7 +57,10 @@ def _seconds(high: float) -> Callable[[str], float]:
 
 
 def _parser() -> argparse.ArgumentParser:
+    from rotator import __version__
+
     p = _Parser(prog="rotator", description="Keeps Polymarket CLOB API credentials fresh.")
+    p.add_argument("--version", action="version", version=f"rotator {__version__}", help="print the version")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     def with_config(name: str, help_: str) -> argparse.ArgumentParser:
@@ -89,7 +92,7 @@ def _parser() -> argparse.ArgumentParser:
         help="only the config and ROTATOR_* overrides: no store, CLOB or signer (for CI, helm install)",
     )
     rv = with_config("revoke", "rotate now and revoke the old keys without grace")
-    rv.add_argument("--credential", metavar="NAME", required=True)
+    rv.add_argument("--credential", metavar="NAME", required=True, help="the credential to rotate and revoke")
     rv.add_argument(
         "--emergency", action="store_true", required=True, help="required: consumers lose the old key now"
     )
@@ -103,7 +106,9 @@ def _parser() -> argparse.ArgumentParser:
         "revoke every key of a credential removed from the config (current, retiring, pending), "
         "then archive its state",
     )
-    ret.add_argument("--credential", metavar="NAME", required=True)
+    ret.add_argument(
+        "--credential", metavar="NAME", required=True, help="the credential whose keys to revoke"
+    )
     ret.add_argument(
         "--force",
         action="store_true",
@@ -114,9 +119,19 @@ def _parser() -> argparse.ArgumentParser:
     sb = sub.add_parser(
         "sandbox", help="run the local CLOB auth sandbox", description="run the local CLOB auth sandbox"
     )
-    sb.add_argument("--host", default="127.0.0.1")
-    sb.add_argument("--port", type=_int_in(0, 65535), default=8080)
-    sb.add_argument("--chain-id", type=_int_in(1, 2**53 - 1), default=137)
+    sb.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    sb.add_argument(
+        "--port",
+        type=_int_in(0, 65535),
+        default=8080,
+        help="port to listen on, 0 for any free one (default 8080)",
+    )
+    sb.add_argument(
+        "--chain-id",
+        type=_int_in(1, 2**53 - 1),
+        default=137,
+        help="chain id L1 signatures must name (default 137, Polygon)",
+    )
     sb.add_argument(
         "--single-key", action="store_true", help="creating a key invalidates the wallet's others"
     )
@@ -137,7 +152,9 @@ def _parser() -> argparse.ArgumentParser:
     dm = sub.add_parser(
         "demo", help="the whole job on embedded defaults, in seconds", description="run the demo"
     )
-    dm.add_argument("--rotations", type=_int_in(1, 100), default=3)
+    dm.add_argument(
+        "--rotations", type=_int_in(1, 100), default=3, help="rotations to run, 1 to 100 (default 3)"
+    )
     return p
 
 
@@ -222,17 +239,36 @@ def _pass(rt: Runtime, cred: CredentialSettings, **kw: bool) -> PassResult:
     return rt.rotator.run_pass(rt.ref(cred), rt.signer(cred), rt.policy(cred), **kw)
 
 
-def _passes(rt: Runtime, creds: list[CredentialSettings], **kw: bool) -> list[PassResult]:
+def _passes(
+    rt: Runtime,
+    creds: list[CredentialSettings],
+    finished: Callable[[PassResult], None] = lambda _: None,
+    tick: Callable[[], None] = lambda: None,
+    **kw: bool,
+) -> list[PassResult]:
     """One pass per credential, several at once: a slow or failing credential delays no other.
-    The shared request budgets in the CLOB adapter pace the whole fleet."""
+    The shared request budgets in the CLOB adapter pace the whole fleet. ``finished`` hears of
+    each result as its pass ends (in finish order), ``tick`` about once a second meanwhile; the
+    results come back in ``creds``' order."""
     workers = min(rt.settings.clob.concurrency, len(creds))
     if workers <= 1:
-        return [_pass(rt, c, **kw) for c in creds]
-    from concurrent.futures import ThreadPoolExecutor
+        results = []
+        for c in creds:
+            results.append(_pass(rt, c, **kw))
+            finished(results[-1])
+        return results
+    from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 
     rt.store  # noqa: B018 - build the shared store once, before the threads race to
     with ThreadPoolExecutor(workers, thread_name_prefix="pass") as pool:
-        return list(pool.map(lambda c: _pass(rt, c, **kw), creds))
+        futures = [pool.submit(_pass, rt, c, **kw) for c in creds]
+        running = set(futures)
+        while running:
+            done, running = wait(running, timeout=1.0, return_when=FIRST_COMPLETED)
+            for future in done:
+                finished(future.result())
+            tick()
+        return [f.result() for f in futures]
 
 
 def _rotate(rt: Runtime, args: argparse.Namespace) -> int:
@@ -256,13 +292,26 @@ def _rotate(rt: Runtime, args: argparse.Namespace) -> int:
                 rt.settings.credential(name)  # raises "no such credential in the config"
     if not creds and not orphans and unlisted is None:
         raise _config_error("credentials: the config lists none")
-    results = _passes(rt, creds, force=args.force, dry_run=args.dry_run)
-    results += [serve(rt.rotator, n, dry_run=args.dry_run) for n in orphans]
-    if rt.settings.metrics.pushgateway:  # before the report: a closed stdout must not lose the metrics
+    from rotator.progress import FleetProgress
+
+    # Each credential's line as its pass ends, not all at the end; on a terminal, progress too.
+    progress = FleetProgress(len(creds) + len(orphans), label="rotate --all" if args.all else "rotate")
+    orphaned = frozenset(orphans)
+
+    def finished(r: PassResult) -> None:
+        progress.finished(_result_line(r, orphaned), r.ok)
+
+    with progress.logs_above():
+        results = _passes(rt, creds, finished, progress.tick, force=args.force, dry_run=args.dry_run)
+        for name in orphans:
+            results.append(serve(rt.rotator, name, dry_run=args.dry_run))
+            finished(results[-1])
+    if rt.settings.metrics.pushgateway:  # before raising: a closed stdout must not lose the metrics
         from rotator.exporter import push_metrics
 
         push_metrics(rt, [c.name for c in creds] + orphans)
-    code = _report(rt, results, orphaned=frozenset(orphans))
+    progress.close()  # raises BrokenPipeError when the reader went away
+    code = EXIT_FAILED if any(not r.ok for r in results) else EXIT_OK
     if unlisted is not None:
         print(f"rotator: cannot list the states of credentials removed from the config: {unlisted}")
         code = EXIT_FAILED
@@ -277,29 +326,33 @@ def _config_error(msg: str) -> Exception:
 
 def _report(rt: Runtime, results: list[PassResult], orphaned: frozenset[str] = frozenset()) -> int:
     for r in results:
-        # A dry run says what it would do, why and at which nonce; the plan starts with its outcome.
-        line = f"{r.credential}: {'; '.join(r.plan) if r.plan else r.outcome}"
-        if r.credential in orphaned:
-            line += " (orphaned state: not in the config)"
-        if r.key_prefix:
-            line += f" key={r.key_prefix}"
-        if r.revoked:
-            line += f" revoked={r.revoked}"
-        if r.invalidated:
-            line += f" invalidated-by-server={r.invalidated}"
-        if r.error:
-            line += f" error=({r.failed_step}) {r.error}"
-        print(line)
+        print(_result_line(r, orphaned))
     return EXIT_FAILED if any(not r.ok for r in results) else EXIT_OK
+
+
+def _result_line(r: PassResult, orphaned: frozenset[str] = frozenset()) -> str:
+    # A dry run says what it would do, why and at which nonce; the plan starts with its outcome.
+    line = f"{r.credential}: {'; '.join(r.plan) if r.plan else r.outcome}"
+    if r.credential in orphaned:
+        line += " (orphaned state: not in the config)"
+    if r.key_prefix:
+        line += f" key={r.key_prefix}"
+    if r.revoked:
+        line += f" revoked={r.revoked}"
+    if r.invalidated:
+        line += f" invalidated-by-server={r.invalidated}"
+    if r.error:
+        line += f" error=({r.failed_step}) {r.error}"
+    return line
 
 
 def _status(rt: Runtime, as_json: bool) -> int:
     import json
-    import time
 
     from rotator.errors import RotatorError
+    from rotator.status import iso, render
 
-    now = time.time()
+    now, clock, clock_text = _status_clock(rt)
     rows: list[dict[str, Any]] = []
     for cred in rt.settings.credentials:
         st = rt.store.load(rt.ref(cred)).state
@@ -314,25 +367,42 @@ def _status(rt: Runtime, as_json: bool) -> int:
         )
         code = EXIT_FAILED
     if as_json:
-        print(json.dumps(rows, indent=2))
+        # Every row says when and on whose clock its relative fields (ages, "live") were computed.
+        stamp = {"as_of": round(now, 3), "as_of_iso": iso(now), "clock": clock}
+        print(json.dumps([{**row, **stamp} for row in rows], indent=2))
         return code
-    for row in rows:
-        age = row["age_seconds"]
-        age_text = f"{age:.0f}s" if isinstance(age, float) else "-"
-        print(
-            f"{row['credential']:<20} key={row['key'] or '-':<13} nonce={row['nonce']!s:<4} "
-            f"age={age_text:<8} retiring={len(row['retiring'])} pending={'yes' if row['pending'] else 'no'} "
-            f"rotations={row['rotations']}"
-        )
-        if row["orphaned"]:
-            print(f"  {_ORPHAN_NOTE[bool(row['archived'])]}")
-        consumers = row["consumers"]
-        if isinstance(consumers, str):
-            print(f"  consumers: {consumers}")
-        for c in consumers if isinstance(consumers, list) else []:
-            seen = f"seen {c['seen_seconds_ago']:.0f}s ago" + ("" if c["live"] else " (not live)")
-            print(f"  consumer {c['consumer']:<24} key={c['key']:<19} {c['holds']:<8} {seen}")
+    print("\n".join(render(rows, now, clock_text)))
     return code
+
+
+def _status_clock(rt: Runtime) -> tuple[float, str, str]:
+    """Now on the CLOB's clock, which every deadline in the state was computed on (DESIGN.md "Time"),
+    as ``(now, "clob" or "local", how the table says it)``. One quick ask: an operator runs status
+    when things are wrong, and a CLOB that does not answer must not hold it up; then this host's
+    clock, said so."""
+    import time
+
+    from rotator.clob.adapter import ClobAdapter, RetryPolicy
+    from rotator.clob.clock import ClobClock
+    from rotator.errors import RotatorError
+
+    c = rt.settings.clob
+    timeout = min(c.timeout, 5.0)
+    adapter = ClobAdapter(
+        c.host, c.chain_id, timeout=timeout, retry=RetryPolicy(attempts=1, deadline=timeout)
+    )
+    clock = ClobClock(adapter.server_time)
+    try:
+        clock.refresh()
+        now = clock()
+    except RotatorError as exc:
+        print(
+            f"rotator: status: CLOB time unavailable, times are on this host's clock: {exc}", file=sys.stderr
+        )
+        return time.time(), "local", "this host's clock (the CLOB's did not answer)"
+    finally:
+        adapter.close()
+    return now, "clob", f"the CLOB's clock (this host's is {time.time() - now:+.1f}s off)"
 
 
 def _consumers(rt: Runtime, cred: CredentialSettings, st: CredentialState, now: float) -> list[Any] | str:
@@ -344,6 +414,7 @@ def _consumers(rt: Runtime, cred: CredentialSettings, st: CredentialState, now: 
     except RotatorError as exc:
         return f"unreadable ({exc})"
     from rotator.model import ack_prefix
+    from rotator.status import iso
 
     holds = {ack_prefix(r.key.api_key): "retiring" for r in st.retiring}
     if st.current is not None:
@@ -354,22 +425,22 @@ def _consumers(rt: Runtime, cred: CredentialSettings, st: CredentialState, now: 
             "key": a.key_prefix,  # the form acknowledgements carry (model.ack_prefix)
             "holds": holds.get(a.key_prefix, "old"),
             "seen_seconds_ago": round(now - a.at, 1),
+            "seen_at": a.at,
+            "seen_at_iso": iso(a.at),
             "live": now - a.at <= cred.consumer_ttl,
         }
         for a in sorted(acks, key=lambda a: a.consumer_id)
     ]
 
 
-_ORPHAN_NOTE = {
-    False: "orphaned state: not in the config; retiring keys are still revoked on schedule; "
-    "`rotator retire --credential NAME` revokes the rest",
-    True: "archived: retired, holds no key (kept for its history and next nonce)",
-}
-
-
 def _state_row(name: str, st: CredentialState, now: float, rotate_every: float | None) -> dict[str, Any]:
-    """What ``status`` shows of one state: masked key ids, nonces, deadlines; never a secret."""
+    """What ``status`` shows of one state: masked key ids, nonces, deadlines; never a secret.
+    Epoch seconds (the JSON contract) with their ISO 8601 form beside them in ``*_iso``."""
+    from rotator.status import iso
+
     cur = st.current
+    pend = st.pending
+    nxt = round(cur.created_at + rotate_every, 1) if cur and rotate_every else None
     return {
         "credential": name,
         "orphaned": rotate_every is None,
@@ -377,19 +448,33 @@ def _state_row(name: str, st: CredentialState, now: float, rotate_every: float |
         "nonce": cur.nonce if cur else None,
         "address": cur.address if cur else None,
         "age_seconds": round(now - cur.created_at, 1) if cur else None,
-        "next_rotation": round(cur.created_at + rotate_every, 1) if cur and rotate_every else None,
-        "pending": {"nonce": st.pending.nonce, "owner": st.pending.owner} if st.pending else None,
+        "created_at": cur.created_at if cur else None,
+        "created_at_iso": iso(cur.created_at) if cur else None,
+        "next_rotation": nxt,
+        "next_rotation_iso": iso(nxt),
+        "pending": {
+            "nonce": pend.nonce,
+            "owner": pend.owner,
+            "key": pend.key.masked if pend.key else None,
+            "started_at": pend.started_at,
+            "started_at_iso": iso(pend.started_at),
+            "lease_until": pend.lease_until,
+            "lease_until_iso": iso(pend.lease_until),
+        }
+        if pend
+        else None,
         "retiring": [
             {
                 "key": r.key.masked,
                 "nonce": r.key.nonce,
                 "revoke_after": r.revoke_after,
+                "revoke_after_iso": iso(r.revoke_after),
                 "reason": r.reason,
             }
             for r in st.retiring
         ],
         "rotations": st.rotations,
-        "history": [h.to_dict() for h in st.history],
+        "history": [{**h.to_dict(), "revoked_at_iso": iso(h.revoked_at)} for h in st.history],
     }
 
 
