@@ -111,6 +111,17 @@ def _parser() -> argparse.ArgumentParser:
         "with this config issues it a new one",
     )
     ret.add_argument("--dry-run", action="store_true", help="list the keys it would revoke; change nothing")
+    rp = with_config(
+        "reap",
+        "find the keys the credential's wallet holds that rotator does not manage, and revoke those "
+        "derive reaches (nonce 0 and unused nonces below next_nonce); a dry run unless --execute",
+    )
+    rp.add_argument("--credential", metavar="NAME", required=True)
+    act = rp.add_mutually_exclusive_group()
+    act.add_argument(
+        "--dry-run", action="store_true", help="the default: say what would be revoked; revoke nothing"
+    )
+    act.add_argument("--execute", action="store_true", help="revoke the reachable unmanaged keys")
     sb = sub.add_parser(
         "sandbox", help="run the local CLOB auth sandbox", description="run the local CLOB auth sandbox"
     )
@@ -191,6 +202,8 @@ def _dispatch(args: argparse.Namespace) -> int:
             return _check(rt)
         if args.command == "retire":
             return _retire(rt, args)
+        if args.command == "reap":
+            return _reap(rt, args)
         if args.command == "revoke":
             _refuse_orphan(rt, args.credential, "revoke --emergency")
             cred = rt.settings.credential(args.credential)
@@ -258,11 +271,13 @@ def _rotate(rt: Runtime, args: argparse.Namespace) -> int:
         raise _config_error("credentials: the config lists none")
     results = _passes(rt, creds, force=args.force, dry_run=args.dry_run)
     results += [serve(rt.rotator, n, dry_run=args.dry_run) for n in orphans]
+    audits = [] if args.dry_run else _audits(rt, creds)
     if rt.settings.metrics.pushgateway:  # before the report: a closed stdout must not lose the metrics
         from rotator.exporter import push_metrics
 
         push_metrics(rt, [c.name for c in creds] + orphans)
     code = _report(rt, results, orphaned=frozenset(orphans))
+    _report_audits(audits)
     if unlisted is not None:
         print(f"rotator: cannot list the states of credentials removed from the config: {unlisted}")
         code = EXIT_FAILED
@@ -332,7 +347,96 @@ def _status(rt: Runtime, as_json: bool) -> int:
         for c in consumers if isinstance(consumers, list) else []:
             seen = f"seen {c['seen_seconds_ago']:.0f}s ago" + ("" if c["live"] else " (not live)")
             print(f"  consumer {c['consumer']:<24} key={c['key']:<19} {c['holds']:<8} {seen}")
+        _print_audit(row["audit"], now)
     return code
+
+
+def _audit_data(st: CredentialState) -> dict[str, Any] | None:
+    """``status`` data of the last wallet audit (issue 16): masked ids and nonces, never a secret."""
+    record = st.audit
+    if record is None:
+        return None
+    return {
+        "at": record.at,
+        "closed_only": record.closed_only,
+        "unmanaged": [
+            {"key": u.key_prefix, "nonce": u.nonce, "first_seen": u.first_seen} for u in record.unmanaged
+        ],
+    }
+
+
+def _print_audit(audit: dict[str, Any] | None, now: float) -> None:
+    """The printed ``status`` section of the last wallet audit: unmanaged keys and closed-only."""
+    if audit is None:
+        return
+    closed = {True: "yes", False: "no", None: "unknown"}[audit["closed_only"]]
+    print(f"  audit {now - audit['at']:.0f}s ago: unmanaged={len(audit['unmanaged'])} closed-only={closed}")
+    for u in audit["unmanaged"]:
+        nonce = "?" if u["nonce"] is None else u["nonce"]
+        print(f"  unmanaged key={u['key']:<13} nonce={nonce}")
+
+
+def _audits(rt: Runtime, creds: list[CredentialSettings]) -> list[Any]:
+    """One-shot runs (issue 16): audit each credential whose last audit is older than
+    ``daemon.audit_every``, after its pass; reap after it when ``reap_unmanaged`` says so."""
+    from rotator.errors import RotatorError
+    from rotator.hygiene import audit, audit_due, reap_after
+
+    every = rt.settings.daemon.audit_every
+    if every <= 0:
+        return []
+    found = []
+    for cred in creds:
+        try:
+            record = rt.store.load(rt.ref(cred)).state.audit
+            if not audit_due(record, rt.rotator.clock(), every):
+                continue
+        except RotatorError:
+            continue  # the pass has already said why the store cannot be read
+        result = audit(rt.rotator, rt.ref(cred))
+        if cred.reap_unmanaged:
+            reap_after(rt.rotator, rt.ref(cred), rt.signer(cred), result)
+        found.append(result)
+    return found
+
+
+def _report_audits(audits: list[Any]) -> None:
+    """One line per audit a one-shot run made: ``audit mm1: unmanaged=2 (new 2) closed-only=no``."""
+    for a in audits:
+        if a.record is None:
+            print(f"audit {a.credential}: {a.outcome}" + (f" error={a.error}" if a.error else ""))
+            continue
+        closed = {True: "yes", False: "no", None: "unknown"}[a.record.closed_only]
+        keys = " ".join(u.key_prefix for u in a.record.unmanaged)
+        print(
+            f"audit {a.credential}: unmanaged={len(a.record.unmanaged)} (new {len(a.new)}) "
+            f"closed-only={closed}" + (f" keys=[{keys}]" if keys else "")
+        )
+
+
+def _reap(rt: Runtime, args: argparse.Namespace) -> int:
+    """``rotator reap``: a dry run unless ``--execute`` (DESIGN: revoking is never the default)."""
+    from rotator.hygiene import reap
+
+    _refuse_orphan(rt, args.credential, "reap")
+    cred = rt.settings.credential(args.credential)
+    result = reap(rt.rotator, rt.ref(cred), rt.signer(cred), execute=args.execute)
+    name = cred.name
+    verb = "revoked" if args.execute else "would revoke"
+    for f in result.reaped:
+        print(f"{name}: {verb} unmanaged {f}")
+    for f in result.left:
+        print(f"{name}: not confirmed gone {f} (run reap again)")
+    for f in result.unreachable:
+        print(f"{name}: unreachable unmanaged {f} (at no nonce derive reaches: revoke it with its own creds)")
+    line = f"{name}: {result.outcome} reaped={len(result.reaped) if args.execute else 0}"
+    line += f" unreachable={len(result.unreachable)}"
+    if not args.execute and result.reaped:
+        line += " (dry run: --execute revokes them)"
+    if result.error:
+        line += f" error={result.error}"
+    print(line)
+    return EXIT_OK if result.ok else EXIT_FAILED
 
 
 def _consumers(rt: Runtime, cred: CredentialSettings, st: CredentialState, now: float) -> list[Any] | str:
@@ -390,6 +494,7 @@ def _state_row(name: str, st: CredentialState, now: float, rotate_every: float |
         ],
         "rotations": st.rotations,
         "history": [h.to_dict() for h in st.history],
+        "audit": _audit_data(st),
     }
 
 
