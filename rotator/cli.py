@@ -379,20 +379,25 @@ def _print_audit(audit: dict[str, Any] | None, now: float) -> None:
 def _audits(rt: Runtime, creds: list[CredentialSettings]) -> list[Any]:
     """One-shot runs (issue 16): audit each credential whose last audit is older than
     ``daemon.audit_every``, after its pass; reap after it when ``reap_unmanaged`` says so."""
+    from rotator.clob.budget import one_shot_audits
     from rotator.errors import RotatorError
     from rotator.hygiene import audit, audit_due, reap_after
 
     every = rt.settings.daemon.audit_every
     if every <= 0:
         return []
-    found = []
+    due: list[tuple[float, CredentialSettings]] = []
     for cred in creds:
         try:
             record = rt.store.load(rt.ref(cred)).state.audit
-            if not audit_due(record, rt.rotator.clock(), every):
-                continue
         except RotatorError:
             continue  # the pass has already said why the store cannot be read
+        if audit_due(record, rt.rotator.clock(), every):
+            due.append((record.at if record else float("-inf"), cred))
+    found = []
+    # The stalest first, and no more than a quarter of one window of the worker's /auth/* budget
+    # per run: a CronJob over a large fleet audits it over several runs, not in one burst.
+    for _, cred in sorted(due, key=lambda d: d[0])[: one_shot_audits(rt.settings)]:
         result = audit(rt.rotator, rt.ref(cred))
         if cred.reap_unmanaged:
             reap_after(rt.rotator, rt.ref(cred), rt.signer(cred), result)

@@ -137,6 +137,15 @@ def audit_interval(settings: Settings) -> float:
     return max(wanted, len(settings.credentials) * AUTH_REQUESTS_PER_AUDIT / per_second)
 
 
+def one_shot_audits(settings: Settings) -> int:
+    """How many credentials one ``rotate`` run audits at most (the stalest first): what
+    :data:`AUDIT_SHARE` of one window of the worker's ``/auth/*`` budget allows, at least one."""
+    auth = settings.clob.rate_limits.auth
+    if auth.requests <= 0:
+        return len(settings.credentials)
+    return max(1, int(auth.requests * AUDIT_SHARE / AUTH_REQUESTS_PER_AUDIT))
+
+
 def budget_report(settings: Settings) -> list[tuple[str, str]]:
     """What the fleet takes of the CLOB's per-IP budgets, as ``(level, line)`` for ``rotator check``."""
     from rotator.config import CLOB_AUTH_LIMIT as LIMIT

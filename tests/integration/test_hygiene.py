@@ -242,3 +242,12 @@ def test_reap_on_vault_and_aws_stores(
     # What the store holds for the credential names no reaped key and no secret of one.
     assert zero not in json.dumps(after.to_dict())
     OUTPUTS.append(out)
+
+
+def test_reap_usage_errors_exit_2_in_one_line(sandbox: Sandbox, tmp_path: Path, wallet: Any) -> None:
+    w = Worker(tmp_path, sandbox.url, *wallet)
+    for args in (("reap", "--credential", "nope"), ("reap", "--credential", "mm1", "--dry-run", "--execute")):
+        proc = w.run(*args)
+        assert proc.returncode == 2, proc.stderr
+        assert proc.stdout == "" and len(proc.stderr.strip().splitlines()) <= 2, proc.stderr
+        assert "Traceback" not in proc.stderr

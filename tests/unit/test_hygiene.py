@@ -113,3 +113,13 @@ def test_the_audit_record_round_trips_and_older_states_have_none() -> None:
     with pytest.raises(MalformedError, match="field audit"):
         CredentialState.from_dict(dict(data, audit={"at": 1.0, "closed_only": "yes"}))
     assert A not in str(data)  # masked ids only
+
+
+def test_a_one_shot_run_audits_a_quarter_window_of_the_auth_budget_at_most() -> None:
+    from rotator.clob.budget import one_shot_audits
+
+    assert one_shot_audits(_settings(200)) == 6  # 50 per 10 s: 12 requests, 2 each
+    assert (
+        one_shot_audits(_settings(200, clob={"rate_limits": {"auth": {"requests": 100, "per": "10s"}}})) == 12
+    )
+    assert one_shot_audits(_settings(200, clob={"rate_limits": {"auth": {"requests": 2, "per": "10s"}}})) == 1
