@@ -394,15 +394,24 @@ def _audits(rt: Runtime, creds: list[CredentialSettings]) -> list[Any]:
             continue  # the pass has already said why the store cannot be read
         if audit_due(record, rt.rotator.clock(), every):
             due.append((record.at if record else float("-inf"), cred))
-    found = []
     # The stalest first, and no more than a quarter of one window of the worker's /auth/* budget
     # per run: a CronJob over a large fleet audits it over several runs, not in one burst.
-    for _, cred in sorted(due, key=lambda d: d[0])[: one_shot_audits(rt.settings)]:
+    chosen = [cred for _, cred in sorted(due, key=lambda d: d[0])[: one_shot_audits(rt.settings)]]
+
+    def one(cred: CredentialSettings) -> Any:
         result = audit(rt.rotator, rt.ref(cred))
         if cred.reap_unmanaged:
             reap_after(rt.rotator, rt.ref(cred), rt.signer(cred), result)
-        found.append(result)
-    return found
+        return result
+
+    workers = min(rt.settings.clob.concurrency, len(chosen))
+    if workers <= 1:
+        return [one(c) for c in chosen]
+    from concurrent.futures import ThreadPoolExecutor
+
+    # Several at once, as the passes run: the shared budget paces them, no RTT adds up.
+    with ThreadPoolExecutor(workers, thread_name_prefix="audit") as pool:
+        return list(pool.map(one, chosen))
 
 
 def _report_audits(audits: list[Any]) -> None:
