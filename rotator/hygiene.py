@@ -94,6 +94,10 @@ def audit(rot: Rotator, ref: CredentialRef, *, closed_only: bool = True) -> Audi
         again = rot.store_call("load", lambda: rot.store.load(ref))
         managed = managed_ids(ctx.state) | managed_ids(again.state)
         ctx.state, ctx.version = again.state, again.version
+        if again.state.pending is not None:
+            # A rotation started meanwhile: its key may be live and not yet recorded.
+            result.outcome = "in-flight"
+            return result
         ids = [i for i in dict.fromkeys(listed) if i and i not in managed]
         now = rot.clock()
         record = _record(ctx.state.audit, ids, now, flag)

@@ -251,3 +251,29 @@ def test_reap_usage_errors_exit_2_in_one_line(sandbox: Sandbox, tmp_path: Path, 
         assert proc.returncode == 2, proc.stderr
         assert proc.stdout == "" and len(proc.stderr.strip().splitlines()) <= 2, proc.stderr
         assert "Traceback" not in proc.stderr
+
+
+def test_the_sandbox_closed_only_switch_as_the_sdk_sees_it(
+    sandbox: Sandbox, tmp_path: Path, wallet: Any
+) -> None:
+    """The sandbox's switch, read by py-clob-client's own ``get_closed_only_mode`` (L2-verified)."""
+    from py_clob_client.clob_types import ApiCreds
+    from py_clob_client.exceptions import PolyApiException
+
+    private_key, address = wallet
+    creds = ClobClient(sandbox.url, chain_id=137, key=private_key).create_api_key(0)
+    SECRETS.update((creds.api_secret, creds.api_passphrase))
+    client = ClobClient(sandbox.url, chain_id=137, key=private_key, creds=creds)
+    try:
+        assert client.get_closed_only_mode() == {"closed_only": False}
+        sandbox.set_closed_only(address)
+        assert client.get_closed_only_mode() == {"closed_only": True}
+        forged = ApiCreds(creds.api_key, "QUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUE=", creds.api_passphrase)
+        with pytest.raises(PolyApiException) as info:
+            ClobClient(sandbox.url, chain_id=137, key=private_key, creds=forged).get_closed_only_mode()
+        assert info.value.status_code == 401
+        sandbox.set_closed_only(address, False)
+        assert client.get_closed_only_mode() == {"closed_only": False}
+    finally:
+        sandbox.set_closed_only(address, False)
+        client.delete_api_key()
