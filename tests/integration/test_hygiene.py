@@ -277,3 +277,30 @@ def test_the_sandbox_closed_only_switch_as_the_sdk_sees_it(
     finally:
         sandbox.set_closed_only(address, False)
         client.delete_api_key()
+
+
+def test_the_daemon_audits_and_reaps_when_reap_unmanaged_says_so(
+    sandbox: Sandbox, tmp_path: Path, wallet: Any
+) -> None:
+    from tests.harness import wait_for
+
+    daemon = {"tick": "1s", "jitter": 0, "audit_every": "0"}
+    w = Worker(tmp_path, sandbox.url, *wallet, cred_extra={"reap_unmanaged": True}, extra={"daemon": daemon})
+    zero = hand_made(sandbox, w, 0)
+    w.rotate()  # bootstrap past nonce 0, audits off
+    daemon["audit_every"] = "1s"
+    w.write_config()
+    proc = w.start("run")
+    try:
+        wait_for(lambda: zero not in live(sandbox, w), timeout=30)
+    finally:
+        proc.terminate()
+        code, _out, err = w.finish(proc)
+    assert code == 0, err[-2000:]
+    w.foreign.discard(zero)
+    [event] = [json.loads(line) for line in err.splitlines() if '"outcome":"unmanaged-key"' in line]
+    assert event["key"] == mask(zero) and zero not in err  # masked ids only
+    assert '"outcome":"reaped"' in err
+    assert live(sandbox, w) == managed(w)
+    st = w.state()
+    assert st.audit is not None and st.audit.unmanaged == ()
