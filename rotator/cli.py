@@ -379,6 +379,8 @@ def _print_audit(audit: dict[str, Any] | None, now: float) -> None:
 def _audits(rt: Runtime, creds: list[CredentialSettings]) -> list[Any]:
     """One-shot runs (issue 16): audit each credential whose last audit is older than
     ``daemon.audit_every``, after its pass; reap after it when ``reap_unmanaged`` says so."""
+    from functools import partial
+
     from rotator.clob.budget import one_shot_audits
     from rotator.errors import RotatorError
     from rotator.hygiene import audit, audit_due, reap_after
@@ -389,7 +391,7 @@ def _audits(rt: Runtime, creds: list[CredentialSettings]) -> list[Any]:
     due: list[tuple[float, CredentialSettings]] = []
     for cred in creds:
         try:
-            record = rt.store.load(rt.ref(cred)).state.audit
+            record = rt.rotator.store_call("load", partial(rt.store.load, rt.ref(cred))).state.audit
         except RotatorError:
             continue  # the pass has already said why the store cannot be read
         if audit_due(record, rt.rotator.clock(), every):

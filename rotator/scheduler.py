@@ -114,7 +114,8 @@ class Daemon:
 
         spread = random.uniform(0, interval)  # noqa: S311 - spreading load, not crypto
         try:
-            record = self.rt.store.load(self.rt.ref(cred)).state.audit
+            rot, ref = self.rt.rotator, self.rt.ref(cred)
+            record = rot.store_call("load", lambda: rot.store.load(ref)).state.audit
         except RotatorError:
             return spread
         if record is None:
