@@ -116,6 +116,17 @@ def _parser() -> argparse.ArgumentParser:
         "with this config issues it a new one",
     )
     ret.add_argument("--dry-run", action="store_true", help="list the keys it would revoke; change nothing")
+    rp = with_config(
+        "reap",
+        "find the keys the credential's wallet holds that rotator does not manage, and revoke those "
+        "derive reaches (nonce 0 and unused nonces below next_nonce); a dry run unless --execute",
+    )
+    rp.add_argument("--credential", metavar="NAME", required=True)
+    act = rp.add_mutually_exclusive_group()
+    act.add_argument(
+        "--dry-run", action="store_true", help="the default: say what would be revoked; revoke nothing"
+    )
+    act.add_argument("--execute", action="store_true", help="revoke the reachable unmanaged keys")
     sb = sub.add_parser(
         "sandbox", help="run the local CLOB auth sandbox", description="run the local CLOB auth sandbox"
     )
@@ -208,6 +219,8 @@ def _dispatch(args: argparse.Namespace) -> int:
             return _check(rt)
         if args.command == "retire":
             return _retire(rt, args)
+        if args.command == "reap":
+            return _reap(rt, args)
         if args.command == "revoke":
             _refuse_orphan(rt, args.credential, "revoke --emergency")
             cred = rt.settings.credential(args.credential)
@@ -306,11 +319,13 @@ def _rotate(rt: Runtime, args: argparse.Namespace) -> int:
         for name in orphans:
             results.append(serve(rt.rotator, name, dry_run=args.dry_run))
             finished(results[-1])
+    audits = [] if args.dry_run else _audits(rt, creds)
     if rt.settings.metrics.pushgateway:  # before raising: a closed stdout must not lose the metrics
         from rotator.exporter import push_metrics
 
         push_metrics(rt, [c.name for c in creds] + orphans)
     progress.close()  # raises BrokenPipeError when the reader went away
+    _report_audits(audits)
     code = EXIT_FAILED if any(not r.ok for r in results) else EXIT_OK
     if unlisted is not None:
         print(f"rotator: cannot list the states of credentials removed from the config: {unlisted}")
@@ -405,6 +420,108 @@ def _status_clock(rt: Runtime) -> tuple[float, str, str]:
     return now, "clob", f"the CLOB's clock (this host's is {time.time() - now:+.1f}s off)"
 
 
+def _audit_data(st: CredentialState) -> dict[str, Any] | None:
+    """``status`` data of the last wallet audit (issue 16): masked ids and nonces, never a secret."""
+    record = st.audit
+    if record is None:
+        return None
+    from rotator.status import iso
+
+    return {
+        "at": record.at,
+        "at_iso": iso(record.at),
+        "closed_only": record.closed_only,
+        "unmanaged": [
+            {
+                "key": u.key_prefix,
+                "nonce": u.nonce,
+                "first_seen": u.first_seen,
+                "first_seen_iso": iso(u.first_seen),
+            }
+            for u in record.unmanaged
+        ],
+    }
+
+
+def _audits(rt: Runtime, creds: list[CredentialSettings]) -> list[Any]:
+    """One-shot runs (issue 16): audit each credential whose last audit is older than
+    ``daemon.audit_every``, after its pass; reap after it when ``reap_unmanaged`` says so."""
+    from functools import partial
+
+    from rotator.clob.budget import one_shot_audits
+    from rotator.errors import RotatorError
+    from rotator.hygiene import audit, audit_due, reap_after
+
+    every = rt.settings.daemon.audit_every
+    if every <= 0:
+        return []
+    due: list[tuple[float, CredentialSettings]] = []
+    for cred in creds:
+        try:
+            record = rt.rotator.store_call("load", partial(rt.store.load, rt.ref(cred))).state.audit
+        except RotatorError:
+            continue  # the pass has already said why the store cannot be read
+        if audit_due(record, rt.rotator.clock(), every):
+            due.append((record.at if record else float("-inf"), cred))
+    # The stalest first, and no more than a quarter of one window of the worker's /auth/* budget
+    # per run: a CronJob over a large fleet audits it over several runs, not in one burst.
+    chosen = [cred for _, cred in sorted(due, key=lambda d: d[0])[: one_shot_audits(rt.settings)]]
+
+    def one(cred: CredentialSettings) -> Any:
+        result = audit(rt.rotator, rt.ref(cred))
+        if cred.reap_unmanaged:
+            reap_after(rt.rotator, rt.ref(cred), rt.signer(cred), result)
+        return result
+
+    workers = min(rt.settings.clob.concurrency, len(chosen))
+    if workers <= 1:
+        return [one(c) for c in chosen]
+    from concurrent.futures import ThreadPoolExecutor
+
+    # Several at once, as the passes run: the shared budget paces them, no RTT adds up.
+    with ThreadPoolExecutor(workers, thread_name_prefix="audit") as pool:
+        return list(pool.map(one, chosen))
+
+
+def _report_audits(audits: list[Any]) -> None:
+    """One line per audit a one-shot run made: ``audit mm1: unmanaged=2 (new 2) closed-only=no``."""
+    for a in audits:
+        if a.record is None:
+            print(f"audit {a.credential}: {a.outcome}" + (f" error={a.error}" if a.error else ""))
+            continue
+        closed = {True: "yes", False: "no", None: "unknown"}[a.record.closed_only]
+        keys = " ".join(u.key_prefix for u in a.record.unmanaged)
+        print(
+            f"audit {a.credential}: unmanaged={len(a.record.unmanaged)} (new {len(a.new)}) "
+            f"closed-only={closed}" + (f" keys=[{keys}]" if keys else "")
+        )
+
+
+def _reap(rt: Runtime, args: argparse.Namespace) -> int:
+    """``rotator reap``: a dry run unless ``--execute`` (DESIGN: revoking is never the default)."""
+    from rotator.hygiene import reap
+
+    _refuse_orphan(rt, args.credential, "reap")
+    cred = rt.settings.credential(args.credential)
+    result = reap(rt.rotator, rt.ref(cred), rt.signer(cred), execute=args.execute)
+    name = cred.name
+    verb = "revoked" if args.execute else "would revoke"
+    for f in result.reaped:
+        print(f"{name}: {verb} unmanaged {f}")
+    for f in result.left:
+        print(f"{name}: not confirmed gone {f} (run reap again)")
+    for f in result.unreachable:
+        print(f"{name}: unreachable unmanaged {f} (at no nonce derive reaches: revoke it with its own creds)")
+    line = f"{name}: {result.outcome} reaped={len(result.reaped) if args.execute else 0}"
+    line += f" unreachable={len(result.unreachable)}"
+    if not args.execute and result.reaped:
+        line += " (dry run: --execute revokes them)"
+    if result.error:
+        line += f" error={result.error}"
+    print(line)
+    return EXIT_OK if result.ok else EXIT_FAILED
+
+
 def _consumers(rt: Runtime, cred: CredentialSettings, st: CredentialState, now: float) -> list[Any] | str:
     """Who acknowledged which key (consumer-confirmed revocation), or why that cannot be read."""
     from rotator.errors import RotatorError
@@ -475,6 +592,7 @@ def _state_row(name: str, st: CredentialState, now: float, rotate_every: float |
         ],
         "rotations": st.rotations,
         "history": [{**h.to_dict(), "revoked_at_iso": iso(h.revoked_at)} for h in st.history],
+        "audit": _audit_data(st),
     }
 
 

@@ -601,6 +601,9 @@ class CredentialSettings(_Section):
     min_grace: Duration = 60.0
     consumer_ttl: Duration = 600.0
     consumer_refresh: PositiveDuration | None = None
+    # Issue 16: after an audit (daemon.audit_every) that found new unmanaged keys on this wallet,
+    # revoke those the signer can reach with derive (as `rotator reap --execute` does).
+    reap_unmanaged: bool = False
 
     @model_validator(mode="after")
     def _times(self) -> CredentialSettings:
@@ -667,6 +670,11 @@ class DaemonSettings(_Section):
     # fleets so the probes stay within clob.probe.share of the probe endpoint's limit.
     probe_every: Duration = 300.0
     leader: LeaderSettings = LeaderSettings()
+    # How often each wallet is audited (issue 16): its keys listed for unmanaged ones and the
+    # account's closed-only flag read, 2 /auth/* requests. Stretched for large fleets so audits take
+    # at most a quarter of clob.rate_limits.auth; one-shot `rotate` runs audit a credential whose
+    # last audit is older than this. 0 turns audits off.
+    audit_every: Duration = 3600.0
 
 
 class Settings(BaseSettings):

@@ -11,6 +11,7 @@ rotator_rotate_every_seconds``) and the alert rules need no copy of the config.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING
 
@@ -20,6 +21,8 @@ from prometheus_client.registry import Collector
 
 from rotator import __version__
 
+_TIER = re.compile(r"^[A-Za-z0-9_.-]{1,32}$")
+
 if TYPE_CHECKING:
     from rotator.model import CredentialState
 
@@ -28,8 +31,11 @@ CLOB_ENDPOINTS = (
     "/auth/api-key",
     "/auth/derive-api-key",
     "/auth/api-keys",
+    "/auth/ban-status/closed-only",
     "/balance-allowance",
 )
+#: At most this many distinct rate-limit tiers become label values; more are counted as ``other``.
+MAX_TIERS = 8
 STORE_OPERATIONS = ("load", "save", "publish", "read_published", "acks")
 REVOCATION_RESULTS = ("deleted", "already-gone", "failure")
 
@@ -156,6 +162,7 @@ class Metrics:
             "rotator_build_info", "Always 1; the version label says which build.", ["version"], registry=r
         )
         self.build_info.labels(version=__version__).set(1)
+        self._init_hygiene()
         # Only a daemon has it (see enable_leader): a CronJob run pushing a 0 would look like a
         # replica without the lease.
         self.leader: Gauge | None = None
@@ -163,6 +170,68 @@ class Metrics:
         # or the first burst of throttling is invisible to increase().
         for endpoint in CLOB_ENDPOINTS:
             self.clob_requests.labels(endpoint=endpoint, code="429")
+
+    def _init_hygiene(self) -> None:
+        """Issue 16: the wallet audit, the account's closed-only flag and the CLOB's rate-limit tier."""
+        r = self.registry
+        self.unmanaged_keys = Gauge(
+            "rotator_unmanaged_keys",
+            "Keys the credential's wallet holds at the CLOB that rotator does not manage (not current, "
+            "retiring or pending), as the last audit found them.",
+            ["credential"],
+            registry=r,
+        )
+        self.closed_only = Gauge(
+            "rotator_account_closed_only",
+            "1 when the last audit found the credential's account in closed-only mode (no new orders).",
+            ["credential"],
+            registry=r,
+        )
+        self.audits = Counter(
+            "rotator_audits_total",
+            "Audits of the credential's wallet (unmanaged keys, closed-only) by result (success, failure).",
+            ["credential", "result"],
+            registry=r,
+        )
+        self.reaped = Counter(
+            "rotator_reaped_keys_total",
+            "Unmanaged keys revoked by a reap (each confirmed gone).",
+            ["credential"],
+            registry=r,
+        )
+        self.rate_limit_tier = Gauge(
+            "rotator_clob_rate_limit_tier_info",
+            "1 for the rate-limit tier the CLOB's last answer carrying Poly-RateLimit-Tier applied, 0 for "
+            "tiers seen before it.",
+            ["tier"],
+            registry=r,
+        )
+        self.rate_limit_warnings = Counter(
+            "rotator_clob_rate_limit_warnings_total",
+            "CLOB answers carrying Poly-RateLimit-Warning: true (the request would have been refused "
+            "under live enforcement), by endpoint.",
+            ["endpoint"],
+            registry=r,
+        )
+        self._tiers: list[str] = []
+
+    def observe_rate_limit_tier(self, tier: str) -> None:
+        """The CLOB said which rate-limit tier it applied. Label values stay bounded: a tier that is
+        not a short plain word, or one past :data:`MAX_TIERS` distinct ones, counts as ``other``."""
+        label = tier if _TIER.match(tier) else "other"
+        if label not in self._tiers and len(self._tiers) >= MAX_TIERS:
+            label = "other"
+        if label not in self._tiers:
+            self._tiers.append(label)
+        for seen in self._tiers:
+            self.rate_limit_tier.labels(tier=seen).set(1 if seen == label else 0)
+
+    def init_hygiene(self, names: Iterable[str]) -> None:
+        """Pre-create the audit counters of every credential (the gauges wait for an audit)."""
+        for name in names:
+            for result in ("success", "failure"):
+                self.audits.labels(credential=name, result=result)
+            self.reaped.labels(credential=name)
 
     def enable_leader(self) -> Gauge:
         """Register ``rotator_leader`` (0 until this daemon holds the leader lease). Idempotent."""

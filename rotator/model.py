@@ -224,9 +224,56 @@ class Revoked:
 HISTORY_LIMIT = 20
 
 #: The rotation state's format. 1: no ``schema`` field (before issue 13). 2: ``schema`` and the
-#: pending intent's wallet ``address``. A reader refuses a newer state instead of dropping what it
-#: does not know on its next save; it reads every older one.
-STATE_SCHEMA = 2
+#: pending intent's wallet ``address``. 3: ``audit``, what the last unmanaged-key audit found (issue
+#: 16). A reader refuses a newer state instead of dropping what it does not know on its next save;
+#: it reads every older one.
+STATE_SCHEMA = 3
+
+
+@dataclass(frozen=True, slots=True)
+class UnmanagedKey:
+    """A key the wallet holds at the CLOB that the state does not manage (issue 16): masked id only.
+
+    ``nonce``: known once a reap found the key with ``derive``; None while it is only listed.
+    """
+
+    key_prefix: str
+    nonce: int | None
+    first_seen: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"key_prefix": self.key_prefix, "nonce": self.nonce, "first_seen": self.first_seen}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> UnmanagedKey:
+        nonce = data.get("nonce")
+        return cls(str(data["key_prefix"]), None if nonce is None else int(nonce), float(data["first_seen"]))
+
+
+@dataclass(frozen=True, slots=True)
+class AuditRecord:
+    """What the last audit of the wallet found: its unmanaged keys and the account's closed-only flag
+    (None: not known). Kept in the state so ``status`` and the next audit (which reports only keys
+    it had not seen before) can read it."""
+
+    at: float
+    unmanaged: tuple[UnmanagedKey, ...] = ()
+    closed_only: bool | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "at": self.at,
+            "unmanaged": [u.to_dict() for u in self.unmanaged],
+            "closed_only": self.closed_only,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> AuditRecord:
+        closed = data.get("closed_only")
+        if closed is not None and not isinstance(closed, bool):
+            raise MalformedError("closed_only must be true, false or null")
+        unmanaged = tuple(UnmanagedKey.from_dict(u) for u in data.get("unmanaged") or ())
+        return cls(float(data["at"]), unmanaged, closed)
 
 
 class NewerSchema(MalformedError):
@@ -244,6 +291,7 @@ class CredentialState:
     published_nonce: int | None = None  # nonce of the key known to be at the published path
     rotations: int = 0
     history: tuple[Revoked, ...] = field(default=())
+    audit: AuditRecord | None = None  # schema 3: the last unmanaged-key audit (None: never audited)
 
     def with_revoked(self, entry: Retiring, how: str, now: float) -> CredentialState:
         """This state with ``entry`` moved from ``retiring`` to the history."""
@@ -261,6 +309,7 @@ class CredentialState:
             "published_nonce": self.published_nonce,
             "rotations": self.rotations,
             "history": [h.to_dict() for h in self.history],
+            "audit": self.audit.to_dict() if self.audit else None,
         }
 
     @classmethod
@@ -286,6 +335,7 @@ class CredentialState:
             "next_nonce": lambda v: int(v or 0),
             "rotations": lambda v: int(v or 0),
             "history": lambda v: tuple(Revoked.from_dict(h) for h in v or ()),
+            "audit": lambda v: AuditRecord.from_dict(v) if v else None,
         }
         fields: dict[str, Any] = {"published_nonce": published}
         for name, parse in parsers.items():
@@ -402,6 +452,9 @@ Step = Literal[
     "probe-old",
     "retire",
     "derive",
+    # issue 16: the wallet audit and `rotator reap`
+    "audit",
+    "reap",
 ]
 
 
@@ -443,6 +496,12 @@ Event = Literal[
     "keys-retiring",
     "retired",
     "incomplete",
+    # issue 16: the wallet audit and `rotator reap`
+    "audited",
+    "unmanaged-key",
+    "closed-only",
+    "reaped",
+    "unreachable",
 ]
 
 

@@ -52,6 +52,7 @@ class Runtime:
         if self._store is None:
             self._store = build_store(self.settings, self.env)
             self.metrics.init_credentials((c.name for c in self.settings.credentials), self._store.backend)
+            self.metrics.init_hygiene(c.name for c in self.settings.credentials)
         return self._store
 
     @property

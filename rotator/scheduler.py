@@ -11,6 +11,7 @@ import datetime
 import logging
 import signal
 import threading
+import time
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -61,6 +62,8 @@ class Daemon:
         )
         # A replica that loses the lease stops starting steps at once, mid-pass included.
         rt.may_work = lambda: self.leader.is_leader
+        # credential -> when (monotonic) this daemon audits its wallet next (issue 16)
+        self._audit_next: dict[str, float] = {}
 
     def _job(self, cred: CredentialSettings) -> None:
         if self.stop_event.is_set() or not self.leader.is_leader:
@@ -76,6 +79,49 @@ class Daemon:
             self.store_problem = result.error or "store read failed"
         else:
             self.store_problem = None
+        self._audit_if_due(cred)
+
+    def _audit_if_due(self, cred: CredentialSettings) -> None:
+        """Issue 16: audit the credential's wallet (unmanaged keys, closed-only) every
+        :func:`rotator.clob.budget.audit_interval`, after its pass and in the same job, so an audit
+        never runs beside a pass over the same credential; reap afterwards when ``reap_unmanaged``."""
+        from rotator.clob.budget import audit_interval
+
+        interval = audit_interval(self.rt.settings)
+        if interval <= 0 or self.stop_event.is_set() or not self.leader.is_leader:
+            return
+        now = time.monotonic()
+        due = self._audit_next.get(cred.name)
+        if due is None:
+            due = self._audit_next[cred.name] = now + self._first_audit_in(cred, interval)
+        if now < due:
+            return
+        self._audit_next[cred.name] = now + interval
+        from rotator.hygiene import audit, reap_after
+
+        rt = self.rt
+        found = audit(rt.rotator, rt.ref(cred))
+        if cred.reap_unmanaged and not self.stop_event.is_set():
+            reap_after(rt.rotator, rt.ref(cred), rt.signer(cred), found)
+
+    def _first_audit_in(self, cred: CredentialSettings, interval: float) -> float:
+        """Seconds until this daemon first audits ``cred``: when its last recorded audit (by any
+        worker, a CronJob run included) falls due; a random point of one interval when there is none
+        or it is overdue, so a fleet's first audits are spread out, not sent at start-up."""
+        import random
+
+        from rotator.errors import RotatorError
+
+        spread = random.uniform(0, interval)  # noqa: S311 - spreading load, not crypto
+        try:
+            rot, ref = self.rt.rotator, self.rt.ref(cred)
+            record = rot.store_call("load", lambda: rot.store.load(ref)).state.audit
+        except RotatorError:
+            return spread
+        if record is None:
+            return spread
+        left = record.at + interval - self.rt.rotator.clock()
+        return left if 0 < left <= interval else spread
 
     def _orphans_job(self) -> None:
         """Revoke on schedule the retiring keys of credentials removed from the config (their states

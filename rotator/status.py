@@ -148,6 +148,22 @@ def _details(row: dict[str, Any], now: float) -> list[str]:
         for c in consumers:
             seen = f"seen {duration(c['seen_seconds_ago'])} ago" + ("" if c["live"] else " (not live)")
             out += _wrap(f"consumer {c['consumer']:<24} key={c['key']:<19} {c['holds']:<8} {seen}", "  ")
+    return out + _audit_details(row.get("audit"), now)
+
+
+def _audit_details(audit: dict[str, Any] | None, now: float) -> list[str]:
+    """The last wallet audit (issue 16): unmanaged keys by masked id and nonce, and closed-only."""
+    if audit is None:
+        return []
+    closed = {True: "yes", False: "no", None: "unknown"}[audit["closed_only"]]
+    out = _wrap(
+        f"audit {duration(now - audit['at'])} ago: unmanaged={len(audit['unmanaged'])} closed-only={closed}",
+        "  ",
+    )
+    for u in audit["unmanaged"]:
+        nonce = "?" if u["nonce"] is None else u["nonce"]
+        seen = f", first seen {duration(now - u['first_seen'])} ago" if u.get("first_seen") else ""
+        out += _wrap(f"unmanaged key={u['key']:<13} nonce={nonce}{seen}", "  ")
     return out
 
 

@@ -48,6 +48,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("rotator.clob")
 
 L1_ENDPOINTS = frozenset({"/auth/api-key", "/auth/derive-api-key"})
+CLOSED_ONLY = "/auth/ban-status/closed-only"
 #: After a failed clock check, signing fails at once for this long instead of asking /time again.
 CLOCK_RECHECK_AFTER_FAILURE = 5.0
 
@@ -251,6 +252,7 @@ class ClobAdapter:
         finally:
             budget.complete(slot)
         self._count(path, status)
+        self._rate_limit_headers(path, resp_headers)
         if body is None:
             raise Transient(
                 f"{where}: answer larger than {MAX_BODY // 1024} KiB, not read", status=status, endpoint=path
@@ -261,6 +263,18 @@ class ClobAdapter:
             except ValueError:
                 return body.decode("utf-8", "replace")
         raise self._error(method, path, status, resp_headers, body)
+
+    def _rate_limit_headers(self, path: str, headers: httpx.Headers) -> None:
+        """``Poly-RateLimit-Tier`` / ``Poly-RateLimit-Warning`` (polymarket-client reads the same
+        headers): the last tier seen and a count of warnings. Absent headers change nothing."""
+        if self.metrics is None:
+            return
+        tier = headers.get("poly-ratelimit-tier")
+        if tier is not None and tier.strip():
+            self.metrics.observe_rate_limit_tier(tier.strip())
+        warning = headers.get("poly-ratelimit-warning")
+        if warning is not None and warning.strip().lower() == "true":
+            self.metrics.rate_limit_warnings.labels(endpoint=path).inc()
 
     def _budget(self, path: str) -> SlidingWindowBudget:
         """Which client-side budget a request to ``path`` spends: each mirrors one server-side limit."""
@@ -482,6 +496,18 @@ class ClobAdapter:
                         exc.status,
                     )
         self.list_keys(key)
+
+    def closed_only(self, key: Key) -> bool:
+        raw = self._call(
+            "GET", CLOSED_ONLY, lambda: self._l2_headers(key, "GET", CLOSED_ONLY), idempotent=True
+        )
+        # {"closed_only": bool}, as py-clob-client-v2's BanStatus and polymarket-client parse it.
+        flag = raw.get("closed_only") if isinstance(raw, dict) else None
+        if not isinstance(flag, bool):
+            raise Transient(
+                f"{self._where('GET', CLOSED_ONLY)}: answer lacks closed_only", endpoint=CLOSED_ONLY
+            )
+        return flag
 
     def delete_key(self, key: Key) -> None:
         self._call(

@@ -53,3 +53,11 @@ class ClobAuth(Protocol):
         :raises Unauthorized: ``key`` is already gone (or was never live).
         """
         ...
+
+    def closed_only(self, key: Key) -> bool:
+        """``GET /auth/ban-status/closed-only`` signed with ``key``: whether the wallet's account is in
+        closed-only mode (it may close positions but not open orders).
+
+        :raises Unauthorized: ``key`` is not (or no longer) accepted.
+        """
+        ...

@@ -116,6 +116,36 @@ def probe_interval(settings: Settings) -> float:
     return max(wanted, len(settings.credentials) / per_second)
 
 
+#: /auth/* requests one wallet audit spends (issue 16): the key list and the closed-only flag.
+AUTH_REQUESTS_PER_AUDIT = 2
+#: The part of the worker's own /auth/* budget (clob.rate_limits.auth) that audits may take on
+#: average, so rotations due meanwhile are not kept waiting behind them.
+AUDIT_SHARE = 0.25
+
+
+def audit_interval(settings: Settings) -> float:
+    """Seconds between two audits of one credential by the daemon; 0 when audits are off.
+
+    ``daemon.audit_every``, stretched so the fleet's audits take at most :data:`AUDIT_SHARE` of the
+    worker's ``/auth/*`` budget, as :func:`probe_interval` stretches the key checks.
+    """
+    wanted = settings.daemon.audit_every
+    auth = settings.clob.rate_limits.auth
+    if wanted <= 0 or auth.requests <= 0:
+        return wanted
+    per_second = auth.requests * AUDIT_SHARE / auth.per
+    return max(wanted, len(settings.credentials) * AUTH_REQUESTS_PER_AUDIT / per_second)
+
+
+def one_shot_audits(settings: Settings) -> int:
+    """How many credentials one ``rotate`` run audits at most (the stalest first): what
+    :data:`AUDIT_SHARE` of one window of the worker's ``/auth/*`` budget allows, at least one."""
+    auth = settings.clob.rate_limits.auth
+    if auth.requests <= 0:
+        return len(settings.credentials)
+    return max(1, int(auth.requests * AUDIT_SHARE / AUTH_REQUESTS_PER_AUDIT))
+
+
 def budget_report(settings: Settings) -> list[tuple[str, str]]:
     """What the fleet takes of the CLOB's per-IP budgets, as ``(level, line)`` for ``rotator check``."""
     from rotator.config import CLOB_AUTH_LIMIT as LIMIT
@@ -155,6 +185,16 @@ def budget_report(settings: Settings) -> list[tuple[str, str]]:
                 f"key checks: the daemon checks each key every {every:.0f}s on GET {endpoint} (outside "
                 f"/auth/*), {used:.1%} of its {probe.requests} per {probe.per:g}s; a one-shot run checks "
                 "each key once",
+            )
+        )
+    if n and settings.daemon.audit_every > 0:
+        every = audit_interval(settings)
+        lines.append(
+            (
+                "ok",
+                f"wallet audits: the daemon audits each wallet every {every:.0f}s ({AUTH_REQUESTS_PER_AUDIT} "
+                f"/auth/* requests each: unmanaged keys and the closed-only flag), at most "
+                f"{AUDIT_SHARE:.0%} of the worker's /auth/* budget",
             )
         )
     return lines

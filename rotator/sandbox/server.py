@@ -228,6 +228,14 @@ class Sandbox:
         """Every secret and passphrase this sandbox ever issued: tests search outputs for them."""
         return self._registry.issued_secrets()
 
+    def set_closed_only(self, address: str, on: bool = True) -> None:
+        """Put a wallet in closed-only mode (or take it out): ``GET /auth/ban-status/closed-only``
+        answers ``{"closed_only": true}`` for it from the next request on."""
+        with self._lock:
+            wallets = set(self._settings.closed_only)
+            (wallets.add if on else wallets.discard)(address.lower())
+            self._settings = dataclasses.replace(self._settings, closed_only=frozenset(wallets))
+
     def invalidate(self, api_key: str) -> None:
         """Revoke a key behind its owner's back. Idempotent. :raises KeyError: the key was never issued."""
         self._registry.revoke(api_key, "invalidate")
@@ -297,11 +305,23 @@ class Sandbox:
             response = self._process(request)
             if fault is not None:
                 response = self._fault_response(fault)
+        response = self._rate_limit_headers(response)
         self._wait_hold(request, "after")
         # Counted before the bytes are written so a client that has its answer always sees it counted.
         with self._lock:
             self._counts[(request.method, request.path, response.status)] += 1
         return response
+
+    def _rate_limit_headers(self, response: _Response) -> _Response:
+        settings = self._settings
+        extra: dict[str, str] = {}
+        if settings.rate_limit_tier is not None:
+            extra["Poly-RateLimit-Tier"] = settings.rate_limit_tier
+        if settings.rate_limit_warning:
+            extra["Poly-RateLimit-Warning"] = "true"
+        if not extra:
+            return response
+        return dataclasses.replace(response, headers={**response.headers, **extra})
 
     def _process(self, request: _Request) -> _Response:
         settings = self._settings
@@ -459,9 +479,10 @@ class Sandbox:
         return _json(HTTPStatus.OK, "OK")
 
     def _route_closed_only(self, request: _Request, settings: SandboxSettings) -> _Response:
-        if self._l2_identity(request, settings) is None:
+        identity = self._l2_identity(request, settings)
+        if identity is None:
             return _json(HTTPStatus.UNAUTHORIZED, L2_UNAUTHORIZED)
-        return _json(HTTPStatus.OK, {"closed_only": False})
+        return _json(HTTPStatus.OK, {"closed_only": identity[1].lower() in settings.closed_only})
 
     def _route_orders(self, request: _Request, settings: SandboxSettings) -> _Response:
         if self._l2_identity(request, settings) is None:

@@ -39,6 +39,10 @@ class SandboxSettings:
     read_limits: per-route sliding-window limits (requests per ``auth_window`` seconds) of the L2 reads
         outside /auth/*, as documented (clob-auth.md section 6); a route missing here is unlimited.
     unserved: routes answered 404, as a server without that endpoint would (e.g. the probe endpoint).
+    closed_only: wallets (lower-cased addresses) in closed-only mode, as
+        ``GET /auth/ban-status/closed-only`` reports it (issue 16; ``Sandbox.set_closed_only``).
+    rate_limit_tier / rate_limit_warning: when set, every answer carries ``Poly-RateLimit-Tier: <tier>``
+        / ``Poly-RateLimit-Warning: true``, as the CLOB's order endpoints do (issue 16); off by default.
     """
 
     chain_id: int = 137
@@ -52,6 +56,9 @@ class SandboxSettings:
     key_ttl: float | None = None
     read_limits: Mapping[str, int] = field(default_factory=lambda: dict(READ_LIMITS))
     unserved: frozenset[str] = frozenset()
+    closed_only: frozenset[str] = frozenset()
+    rate_limit_tier: str | None = None
+    rate_limit_warning: bool = False
 
     def __post_init__(self) -> None:
         if self.duplicate_nonce not in ("error", "same"):

@@ -51,3 +51,15 @@ def test_a_state_without_a_schema_is_read_and_upgraded(store: Store) -> None:
     store.save(REF, snap.state, version)
     assert snap.state.to_dict()["schema"] == STATE_SCHEMA
     assert store.load(REF).state == snap.state
+
+
+def test_the_audit_record_of_schema_3_is_kept(store: Store) -> None:
+    """Issue 16: the wallet audit's record (masked ids, nonces, closed-only) survives every backend."""
+    from rotator.model import AuditRecord, UnmanagedKey
+
+    record = AuditRecord(
+        T0, (UnmanagedKey("01a22d6a…9f3c", 0, T0), UnmanagedKey("01a22d6b…0001", None, T0)), True
+    )
+    state = CredentialState(current=make_key(3), next_nonce=4, audit=record)
+    store.save(REF, state, None)
+    assert store.load(REF).state.audit == record

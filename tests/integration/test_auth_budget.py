@@ -209,3 +209,58 @@ def test_the_sandbox_limits_the_probe_endpoint_like_the_clob(fresh_sandbox: Sand
     finally:
         adapter.close()
     assert sb.request_counts()[("GET", "/balance-allowance", 429)] == 1
+
+
+@pytest.mark.slow
+def test_a_200_credential_fleet_audits_within_its_auth_share(fresh_sandbox: Sandbox, tmp_path: Path) -> None:
+    """Issue 16: wallet audits (key list + closed-only, 2 /auth/* each) of a 200-credential fleet are
+    spread over the audit interval, which is stretched to a quarter of the worker's /auth/* budget:
+    no burst at start, 0 x 429 at the CLOB's real limit, each wallet audited at most once in it."""
+    from rotator.clob.budget import AUDIT_SHARE, audit_interval
+    from rotator.config import load_settings
+
+    sb = fresh_sandbox  # unlimited while the fleet bootstraps; the real limit while the daemon audits
+    n = 200
+    w, keys = _fleet(tmp_path, sb.url, n)
+    cfg = yaml.safe_load(w.config_path.read_text())
+    cfg["clob"]["rate_limits"] = {"auth": {"requests": 80, "per": "10s"}}
+    cfg["daemon"] |= {"audit_every": "1s"}  # wanted every second: the share decides
+    w.config_path.write_text(yaml.safe_dump(cfg))
+    env = {**w.env(), **keys}
+    interval = audit_interval(load_settings(str(w.config_path), env=env))
+    assert interval == pytest.approx(n * 2 / (80 / 10 * AUDIT_SHARE))  # 200 s
+    import subprocess
+
+    setup = subprocess.run(
+        w.argv("rotate", "--all"),
+        env={**env, "ROTATOR_DAEMON__AUDIT_EVERY": "0"},  # bootstrap only: the daemon audits
+        capture_output=True,
+        text=True,
+        timeout=170,
+    )
+    assert setup.returncode == 0, setup.stdout[-2000:] + setup.stderr[-2000:]
+    sb.configure(auth_limit=100)
+    sb.reset_counts()
+
+    run_for = 30.0
+    proc = subprocess.Popen(w.argv("run"), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        time.sleep(run_for)
+    finally:
+        proc.terminate()
+        out, err = proc.communicate(timeout=60)
+    from tests.harness import OUTPUTS
+
+    OUTPUTS.extend((out, err))
+    assert proc.returncode == 0, err[-2000:]
+    spent = auth_requests(sb)
+    assert throttled(sb) == 0, spent
+    audits = spent[("GET", "/auth/api-keys", 200)]
+    assert audits == spent[("GET", "/auth/ban-status/closed-only", 200)]
+    assert set(spent) == {("GET", "/auth/api-keys", 200), ("GET", "/auth/ban-status/closed-only", 200)}
+    # First audits are spread over the 200 s interval: about n * 30/200 = 30 in 30 s, never the
+    # whole fleet at start-up, and no wallet twice.
+    assert 0 < audits < n / 2, audits
+    share = 80 / 10 * AUDIT_SHARE * (run_for + 10)  # the share's requests over the run, with a window's slack
+    assert sum(spent.values()) <= 1.6 * share, spent
+    assert err.count('"outcome":"audited"') == audits

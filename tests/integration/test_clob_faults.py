@@ -269,8 +269,10 @@ def test_fleet_of_200_paces_itself_under_100_per_10s(tmp_path: Path) -> None:
         auth_requests = sum(c for (m, p, s), c in counts.items() if p.startswith("/auth/"))
         assert too_many == 0
         assert all(len(sb.live_keys(a.address)) == 1 for a in wallets)
-        # The least time the limit allows for these requests: the first window is free.
-        minimum = (auth_requests / 100 - 1) * 10.0
+        # The least time the limit allows for these requests: the first window is free, and a sliding
+        # window admits the next 100 only once the previous 100 aged out, so 424 requests (the
+        # bootstraps and one-shot wallet audits, issue 16) need 4 more windows, not 3.24.
+        minimum = ((auth_requests - 1) // 100) * 10.0
         print(
             f"fleet: {auth_requests} /auth requests in {elapsed:.1f}s, minimum {minimum:.1f}s, "
             f"ratio {elapsed / minimum:.2f}"

@@ -55,7 +55,7 @@ DESIGN_METRICS = {
     "rotator_leader": "gauge",  # the daemon's; one-shot runs do not export it
 }
 #: Every label the worker may put on a series: bounded by config (credential, backend) or by code.
-ALLOWED_LABELS = {"credential", "result", "endpoint", "code", "backend", "operation", "version", "le"}
+ALLOWED_LABELS = {"credential", "result", "endpoint", "code", "backend", "operation", "version", "le", "tier"}
 #: Series the rules may use that are not the worker's: Prometheus' own and the Pushgateway's.
 NOT_OURS = {"up", "push_time_seconds"}
 
@@ -257,6 +257,20 @@ def test_dashboard_covers_what_on_call_needs() -> None:
     exprs = [e for _, e in dashboard_queries()]
     assert any('code="429"' in e for e in exprs), "no rate-limited-requests panel"
     assert any("by (endpoint, code)" in e for e in exprs), "no responses-by-code panel"
+
+
+def test_dashboard_covers_wallet_hygiene() -> None:
+    """Issue 16: unmanaged keys, closed-only accounts, the rate-limit tier and its warnings."""
+    used = {name for _, expr in dashboard_queries() for name in metric_names(grafana_to_promql(expr))}
+    for needed in (
+        "rotator_unmanaged_keys",
+        "rotator_account_closed_only",
+        "rotator_clob_rate_limit_tier_info",
+        "rotator_clob_rate_limit_warnings_total",
+    ):
+        assert needed in used, needed
+    assert {"RotatorUnmanagedKeys", "RotatorAccountClosedOnly"} <= set(alert_rules())
+    assert alert_rules()["RotatorAccountClosedOnly"]["labels"]["severity"] == "critical"
 
 
 def test_dashboard_queries_parse(tmp_path: Path) -> None:

@@ -155,6 +155,12 @@ class FakeClob:
         if k.api_key not in self.live or k.nonce in self.unverifiable:
             raise Unauthorized("401")
 
+    def closed_only(self, k: Key) -> bool:
+        self.calls.append(f"closed-only:{k.nonce}")
+        if k.api_key not in self.live:
+            raise Unauthorized("401")
+        return False
+
     def delete_key(self, k: Key) -> None:
         self.calls.append(f"delete:{k.nonce}")
         if k.api_key not in self.live:
