@@ -121,7 +121,7 @@ def _parser() -> argparse.ArgumentParser:
         "find the keys the credential's wallet holds that rotator does not manage, and revoke those "
         "derive reaches (nonce 0 and unused nonces below next_nonce); a dry run unless --execute",
     )
-    rp.add_argument("--credential", metavar="NAME", required=True)
+    rp.add_argument("--credential", metavar="NAME", required=True, help="the credential whose wallet to reap")
     act = rp.add_mutually_exclusive_group()
     act.add_argument(
         "--dry-run", action="store_true", help="the default: say what would be revoked; revoke nothing"

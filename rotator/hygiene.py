@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from functools import partial
 
 from rotator.errors import Cancelled, ClobError, RotatorError, Unauthorized
 from rotator.model import AuditRecord, CredentialRef, CredentialState, Key, UnmanagedKey, mask
@@ -47,6 +48,32 @@ def managed_nonces(state: CredentialState) -> set[int]:
     if state.pending is not None:
         nonces.add(state.pending.nonce)
     return nonces
+
+
+def wallet_siblings(rot: Rotator, ref: CredentialRef, address: str) -> tuple[set[str], bool]:
+    """The keys every other state in the store (configured or removed from the config) manages on
+    the wallet ``address``, and whether one of them has a rotation in flight on it.
+
+    Read only when the listing holds keys ``ref`` does not manage: a wallet of its own costs nothing."""
+    wallet = address.lower()
+    ids: set[str] = set()
+    busy = False
+    for name in rot.store_call("list", rot.store.names):
+        if name == ref.name:
+            continue
+        other = CredentialRef(name, "")
+        state = rot.store_call("load", partial(rot.store.load, other)).state
+        keys = [r.key for r in state.retiring]
+        if state.current is not None:
+            keys.append(state.current)
+        if state.pending is not None and state.pending.key is not None:
+            keys.append(state.pending.key)
+        ids |= {k.api_key for k in keys if k.address.lower() == wallet}
+        pending_wallet = state.pending.wallet if state.pending is not None else None
+        busy = busy or (
+            state.pending is not None and (pending_wallet is None or pending_wallet.lower() == wallet)
+        )
+    return ids, busy
 
 
 @dataclass(slots=True)
@@ -99,6 +126,14 @@ def audit(rot: Rotator, ref: CredentialRef, *, closed_only: bool = True) -> Audi
             result.outcome = "in-flight"
             return result
         ids = [i for i in dict.fromkeys(listed) if i and i not in managed]
+        if ids:
+            # The wallet may be shared (credentials at nonces far apart, start_nonce): another
+            # credential's keys are managed too, and one mid-rotation may hold a key not yet recorded.
+            siblings, busy = wallet_siblings(rot, ref, cur.address)
+            if busy:
+                result.outcome = "in-flight"
+                return result
+            ids = [i for i in ids if i not in siblings]
         now = rot.clock()
         record = _record(ctx.state.audit, ids, now, flag)
         seen = {u.key_prefix for u in ctx.state.audit.unmanaged} if ctx.state.audit else set()

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from py_clob_client.client import ClobClient
 
 from rotator.config import load_settings
@@ -304,3 +305,27 @@ def test_the_daemon_audits_and_reaps_when_reap_unmanaged_says_so(
     assert live(sandbox, w) == managed(w)
     st = w.state()
     assert st.audit is not None and st.audit.unmanaged == ()
+
+
+def test_credentials_sharing_a_wallet_are_not_each_others_unmanaged_keys(
+    fresh_sandbox: Sandbox, tmp_path: Path, wallet: Any
+) -> None:
+    """One wallet, two credentials at nonces far apart (``start_nonce``, as the README allows): each
+    one's keys are managed, by the other. The audit counts none of them; reap never revokes them,
+    though the nonce-0 key of the first is below the second's ``next_nonce`` (derive reaches it)."""
+    sb = fresh_sandbox
+    w = Worker(tmp_path, sb.url, *wallet, cred_extra={"reap_unmanaged": True})
+    cfg = w.config()
+    first = {**cfg["credentials"][0], "name": "mm0", "path": "polymarket/mm0", "start_nonce": 0}
+    cfg["credentials"] = [first, {**cfg["credentials"][0], "start_nonce": 1000}]
+    w.config_path.write_text(yaml.safe_dump(cfg))
+    proc = w.rotate()
+    assert "audit mm0: unmanaged=0" in proc.stdout and "audit mm1: unmanaged=0" in proc.stdout, proc.stdout
+    w.rotate("--force")  # each has a retiring key and a current one now
+    before = live(sb, w)
+    assert len(before) == 4
+
+    out = run_ok(w, "reap", "--credential", "mm1", "--execute")
+    assert "mm1: nothing-to-reap" in out, out
+    assert live(sb, w) == before
+    assert not any(m == "DELETE" for (m, _, _) in sb.request_counts())
