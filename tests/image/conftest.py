@@ -5,9 +5,11 @@ as reference/test-tooling.md measured). Without an engine the tests skip locally
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
 import subprocess
+import tempfile
 import time
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
@@ -138,9 +140,14 @@ class Built:
 def image(engine: Engine) -> Built:
     """Built once per session; scripts/build-image reuses an image whose sources and base are unchanged."""
     started = time.monotonic()
-    proc = subprocess.run(
-        [str(BUILD)], env=engine.env({"ENGINE": engine.name}), capture_output=True, text=True, timeout=900
-    )
+    # One build at a time on this machine: `make test` runs several xdist workers, each with its own
+    # session; the first builds, the others wait here and then reuse the unchanged image.
+    lock = Path(tempfile.gettempdir()) / "rotator-image-build.lock"
+    with lock.open("a") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        proc = subprocess.run(
+            [str(BUILD)], env=engine.env({"ENGINE": engine.name}), capture_output=True, text=True, timeout=900
+        )
     if proc.returncode != 0:
         pytest.fail(f"scripts/build-image exited {proc.returncode}:\n{proc.stderr[-4000:]}", pytrace=False)
     return Built(proc.stdout.strip().splitlines()[-1], time.monotonic() - started)
