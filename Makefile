@@ -25,8 +25,13 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy
 
+# The suite mostly waits (real servers, daemons with real ticks, grace periods), so it runs on more
+# workers than the machine has cores: each xdist worker is a process with its own session servers
+# (OpenBao, moto, Pushgateway, sandbox) on free ports. TEST_WORKERS=0 runs it in one process, as does
+# a plain `pytest tests/...` for one file. Slow scenarios are handed out first (tests/conftest.py).
+TEST_WORKERS ?= 4
 test: lint typecheck
-	$(PY) -m pytest -q $(PYTEST_ARGS)
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist load $(PYTEST_ARGS)
 
 # The edit loop (well under a minute): the tests that start no server (tests/unit, tests/static),
 # without the slow scenarios. `make test` runs everything, tests/integration and tests/contract included.
