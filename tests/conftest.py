@@ -29,11 +29,11 @@ def _longest_first(item: pytest.Item) -> int:
 @pytest.hookimpl(trylast=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """In a pytest-xdist worker (``make test`` runs ``-n``): the slow scenarios first, then the other
-    tests that start servers, the quick ones last, each group in its usual order. ``--dist load``
-    hands out the first quarter round-robin and the rest to whichever worker is free, so the long
-    tests spread over the workers at the start and the short ones fill the gaps at the end, instead
-    of one worker finishing a 40 s scenario while the others wait. Every worker collects the same
-    order (the sort is stable). A run without xdist keeps the files' order."""
+    tests that start servers, the quick ones last, each group in its usual order. With ``--dist load
+    --maxschedchunk 1`` each test goes to whichever worker is free (longest first): the long ones
+    spread over the workers at the start and the short ones fill the gaps at the end, instead of one
+    worker working through a queue of 30 s scenarios while the others wait. Every worker collects
+    the same order (the sort is stable). A run without xdist keeps the files' order."""
     if os.environ.get("PYTEST_XDIST_WORKER"):
         items.sort(key=_longest_first)
 
