@@ -25,8 +25,15 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy
 
+# The suite mostly waits (real servers, daemons with real ticks, grace periods), so it runs on more
+# workers than the machine has cores: each xdist worker is a process with its own session servers
+# (OpenBao, moto, Pushgateway, sandbox) on free ports. TEST_WORKERS=0 runs it in one process, as does
+# a plain `pytest tests/...` for one file. The slow scenarios come first (tests/conftest.py) and are
+# handed out one test at a time to whichever worker is free (--maxschedchunk 1), so no worker is left
+# with a queue of long scenarios at the end while the others wait.
+TEST_WORKERS ?= 4
 test: lint typecheck
-	$(PY) -m pytest -q $(PYTEST_ARGS)
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist load --maxschedchunk 1 $(PYTEST_ARGS)
 
 # The edit loop (well under a minute): the tests that start no server (tests/unit, tests/static),
 # without the slow scenarios. `make test` runs everything, tests/integration and tests/contract included.

@@ -20,6 +20,24 @@ IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 pytest_plugins = ["tests.servers"]
 
 
+def _longest_first(item: pytest.Item) -> int:
+    if item.get_closest_marker("slow") is not None:
+        return 0
+    return 1 if any(part in ("integration", "contract") for part in item.path.parts) else 2
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """In a pytest-xdist worker (``make test`` runs ``-n``): the slow scenarios first, then the other
+    tests that start servers, the quick ones last, each group in its usual order. With ``--dist load
+    --maxschedchunk 1`` each test goes to whichever worker is free (longest first): the long ones
+    spread over the workers at the start and the short ones fill the gaps at the end, instead of one
+    worker working through a queue of 30 s scenarios while the others wait. Every worker collects
+    the same order (the sort is stable). A run without xdist keeps the files' order."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        items.sort(key=_longest_first)
+
+
 def require(ok: bool, what: str) -> None:
     """Skip locally when a tool or server is missing; in CI (CI=true) that is a failure."""
     if ok:

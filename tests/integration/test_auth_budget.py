@@ -18,6 +18,7 @@ import yaml
 from rotator.clob.adapter import ClobAdapter, RetryPolicy
 from rotator.clob.budget import SlidingWindowBudget
 from rotator.errors import RateLimited
+from rotator.rotation import RECHECK_LIVE_KEY
 from rotator.sandbox import Sandbox
 from tests.harness import SECRETS, Worker, sdk_works
 
@@ -184,7 +185,9 @@ def test_a_delete_that_answers_200_but_keeps_the_key_is_not_trusted(
     assert not any(h.nonce == old.nonce for h in w.state().history)
     assert_accounted(w, sb)
 
-    time.sleep(15.5)  # RECHECK_LIVE_KEY: the next attempt really deletes it
+    # RECHECK_LIVE_KEY later on the CLOB's clock (every deadline the worker keeps is on it): the next
+    # attempt really deletes it. The sandbox's clock is moved on rather than waited for.
+    sb.configure(clock_offset=RECHECK_LIVE_KEY + 0.5)
     assert "revoked=1" in w.rotate().stdout
     assert old.api_key not in sb.live_keys(w.address)
     assert_accounted(w, sb)
