@@ -120,8 +120,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     source, host, wallet_key = open_source(args)
     with source:
-        source.start()
         client = RotatingClient.connect(host, source, private_key=wallet_key, chain_id=args.chain_id)
+        source.start()  # once the client listens: each key is acknowledged once the client holds it
         heartbeat: dict[str, str | None] = {"id": None}
 
         def request() -> None:

@@ -22,8 +22,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     source, host, wallet_key = open_source(args)
     with source:
-        source.start()
         with connect(source, host, private_key=wallet_key, sdk="unified") as client:
+            # Started once the client listens: each key is acknowledged only once a client serves it.
+            source.start()
             beat = {"id": ""}
 
             def request() -> None:

@@ -21,8 +21,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     source, host, wallet_key = open_source(args)
     with source:
-        source.start()
         client = connect(source, host, private_key=wallet_key, sdk="v2", chain_id=args.chain_id)
+        source.start()  # once the client listens: each key is acknowledged once the client holds it
         beat = {"id": ""}
 
         def request() -> None:
