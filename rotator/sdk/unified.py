@@ -361,10 +361,45 @@ class AsyncRotatingSecureClient(_Base):
     task while the current client keeps serving.
     """
 
+    #: How long the source's thread waits for the event loop to put a new key's client in service
+    #: before it acknowledges the key anyway (a loop that long blocked serves nothing either).
+    SERVE_TIMEOUT: Final = 30.0
+
     def __init__(self, source: CredentialSource, **options: Any) -> None:
         super().__init__(source, **options)
         self._build_task: asyncio.Task[None] | None = None
         self._build_key: str | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None  # the loop calls come from
+        source.subscribe(self._on_key)
+
+    def _on_key(self, key: Key) -> None:
+        """On the thread that read a new key (listeners run before the source acknowledges it): have
+        the event loop build its client and wait until it is in service, so the worker, which
+        revokes the old key once every consumer acknowledged the new one, never revokes a key this
+        client still serves. Before the first call there is no client and nothing to wait for."""
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return
+        with contextlib.suppress(RuntimeError):
+            if asyncio.get_running_loop() is loop:
+                self._ensure(key)  # on the loop itself: waiting here would block the build
+                return
+        future = asyncio.run_coroutine_threadsafe(self._serve(key), loop)
+        try:
+            future.result(self.SERVE_TIMEOUT)
+        except Exception as exc:  # noqa: BLE001 - the next call builds (and raises) anyway
+            future.cancel()
+            log.warning(
+                "%s: no client for key %s yet (%s); acknowledging it anyway",
+                self._source.ref.name,
+                key.masked,
+                type(exc).__name__,
+            )
+
+    async def _serve(self, key: Key) -> None:
+        task = self._ensure(key)
+        if task is not None:
+            await asyncio.shield(task)
 
     async def _build(self, key: Key) -> AsyncSecureClient:
         from polymarket import AsyncSecureClient
@@ -437,6 +472,7 @@ class AsyncRotatingSecureClient(_Base):
 
     async def call(self, fn: Callable[[AsyncSecureClient], Awaitable[T]]) -> T:
         """``await fn(client)`` on the client in service, with one retry after a 401."""
+        self._loop = asyncio.get_running_loop()
         self._count("calls")
         used: str | None = None
         try:

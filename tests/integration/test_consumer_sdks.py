@@ -190,6 +190,43 @@ def test_bots_on_every_sdk_ride_through_ten_rotations(backend: Backend, sandbox:
                 assert cl.built == ROTATIONS + 1 and cl.closed == cl.built, (mode, bot.sdk)
 
 
+@pytest.mark.parametrize("sdk", ["unified", "unified-async"])
+def test_a_new_key_is_in_service_before_the_source_acknowledges_it(
+    sdk: str, sandbox: Sandbox, tmp_path: Any
+) -> None:
+    """The worker revokes the old key once every live consumer acknowledged the new one: a bot that
+    acknowledged a key it does not serve yet would be left on a revoked key (a 401 and a retry on a
+    CLOB that keeps both keys). Every acknowledgement is watched as it is written."""
+    name = unique("mm")
+    c = Credential(file_store(tmp_path), sandbox, *new_wallet(), name=name, path=f"polymarket/{name}")
+    try:
+        c.rotate_once()
+        bot = make_bot(c, sdk)
+        acked: list[tuple[str, str | None]] = []  # (acknowledged key, key of the client in service)
+        store = bot.source._store
+        real_ack = store.ack
+
+        def watched(ref: Any, consumer_id: str, key_prefix: str, at: float) -> None:
+            slot = bot.client._slot
+            acked.append((key_prefix, slot.key_id if slot is not None else None))
+            real_ack(ref, consumer_id, key_prefix, at)
+
+        store.ack = watched  # type: ignore[method-assign]
+        bot.start()
+        time.sleep(1.0)  # the first key in service
+        c.rotate_once(force=True)
+        time.sleep(1.5)  # the new key read, built, acknowledged, and a few calls on it
+        bot.finish()
+    finally:
+        c.close()
+    from rotator.model import ack_prefix
+
+    assert bot.errors == [] and len(bot.ok) > 10, bot.errors[:3]
+    assert len({a for a, _ in acked}) == 2, acked
+    later = [(a, s) for a, s in acked if s is not None]
+    assert later and all(s is not None and ack_prefix(s) == a for a, s in later), acked
+
+
 # -- the silent fallback ------------------------------------------------------------------------------
 
 
