@@ -38,7 +38,11 @@ def iso(t: float | None) -> str | None:
     """Unix seconds as ISO 8601 UTC with milliseconds (``2026-12-01T01:48:10.250Z``)."""
     if t is None:
         return None
-    return datetime.fromtimestamp(t, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    # Rounded to the millisecond as the epoch fields are (isoformat would truncate: 31.611 is
+    # 31.6109999... as a float, and would print as 31.610).
+    ms = round(t * 1000)
+    when = datetime.fromtimestamp(ms // 1000, UTC).replace(microsecond=ms % 1000 * 1000)
+    return when.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def _short_iso(t: float) -> str:
