@@ -530,11 +530,14 @@ def is_invalid_key(exc: BaseException) -> bool:
     return status == 401
 
 
-def py_clob_creds(key: Key) -> Any:
-    """py-clob-client's ``ApiCreds`` for ``key`` (the published fields need no renaming)."""
-    from py_clob_client.clob_types import ApiCreds
+def py_clob_creds(key: Key, creds_class: Any = None) -> Any:
+    """py-clob-client's ``ApiCreds`` for ``key`` (the published fields need no renaming), or
+    ``creds_class``'s, which takes the same three fields (py-clob-client-v2's ``ApiCreds``)."""
+    if creds_class is None:
+        from py_clob_client.clob_types import ApiCreds
 
-    return ApiCreds(
+        creds_class = ApiCreds
+    return creds_class(
         api_key=key.api_key, api_secret=key.api_secret.reveal(), api_passphrase=key.api_passphrase.reveal()
     )
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Final
 
-from rotator.consumer import CredentialSource, RotatingClient, is_invalid_key
+from rotator.consumer import CredentialSource, RotatingClient, is_invalid_key, py_clob_creds
 from rotator.errors import ConfigError
 from rotator.model import Key
 
@@ -69,13 +69,7 @@ class V1Adapter(SdkAdapter):
         return ClobClient(host, chain_id=chain_id, key=private_key, **options)
 
     def creds(self, key: Key) -> Any:
-        from py_clob_client.clob_types import ApiCreds
-
-        return ApiCreds(
-            api_key=key.api_key,
-            api_secret=key.api_secret.reveal(),
-            api_passphrase=key.api_passphrase.reveal(),
-        )
+        return py_clob_creds(key)
 
 
 class V2Adapter(SdkAdapter):
@@ -91,11 +85,7 @@ class V2Adapter(SdkAdapter):
     def creds(self, key: Key) -> Any:
         from py_clob_client_v2 import ApiCreds
 
-        return ApiCreds(
-            api_key=key.api_key,
-            api_secret=key.api_secret.reveal(),
-            api_passphrase=key.api_passphrase.reveal(),
-        )
+        return py_clob_creds(key, ApiCreds)  # the same three fields as V1's
 
 
 class UnifiedAdapter(SdkAdapter):
