@@ -455,14 +455,22 @@ def _audits(rt: Runtime, creds: list[CredentialSettings]) -> list[Any]:
     every = rt.settings.daemon.audit_every
     if every <= 0:
         return []
-    due: list[tuple[float, CredentialSettings]] = []
-    for cred in creds:
+
+    def last_audit(cred: CredentialSettings) -> tuple[float, CredentialSettings] | None:
         try:
             record = rt.rotator.store_call("load", partial(rt.store.load, rt.ref(cred))).state.audit
         except RotatorError:
-            continue  # the pass has already said why the store cannot be read
-        if audit_due(record, rt.rotator.clock(), every):
-            due.append((record.at if record else float("-inf"), cred))
+            return None  # the pass has already said why the store cannot be read
+        if not audit_due(record, rt.rotator.clock(), every):
+            return None
+        return (record.at if record else float("-inf"), cred)
+
+    from concurrent.futures import ThreadPoolExecutor
+
+    # A state read per credential: several at once, as the passes ran (a fleet on Vault or AWS
+    # would otherwise wait for them one by one after its passes).
+    with ThreadPoolExecutor(max(1, min(rt.settings.clob.concurrency, len(creds))), "audit-due") as pool:
+        due = [d for d in pool.map(last_audit, creds) if d is not None]
     # The stalest first, and no more than a quarter of one window of the worker's /auth/* budget
     # per run: a CronJob over a large fleet audits it over several runs, not in one burst.
     chosen = [cred for _, cred in sorted(due, key=lambda d: d[0])[: one_shot_audits(rt.settings)]]
@@ -476,8 +484,6 @@ def _audits(rt: Runtime, creds: list[CredentialSettings]) -> list[Any]:
     workers = min(rt.settings.clob.concurrency, len(chosen))
     if workers <= 1:
         return [one(c) for c in chosen]
-    from concurrent.futures import ThreadPoolExecutor
-
     # Several at once, as the passes run: the shared budget paces them, no RTT adds up.
     with ThreadPoolExecutor(workers, thread_name_prefix="audit") as pool:
         return list(pool.map(one, chosen))
