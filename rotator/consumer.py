@@ -520,6 +520,21 @@ class CredentialSource:
         self.close()
 
 
+def log_reread_failed(credential: str, exc: BaseException) -> None:
+    """The line every rotating client logs when a 401's re-read of the store failed."""
+    log.warning("%s: 401, and the key could not be re-read: %s", credential, exc)
+
+
+def log_retry(credential: str, used: str | None, fresh: Key) -> None:
+    """The line every rotating client logs before its one retry after a 401 (masked ids only)."""
+    log.info(
+        "%s: 401 with key %s, retrying once with key %s",
+        credential,
+        mask(used) if used else "none",
+        fresh.masked,
+    )
+
+
 def is_invalid_key(exc: BaseException) -> bool:
     """True for the CLOB's 401 (py-clob-client's ``PolyApiException``, py-clob-client-v2, httpx, rotator)."""
     status = getattr(exc, "status_code", None)
@@ -634,15 +649,10 @@ class RotatingClient:
             fresh = self._source.refresh(different_from=used)
         except RotatorError as exc:
             self._count_failure()
-            log.warning("%s: 401, and the key could not be re-read: %s", self._source.ref.name, exc)
+            log_reread_failed(self._source.ref.name, exc)
             raise refused from None
         self._load(fresh)
-        log.info(
-            "%s: 401 with key %s, retrying once with key %s",
-            self._source.ref.name,
-            mask(used) if used else "none",
-            fresh.masked,
-        )
+        log_retry(self._source.ref.name, used, fresh)
         try:
             return fn(*args, **kwargs)
         except Exception:

@@ -27,7 +27,7 @@ import threading
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
-from rotator.consumer import CredentialSource, is_invalid_key
+from rotator.consumer import CredentialSource, is_invalid_key, log_reread_failed, log_retry
 from rotator.errors import ConfigError, RotatorError
 from rotator.model import Key, mask
 
@@ -300,14 +300,9 @@ class RotatingSecureClient(_Base):
             fresh = self._source.refresh(different_from=used)
         except RotatorError as exc:
             self._count("failed")
-            log.warning("%s: 401, and the key could not be re-read: %s", self._source.ref.name, exc)
+            log_reread_failed(self._source.ref.name, exc)
             raise refused from None
-        log.info(
-            "%s: 401 with key %s, retrying once with key %s",
-            self._source.ref.name,
-            mask(used) if used else "none",
-            fresh.masked,
-        )
+        log_retry(self._source.ref.name, used, fresh)
         try:
             self._ensure(fresh, wait=True)
             slot = self._acquire(fresh)
@@ -494,14 +489,9 @@ class AsyncRotatingSecureClient(_Base):
             fresh = await self._key(different_from=used)
         except RotatorError as exc:
             self._count("failed")
-            log.warning("%s: 401, and the key could not be re-read: %s", self._source.ref.name, exc)
+            log_reread_failed(self._source.ref.name, exc)
             raise refused from None
-        log.info(
-            "%s: 401 with key %s, retrying once with key %s",
-            self._source.ref.name,
-            mask(used) if used else "none",
-            fresh.masked,
-        )
+        log_retry(self._source.ref.name, used, fresh)
         try:
             slot = await self._acquire(fresh, wait=True)
             try:
