@@ -305,11 +305,13 @@ class InstrumentedClient(RotatingSecureClient):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.closed_clients: set[int] = set()
+        # Closed clients by id, the clients themselves kept: an id is unique only while its object
+        # lives, and a new client could otherwise be built where a closed one was freed.
+        self.closed_clients: dict[int, Any] = {}
         self.violations: list[str] = []
 
     def _close(self, slot: Any) -> None:
-        self.closed_clients.add(id(slot.client))
+        self.closed_clients[id(slot.client)] = slot.client
         super()._close(slot)
 
     def checked(self, fn: Callable[[Any], Any]) -> Any:
