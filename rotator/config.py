@@ -503,7 +503,7 @@ def _aws_endpoint(value: str | None, what: str) -> None:
 
 
 class SignerSettings(_Section):
-    """Where a credential's wallet key is (README, "Choosing a signer source").
+    """Where a credential's wallet key is (docs/signers.md).
 
     ``env``: the variable ``env``. ``file``: the file ``path`` (mode 0600). ``vault``: field ``field``
     of the KV v2 secret ``path`` on ``mount`` (default ``store.vault.mount``), read with store.vault's
@@ -594,7 +594,7 @@ class CredentialSettings(_Section):
     verify_timeout: PositiveDuration | None = None
     adopt_existing: bool = False
     start_nonce: int = Field(0, ge=0, le=MAX_NONCE)
-    # Consumer-confirmed revocation (README, "Using the rotated keys in your bot"): a retired key is
+    # Consumer-confirmed revocation (docs/consumers.md): a retired key is
     # revoked once min_grace has passed and every consumer that acknowledged within consumer_ttl holds
     # the new key; at grace at the latest. consumer_refresh: how often your bots re-read the key,
     # stated so that `rotator check` can warn when grace is not longer than that.

@@ -187,7 +187,7 @@ class CredentialSource:
 
         ``env`` supplies what the settings name by variable (``store.file.key_env``, a Vault token,
         AWS credentials come from boto3's standard chain). The bot's identity needs read access to
-        the published key and, to acknowledge, write access to its acknowledgement (README).
+        the published key and, to acknowledge, write access to its acknowledgement (docs/consumers.md).
 
         :raises ConfigError: the settings are invalid or a secret they name is missing.
         """

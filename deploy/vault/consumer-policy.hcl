@@ -18,7 +18,7 @@ path "secret/data/polymarket/market-maker-1" {
 # this stanza the bot is a read-only consumer and the worker waits for the full grace. `read` lets
 # a restarted bot learn its acknowledgement's version: every write is a check-and-set (as a mount
 # with cas_required=true demands), and that one path is all it can read. The same record carries
-# the bot's report of a key the CLOB refused while it was published (README "A key refused in
+# the bot's report of a key the CLOB refused while it was published (docs/consumers.md "A key refused in
 # production"), so reports need no other path.
 path "secret/data/rotator-state/market-maker-1/acks/bot-1" {
   capabilities = ["create", "read", "update"]
