@@ -7,21 +7,22 @@ LINTED := rotator tests $(wildcard examples bench scripts)
 # demo, the SDK matrix and the image install the same ones.
 LOCK   := requirements/lock.txt
 # Two stages of one venv: what the worker runs with (`make demo`: the worker and its file store, no
-# test tool, no bot SDK), then everything the suite needs (every extra).
+# test tool, no bot SDK, installed from requirements/worker.txt without resolving anything), then
+# everything the suite needs (every extra, resolved under the lock).
 WORKER_STAMP := $(VENV)/.installed-worker
 STAMP        := $(VENV)/.installed
 DEV_EXTRAS   := worker,file,vault,aws,v1,v2,unified,test
 
 .PHONY: demo test lint typecheck unit bench image sbom lock template clean
 
-$(WORKER_STAMP): pyproject.toml $(LOCK)
+$(WORKER_STAMP): pyproject.toml requirements/worker.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	@# A checkout from before the rename has the project installed as `rotator`: one owner of rotator/.
 	$(PY) -m pip uninstall --quiet --yes rotator 2>/dev/null || true
-	$(PY) -m pip install --quiet --constraint $(LOCK) --editable '.[worker]'
+	$(PY) -m pip install --quiet --no-deps --requirement requirements/worker.txt --editable .
 	touch $@
 
-$(STAMP): $(WORKER_STAMP)
+$(STAMP): $(WORKER_STAMP) $(LOCK)
 	$(PY) -m pip install --quiet --constraint $(LOCK) --editable '.[$(DEV_EXTRAS)]'
 	touch $@
 

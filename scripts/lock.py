@@ -6,12 +6,15 @@
 One resolution of every extra together (the worker's, the stores', the bots' SDKs, the suite's), by
 pip itself (``pip install --dry-run --report``), so the image and the suite cannot settle on
 different versions: polymarket-client caps eth-utils below 6, and that cap holds for the worker too.
-It writes two files from that one resolution:
+It writes three files from that one resolution:
 
 * ``requirements/lock.txt``: ``name==version`` for every package: the constraints ``make .venv``,
-  ``make demo``, the SDK matrix and a bot's test install use (``pip install -c``);
+  the SDK matrix and a bot's test install use (``pip install -c``);
 * ``requirements/image.txt``: the image's part of it (what ``polymarket-rotator[worker,vault,aws]``
-  needs), each with the sha256 of the wheel pip chose, installed with ``--require-hashes --no-deps``.
+  needs), each with the sha256 of the wheel pip chose, installed with ``--require-hashes --no-deps``;
+* ``requirements/worker.txt``: the part ``polymarket-rotator[worker]`` needs, which ``make demo``
+  installs with ``--no-deps`` (no resolution: a third of the time), pins only, so it installs on
+  any Python the project supports.
 
 Both carry the digest of the dependency tables they were resolved from; tests/static/test_lock.py
 fails when pyproject.toml's dependencies no longer match it, when a locked version stops satisfying
@@ -44,6 +47,9 @@ IMAGE = ROOT / "requirements" / "image.txt"
 PROJECT = "polymarket-rotator"
 #: What the image installs: the worker and every store it can publish to.
 IMAGE_EXTRAS = ("worker", "vault", "aws")
+#: What the demo needs: the worker and its file store.
+WORKER_EXTRAS = ("worker",)
+WORKER = ROOT / "requirements" / "worker.txt"
 #: The platform the lock is resolved for (pip resolves for the interpreter that runs it).
 ENVIRONMENT = {
     "python_version": "3.11",
@@ -71,6 +77,7 @@ def inputs_digest(pyproject: Path = PYPROJECT) -> str:
         "dependencies": project.get("dependencies", []),
         "optional-dependencies": project.get("optional-dependencies", {}),
         "image-extras": IMAGE_EXTRAS,
+        "worker-extras": WORKER_EXTRAS,
         "image-excluded": sorted(IMAGE_EXCLUDED),
     }
     return hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()
@@ -163,6 +170,7 @@ def write(locked: list[Locked], root: Path = ROOT) -> None:
     by_name = {p.name: p for p in locked}
     digest = inputs_digest(root / "pyproject.toml")
     image = closure(project_requirements(root / "pyproject.toml", IMAGE_EXTRAS), by_name, IMAGE_EXCLUDED)
+    worker = closure(project_requirements(root / "pyproject.toml", WORKER_EXTRAS), by_name, IMAGE_EXCLUDED)
     lock = header(digest, "Every version the suite runs against and the image ships.")
     lock += "".join(f"{p.name}=={p.version}\n" for p in locked)
     img = header(digest, "The image's packages: polymarket-rotator[worker,vault,aws], hash-checked.")
@@ -173,7 +181,11 @@ def write(locked: list[Locked], root: Path = ROOT) -> None:
         if p.sha256 is None:
             raise SystemExit(f"lock: the index gave no sha256 for {p.name} {p.version}")
         img += f"{p.name}=={p.version} \\\n    --hash=sha256:{p.sha256}\n"
+    work = header(digest, "The worker's packages (polymarket-rotator[worker]), for `make demo`: --no-deps.")
+    work += "".join(f"# left out: {n}: {why}\n" for n, why in IMAGE_EXCLUDED.items())
+    work += "".join(f"{p.name}=={p.version}\n" for p in locked if p.name in worker)
     (root / "requirements").mkdir(exist_ok=True)
+    (root / "requirements" / "worker.txt").write_text(work, encoding="utf-8")
     (root / "requirements" / "lock.txt").write_text(lock, encoding="utf-8")
     (root / "requirements" / "image.txt").write_text(img, encoding="utf-8")
 
@@ -201,7 +213,8 @@ def problems(root: Path = ROOT) -> list[str]:
     """What makes the lock files disagree with pyproject.toml or with each other (empty: none)."""
     pyproject = root / "pyproject.toml"
     out = []
-    for path in (root / "requirements" / "lock.txt", root / "requirements" / "image.txt"):
+    parts = ("image.txt", "worker.txt")
+    for path in [root / "requirements" / name for name in ("lock.txt", *parts)]:
         if not path.exists():
             return [f"{path.relative_to(root)} is missing: run `make lock`"]
         if read_digest(path) != inputs_digest(pyproject):
@@ -220,11 +233,12 @@ def problems(root: Path = ROOT) -> list[str]:
                 out.append(f"{req} ({where}) is not in requirements/lock.txt: run `make lock`")
             elif not req.specifier.contains(have, prereleases=True):
                 out.append(f"{req} ({where}): the lock holds {have}: run `make lock`")
-    for name, version in read_pins(root / "requirements" / "image.txt").items():
-        if lock.get(name) != version:
-            out.append(
-                f"requirements/image.txt has {name}=={version}, lock.txt {lock.get(name)}: run `make lock`"
-            )
+    for part in parts:
+        for name, version in read_pins(root / "requirements" / part).items():
+            if lock.get(name) != version:
+                out.append(
+                    f"requirements/{part} has {name}=={version}, lock.txt {lock.get(name)}: run `make lock`"
+                )
     return out
 
 
@@ -238,7 +252,7 @@ def main(argv: list[str]) -> int:
         print("usage: scripts/lock.py [--check]", file=sys.stderr)
         return 2
     write(resolve())
-    print(f"lock: wrote {LOCK.relative_to(ROOT)} and {IMAGE.relative_to(ROOT)}")
+    print(f"lock: wrote {LOCK.relative_to(ROOT)}, {IMAGE.relative_to(ROOT)} and {WORKER.relative_to(ROOT)}")
     return 0
 
 

@@ -74,6 +74,10 @@ def test_the_image_lock_is_a_part_of_the_lock_each_with_a_hash() -> None:
     # The worker's own, and none of the suite's tools, nor a bot SDK.
     assert {"py-clob-client", "apscheduler", "prometheus-client", "hvac", "boto3", "coincurve"} <= set(image)
     assert not {"pytest", "pip", "setuptools", "moto", "polymarket-client", "py-clob-client-v2"} & set(image)
+    # The demo's: the worker's part of the image, without the Vault and AWS clients.
+    worker = lock.read_pins(lock.WORKER)
+    assert set(worker) < set(image) and {n: whole[n] for n in worker} == worker
+    assert {"py-clob-client", "cryptography"} <= set(worker) and not {"hvac", "boto3", "pytest"} & set(worker)
 
 
 def test_the_suite_runs_on_the_locked_versions() -> None:
