@@ -19,7 +19,8 @@ $(WORKER_STAMP): pyproject.toml requirements/worker.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	@# A checkout from before the rename has the project installed as `rotator`: one owner of rotator/.
 	$(PY) -m pip uninstall --quiet --yes rotator 2>/dev/null || true
-	$(PY) -m pip install --quiet --no-deps --requirement requirements/worker.txt --editable .
+	@# --no-compile: a demo imports a fraction of what it installs; the rest compiles when first used.
+	$(PY) -m pip install --quiet --no-compile --no-deps --requirement requirements/worker.txt --editable .
 	touch $@
 
 $(STAMP): $(WORKER_STAMP) $(LOCK)

@@ -34,7 +34,12 @@ def test_the_lock_matches_pyproject() -> None:
 
 def _copy(tmp_path: Path) -> Path:
     (tmp_path / "requirements").mkdir()
-    for rel in ("pyproject.toml", "requirements/lock.txt", "requirements/image.txt"):
+    for rel in (
+        "pyproject.toml",
+        "requirements/lock.txt",
+        "requirements/image.txt",
+        "requirements/worker.txt",
+    ):
         shutil.copy(lock.ROOT / rel, tmp_path / rel)
     return tmp_path
 
