@@ -17,20 +17,21 @@ DEV_EXTRAS   := worker,file,vault,aws,v1,v2,unified,test
 
 $(WORKER_STAMP): pyproject.toml requirements/worker.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	@# A checkout from before the rename has the project installed as `rotator`: one owner of rotator/.
-	$(PY) -m pip uninstall --quiet --yes rotator 2>/dev/null || true
 	@# --no-compile: a demo imports a fraction of what it installs; the rest compiles when first used.
-	$(PY) -m pip install --quiet --no-compile --no-deps --requirement requirements/worker.txt --editable .
+	$(PY) -m pip install --quiet --no-compile --no-deps --requirement requirements/worker.txt
 	touch $@
 
 $(STAMP): $(WORKER_STAMP) $(LOCK)
+	@# A checkout from before the rename has the project installed as `rotator`: one owner of rotator/.
+	$(PY) -m pip uninstall --quiet --yes rotator 2>/dev/null || true
 	$(PY) -m pip install --quiet --constraint $(LOCK) --editable '.[$(DEV_EXTRAS)]'
 	touch $@
 
 .venv: $(STAMP)
 
+# The checkout's sources on the worker's dependencies (the project itself is installed by `make .venv`).
 demo: $(WORKER_STAMP)
-	$(VENV)/bin/rotator demo
+	PYTHONPATH=$(CURDIR) $(PY) -m rotator demo
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check $(LINTED)
