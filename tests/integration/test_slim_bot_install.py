@@ -1,9 +1,10 @@
 """Issue 25 acceptance: a bot installs the built wheel as ``polymarket-rotator[unified,vault]`` and gets
 nothing of the worker, and examples/bot_unified.py rides through five rotations on it.
 
-The wheel is built from this checkout; the bot's environment is a fresh venv outside it (kept in
-``.venv-sdk/bot-unified-vault`` with its dependencies from requirements/lock.txt, rebuilt when the
-lock changes; the wheel itself is reinstalled every session). The bot runs there, the worker
+The wheel is built from this checkout; the bot's environment is a fresh venv outside it, kept in the
+user's cache directory (``~/.cache/polymarket-rotator-tests/``, one per lock: a fresh clone on the
+same machine, as CI's is, reuses it) with its dependencies from requirements/lock.txt; the wheel
+itself is reinstalled every session. The bot runs there, the worker
 (``rotator rotate --force`` with a Vault store on OpenBao) in the suite's environment.
 """
 
@@ -12,11 +13,13 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import json
+import os
 import shutil
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -30,8 +33,8 @@ from tests.servers import OpenBao
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
-VENV = ROOT / ".venv-sdk" / "bot-unified-vault"
 EXTRAS = "unified,vault"
+CACHE = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "polymarket-rotator-tests"
 #: The worker's own dependencies (and the test runner py-clob-client's drag in): a bot has none.
 WORKER_ONLY = {
     "apscheduler", "prometheus-client", "py-clob-client", "coincurve", "boto3", "botocore", "s3transfer",
@@ -46,30 +49,36 @@ def _run(args: list[str], timeout: float = 600, **kw: Any) -> subprocess.Complet
     return proc
 
 
-@pytest.fixture(scope="module")
-def bot_python(tmp_path_factory: pytest.TempPathFactory) -> Path:
+@pytest.fixture
+def bot_python(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """The bot's venv with this checkout's wheel, held (a lock) until the test ends: another session
+    on this machine reinstalling its own wheel meanwhile would change the bot under it."""
     wheels = tmp_path_factory.mktemp("wheel")
     _run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "-w", str(wheels), str(ROOT)])
     (wheel,) = wheels.glob("polymarket_rotator-*.whl")  # the distribution's name, in the file name too
-    python = VENV / "bin" / "python"
-    digest = hashlib.sha256(LOCK.read_bytes() + EXTRAS.encode()).hexdigest()
-    VENV.parent.mkdir(exist_ok=True)
-    with (VENV.parent / ".lock").open("a") as held:
+    digest = hashlib.sha256(LOCK.read_bytes() + EXTRAS.encode() + sys.base_prefix.encode()).hexdigest()
+    venv = CACHE / f"bot-{EXTRAS.replace(',', '-')}-{digest[:12]}"
+    python = venv / "bin" / "python"
+    CACHE.mkdir(parents=True, exist_ok=True)
+    with (CACHE / ".lock").open("a") as held:
         fcntl.flock(held, fcntl.LOCK_EX)
-        stamp = VENV / ".stamp"
+        stamp = venv / ".stamp"
         if not (stamp.exists() and stamp.read_text() == digest and python.exists()):
-            shutil.rmtree(VENV, ignore_errors=True)
-            _run([sys.executable, "-m", "venv", str(VENV)])
+            for old in CACHE.glob(f"bot-{EXTRAS.replace(',', '-')}-*"):  # an older lock's
+                shutil.rmtree(old, ignore_errors=True)
+            _run([sys.executable, "-m", "venv", str(venv)])
             _run([str(python), "-m", "pip", "install", "--quiet", "-c", str(LOCK), f"{wheel}[{EXTRAS}]"])
             stamp.write_text(digest)
         else:
             _run(
                 [str(python), "-m", "pip", "install", "--quiet", "--no-deps", "--force-reinstall", str(wheel)]
             )
-    return python
+        yield python
 
 
-def test_the_bots_install_holds_its_store_client_and_sdk_and_nothing_of_the_worker(bot_python: Path) -> None:
+def test_a_bot_on_the_slim_install_rides_through_five_rotations_and_holds_nothing_of_the_worker(
+    bot_python: Path, openbao: OpenBao, sandbox: Any, tmp_path: Path, wallet: tuple[str, str]
+) -> None:
     listed = json.loads(_run([str(bot_python), "-m", "pip", "list", "--format=json"]).stdout)
     names = {p["name"].lower().replace("_", "-") for p in listed}
     assert {"polymarket-rotator", "polymarket-client", "hvac", "pydantic", "pyyaml"} <= names
@@ -82,10 +91,8 @@ def test_the_bots_install_holds_its_store_client_and_sdk_and_nothing_of_the_work
     assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
     assert "pip install 'polymarket-rotator[" in proc.stderr and proc.stderr.count("\n") == 1, proc.stderr
 
-
-def test_the_unified_example_bot_rides_through_five_rotations_on_the_slim_install(
-    bot_python: Path, openbao: OpenBao, sandbox: Any, tmp_path: Path, wallet: tuple[str, str]
-) -> None:
+    # examples/bot_unified.py, run by that install, against the sandbox and OpenBao; the worker is
+    # the suite's own `rotator` (a Vault store), forcing five rotations.
     w = vault_worker(openbao, tmp_path, sandbox.url, wallet, grace="3s", cred_extra={"min_grace": "0.5s"})
     w.rotate()
     env = {**w.env(), "BOT_WALLET_KEY": w.private_key, "SSL_CERT_DIR": str(tmp_path)}
