@@ -73,7 +73,8 @@ class V1Adapter(SdkAdapter):
 
 
 class V2Adapter(SdkAdapter):
-    """py-clob-client-v2 1.2.1: ``set_api_creds`` swaps the key of a live client (clob-auth.md 7a)."""
+    """py-clob-client-v2 (the ``v2`` extra's range): ``set_api_creds`` swaps a live client's key
+    (clob-auth.md 7a)."""
 
     name = "v2"
 
