@@ -181,6 +181,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except RotatorError as exc:
         print(f"rotator: {exc}", file=sys.stderr)
         return EXIT_FAILED
+    except ModuleNotFoundError as exc:
+        # A worker command on a bot's install (no `worker` extra), or a store's client missing.
+        from rotator.extras import missing_module
+
+        line = missing_module(exc)
+        if line is None:
+            raise
+        print(f"rotator: {line}", file=sys.stderr)
+        return EXIT_USAGE
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:

@@ -145,10 +145,15 @@ def _vault_errors(exc: BaseException) -> str:
     return " ".join(text.split())[:200]
 
 
-def translate(exc: BaseException, doing: str, url: str, *, login: str | None = None) -> StoreError:
+def translate(
+    exc: BaseException, doing: str, url: str, *, login: str | None = None, needs: str | None = None
+) -> StoreError:
     """The rotator error for an hvac or requests exception raised while ``doing`` something.
 
-    ``login`` names the auth method when the exception came from logging in on the way.
+    ``login`` names the auth method when the exception came from logging in on the way. ``needs``
+    is what a policy must grant for the call, on the API path (``read on secret/data/wallets/x``:
+    KV v2 policies name ``<mount>/data/...`` and ``<mount>/metadata/...``, never the path as the
+    CLI shows it), and a permission error names it.
     """
     import requests
     from hvac import exceptions as hv
@@ -163,9 +168,10 @@ def translate(exc: BaseException, doing: str, url: str, *, login: str | None = N
     if isinstance(exc, hv.InvalidRequest) and "check-and-set" in said:
         return VersionConflict(f"vault: {doing}: another writer got there first ({said})")
     if isinstance(exc, (hv.Forbidden, hv.Unauthorized)):
+        grant = needs or "this path"
         return AccessDenied(
             f"vault: {doing}: {said or 'permission denied'} (token expired or revoked, or its policy "
-            "does not grant this path)"
+            f"does not grant {grant})"
         )
     if isinstance(exc, hv.VaultDown):
         state = "sealed" if "sealed" in said.lower() else "unavailable"
@@ -452,7 +458,7 @@ class VaultSession:
                     raise  # "no handler for route": the mount is wrong, not the folder empty
                 return None
 
-        response = self.call(doing, get)
+        response = self.call(doing, get, needs=f"list on {mount}/metadata/{path}")
         body = response.get("data") if isinstance(response, dict) else None
         keys = body.get("keys") if isinstance(body, dict) else None
         return [k for k in keys if isinstance(k, str)] if isinstance(keys, list) else []
@@ -472,7 +478,7 @@ class VaultSession:
                     raise  # "no handler for route": the mount is wrong, not the secret missing
                 return None
 
-        response = self.call(doing, get)
+        response = self.call(doing, get, needs=f"read on {mount}/data/{path}")
         if response is None:
             return KvRead(None, None)
         body = response.get("data") if isinstance(response, dict) else None
@@ -493,6 +499,7 @@ class VaultSession:
             lambda: self.client.secrets.kv.v2.create_or_update_secret(
                 path=path, secret=data, cas=cas, mount_point=mount
             ),
+            needs=f"create and update on {mount}/data/{path}",
         )
         body = response.get("data") if isinstance(response, dict) else None
         version = body.get("version") if isinstance(body, dict) else None
@@ -503,8 +510,9 @@ class VaultSession:
 
     # -- tokens -------------------------------------------------------------------------------------
 
-    def call(self, doing: str, fn: Callable[[], T]) -> T:
-        """``fn()`` authenticated, retried once after a re-login on 403, its errors translated."""
+    def call(self, doing: str, fn: Callable[[], T], *, needs: str | None = None) -> T:
+        """``fn()`` authenticated, retried once after a re-login on 403, its errors translated
+        (``needs``: the capability and API path a permission error names, see :func:`translate`)."""
 
         generation = self._authenticate(doing)
         try:
@@ -512,7 +520,7 @@ class VaultSession:
         except RotatorError:
             raise
         except Exception as exc:  # every hvac/requests error goes through translate
-            error = translate(exc, doing, self.url)
+            error = translate(exc, doing, self.url, needs=needs)
             if not isinstance(error, AccessDenied) or not self._relogin(generation, doing):
                 raise error from exc
         try:
@@ -520,7 +528,7 @@ class VaultSession:
         except RotatorError:
             raise
         except Exception as exc:  # as above
-            raise translate(exc, doing, self.url) from exc
+            raise translate(exc, doing, self.url, needs=needs) from exc
 
     def _authenticate(self, doing: str) -> int:
         """Log in on first use; renew once the token is in the last third of its life."""
