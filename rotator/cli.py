@@ -56,6 +56,15 @@ def _seconds(high: float) -> Callable[[str], float]:
     return parse
 
 
+def _network(text: str) -> str:
+    import ipaddress
+
+    try:
+        return str(ipaddress.ip_network(text, strict=False))
+    except ValueError:
+        raise argparse.ArgumentTypeError("not an address range like 203.0.113.0/24") from None
+
+
 def _parser() -> argparse.ArgumentParser:
     from rotator import __version__
 
@@ -159,6 +168,32 @@ def _parser() -> argparse.ArgumentParser:
         default=100,
         metavar="N",
         help="/auth/* requests per 10 s (0: off)",
+    )
+    sb.add_argument(
+        "--block-clients",
+        action="append",
+        default=[],
+        metavar="CIDR",
+        type=_network,
+        help="the edge refuses clients in this range with a Cloudflare 403 page (repeatable)",
+    )
+    sb.add_argument(
+        "--edge-page",
+        choices=("block", "challenge"),
+        default="block",
+        help="the page blocked clients get: block (Attention Required) or challenge (Just a moment)",
+    )
+    sb.add_argument(
+        "--key-ttl",
+        type=_seconds(366 * 86400),
+        default=None,
+        metavar="S",
+        help="keys stop authenticating S s after their creation",
+    )
+    sb.add_argument(
+        "--revive",
+        action="store_true",
+        help="a lapsed key (--key-ttl) comes back, identical, on a create at its nonce",
     )
     dm = sub.add_parser(
         "demo", help="the whole job on embedded defaults, in seconds", description="run the demo"
@@ -404,7 +439,11 @@ def _status_clock(rt: Runtime) -> tuple[float, str, str]:
     c = rt.settings.clob
     timeout = min(c.timeout, 5.0)
     adapter = ClobAdapter(
-        c.host, c.chain_id, timeout=timeout, retry=RetryPolicy(attempts=1, deadline=timeout)
+        c.host,
+        c.chain_id,
+        timeout=timeout,
+        retry=RetryPolicy(attempts=1, deadline=timeout),
+        proxy=rt.clob_proxy(),
     )
     clock = ClobClock(adapter.server_time)
     try:
@@ -819,6 +858,10 @@ def _sandbox(args: argparse.Namespace) -> int:
         single_key=args.single_key,
         propagation_delay=args.propagation_delay,
         auth_limit=args.auth_limit,
+        edge_block=tuple(args.block_clients),
+        edge_page=args.edge_page,
+        key_ttl=args.key_ttl or None,
+        revive=args.revive,
     )
 
     def ready(url: str) -> None:  # only once it listens: a port in use is an error, not a start
