@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -245,8 +245,14 @@ def _dispatch(args: argparse.Namespace) -> int:
         if args.command == "rotate":
             return _rotate(rt, args)
         if args.command == "run":
+            from rotator.config import ignored_proxy_env
             from rotator.scheduler import run_daemon
 
+            ignored = ignored_proxy_env(rt.settings, rt.env)
+            if ignored:  # once, at start-up: an operator who set them expects them to count
+                import logging
+
+                logging.getLogger("rotator.config").warning("%s", ignored)
             return run_daemon(rt)
         if args.command == "status":
             return _status(rt, args.json)
@@ -743,7 +749,7 @@ def _check(rt: Runtime) -> int:
         problems += 1
         print(f"FAIL  clob {rt.settings.clob.host}: {exc}")
     _print_budget(rt.settings)
-    for line in _warnings(rt.settings):
+    for line in _warnings(rt.settings, rt.env):
         print(line)
     return EXIT_FAILED if problems else EXIT_OK
 
@@ -757,9 +763,14 @@ def _long_grace(cred: CredentialSettings) -> str | None:
     )
 
 
-def _warnings(settings: Settings) -> list[str]:
+def _warnings(settings: Settings, env: Mapping[str, str]) -> list[str]:
     """What the config allows but an operator should hear about (shown by ``check``, online or not)."""
+    from rotator.config import ignored_proxy_env
+
     lines = []
+    ignored = ignored_proxy_env(settings, env)
+    if ignored:
+        lines.append(f"warn  {ignored}")
     for cred in settings.credentials:
         if cred.grace < 60:
             lines.append(
@@ -795,7 +806,7 @@ def _check_offline(path: str) -> int:
             f"rotate_every {cred.rotate_every:g}s, grace {cred.grace:g}s"
         )
     _print_budget(settings)
-    for line in _warnings(settings):
+    for line in _warnings(settings, os.environ):
         print(line)
     return EXIT_OK
 

@@ -492,7 +492,11 @@ class ClobAdapter:
             last = self._edge_run.get(path)
             run = last[1] + 1 if last is not None and last[0] == same else 1
             self._edge_run[path] = (same, run)
-        if run >= EDGE_BLOCK_AFTER:
+            # While the edge blocks another path, its first refusal here is the same block, not a
+            # passing challenge: no three more requests per path.
+            now = time.monotonic()
+            elsewhere = any(p != path and now < until for p, (until, _) in self._blocked.items())
+        if run >= EDGE_BLOCK_AFTER or elsewhere:
             raise self._block(f"{where}: {edge.text} ({run} identical answers in a row)", path)
         raise _EdgeRefused(f"{where}: {edge.text}", edge, path)
 

@@ -50,8 +50,9 @@ class SandboxSettings:
     edge_page: that page: ``block`` ("Attention Required!", HTML 403) or ``challenge`` (the managed
         challenge, ``cf-mitigated: challenge``).
     edge_paths: path prefixes the edge refuses (empty: every path); the reports name /auth/api-key.
-    revive: a key that lapsed (``key_ttl``) comes back, identical, on a create at its nonce
-        (py-clob-client-v2 #40): the lapsed key answers 401 and derive finds nothing meanwhile.
+    revive: a key that lapsed (``key_ttl``) still exists: L2 requests signed with it (its own DELETE
+        too) answer 401, derive finds it, and a create at its nonce brings it back, identical
+        (py-clob-client-v2 #40).
     """
 
     chain_id: int = 137
@@ -204,6 +205,9 @@ class KeyRegistry:
         with self._lock:
             self._expire(settings, time.time())
             existing = self._live_for_nonce(address.lower(), nonce)
+            if existing is None and settings.revive:
+                # A lapsed key of a reviving server still exists there: derive finds it, L2 refuses it.
+                existing = self._lapsed_for_nonce(address.lower(), nonce)
             return existing.creds if existing is not None else None
 
     def l2_secret(self, api_key: str, address: str, passphrase: str, settings: SandboxSettings) -> str | None:
