@@ -185,7 +185,8 @@ def test_the_blocked_metric_follows_the_edge_and_a_proxy_clears_it(
     the same credentials rotate, and the gauge goes back to 0."""
     rt = _runtime(edge_sandbox, tmp_path, wallet, None)
     try:
-        results = [rt.rotator.run_pass(rt.ref(c), rt.signer(c), rt.policy(c)) for c in rt.settings.credentials]
+        creds = rt.settings.credentials
+        results = [rt.rotator.run_pass(rt.ref(c), rt.signer(c), rt.policy(c)) for c in creds]
         reg = rt.metrics.registry
         assert [r.outcome for r in results] == ["failed"] * 3
         assert all("blocked by the CLOB's edge" in (r.error or "") for r in results)

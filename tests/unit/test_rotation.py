@@ -631,7 +631,8 @@ def test_a_storm_of_reports_is_one_probe_and_one_rotation(world) -> None:  # typ
     assert daemon_pass(rot).outcome == "rotated"
     clock.now += 5
     assert daemon_pass(rot).outcome == "nothing-due"
-    assert clob.calls[: clob.calls.index("create:1")] == ["probe:0", "derive:0"]  # derive: a lapsed key to revive?
+    # The derive asks whether a lapsed key is there to revive (issue 24).
+    assert clob.calls[: clob.calls.index("create:1")] == ["probe:0", "derive:0"]
     assert [c for c in clob.calls if c.startswith("create")] == ["create:1"]
 
 
