@@ -100,6 +100,19 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="only the config and ROTATOR_* overrides: no store, CLOB or signer (for CI, helm install)",
     )
+    dr = with_config(
+        "doctor",
+        "preflight against the configured CLOB: proxy, DNS, TLS, edge, clock, probe endpoint, "
+        "closed-only, rate limits, keys per wallet; one line per finding, exit 1 on a blocker",
+    )
+    dr.add_argument("--credential", metavar="NAME", action="append", help="only this credential (repeatable)")
+    dr.add_argument(
+        "--probe-key-model",
+        action="store_true",
+        help="find out whether the wallet keeps several keys: create a second key, see whether the "
+        "first still answers, delete the second (3 /auth/* requests; on a wallet that keeps one key "
+        "the second is published instead, as a rotation)",
+    )
     rv = with_config("revoke", "rotate now and revoke the old keys without grace")
     rv.add_argument("--credential", metavar="NAME", required=True, help="the credential to rotate and revoke")
     rv.add_argument(
@@ -258,6 +271,11 @@ def _dispatch(args: argparse.Namespace) -> int:
             return _status(rt, args.json)
         if args.command == "check":
             return _check(rt)
+        if args.command == "doctor":
+            from rotator.doctor import run
+
+            names = args.credential or [c.name for c in rt.settings.credentials]
+            return run(rt, [rt.settings.credential(n) for n in dict.fromkeys(names)], args.probe_key_model)
         if args.command == "retire":
             return _retire(rt, args)
         if args.command == "reap":
@@ -644,6 +662,22 @@ def _state_row(name: str, st: CredentialState, now: float, rotate_every: float |
         "rotations": st.rotations,
         "history": [{**h.to_dict(), "revoked_at_iso": iso(h.revoked_at)} for h in st.history],
         "audit": _audit_data(st),
+        "key_model": _key_model_data(st),
+    }
+
+
+def _key_model_data(st: CredentialState) -> dict[str, Any] | None:
+    """``status`` data of what was learned about the wallet's keys (issue 24)."""
+    model = st.key_model
+    if model is None:
+        return None
+    from rotator.status import iso
+
+    return {
+        **model.to_dict(),
+        "at_iso": iso(model.at),
+        "revived_at_iso": iso(model.revived_at),
+        "overlap": model.keys != "one",
     }
 
 

@@ -94,6 +94,11 @@ class Runtime:
             )
         return self._clob
 
+    def use_clob(self, adapter: ClobAdapter) -> None:
+        """Send this runtime's CLOB calls through ``adapter`` (``rotator doctor``'s, which observes)."""
+        self._clob = adapter
+        self._rotator = None
+
     @property
     def rotator(self) -> Rotator:
         if self._rotator is None:

@@ -694,6 +694,21 @@ class ClobAdapter:
                     )
         self.list_keys(key)
 
+    def probe_endpoint_status(self, key: Key | None) -> int:
+        """What the probe endpoint answers (``rotator doctor``): 200 signed with a key it accepts, 401
+        unsigned or refused (so it is served), 404 or 405 when this server does not serve it."""
+        path, query = self.probe.path, self.probe.query
+        headers: Callable[[], dict[str, str]] = (
+            (lambda: self._l2_headers(key, "GET", path)) if key is not None else dict
+        )
+        try:
+            self._call("GET", path, headers, idempotent=True, query=query)
+        except Unauthorized:
+            return 401
+        except Rejected as exc:
+            return exc.status or 400
+        return 200
+
     def closed_only(self, key: Key) -> bool:
         raw = self._call(
             "GET", CLOSED_ONLY, lambda: self._l2_headers(key, "GET", CLOSED_ONLY), idempotent=True

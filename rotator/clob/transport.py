@@ -395,6 +395,31 @@ def read_capped(resp: httpx.Response, limit: int = MAX_BODY) -> bytes | None:
     return b"".join(chunks)
 
 
+def resolve(host: str, port: int, timeout: float) -> list[str]:
+    """The addresses ``host`` resolves to, asked on a helper thread (getaddrinfo takes no timeout).
+
+    :raises OSError: it does not resolve, or not within ``timeout`` (``TimeoutError``).
+    """
+    done = threading.Event()
+    out: list[list[str] | BaseException] = []
+
+    def run() -> None:
+        try:
+            infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+            out.append(list(dict.fromkeys(str(info[4][0]) for info in infos)))
+        except BaseException as exc:  # noqa: BLE001 - handed to the waiting thread
+            out.append(exc)
+        done.set()
+
+    threading.Thread(target=run, name="resolve", daemon=True).start()
+    if not done.wait(timeout):
+        raise TimeoutError(f"no answer within {timeout:g}s")
+    got = out[0]
+    if isinstance(got, BaseException):
+        raise got
+    return got
+
+
 def connect_cause(exc: BaseException) -> str:
     """Why a connection failed, in words: "connection refused", "cannot resolve clob.x (...)"."""
     seen: BaseException | None = exc
