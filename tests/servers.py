@@ -336,6 +336,11 @@ class EgressProxy:
         marker = "): CONNECT " if self.kind == "http" else ": connected to "
         return text.count(marker)
 
+    def requests(self) -> int:
+        """Requests tinyproxy took (tunnels and forwarded requests alike)."""
+        text = self._log.read_text(errors="replace") if self._log.exists() else ""
+        return text.count("Request (file descriptor")
+
     def stop(self) -> None:
         if self.process.poll() is None:
             self.process.terminate()
