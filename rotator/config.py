@@ -752,6 +752,10 @@ class CredentialSettings(_Section):
     # Issue 16: after an audit (daemon.audit_every) that found new unmanaged keys on this wallet,
     # revoke those the signer can reach with derive (as `rotator reap --execute` does).
     reap_unmanaged: bool = False
+    # Issue 24: how the CLOB keeps this wallet's keys. auto: as learned (rotator doctor
+    # --probe-key-model, or a rotation finding the old key dead at once); one: each rotation
+    # publishes the new key at once, without overlap; several: rotations overlap for grace.
+    key_model: Literal["auto", "one", "several"] = "auto"
 
     @model_validator(mode="after")
     def _times(self) -> CredentialSettings:

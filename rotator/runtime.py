@@ -136,6 +136,7 @@ class Runtime:
             start_nonce=cred.start_nonce,
             min_grace=cred.min_grace,
             consumer_ttl=cred.consumer_ttl,
+            key_model=cred.key_model,
         )
 
     @staticmethod
