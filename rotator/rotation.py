@@ -1204,9 +1204,11 @@ class Rotator:
         """The state's key model with this pass's measurement of the new key's propagation folded in
         (written with the promotion, no write of its own)."""
         model = ctx.state.key_model
-        if ctx.live_after is None:
-            return model
-        return replace(model or KeyModel(), propagation=ctx.live_after)
+        seen = ctx.live_after
+        known = model.propagation if model is not None else None
+        if seen is None or (not seen and not known):
+            return model  # nothing measured, or live at once as before: no field to add
+        return replace(model or KeyModel(), propagation=seen)
 
     def _learn_keys(self, ctx: _Ctx, keys: str, by: str = "rotation") -> None:
         """Step 7's finding (the old key alive, or dead at once) is the wallet's key model from now
