@@ -13,7 +13,7 @@ import pytest
 from rotator.clob.adapter import edge_answer
 from rotator.config import ignored_proxy_env, load_settings
 from rotator.errors import ConfigError
-from rotator.model import CredentialState, KeyModel
+from rotator.model import CredentialState, KeyModel, Pending
 from rotator.rotation import keeps_one_key, key_model
 from tests.unit.test_rotation import POLICY, REF, Clock, FakeClob, MemoryStore, Wallet, world
 
@@ -224,3 +224,38 @@ def test_a_lapsed_key_is_revived_when_derive_still_finds_it(world: Rig) -> None:
     assert state is not None and state.current == cur and state.pending is None and state.next_nonce == 1
     assert state.key_model is not None and state.key_model.revives is True
     assert rot.metrics.registry.get_sample_value("rotator_keys_revived_total", {"credential": "c1"}) == 1
+
+
+def test_a_resumed_revival_does_not_retire_the_key_it_brought_back(world: Rig) -> None:
+    """A worker died right after a revival's create: its intent is at the current key's own nonce,
+    and derive finds that very key. The resume makes it current again; it must not retire it."""
+    clock, store, clob, rot = world
+    assert rot.run_pass(REF, Wallet, POLICY).rotated  # type: ignore[attr-defined]
+    state = store.state
+    assert state is not None and state.current is not None
+    cur = state.current
+    intent = Pending(cur.nonce, clock.now, "dead-owner", clock.now - 1, address="0xA")
+    store.state = replace(state, pending=intent)
+    clock.now += 5
+    result = rot.run_pass(REF, Wallet, POLICY)  # type: ignore[attr-defined]
+    assert result.ok, result.error
+    after = store.state
+    assert after is not None and after.pending is None and after.current is not None
+    assert after.current.api_key == cur.api_key and after.retiring == ()
+    assert cur.api_key in clob.live
+
+
+def test_a_key_published_at_once_that_never_verifies_is_not_revoked(world: Rig) -> None:
+    """On a wallet that keeps one key the new key is published at its creation; if it then never
+    answers, revoking it would leave the bots nothing (the old key died at the create)."""
+    clock, store, clob, rot = world
+    one = replace(POLICY, key_model="one")
+    assert rot.run_pass(REF, Wallet, one).rotated  # type: ignore[attr-defined]
+    clock.now += 200
+    clob.unverifiable.add(1)
+    result = rot.run_pass(REF, Wallet, one)  # type: ignore[attr-defined]
+    assert result.outcome == "failed" and result.failed_step == "verify"
+    state = store.state
+    assert state is not None and state.current is not None and state.current.nonce == 1
+    assert store.published is not None and store.published.nonce == 1
+    assert "delete:1" not in clob.calls and state.current.api_key in clob.live
