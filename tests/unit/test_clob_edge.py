@@ -242,6 +242,7 @@ def test_a_resumed_revival_does_not_retire_the_key_it_brought_back(world: Rig) -
     after = store.state
     assert after is not None and after.pending is None and after.current is not None
     assert after.current.api_key == cur.api_key and after.retiring == ()
+    assert all(h.key_prefix != cur.masked for h in after.history)  # not recorded as gone either
     assert cur.api_key in clob.live
 
 
