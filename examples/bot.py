@@ -100,9 +100,16 @@ def run(args: argparse.Namespace, source: CredentialSource, client: Any, request
         keys.append(ack_prefix(current.api_key))
     deadline = time.monotonic() + args.duration if args.duration is not None else None
     errors: list[str] = []
+    # The longest time between two requests that succeeded: with --heartbeat (or a heartbeat bot),
+    # how close the CLOB came to cancelling the bot's orders (it does after ~10 s without one).
+    last_ok: float | None = None
+    longest = 0.0
     while not stop.is_set() and (deadline is None or time.monotonic() < deadline):
         try:
             request()
+            now = time.monotonic()
+            longest = max(longest, now - last_ok) if last_ok is not None else longest
+            last_ok = now
         except Exception as exc:  # noqa: BLE001 - a bot keeps going; the client counts the failure
             errors.append(type(exc).__name__ + f" {getattr(exc, 'status_code', '')}".rstrip())
         stop.wait(args.every)
@@ -113,6 +120,7 @@ def run(args: argparse.Namespace, source: CredentialSource, client: Any, request
         "failed": client.failed,
         "errors": errors[:5],
         "keys": list(dict.fromkeys(keys)),
+        "longest_gap": round(longest, 3),
     }
 
 

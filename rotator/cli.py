@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -56,6 +56,15 @@ def _seconds(high: float) -> Callable[[str], float]:
     return parse
 
 
+def _network(text: str) -> str:
+    import ipaddress
+
+    try:
+        return str(ipaddress.ip_network(text, strict=False))
+    except ValueError:
+        raise argparse.ArgumentTypeError("not an address range like 203.0.113.0/24") from None
+
+
 def _parser() -> argparse.ArgumentParser:
     from rotator import __version__
 
@@ -90,6 +99,19 @@ def _parser() -> argparse.ArgumentParser:
         "--offline",
         action="store_true",
         help="only the config and ROTATOR_* overrides: no store, CLOB or signer (for CI, helm install)",
+    )
+    dr = with_config(
+        "doctor",
+        "preflight against the configured CLOB: proxy, DNS, TLS, edge, clock, probe endpoint, "
+        "closed-only, rate limits, keys per wallet; one line per finding, exit 1 on a blocker",
+    )
+    dr.add_argument("--credential", metavar="NAME", action="append", help="only this credential (repeatable)")
+    dr.add_argument(
+        "--probe-key-model",
+        action="store_true",
+        help="find out whether the wallet keeps several keys: create a second key, see whether the "
+        "first still answers, delete the second (3 /auth/* requests; on a wallet that keeps one key "
+        "the second is published instead, as a rotation)",
     )
     rv = with_config("revoke", "rotate now and revoke the old keys without grace")
     rv.add_argument("--credential", metavar="NAME", required=True, help="the credential to rotate and revoke")
@@ -160,6 +182,32 @@ def _parser() -> argparse.ArgumentParser:
         metavar="N",
         help="/auth/* requests per 10 s (0: off)",
     )
+    sb.add_argument(
+        "--block-clients",
+        action="append",
+        default=[],
+        metavar="CIDR",
+        type=_network,
+        help="the edge refuses clients in this range with a Cloudflare 403 page (repeatable)",
+    )
+    sb.add_argument(
+        "--edge-page",
+        choices=("block", "challenge"),
+        default="block",
+        help="the page blocked clients get: block (Attention Required) or challenge (Just a moment)",
+    )
+    sb.add_argument(
+        "--key-ttl",
+        type=_seconds(366 * 86400),
+        default=None,
+        metavar="S",
+        help="keys stop authenticating S s after their creation",
+    )
+    sb.add_argument(
+        "--revive",
+        action="store_true",
+        help="a lapsed key (--key-ttl) comes back, identical, on a create at its nonce",
+    )
     dm = sub.add_parser(
         "demo", help="the whole job on embedded defaults, in seconds", description="run the demo"
     )
@@ -219,13 +267,24 @@ def _dispatch(args: argparse.Namespace) -> int:
         if args.command == "rotate":
             return _rotate(rt, args)
         if args.command == "run":
+            from rotator.config import ignored_proxy_env
             from rotator.scheduler import run_daemon
 
+            ignored = ignored_proxy_env(rt.settings, rt.env)
+            if ignored:  # once, at start-up: an operator who set them expects them to count
+                import logging
+
+                logging.getLogger("rotator.config").warning("%s", ignored)
             return run_daemon(rt)
         if args.command == "status":
             return _status(rt, args.json)
         if args.command == "check":
             return _check(rt)
+        if args.command == "doctor":
+            from rotator.doctor import run
+
+            names = args.credential or [c.name for c in rt.settings.credentials]
+            return run(rt, [rt.settings.credential(n) for n in dict.fromkeys(names)], args.probe_key_model)
         if args.command == "retire":
             return _retire(rt, args)
         if args.command == "reap":
@@ -413,7 +472,11 @@ def _status_clock(rt: Runtime) -> tuple[float, str, str]:
     c = rt.settings.clob
     timeout = min(c.timeout, 5.0)
     adapter = ClobAdapter(
-        c.host, c.chain_id, timeout=timeout, retry=RetryPolicy(attempts=1, deadline=timeout)
+        c.host,
+        c.chain_id,
+        timeout=timeout,
+        retry=RetryPolicy(attempts=1, deadline=timeout),
+        proxy=rt.clob_proxy(),
     )
     clock = ClobClock(adapter.server_time)
     try:
@@ -608,6 +671,22 @@ def _state_row(name: str, st: CredentialState, now: float, rotate_every: float |
         "rotations": st.rotations,
         "history": [{**h.to_dict(), "revoked_at_iso": iso(h.revoked_at)} for h in st.history],
         "audit": _audit_data(st),
+        "key_model": _key_model_data(st),
+    }
+
+
+def _key_model_data(st: CredentialState) -> dict[str, Any] | None:
+    """``status`` data of what was learned about the wallet's keys (issue 24)."""
+    model = st.key_model
+    if model is None:
+        return None
+    from rotator.status import iso
+
+    return {
+        **model.to_dict(),
+        "at_iso": iso(model.at),
+        "revived_at_iso": iso(model.revived_at),
+        "overlap": model.keys != "one",
     }
 
 
@@ -713,7 +792,7 @@ def _check(rt: Runtime) -> int:
         problems += 1
         print(f"FAIL  clob {rt.settings.clob.host}: {exc}")
     _print_budget(rt.settings)
-    for line in _warnings(rt.settings):
+    for line in _warnings(rt.settings, rt.env):
         print(line)
     return EXIT_FAILED if problems else EXIT_OK
 
@@ -727,9 +806,14 @@ def _long_grace(cred: CredentialSettings) -> str | None:
     )
 
 
-def _warnings(settings: Settings) -> list[str]:
+def _warnings(settings: Settings, env: Mapping[str, str]) -> list[str]:
     """What the config allows but an operator should hear about (shown by ``check``, online or not)."""
+    from rotator.config import ignored_proxy_env
+
     lines = []
+    ignored = ignored_proxy_env(settings, env)
+    if ignored:
+        lines.append(f"warn  {ignored}")
     for cred in settings.credentials:
         if cred.grace < 60:
             lines.append(
@@ -765,7 +849,7 @@ def _check_offline(path: str) -> int:
             f"rotate_every {cred.rotate_every:g}s, grace {cred.grace:g}s"
         )
     _print_budget(settings)
-    for line in _warnings(settings):
+    for line in _warnings(settings, os.environ):
         print(line)
     return EXIT_OK
 
@@ -828,6 +912,10 @@ def _sandbox(args: argparse.Namespace) -> int:
         single_key=args.single_key,
         propagation_delay=args.propagation_delay,
         auth_limit=args.auth_limit,
+        edge_block=tuple(args.block_clients),
+        edge_page=args.edge_page,
+        key_ttl=args.key_ttl or None,
+        revive=args.revive,
     )
 
     def ready(url: str) -> None:  # only once it listens: a port in use is an error, not a start

@@ -38,6 +38,7 @@ CLOB_ENDPOINTS = (
 MAX_TIERS = 8
 STORE_OPERATIONS = ("load", "save", "publish", "read_published", "acks")
 REVOCATION_RESULTS = ("deleted", "already-gone", "failure")
+KEY_MODELS = ("several", "one", "unknown")
 
 
 class Metrics:
@@ -158,6 +159,7 @@ class Metrics:
             buckets=(1, 2.5, 5, 7.5, 10, 15, 20, 30, 45, 60, 120, 300, 600, 1800),
             registry=r,
         )
+        self._init_edge()
         self.build_info = Gauge(
             "rotator_build_info", "Always 1; the version label says which build.", ["version"], registry=r
         )
@@ -170,6 +172,44 @@ class Metrics:
         # or the first burst of throttling is invisible to increase().
         for endpoint in CLOB_ENDPOINTS:
             self.clob_requests.labels(endpoint=endpoint, code="429")
+
+    def _init_edge(self) -> None:
+        """Issue 24: edge blocks, the wallet's key model, new keys' propagation and revivals."""
+        r = self.registry
+        self.clob_blocked = Gauge(
+            "rotator_clob_blocked",
+            "1 when the credential's last pass failed because the CLOB's edge (Cloudflare) refuses this "
+            "worker's egress with a 403 page; 0 once a pass got through. The remedy is clob.proxy.",
+            ["credential"],
+            registry=r,
+        )
+        self.key_model = Gauge(
+            "rotator_key_model",
+            "1 for how the credential's wallet keeps keys, as last learned: several (a rotation overlaps "
+            "old and new keys for grace), one (creating a key invalidates the others: rotations publish "
+            "the new key at once, without overlap) or unknown.",
+            ["credential", "model"],
+            registry=r,
+        )
+        self.key_propagation = Gauge(
+            "rotator_key_propagation_seconds",
+            "How long the credential's newest key answered 401 after its creation before the CLOB "
+            "accepted it (0: at once).",
+            ["credential"],
+            registry=r,
+        )
+        self.keys_revived = Counter(
+            "rotator_keys_revived_total",
+            "Keys that had lapsed (401, nothing at their nonce) and came back on a create at their nonce "
+            "(py-clob-client-v2 #40).",
+            ["credential"],
+            registry=r,
+        )
+
+    def observe_key_model(self, name: str, model: str) -> None:
+        """``model``: several, one or unknown."""
+        for each in KEY_MODELS:
+            self.key_model.labels(credential=name, model=each).set(1 if each == model else 0)
 
     def _init_hygiene(self) -> None:
         """Issue 16: the wallet audit, the account's closed-only flag and the CLOB's rate-limit tier."""
@@ -259,6 +299,8 @@ class Metrics:
             self.rotation_duration.labels(credential=name)
             self.consecutive_failures.labels(credential=name).set(0)
             self.recovery.labels(credential=name)
+            self.clob_blocked.labels(credential=name).set(0)
+            self.keys_revived.labels(credential=name)
         for op in STORE_OPERATIONS:
             for result in ("success", "failure", "conflict"):
                 self.store_operations.labels(backend=backend, operation=op, result=result)

@@ -276,6 +276,65 @@ class AuditRecord:
         return cls(float(data["at"]), unmanaged, closed)
 
 
+#: How a wallet keeps keys at the CLOB: ``several`` (a new key leaves the others alive, rotations
+#: overlap them for ``grace``) or ``one`` (creating a key invalidates the others: rotations publish the
+#: new key at once, without overlap). clob-auth.md 12.1: the docs and the API disagree.
+KEY_COUNTS = ("several", "one")
+
+
+@dataclass(frozen=True, slots=True)
+class KeyModel:
+    """What the worker learned about how the CLOB keeps this wallet's keys (issue 24), for ``status``,
+    the metrics and the rotation's strategy. An optional field of the state, not a schema change: a
+    rotator that does not know it drops it on its next save, and the next rotation learns it again.
+
+    ``keys``: ``several``, ``one`` or None (not known yet), learned ``by`` ``doctor`` (``rotator doctor
+    --probe-key-model``) or ``rotation`` (step 7 found the old key alive, or dead), ``at``.
+    ``propagation``: seconds the newest key answered 401 after its creation (clob-client #311).
+    ``revives``: a lapsed key came back on a create at its nonce (True, last at ``revived_at``), or
+    such a create made a new key or was refused (False); None: never tried.
+    """
+
+    keys: str | None = None
+    by: str | None = None
+    at: float | None = None
+    propagation: float | None = None
+    revives: bool | None = None
+    revived_at: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "keys": self.keys,
+            "by": self.by,
+            "at": self.at,
+            "propagation": self.propagation,
+            "revives": self.revives,
+            "revived_at": self.revived_at,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Any) -> KeyModel:
+        if not isinstance(data, dict):
+            raise MalformedError("key_model must be a JSON object")
+        keys, by, revives = data.get("keys"), data.get("by"), data.get("revives")
+        if keys is not None and keys not in KEY_COUNTS:
+            raise MalformedError("key_model.keys must be several, one or null")
+        if by is not None and not isinstance(by, str):
+            raise MalformedError("key_model.by must be a string")
+        if revives is not None and not isinstance(revives, bool):
+            raise MalformedError("key_model.revives must be true, false or null")
+
+        def seconds(name: str) -> float | None:
+            value = data.get(name)
+            if value is None:
+                return None
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise MalformedError(f"key_model.{name} must be a number")
+            return float(value)
+
+        return cls(keys, by, seconds("at"), seconds("propagation"), revives, seconds("revived_at"))
+
+
 class NewerSchema(MalformedError):
     """The state was written by a newer rotator: reading it would lose what this one does not know."""
 
@@ -292,6 +351,7 @@ class CredentialState:
     rotations: int = 0
     history: tuple[Revoked, ...] = field(default=())
     audit: AuditRecord | None = None  # schema 3: the last unmanaged-key audit (None: never audited)
+    key_model: KeyModel | None = None  # optional (issue 24): how the wallet keeps keys, as learned
 
     def with_revoked(self, entry: Retiring, how: str, now: float) -> CredentialState:
         """This state with ``entry`` moved from ``retiring`` to the history."""
@@ -310,6 +370,7 @@ class CredentialState:
             "rotations": self.rotations,
             "history": [h.to_dict() for h in self.history],
             "audit": self.audit.to_dict() if self.audit else None,
+            **({"key_model": self.key_model.to_dict()} if self.key_model else {}),
         }
 
     @classmethod
@@ -336,6 +397,7 @@ class CredentialState:
             "rotations": lambda v: int(v or 0),
             "history": lambda v: tuple(Revoked.from_dict(h) for h in v or ()),
             "audit": lambda v: AuditRecord.from_dict(v) if v else None,
+            "key_model": lambda v: KeyModel.from_dict(v) if v else None,
         }
         fields: dict[str, Any] = {"published_nonce": published}
         for name, parse in parsers.items():
@@ -455,6 +517,9 @@ Step = Literal[
     # issue 16: the wallet audit and `rotator reap`
     "audit",
     "reap",
+    # issue 24: a lapsed key brought back by a create at its nonce; `rotator doctor`'s key probe
+    "revive",
+    "doctor",
 ]
 
 
@@ -502,6 +567,11 @@ Event = Literal[
     "closed-only",
     "reaped",
     "unreachable",
+    # issue 24
+    "revived",
+    "not-revived",
+    "learned",
+    "key-model",
 ]
 
 

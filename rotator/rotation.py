@@ -18,6 +18,7 @@ from typing import TypeVar
 
 from rotator.clob.base import ClobAuth
 from rotator.errors import (
+    Blocked,
     Cancelled,
     ClobError,
     RateLimited,
@@ -36,6 +37,7 @@ from rotator.model import (
     CredentialState,
     Event,
     Key,
+    KeyModel,
     Outcome,
     PassResult,
     Pending,
@@ -84,6 +86,9 @@ class Policy:
     # How often a nothing-due pass checks that the current key still works (an L2 read outside
     # /auth/*): 0 on every pass (one-shot runs), the daemon's stretched probe_every otherwise.
     probe_every: float = 0.0
+    # How the wallet keeps keys (issue 24): "auto" follows what the state learned (doctor, or step 7
+    # finding the old key dead), "one" or "several" as configured. See keeps_one_key.
+    key_model: str = "auto"
 
     @property
     def lease(self) -> float:
@@ -126,6 +131,26 @@ def _some(names: Sequence[str], shown: int = 5) -> str:
 
 
 # -- pure decisions --------------------------------------------------------------------------------
+def key_model(state: CredentialState, policy: Policy) -> str:
+    """How this credential's wallet keeps keys, as the rotation goes by it: ``several``, ``one`` or
+    ``unknown`` (rotated as ``several``: with overlap, until step 7 learns otherwise)."""
+    if policy.key_model in ("one", "several"):
+        return policy.key_model
+    learned = state.key_model.keys if state.key_model is not None else None
+    return learned or "unknown"
+
+
+def keeps_one_key(state: CredentialState, policy: Policy) -> bool:
+    """Whether a rotation publishes the new key in the step that creates it, before verifying it.
+
+    On a wallet that keeps one key the create itself kills the published key: every moment until the
+    new one is published is a moment the bots hold a dead key, and there is no overlap to wait for.
+    That is the one exception to I1 (consumers read only a verified key): the alternative is a key
+    known dead. The new key is verified right after, and a consumer's 401 re-read carries it over.
+    """
+    return key_model(state, policy) == "one"
+
+
 def rotation_reason(
     state: CredentialState, now: float, policy: Policy, force_nonce: int | None = None
 ) -> str | None:
@@ -206,6 +231,10 @@ class _Ctx:
         "_timer",
         "acks",
         "invalidated",
+        "live_after",
+        "policy",
+        "reached",
+        "reason",
         "ref",
         "revoked",
         "signer",
@@ -226,6 +255,12 @@ class _Ctx:
         self.revoked = 0
         self.invalidated = 0
         self.acks: list[Ack] | None = None  # this pass's read of the acknowledgements, if it made one
+        self.reached = False  # the CLOB accepted a key in this pass (its edge let the pass through)
+        self.policy: Policy | None = None
+        # Seconds the new key was refused after its creation, as verified in this pass (recorded in
+        # the state's key model with the promotion).
+        self.live_after: float | None = None
+        self.reason: str | None = None  # why this pass rotates (None: resuming, or not rotating)
         self._timer = timer
         self._step: Step = "read"
         self.step_started = timer()
@@ -346,6 +381,7 @@ class Rotator:
         t0 = self.timer()
         self.metrics.set_policy(ref.name, policy.rotate_every, policy.grace)
         ctx = _Ctx(ref, CredentialState(), None, signer=signer, timer=self.timer)
+        ctx.policy = policy
         try:
             force_nonce = self._read(ctx, force or emergency)
             now = self.clock()
@@ -432,6 +468,8 @@ class Rotator:
             reason = self._probe_current(ctx)
         if reason is None:
             return False
+        if reason == "rejected" and (revival := self._revive(ctx, signer, policy)) is not None:
+            return revival == "replaced"
         ctx.begin("issue")
         started = self.timer()
         self._issue(ctx, signer, policy, reason)
@@ -442,6 +480,8 @@ class Rotator:
 
     def _failed(self, ctx: _Ctx, exc: RotatorError, t0: float) -> PassResult:
         self.metrics.rotations.labels(credential=ctx.ref.name, result="failure").inc()
+        if isinstance(exc, Blocked) or isinstance(exc.__cause__, Blocked):
+            self.metrics.clob_blocked.labels(credential=ctx.ref.name).set(1)
         step = exc.step if isinstance(exc, RotationError) else ctx.step
         pending = ctx.state.pending
         self._event(
@@ -471,6 +511,10 @@ class Rotator:
         self.metrics.observe_pass(
             name, failed=outcome == "failed", now=self.clock(), state=None if failed_step == "read" else state
         )
+        if outcome in ("rotated", "revoked") or ctx.reached:
+            self.metrics.clob_blocked.labels(credential=name).set(0)
+        if failed_step != "read" and ctx.policy is not None:
+            self.metrics.observe_key_model(name, key_model(state, ctx.policy))
         return PassResult(
             credential=name,
             outcome=outcome,
@@ -581,7 +625,10 @@ class Rotator:
             # the server's propagation delay answers 401 too: ask the authority (derive, L1).
             # No signer (a credential removed from the config) means no way to ask: keep it retiring.
             try:
-                gone = ctx.signer is not None and self.clob.derive_key(ctx.signer(), entry.key.nonce) is None
+                at_nonce = self.clob.derive_key(ctx.signer(), entry.key.nonce) if ctx.signer else entry.key
+                gone = at_nonce is None
+                if not gone and self._revived_to_delete(ctx, entry, at_nonce):
+                    return
             except Cancelled:
                 raise  # the worker is stopping: never taken for an answer about a key
             except ClobError:
@@ -623,6 +670,35 @@ class Rotator:
             self._event(
                 ctx, "revoke", "forced", t, key=entry.key.masked, lagging=[a.consumer_id for a in lagging]
             )
+
+    def _revived_to_delete(self, ctx: _Ctx, entry: Retiring, at_nonce: Key | None) -> bool:
+        """A retiring key that lapsed on a wallet known to revive keys (py-clob-client-v2 #40) refuses
+        its own DELETE, and derive still finds it: bring it back with a create at its nonce, then
+        revoke it. True when that was done (and recorded)."""
+        model = ctx.state.key_model
+        if (
+            ctx.signer is None
+            or model is None
+            or model.revives is not True
+            or at_nonce is None
+            or at_nonce.api_key != entry.key.api_key
+        ):
+            return False
+        try:
+            back = self.clob.create_key(ctx.signer(), entry.key.nonce)
+        except Rejected:
+            return False  # live after all (propagating): the recheck tries again
+        if back.api_key != entry.key.api_key:
+            # Not the lapsed key but a new one at its nonce: recorded in its place, then revoked.
+            back = replace(back, created_at=self.clock())
+            moved = replace(entry, key=back)
+            retiring = tuple(moved if r == entry else r for r in ctx.state.retiring)
+            self._save(ctx, replace(ctx.state, retiring=retiring))
+            entry = moved
+        self.metrics.keys_revived.labels(credential=ctx.ref.name).inc()
+        self._event(ctx, "revoke", "revived", self.timer(), nonce=entry.key.nonce, key=entry.key.masked)
+        self._revoke(ctx, entry)
+        return True
 
     def _may_start(self, ctx: _Ctx, step: Step) -> None:
         """Before a step that starts work on the CLOB: stop here when the worker got SIGTERM or a
@@ -668,6 +744,7 @@ class Rotator:
         return self.clock() - checked[1] >= policy.probe_every
 
     def _checked_ok(self, ctx: _Ctx, key: Key) -> None:
+        ctx.reached = True
         self._checked[ctx.ref.name] = (key.api_key, self.clock())
 
     def _probe_current(self, ctx: _Ctx) -> str | None:
@@ -817,7 +894,8 @@ class Rotator:
             lease_until=now + policy.lease,
             address=signer().address,  # only this wallet can find a key made at this nonce again
         )
-        self._save(ctx, replace(ctx.state, pending=pending, next_nonce=nonce + 1))
+        self._save(ctx, replace(ctx.state, pending=pending, next_nonce=max(ctx.state.next_nonce, nonce + 1)))
+        ctx.reason = reason
         self._event(ctx, "intent", "recorded", t, nonce=nonce, reason=reason)
 
     def _recover_published(self, ctx: _Ctx, signer: Signer, policy: Policy) -> bool:
@@ -918,15 +996,23 @@ class Rotator:
         pending = ctx.state.pending
         assert pending is not None
         self._check_wallet(pending, signer)
+        # The strategy is data (the key model): on a wallet that keeps one key the create killed the
+        # published key, so the new one is published in the same step, and verified after it.
+        at_once = keeps_one_key(ctx.state, policy)
         if pending.key is None:
             key = self._obtain(
                 ctx, signer(), pending.nonce, fresh=pending.owner == self.owner and not resumed
             )
             pending = replace(pending, key=key)
-            self._save(ctx, replace(ctx.state, pending=pending))
+            if not at_once:
+                self._save(ctx, replace(ctx.state, pending=pending))
         assert pending.key is not None
-        self._verify(ctx, pending.key, policy)
-        old = self._promote(ctx, pending.key, policy, emergency)
+        if at_once:
+            old = self._promote(ctx, pending.key, policy, emergency)
+            self._verify(ctx, pending.key, policy, published=True)
+        else:
+            self._verify(ctx, pending.key, policy)
+            old = self._promote(ctx, pending.key, policy, emergency)
         if old is not None:
             self._probe_old(ctx, old)
         if emergency:
@@ -988,26 +1074,52 @@ class Rotator:
         self._event(ctx, "create", "created", t, nonce=nonce, key=key.masked)
         return key
 
-    def _verify(self, ctx: _Ctx, key: Key, policy: Policy) -> None:
-        """Step 5: the new key must work (L2) before anyone sees it. Retries through propagation delay."""
+    def _verify(self, ctx: _Ctx, key: Key, policy: Policy, *, published: bool = False) -> None:
+        """Step 5: the new key must work (L2) before anyone sees it. Retries through propagation delay,
+        until ``verify_timeout`` after its creation. ``published``: a wallet that keeps one key, whose
+        new key was published at its creation (:func:`keeps_one_key`): one that never verifies stays
+        (the old one is dead too), and the next pass's probe replaces it."""
         ctx.begin("verify")
         t = self.timer()
         deadline = max(key.created_at + policy.verify_timeout, self.clock() + policy.verify_backoff)
         delay = policy.verify_backoff
         attempts = 0
+        refused = False
         while True:
             attempts += 1
             try:
                 self.clob.probe_key(key)
                 self._checked_ok(ctx, key)
-                self._event(ctx, "verify", "verified", t, nonce=key.nonce, key=key.masked, attempts=attempts)
+                # How long the CLOB refused the new key (clob-client #311): what an operator sizes
+                # verify_timeout by. Measured only when it refused at first (else 0).
+                live_after = round(max(0.0, self.clock() - key.created_at), 1) if refused else 0.0
+                self.metrics.key_propagation.labels(credential=ctx.ref.name).set(live_after)
+                ctx.live_after = live_after
+                self._event(
+                    ctx,
+                    "verify",
+                    "verified",
+                    t,
+                    nonce=key.nonce,
+                    key=key.masked,
+                    attempts=attempts,
+                    live_after=live_after,
+                )
                 return
-            except (Unauthorized, Transient, RateLimited) as exc:
-                problem = str(exc)  # not live yet, or the CLOB hiccuped: both are worth waiting out
+            except Unauthorized as exc:
+                refused, problem = True, str(exc)  # not live yet: worth waiting out
+            except (Transient, RateLimited) as exc:
+                problem = str(exc)  # the CLOB hiccuped: worth waiting out
             if self.clock() + delay > deadline:
                 break
             self.sleep(delay)
             delay = min(delay * 2, policy.verify_backoff_cap)
+        if published:
+            raise RotationError(
+                "verify",
+                f"new key {key.masked}, published at once (the wallet keeps one key), did not verify within "
+                f"{policy.verify_timeout:g}s ({problem}); the next pass probes it and replaces it if refused",
+            )
         self._abandon(ctx, key)
         raise RotationError(
             "verify", f"new key {key.masked} did not verify within {policy.verify_timeout:g}s ({problem})"
@@ -1028,14 +1140,27 @@ class Rotator:
         t = self.timer()
         now = self.clock()
         old = ctx.state.current
-        retiring = ctx.state.retiring
+        state = ctx.state
+        if old is not None and old.api_key == key.api_key:
+            old = None  # a lapsed key brought back at its own nonce (a resumed revival): not retired
+        elif old is not None and old.nonce == key.nonce:
+            # A new key at the old one's nonce (a resumed revival made one): a nonce holds one key,
+            # so the old one is gone; revoking it would wait for a derive that never comes empty.
+            state = state.with_revoked(Retiring(old, now, now), "invalidated-by-server", now)
+            old = None
+        retiring = state.retiring
         if old is not None:
             revoke_after = now if emergency else now + policy.grace
             retiring = (*retiring, Retiring(old, now, revoke_after, "emergency" if emergency else "rotated"))
         self._save(
             ctx,
             replace(
-                ctx.state, current=key, pending=None, retiring=retiring, rotations=ctx.state.rotations + 1
+                state,
+                current=key,
+                pending=None,
+                retiring=retiring,
+                rotations=state.rotations + 1,
+                key_model=self._observed(ctx),
             ),
         )
         self._publish(ctx, key)
@@ -1063,6 +1188,8 @@ class Rotator:
             self.metrics.old_key_invalidated.labels(credential=ctx.ref.name).inc()
             ctx.invalidated += 1
             self._event(ctx, "probe-old", "invalidated-by-server", t, nonce=old.nonce, key=old.masked)
+            if ctx.reason not in (None, "rejected"):  # it worked before this rotation's create
+                self._learn_keys(ctx, "one")
             return
         except Cancelled:
             raise  # the worker is stopping: never taken for an answer about a key
@@ -1070,3 +1197,114 @@ class Rotator:
             self._event(ctx, "probe-old", "unknown", t, nonce=old.nonce, key=old.masked, error=str(exc))
             return
         self._event(ctx, "probe-old", "still-valid", t, nonce=old.nonce, key=old.masked)
+        self._learn_keys(ctx, "several")
+
+    # -- what the worker learns about the wallet (issue 24) --------------------------------------------
+    def _observed(self, ctx: _Ctx) -> KeyModel | None:
+        """The state's key model with this pass's measurement of the new key's propagation folded in
+        (written with the promotion, no write of its own)."""
+        model = ctx.state.key_model
+        seen = ctx.live_after
+        known = model.propagation if model is not None else None
+        if seen is None or (not seen and not known):
+            return model  # nothing measured, or live at once as before: no field to add
+        return replace(model or KeyModel(), propagation=seen)
+
+    def _learn_keys(self, ctx: _Ctx, keys: str, by: str = "rotation") -> None:
+        """Step 7's finding (the old key alive, or dead at once) is the wallet's key model from now
+        on. Said once, when it changes; the rotation strategy follows it (:func:`keeps_one_key`)."""
+        model = ctx.state.key_model or KeyModel()
+        if model.keys == keys:
+            return
+        t = self.timer()
+        self._save(ctx, replace(ctx.state, key_model=replace(model, keys=keys, by=by, at=self.clock())))
+        if keys == "one":
+            log.warning(
+                "%s: the wallet keeps one key (creating a key invalidated the previous one): its rotations "
+                "publish each new key at once, without overlap (docs/real-clob.md)",
+                ctx.ref.name,
+            )
+        self._event(ctx, ctx.step, "learned", t, keys=keys, previous=model.keys)
+
+    def _revive(self, ctx: _Ctx, signer: Callable[[], Signer], policy: Policy) -> str | None:
+        """The current key is refused. If derive still finds it at its nonce, it may have lapsed (401
+        after minutes, py-clob-client-v2 #40), and a create at that nonce may bring back the identical
+        key, which every bot already holds: no switch at all. Returns ``revived`` when it did,
+        ``replaced`` when the create made a new key there (now current), None when the pass should
+        rotate as usual.
+
+        The create is an intent like any other (recorded first, I3): a new key made at the lapsed
+        key's nonce becomes current through the ordinary steps, and a crash is resumed by the next
+        pass. A wallet that does not revive (a new key, or the nonce refused) is not asked again.
+        """
+        cur = ctx.state.current
+        model = ctx.state.key_model
+        if cur is None or (model is not None and model.revives is False):
+            return None
+        self._may_start(ctx, "revive")
+        ctx.begin("revive")
+        t = self.timer()
+        wallet = signer()
+        if cur.address.lower() != wallet.address.lower():
+            return None
+        at_nonce = self.clob.derive_key(wallet, cur.nonce)
+        if at_nonce is None or at_nonce.api_key != cur.api_key:
+            return None  # gone (deleted, expired) or replaced: nothing to revive; rotate
+        now = self.clock()
+        pending = Pending(cur.nonce, now, self.owner, now + policy.lease, address=wallet.address)
+        self._save(ctx, replace(ctx.state, pending=pending))
+        self._event(ctx, "intent", "recorded", t, nonce=cur.nonce, reason="revive")
+        try:
+            key = self.clob.create_key(wallet, cur.nonce)
+        except Rejected:
+            # The key is live at its nonce and only refuses reads for now (propagation, a passing
+            # 401, py-clob-client #175): not a lapse. Rotate as for any refused key.
+            self._save(ctx, replace(ctx.state, pending=None))
+            self._event(ctx, "revive", "not-revived", t, nonce=cur.nonce, key=cur.masked)
+            return None
+        if key.api_key != cur.api_key:
+            # A new key at the lapsed key's nonce, which therefore holds no other: the lapsed key is
+            # gone for good. The new one is published at once (nothing else works) and verified after.
+            key = replace(key, created_at=self.clock())
+            self._save(
+                ctx,
+                replace(
+                    ctx.state.with_revoked(Retiring(cur, now, now), "invalidated-by-server", self.clock()),
+                    current=key,
+                    pending=None,
+                    rotations=ctx.state.rotations + 1,
+                    key_model=self._revives(ctx, False),
+                ),
+            )
+            self._publish(ctx, key)
+            self._event(ctx, "revive", "not-revived", t, nonce=cur.nonce, key=key.masked, previous=cur.masked)
+            self._verify(ctx, key, policy, published=True)
+            return "replaced"
+        first = model is None or model.revives is not True
+        self._save(ctx, replace(ctx.state, pending=None, key_model=self._revives(ctx, True)))
+        self.metrics.keys_revived.labels(credential=ctx.ref.name).inc()
+        if first:
+            log.warning(
+                "%s: key %s at nonce %d lapsed (401, nothing at its nonce) and came back, identical, on a "
+                "create at its nonce: this wallet's keys lapse (py-clob-client-v2 #40); rotator revives "
+                "them (docs/real-clob.md)",
+                ctx.ref.name,
+                cur.masked,
+                cur.nonce,
+            )
+        self._event(
+            ctx,
+            "revive",
+            "revived",
+            t,
+            level=logging.WARNING if first else logging.INFO,
+            nonce=cur.nonce,
+            key=cur.masked,
+        )
+        # Verified from now: a revived key may be refused for a while as a new one is.
+        self._verify(ctx, replace(cur, created_at=self.clock()), policy, published=True)
+        return "revived"
+
+    def _revives(self, ctx: _Ctx, revives: bool) -> KeyModel:
+        model = ctx.state.key_model or KeyModel()
+        return replace(model, revives=revives, revived_at=self.clock() if revives else model.revived_at)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from rotator.clob.adapter import ClobAdapter, ProbeEndpoint, RetryPolicy, SkewPolicy
 from rotator.clob.budget import SlidingWindowBudget
@@ -21,6 +22,9 @@ from rotator.signers.base import Signer
 from rotator.signers.factory import build_signer, check_signer
 from rotator.stores.base import Store
 from rotator.stores.factory import build_store
+
+if TYPE_CHECKING:
+    from rotator.clob.transport import Proxy
 
 
 @dataclass
@@ -45,6 +49,7 @@ class Runtime:
         if signers:
             for cred in self.settings.credentials:
                 check_signer(cred, self.settings, self.env)
+        self.clob_proxy()  # a proxy password that is not there is a config error, before any pass
         self.store  # noqa: B018 - builds the store: a missing file key is a config error
 
     @property
@@ -54,6 +59,21 @@ class Runtime:
             self.metrics.init_credentials((c.name for c in self.settings.credentials), self._store.backend)
             self.metrics.init_hygiene(c.name for c in self.settings.credentials)
         return self._store
+
+    def clob_proxy(self) -> Proxy | None:
+        """``clob.proxy`` as the transport takes it (its password checked now, read per connection).
+
+        :raises ConfigError: the password's variable or file is missing.
+        """
+        p = self.settings.clob.proxy
+        if p is None:
+            return None
+        from rotator.clob.transport import Proxy
+
+        password = p.password_reader(self.env, "clob.proxy")
+        if p.scheme == "socks5":
+            return Proxy("socks5", p.host, p.port, p.username, password)
+        return Proxy("http", p.host, p.port, p.username, password)
 
     @property
     def clob(self) -> ClobAdapter:
@@ -70,8 +90,14 @@ class Runtime:
                 probe=ProbeEndpoint.parse(c.probe.endpoint),
                 probe_budget=SlidingWindowBudget(c.probe.requests, c.probe.per),
                 metrics=self.metrics,
+                proxy=self.clob_proxy(),
             )
         return self._clob
+
+    def use_clob(self, adapter: ClobAdapter) -> None:
+        """Send this runtime's CLOB calls through ``adapter`` (``rotator doctor``'s, which observes)."""
+        self._clob = adapter
+        self._rotator = None
 
     @property
     def rotator(self) -> Rotator:
@@ -110,6 +136,7 @@ class Runtime:
             start_nonce=cred.start_nonce,
             min_grace=cred.min_grace,
             consumer_ttl=cred.consumer_ttl,
+            key_model=cred.key_model,
         )
 
     @staticmethod

@@ -152,7 +152,26 @@ def _details(row: dict[str, Any], now: float) -> list[str]:
         for c in consumers:
             seen = f"seen {duration(c['seen_seconds_ago'])} ago" + ("" if c["live"] else " (not live)")
             out += _wrap(f"consumer {c['consumer']:<24} key={c['key']:<19} {c['holds']:<8} {seen}", "  ")
-    return out + _audit_details(row.get("audit"), now)
+    return out + _audit_details(row.get("audit"), now) + _key_model_details(row.get("key_model"), now)
+
+
+def _key_model_details(model: dict[str, Any] | None, now: float) -> list[str]:
+    """What was learned about the wallet's keys (issue 24): a wallet that keeps one key rotates
+    without overlap; new keys' propagation; lapsed keys brought back."""
+    if model is None:
+        return []
+    parts = []
+    if model.get("keys") == "one":
+        parts.append("keys: one per wallet, rotations publish at once, no overlap")
+    elif model.get("keys") == "several":
+        parts.append("keys: several per wallet, rotations overlap for grace")
+    if model.get("keys") and model.get("at") is not None:
+        parts[-1] += f" (by {model.get('by')}, {duration(now - model['at'])} ago)"
+    if model.get("propagation"):
+        parts.append(f"new keys live after {duration(model['propagation'])}")
+    if model.get("revives"):
+        parts.append(f"lapsed keys revived, last {duration(now - model['revived_at'])} ago")
+    return _wrap("; ".join(parts), "  ") if parts else []
 
 
 def _audit_details(audit: dict[str, Any] | None, now: float) -> list[str]:

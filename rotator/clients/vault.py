@@ -190,6 +190,10 @@ def translate(
         return Unavailable(f"vault at {url}: {doing} failed ({type(exc).__name__}: {said or 'no detail'})")
     if isinstance(exc, hv.VaultError):
         return StoreError(f"vault: {doing}: {said or type(exc).__name__}")
+    if isinstance(exc, requests.exceptions.ProxyError):
+        return Unavailable(
+            f"vault at {url}: its proxy (store.vault.proxy) {_proxy_reason(exc)}: {doing} failed"
+        )
     if isinstance(exc, requests.exceptions.SSLError):
         return Unavailable(f"vault at {url}: TLS handshake failed; check store.vault.tls ({_reason(exc)})")
     if isinstance(exc, requests.exceptions.Timeout):
@@ -199,6 +203,18 @@ def translate(
     if isinstance(exc, (requests.exceptions.RequestException, ValueError)):
         return Unavailable(f"vault at {url}: {doing} failed ({type(exc).__name__})")
     return StoreError(f"vault: {doing} failed ({type(exc).__name__})")
+
+
+def _proxy_reason(exc: BaseException) -> str:
+    """What the proxy said: the status of its answer to CONNECT (407, 403, 502...), or that it could
+    not be reached. Never the credentials: requests has them in a header, not in the URL."""
+    import re
+
+    text = str(exc)
+    answered = re.search(r"Tunnel connection failed: (\d{3}(?: [A-Za-z -]{1,40})?)", text)
+    if answered:
+        return f"refused the tunnel ({answered.group(1).strip()})"
+    return f"cannot be reached ({_reason(exc)})"
 
 
 def _reason(exc: BaseException) -> str:
@@ -607,6 +623,21 @@ def build_login(settings: VaultSettings, env: Mapping[str, str]) -> Login:
     return KubernetesLogin(auth.mount, auth.role, jwt)
 
 
+def _proxy_auth(username: str, password: Callable[[], str]) -> Any:
+    """A requests adapter that gives the proxy Basic credentials (``Proxy-Authorization``, sent with
+    CONNECT), from the config's source. The class is made here: requests is imported lazily."""
+    import base64
+
+    import requests.adapters
+
+    class ProxyAuth(requests.adapters.HTTPAdapter):
+        def proxy_headers(self, proxy: str) -> dict[str, str]:
+            token = base64.b64encode(f"{username}:{password()}".encode()).decode("ascii")
+            return {"Proxy-Authorization": f"Basic {token}"}
+
+    return ProxyAuth()
+
+
 def make_session(
     settings: VaultSettings, env: Mapping[str, str], *, clock: Callable[[], float] = time.monotonic
 ) -> VaultSession:
@@ -632,6 +663,16 @@ def make_session(
     session.trust_env = False
     session.verify = verify
     session.cert = cert
+    proxy = settings.proxy
+    if proxy is not None:
+        read = proxy.password_reader(env, "store.vault.proxy")
+        host = f"[{proxy.host}]" if ":" in proxy.host else proxy.host
+        session.proxies = {"http": f"http://{host}:{proxy.port}", "https": f"http://{host}:{proxy.port}"}
+        if proxy.username is not None and read is not None:
+            # The credentials go in a header, never in the proxy's URL (which requests shows in errors).
+            auth = _proxy_auth(proxy.username, read)
+            session.mount("http://", auth)
+            session.mount("https://", auth)
     client = hvac.Client(
         url=settings.url,
         token="",  # not None: hvac would read VAULT_TOKEN / ~/.vault-token

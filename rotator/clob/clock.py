@@ -13,7 +13,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from rotator.errors import ClobError
+from rotator.errors import Blocked, ClobError
 
 log = logging.getLogger("rotator.clob")
 
@@ -71,7 +71,7 @@ class ClobClock:
             try:
                 self.refresh()
                 self._failed_at = None
-            except ClobError as exc:
+            except (ClobError, Blocked) as exc:  # a blocked edge: the next request says so
                 self._failed_at = self._monotonic()
                 if anchor is None:
                     # Never measured: the local clock is all there is. A CLOB that cannot answer

@@ -97,10 +97,12 @@ class SecretsManagerClient(Protocol):
     def close(self) -> None: ...
 
 
-def make_client(settings: AwsStoreSettings) -> SecretsManagerClient:
-    """The one Secrets Manager client of the process: standard retries, the standard credential chain.
+def make_client(settings: AwsStoreSettings, env: Mapping[str, str] | None = None) -> SecretsManagerClient:
+    """The one Secrets Manager client of the process: standard retries, the standard credential chain,
+    ``store.aws.proxy`` (its password from ``env``).
 
-    :raises ConfigError: no region is configured or found in the environment.
+    :raises ConfigError: no region is configured or found in the environment; the proxy's password
+        is missing.
     """
     client = aws.make_client(
         "secretsmanager",
@@ -109,6 +111,7 @@ def make_client(settings: AwsStoreSettings) -> SecretsManagerClient:
         timeout=settings.timeout,
         max_attempts=settings.max_attempts,
         setting="store.aws.region",
+        proxy=aws.proxy_url(settings.proxy, env or {}),
     )
     return cast(SecretsManagerClient, client)
 

@@ -38,7 +38,7 @@ def build_store(settings: Settings, env: Mapping[str, str]) -> Store:
             require("botocore", "store.file.kms_key_id")
             from rotator.stores.envelope import kms_file_key
 
-            return FileStore(Path(fs.path), kms_file_key(settings.store))
+            return FileStore(Path(fs.path), kms_file_key(settings.store, env))
         keys = []
         for setting, name in (("key_env", fs.key_env), ("previous_key_env", fs.previous_key_env)):
             if name is None:
@@ -61,5 +61,5 @@ def build_store(settings: Settings, env: Mapping[str, str]) -> Store:
         from rotator.stores.aws import AwsStore, make_client
 
         aws = settings.store.aws
-        return AwsStore(make_client(aws), kms_key_id=aws.kms_key_id, state_prefix=aws.state_prefix)
+        return AwsStore(make_client(aws, env), kms_key_id=aws.kms_key_id, state_prefix=aws.state_prefix)
     raise ConfigError(f"store.backend: {backend!r} is not available in this build")

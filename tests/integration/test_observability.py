@@ -53,9 +53,24 @@ DESIGN_METRICS = {
     "rotator_store_operations_total": "counter",
     "rotator_build_info": "gauge",
     "rotator_leader": "gauge",  # the daemon's; one-shot runs do not export it
+    "rotator_clob_blocked": "gauge",
+    "rotator_key_model": "gauge",
+    "rotator_keys_revived_total": "counter",
 }
 #: Every label the worker may put on a series: bounded by config (credential, backend) or by code.
-ALLOWED_LABELS = {"credential", "result", "endpoint", "code", "backend", "operation", "version", "le", "tier"}
+# model: rotator_key_model's bounded enum (several, one, unknown; issue 24).
+ALLOWED_LABELS = {
+    "credential",
+    "result",
+    "endpoint",
+    "code",
+    "backend",
+    "operation",
+    "version",
+    "le",
+    "tier",
+    "model",
+}
 #: Series the rules may use that are not the worker's: Prometheus' own and the Pushgateway's.
 NOT_OURS = {"up", "push_time_seconds"}
 
