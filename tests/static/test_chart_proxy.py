@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 import yaml
 
 from tests.static.test_helm_chart import _render, _scenario_values, chart, helm
@@ -44,3 +45,22 @@ def test_without_a_proxy_the_direct_clob_rule_stays(chart: Any) -> None:
     egress = r.one("NetworkPolicy")["spec"]["egress"]
     assert any(rule["to"] == r.values["networkPolicy"]["clob"]["to"] for rule in egress)
     assert {"to": PROXY_PEER, "ports": [{"port": 3128, "protocol": "TCP"}]} in egress  # as listed
+
+
+def test_a_proxy_password_variable_no_secret_sets_fails_the_install_naming_it(helm: Any, chart: Any) -> None:
+    values = _values(proxy=True)
+    values["secretEnv"] = [e for e in values["secretEnv"] if e["env"] != "PROXY_PW"]
+    with pytest.raises(helm.HelmRenderError, match=r"config\.clob\.proxy\.password_env: .* PROXY_PW"):
+        _render(chart, values)
+
+
+def test_a_proxy_password_file_on_no_volume_fails_the_install_naming_it(helm: Any, chart: Any) -> None:
+    values = _values(proxy=True)
+    values["config"]["clob"]["proxy"] = {
+        "url": "http://10.0.4.7:3128",
+        "username": "rotator",
+        "password_file": "/run/egress/pw",
+    }
+    values["secretEnv"] = [e for e in values["secretEnv"] if e["env"] != "PROXY_PW"]
+    with pytest.raises(helm.HelmRenderError, match=r"config\.clob\.proxy\.password_file /run/egress/pw"):
+        _render(chart, values)

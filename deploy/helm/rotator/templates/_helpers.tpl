@@ -243,6 +243,13 @@ a pod that crash-loops; here the install fails instead, naming the value.
 {{- end }}
 {{- end }}
 {{- end }}
+{{- /* Egress proxies' passwords (clob.proxy, store.vault.proxy, store.aws.proxy). */}}
+{{- $proxies := dict "config.clob.proxy" (dig "proxy" dict ($config.clob | default dict)) }}
+{{- $_ := set $proxies "config.store.vault.proxy" (dig "vault" "proxy" dict $store) }}
+{{- $_ := set $proxies "config.store.aws.proxy" (dig "aws" "proxy" dict $store) }}
+{{- range $where := keys $proxies | sortAlpha }}
+{{- with (get $proxies $where | default dict).password_env }}{{ $_ := set $needed . (printf "%s.password_env" $where) }}{{ end }}
+{{- end }}
 {{- range $name := keys $needed | sortAlpha }}
 {{- if not (has $name $provided) }}
 {{- fail (printf "%s: the worker reads environment variable %s, which no secretEnv (or extraEnv) entry sets" (get $needed $name) $name) }}
@@ -250,7 +257,7 @@ a pod that crash-loops; here the install fails instead, naming the value.
 {{- end }}
 {{- range $i, $e := .Values.secretEnv }}
 {{- if not (or (hasKey $needed $e.env) (regexMatch "^(AWS_[A-Z_]+|VAULT_TOKEN|ROTATOR_[A-Z0-9_]+__[A-Z0-9_]+)$" $e.env)) }}
-{{- fail (printf "secretEnv[%d].env %s: nothing in config names this variable (signer.env, store.file.key_env, store.vault.auth.*_env), so the worker would never read it" $i $e.env) }}
+{{- fail (printf "secretEnv[%d].env %s: nothing in config names this variable (signer.env, store.file.key_env, store.vault.auth.*_env, *.proxy.password_env), so the worker would never read it" $i $e.env) }}
 {{- end }}
 {{- end }}
 {{- /* Where files can be: the volumes the worker's container mounts (and the image's own CA certificates). */}}
@@ -281,6 +288,9 @@ a pod that crash-loops; here the install fails instead, naming the value.
 {{- range $key := list "token_file" "role_id_file" "secret_id_file" "jwt_file" }}
 {{- with dig "auth" $key "" $vault }}{{ $_ := set $files (printf "config.store.vault.auth.%s" $key) . }}{{ end }}
 {{- end }}
+{{- end }}
+{{- range $where := keys $proxies | sortAlpha }}
+{{- with (get $proxies $where | default dict).password_file }}{{ $_ := set $files (printf "%s.password_file" $where) . }}{{ end }}
 {{- end }}
 {{- range $field := keys $files | sortAlpha }}
 {{- $path := get $files $field }}
