@@ -459,6 +459,19 @@ def test_a_worker_that_may_not_work_starts_no_step(world) -> None:  # type: igno
     assert run(rot).revoked == 1
 
 
+def test_a_worker_that_may_not_work_starts_no_rotation_when_nothing_is_to_revoke(world) -> None:  # type: ignore[no-untyped-def]
+    """Issue 26: the check before the issue step, on its own (no revocation due to stop earlier)."""
+    clock, store, clob, rot = world
+    run(rot)
+    clock.now += POLICY.rotate_every  # the current key is due; nothing retires
+    rot.stopping = lambda: True
+    clob.calls.clear()
+    before = store.state
+    result = run(rot)
+    assert result.outcome == "stopped" and result.ok
+    assert clob.calls == [] and store.state == before  # no intent recorded, no key created
+
+
 # -- what a pass tells operators ------------------------------------------------------------------
 def audit_records(caplog: pytest.LogCaptureFixture, outcome: str) -> list[logging.LogRecord]:
     return [r for r in caplog.records if r.name == "rotator.audit" and getattr(r, "outcome", None) == outcome]
