@@ -201,3 +201,28 @@ def test_a_pending_lease_a_day_ahead_is_clamped_to_one_lease(worker: Worker, fre
     assert "mm1: rotated" in out
     published = w.published()
     assert published is not None and published.nonce == first.nonce + 1
+
+
+def test_a_run_on_its_own_clock_behind_the_clobs_shortens_no_grace(
+    worker: Worker, fresh_sandbox: Sandbox
+) -> None:
+    """The CLOB's clock is an hour ahead of this host's; one run cannot measure it (/time down)
+    and falls back to this host's clock. The state's times then look an hour ahead: that is this
+    host being behind, not a wrong clock having written them, so nothing is clamped (a clamp to
+    this host's now would cut the retired key's grace by an hour)."""
+    sb = fresh_sandbox
+    w = worker
+    sb.configure(clock_offset=3600.0)
+    w.rotate()
+    old = w.published()
+    w.rotate("--force")
+    assert old is not None
+    before = w.state()
+    sb.inject("GET", "/time", 503, '{"error": "down"}', times=ALL_RUN)
+    proc = w.run("rotate", "--all")
+    assert "Traceback" not in proc.stdout + proc.stderr
+    assert "clamped" not in proc.stderr
+    assert w.state().retiring == before.retiring and w.state().current == before.current
+    sb.clear_faults()
+    w.rotate()
+    assert old.api_key in sb.live_keys(w.address), "the grace was cut short"

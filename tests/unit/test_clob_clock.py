@@ -112,9 +112,9 @@ NOW = 1_764_612_536.0
     [
         (NOW * 1000, "milliseconds?"),
         (NOW * 1_000_000, "not a Unix time in seconds"),
-        (float("nan"), "nan, not a Unix time"),
-        (float("inf"), "inf, not a Unix time"),
-        (float("-inf"), "-inf, not a Unix time"),
+        (float("nan"), "answered nan, not a Unix time"),
+        (float("inf"), "answered inf, not a Unix time"),
+        (float("-inf"), "answered -inf, not a Unix time"),
         (10**400, "digits, not a Unix time"),
         (0, "not a Unix time in seconds"),
         (-NOW, "not a Unix time in seconds"),
