@@ -531,6 +531,7 @@ Event = Literal[
     "stopped",
     "failed",
     # step by step
+    "clamped",  # recorded times absurdly far ahead, brought back (issue 22)
     "republished",
     "repaired-stale",
     "deleted",

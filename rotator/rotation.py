@@ -10,6 +10,7 @@ this pass stops without touching anything.
 from __future__ import annotations
 
 import logging
+import math
 import random
 import time
 from collections.abc import Callable, Sequence
@@ -64,6 +65,11 @@ RECHECK_WITHOUT_SIGNER = 600.0
 #: A credential whose last read of acknowledgements showed no live consumer has its refusal reports
 #: read again after this long rather than every pass (a new consumer is heard within it).
 REPORTS_WITHOUT_CONSUMERS = 60.0
+#: A recorded time further ahead than any this protocol writes, by more than this, was written on a
+#: clock that was wrong (an older version that took a /time answer in milliseconds or a day ahead;
+#: a worker that fell back to its own clock): it is clamped when read (DESIGN.md "Time"). Workers
+#: that measured the CLOB's clock agree to within a minute; five leave room for a worker on its own.
+CLAMP_AHEAD = 300.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,6 +114,7 @@ WARN: dict[Event, int] = {
         "other-wallet",
         "nonce-taken",
         "unproven-key-left",
+        "clamped",
     )
 }
 
@@ -208,6 +215,59 @@ def would_revoke(entry: Retiring, now: float, emergency: bool = False) -> str:
     return f"would-revoke nonce {entry.key.nonce} ({why})"
 
 
+def _absurd(at: float, limit: float) -> bool:
+    return not math.isfinite(at) or at > limit
+
+
+def clamp_deadlines(state: CredentialState, now: float, policy: Policy) -> tuple[CredentialState, list[str]]:
+    """``state`` with every recorded time that lies absurdly far ahead of ``now`` brought back, and
+    one phrase per clamp. Never earlier than the protocol could have meant: a grace deadline becomes
+    ``now + grace`` (a key retired by a rotation keeps a whole grace from now, I2), a key's age
+    starts now, a pending lease runs one lease from now. Non-finite times count as absurd."""
+    said: list[str] = []
+
+    def age_from_now(key: Key, what: str) -> Key:
+        if not _absurd(key.created_at, now + CLAMP_AHEAD):
+            return key
+        said.append(f"{what} {key.masked} created_at {_ahead(key.created_at, now)}: its age starts now")
+        return replace(key, created_at=now)
+
+    current = age_from_now(state.current, "current key") if state.current is not None else None
+    horizon = now + max(policy.grace, RECHECK_WITHOUT_SIGNER) + CLAMP_AHEAD
+    retiring = []
+    for entry in state.retiring:
+        if _absurd(entry.revoke_after, horizon):
+            # A key retired with a grace keeps a whole one from now; one due at once stays due.
+            graced = entry.reason in ("rotated", "recovered")
+            until = now + policy.grace if graced else now
+            said.append(
+                f"retiring key {entry.key.masked} revoke_after {_ahead(entry.revoke_after, now)}: "
+                + ("revoked after grace from now" if graced else "revoked now")
+            )
+            entry = replace(entry, revoke_after=until)
+        retiring.append(entry)
+    pending = state.pending
+    if pending is not None:
+        if _absurd(pending.lease_until, now + policy.lease + CLAMP_AHEAD):
+            said.append(
+                f"pending nonce {pending.nonce} lease_until {_ahead(pending.lease_until, now)}: "
+                "one lease from now"
+            )
+            pending = replace(pending, lease_until=now + policy.lease)
+        if pending.key is not None:
+            pending = replace(pending, key=age_from_now(pending.key, "pending key"))
+    if not said:
+        return state, said
+    return replace(state, current=current, retiring=tuple(retiring), pending=pending), said
+
+
+def _ahead(at: float, now: float) -> str:
+    if not math.isfinite(at):
+        return f"is {at}"
+    ahead = at - now
+    return f"{ahead / 86400:.0f} days ahead" if ahead >= 2 * 86400 else f"{_age(ahead)} ahead"
+
+
 def lease_blocked(pending: Pending, now: float, me: str, alive: Callable[[str], bool]) -> bool:
     """True when another live worker holds the rotation in flight."""
     return pending.owner != me and now < pending.lease_until and alive(pending.owner)
@@ -289,11 +349,15 @@ class Rotator:
         alive: Callable[[str], bool] = owner_alive,
         stopping: Callable[[], bool] = lambda: False,
         timer: Callable[[], float] = time.monotonic,
+        clock_measured: Callable[[], bool] = lambda: True,
     ) -> None:
         self.store = store
         self.clob = clob
         self.metrics = metrics or Metrics()
         self.clock = clock
+        # Whether ``clock`` is a measurement of the CLOB's (else a guess on this host's clock, by
+        # which recorded deadlines are not judged absurd: see _clamp).
+        self.clock_measured = clock_measured
         self.sleep = sleep
         self.owner = owner or this_owner()
         self.alive = alive
@@ -385,6 +449,7 @@ class Rotator:
         try:
             force_nonce = self._read(ctx, force or emergency)
             now = self.clock()
+            self._clamp(ctx, policy, now, save=not dry_run)
             pending = ctx.state.pending
             if pending is not None and lease_blocked(pending, now, self.owner, self.alive):
                 self._event(ctx, "read", "in-flight-elsewhere", t0, nonce=pending.nonce)
@@ -422,6 +487,29 @@ class Rotator:
         ctx.state, ctx.version = snap.state, snap.version
         current = snap.state.current
         return current.nonce if forced and current is not None else None
+
+    def _clamp(self, ctx: _Ctx, policy: Policy, now: float, save: bool) -> None:
+        """Heal a state a wrong clock wrote (issue 22): recorded times absurdly far ahead are
+        brought back (:func:`clamp_deadlines`), said, and saved. Only on a measured CLOB clock: on
+        a guess, a recorded time may look far ahead because this host's clock is behind."""
+        if not self.clock_measured():
+            return
+        state, said = clamp_deadlines(ctx.state, now, policy)
+        if not said:
+            return
+        t = self.timer()
+        log.warning(
+            "%s: recorded times absurdly far ahead of the CLOB's clock (a wrong clock wrote them), "
+            "clamped%s: %s",
+            ctx.ref.name,
+            "" if save else " (dry run: not saved)",
+            "; ".join(said),
+        )
+        if not save:
+            ctx.state = state
+            return
+        self._save(ctx, state)
+        self._event(ctx, "read", "clamped", t, clamped=said)
 
     def _revoke_due(self, ctx: _Ctx, policy: Policy, now: float, emergency: bool) -> None:
         """Step 2: revoke the retiring keys whose grace is over, or whose consumers all moved on;

@@ -112,6 +112,7 @@ class Runtime:
                 clock=clock,
                 sleep=self.clob.pause,
                 stopping=lambda: self.clob.cancelled() or not self.may_work(),
+                clock_measured=lambda: clock.measured,
             )
         return self._rotator
 

@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from rotator.clob.budget import SlidingWindowBudget
+from rotator.clob.clock import TimeCheck
 from rotator.errors import (
     Blocked,
     Cancelled,
@@ -261,6 +262,8 @@ class ClobAdapter:
         self._edge_run: dict[str, tuple[tuple[int, str], int]] = {}
         self._blocked: dict[str, tuple[float, str]] = {}
         self._block_wait: dict[str, float] = {}
+        self.time_check = TimeCheck()  # which /time answers are the CLOB's clock (issue 22)
+        self._answers = threading.local()  # this thread's last /time Date header, TimeCheck's witness
 
     # -- shutdown ---------------------------------------------------------------------------------
     def cancel(self) -> None:
@@ -378,6 +381,8 @@ class ClobAdapter:
                 )
             )
         self._edge_seen(edge, where, path)
+        if path == "/time":
+            self._answers.date = resp_headers.get("date")
         if body is None:
             raise Transient(
                 f"{where}: answer larger than {MAX_BODY // 1024} KiB, not read", status=status, endpoint=path
@@ -541,19 +546,24 @@ class ClobAdapter:
     # -- clock ------------------------------------------------------------------------------------
     def server_time(self) -> float:
         local_before = time.time()
+        self._answers.date = None
         value = self._call("GET", "/time", dict, idempotent=True)
         local_after = time.time()
         if isinstance(value, dict):  # some deployments answer {"time": ...}
             value = value.get("time", value.get("timestamp"))
-        if not isinstance(value, (int, float)):
-            raise Transient(f"{self._where('GET', '/time')}: answer is not a number", endpoint="/time")
-        offset = float(value) - (local_before + local_after) / 2
+        local = (local_before + local_after) / 2
+        try:
+            seconds = self.time_check.accept(value, local=local, date=self._answers.date)
+        except ValueError as exc:
+            # A failed measurement, never a clock: nothing is signed or scheduled on it.
+            raise Transient(f"{self._where('GET', '/time')}: {exc}", endpoint="/time") from None
+        offset = seconds - local
         with self._lock:
             self._offset = offset
             self._offset_checked = time.monotonic()
         if self.metrics is not None:
             self.metrics.clock_skew.set(offset)
-        return float(value)
+        return seconds
 
     def clock_offset(self) -> float:
         """Seconds to add to the local clock for signing; checks the server's clock when stale."""

@@ -630,6 +630,13 @@ class _Handler(BaseHTTPRequestHandler):
     # for the delayed ACK on every request.
     disable_nagle_algorithm = True
 
+    def date_time_string(self, timestamp: float | None = None) -> str:
+        # The Date header comes from the emulated server's clock, as the real CLOB's front and its
+        # /time share one (the worker takes /time only when a witness such as Date vouches for it).
+        if timestamp is None:
+            timestamp = cast(_HTTPServer, self.server).sandbox.settings.server_time()
+        return super().date_time_string(timestamp)
+
     def do_GET(self) -> None:
         self._serve()
 

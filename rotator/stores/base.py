@@ -43,7 +43,10 @@ LEADER = "_leader"
 class LeaseRecord:
     """A small, non-secret record beside the states: who holds a lease and until when.
 
-    ``until`` is wall-clock seconds (what different machines share); ``version`` is what the next
+    ``until`` is the holder's wall-clock deadline, for people (and older replicas): no replica
+    compares it with its own clock. A standby judges the record by whether (holder, until,
+    version) changes (rotator/leader.py), so every write must change what :meth:`Store.load_lease`
+    returns. ``until <= 0`` is a released record. ``version`` is what the next
     :meth:`Store.save_lease` must be given to change it.
     """
 
@@ -180,6 +183,8 @@ class Store(Protocol):
 
         ``expected=None`` means "only if no record exists yet". A write by ``expected.holder``
         (a renewal or a release) only moves ``until``; a write by another holder is a takeover.
+        Every write changes what another store's :meth:`load_lease` returns (a standby sees a
+        renewal only that way), and a release (``until`` 0) loads as written.
         Called every few seconds by a daemon, so it must stay cheap: it never rewrites the states
         (file: a sidecar JSON file) and never adds a secret version on a renewal (AWS: a tag).
 
