@@ -8,11 +8,13 @@ counted in ``rotator_unmanaged_keys``, logged once each when first seen (masked 
 the state's ``audit`` so ``status`` shows them and the next audit knows which are new.
 
 :func:`reap` revokes the unmanaged keys the worker can reach: a key made at a nonce the wallet's
-signer can ``derive`` (nonce 0, the SDKs' default, and every nonce below ``next_nonce`` that holds no
-key of ours) is recovered and revoked with its own DELETE, each confirmed gone as the rotation
-confirms its own revocations. A key at any other nonce can be found (listed) but not revoked without
-its secret: it is reported as unreachable. Current, retiring and pending keys are never touched, and
-nothing secret of a reaped key is kept or logged: only its masked id and nonce.
+signer can ``derive`` (nonce 0, the SDKs' default, and every nonce from the credential's own
+``start_nonce`` below ``next_nonce`` that holds no key of ours; never the nonces between, where a
+team sharing the wallet through another store keeps its keys) is recovered and revoked with its own
+DELETE, each confirmed gone as the rotation confirms its own revocations. A key at any other nonce
+can be found (listed) but not revoked without its secret: it is reported as unreachable. Current,
+retiring and pending keys are never touched, and nothing secret of a reaped key is kept or logged:
+only its masked id and nonce.
 """
 
 from __future__ import annotations
