@@ -196,8 +196,16 @@ def test_a_hand_made_key_at_the_next_nonce_is_walked_past_and_reported_unmanaged
         # Such a server hands back the key it holds: only the key id's time (UUIDv7) tells that it
         # was made before this rotation. The CLOB's clock moves on 10 minutes past the key's.
         sb.configure(clock_offset=600.0)
+    sb.reset_counts()
     proc = w.rotate("--force")
     sb.configure(clock_offset=0.0)  # py-clob-client signs on this host's clock
+    auth = {k: n for k, n in sb.request_counts().items() if k[1].startswith("/auth/")}
+    if duplicate == "error":  # the walk costs the create's 400 and one derive, nothing more
+        assert auth == {
+            ("POST", "/auth/api-key", 400): 1,
+            ("GET", "/auth/derive-api-key", 200): 1,
+            ("POST", "/auth/api-key", 200): 1,
+        }, auth
     st = w.state()
     published = w.published()
     assert published is not None and st.current is not None
