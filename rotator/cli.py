@@ -550,7 +550,7 @@ def _audits(rt: Runtime, creds: list[CredentialSettings]) -> list[Any]:
     def one(cred: CredentialSettings) -> Any:
         result = audit(rt.rotator, rt.ref(cred))
         if cred.reap_unmanaged:
-            reap_after(rt.rotator, rt.ref(cred), rt.signer(cred), result)
+            reap_after(rt.rotator, rt.ref(cred), rt.signer(cred), result, start_nonce=cred.start_nonce)
         return result
 
     workers = min(rt.settings.clob.concurrency, len(chosen))
@@ -581,7 +581,9 @@ def _reap(rt: Runtime, args: argparse.Namespace) -> int:
 
     _refuse_orphan(rt, args.credential, "reap")
     cred = rt.settings.credential(args.credential)
-    result = reap(rt.rotator, rt.ref(cred), rt.signer(cred), execute=args.execute)
+    result = reap(
+        rt.rotator, rt.ref(cred), rt.signer(cred), execute=args.execute, start_nonce=cred.start_nonce
+    )
     name = cred.name
     verb = "revoked" if args.execute else "would revoke"
     for f in result.reaped:

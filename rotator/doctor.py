@@ -317,8 +317,11 @@ def _probe(rot: Rotator, ctx: _Ctx, signer: Callable[[], Signer], policy: Policy
     t = rot.timer()
     rot._save(ctx, replace(state, pending=intent, next_nonce=nonce + 1))
     rot._event(ctx, "doctor", "recorded", t, nonce=nonce, reason="key-model probe")
-    second = rot._obtain(ctx, wallet, nonce, fresh=True)  # 1: POST /auth/api-key
-    rot._save(ctx, replace(ctx.state, pending=replace(intent, key=second)))
+    second = rot._obtain(ctx, wallet, policy, fresh=True)  # 1: POST /auth/api-key
+    # At the nonce the key is at: a nonce someone else's key holds is walked past (issue 22).
+    moved = ctx.state.pending
+    assert moved is not None
+    rot._save(ctx, replace(ctx.state, pending=replace(moved, key=second)))
     # Wait until the second answers (off /auth/*): a key still propagating cannot delete itself.
     rot._verify(ctx, second, policy)
     ctx.begin("doctor")

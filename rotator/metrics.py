@@ -332,6 +332,11 @@ class Metrics:
         self.retiring_deadline.labels(credential=name).set(
             min((r.revoke_after for r in state.retiring), default=0)
         )
+        if state.audit is not None:
+            # The record a pass may have added to (a key walked past, or found by a recovery) is the
+            # count: said at once, and a one-shot run that audits some credentials pushes the last
+            # known count for the others rather than 0.
+            self.unmanaged_keys.labels(credential=name).set(len(state.audit.unmanaged))
 
     def carry_failures(self, previous: dict[str, float]) -> None:
         """One-shot runs: continue the failure streak a previous run left in the Pushgateway.

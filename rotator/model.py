@@ -352,6 +352,9 @@ class CredentialState:
     history: tuple[Revoked, ...] = field(default=())
     audit: AuditRecord | None = None  # schema 3: the last unmanaged-key audit (None: never audited)
     key_model: KeyModel | None = None  # optional (issue 24): how the wallet keeps keys, as learned
+    # Where ``published_nonce``'s key was published (issue 22): a credential whose configured path
+    # moved is published at the new one. None: not recorded (a state written before it was).
+    published_path: str | None = None
 
     def with_revoked(self, entry: Retiring, how: str, now: float) -> CredentialState:
         """This state with ``entry`` moved from ``retiring`` to the history."""
@@ -360,7 +363,7 @@ class CredentialState:
         return replace(self, retiring=rest, history=(*self.history, record)[-HISTORY_LIMIT:])
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "schema": STATE_SCHEMA,
             "current": self.current.to_dict() if self.current else None,
             "pending": self.pending.to_dict() if self.pending else None,
@@ -372,6 +375,10 @@ class CredentialState:
             "audit": self.audit.to_dict() if self.audit else None,
             **({"key_model": self.key_model.to_dict()} if self.key_model else {}),
         }
+        if self.published_path is not None:
+            # Optional within schema 3: absent means unknown, so older readers lose nothing they need.
+            out["published_path"] = self.published_path
+        return out
 
     @classmethod
     def from_dict(cls, data: Any) -> CredentialState:
@@ -399,7 +406,10 @@ class CredentialState:
             "audit": lambda v: AuditRecord.from_dict(v) if v else None,
             "key_model": lambda v: KeyModel.from_dict(v) if v else None,
         }
-        fields: dict[str, Any] = {"published_nonce": published}
+        path = data.get("published_path")
+        if path is not None and (not isinstance(path, str) or not path):
+            raise MalformedError("rotation state is malformed (field published_path)")
+        fields: dict[str, Any] = {"published_nonce": published, "published_path": path}
         for name, parse in parsers.items():
             try:
                 fields[name] = parse(data.get(name))

@@ -13,8 +13,10 @@ import logging
 import math
 import random
 import time
+import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
+from functools import partial
 from typing import TypeVar
 
 from rotator.clob.base import ClobAuth
@@ -34,6 +36,7 @@ from rotator.lease import owner_alive, this_owner
 from rotator.metrics import Metrics
 from rotator.model import (
     Ack,
+    AuditRecord,
     CredentialRef,
     CredentialState,
     Event,
@@ -44,6 +47,7 @@ from rotator.model import (
     Pending,
     Retiring,
     Step,
+    UnmanagedKey,
     ack_prefix,
 )
 from rotator.signers.base import Signer
@@ -70,6 +74,11 @@ REPORTS_WITHOUT_CONSUMERS = 60.0
 #: a worker that fell back to its own clock): it is clamped when read (DESIGN.md "Time"). Workers
 #: that measured the CLOB's clock agree to within a minute; five leave room for a worker on its own.
 CLAMP_AHEAD = 300.0
+#: How far the CLOB's clock as a worker reads it (or its own, while ``/time`` never answered) may be
+#: from the clock the CLOB stamps key ids with, for a key's id to prove the key older than an intent.
+KEY_CLOCK_SLACK = 300.0
+#: How far the CLOB's own clocks may disagree between two key ids it made one after the other.
+KEY_ID_SLACK = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -268,6 +277,38 @@ def _ahead(at: float, now: float) -> str:
     return f"{ahead / 86400:.0f} days ahead" if ahead >= 2 * 86400 else f"{_age(ahead)} ahead"
 
 
+def minted_at(key_id: str) -> float | None:
+    """When the CLOB made the key ``key_id``, read from the id: real key ids are UUIDv7 (clob-auth.md
+    4.1), whose first 48 bits are the unix time in milliseconds. None for an id of another kind."""
+    try:
+        value = uuid.UUID(key_id)
+    except ValueError:
+        return None
+    if value.version != 7 or value.variant != uuid.RFC_4122:
+        return None
+    return (value.int >> 80) / 1000.0
+
+
+def made_before_intent(key: Key, pending: Pending, current: Key | None) -> bool:
+    """Whether ``key``, found at the intent's nonce, provably existed before the intent was recorded,
+    so that no create of the intent made it (someone else did, and holds its secret). Proven by its id
+    alone: it is older than the current key's id, and the current key existed before any intent to
+    replace it (the CLOB's clock against itself); or it is more than :data:`KEY_CLOCK_SLACK` older
+    than the intent's ``started_at`` (the CLOB's clock as the worker that recorded the intent read
+    it). An id that is no UUIDv7 proves nothing: the key is taken as the intent's (DESIGN step 4b)."""
+    if current is not None and key.api_key == current.api_key:
+        # A resumed revival (issue 24): its intent sits at the current key's own nonce, and the
+        # create there brings that very key back. It is ours: the state holds it as current.
+        return False
+    made = minted_at(key.api_key)
+    if made is None:
+        return False
+    if made < pending.started_at - KEY_CLOCK_SLACK:
+        return True
+    anchor = minted_at(current.api_key) if current is not None else None
+    return anchor is not None and made < anchor - KEY_ID_SLACK
+
+
 def lease_blocked(pending: Pending, now: float, me: str, alive: Callable[[str], bool]) -> bool:
     """True when another live worker holds the rotation in flight."""
     return pending.owner != me and now < pending.lease_until and alive(pending.owner)
@@ -396,6 +437,31 @@ class Rotator:
             raise
         self._store_metric(op, "success")
         return result
+
+    def wallet_siblings(self, ref: CredentialRef, address: str) -> tuple[set[str], bool]:
+        """The keys every other state in the store (configured or removed from the config) manages on
+        the wallet ``address``, and whether one of them has a rotation in flight on it (whose key may
+        exist unrecorded). Credentials may share a wallet at nonces far apart (``start_nonce``): each
+        one's keys are the other's managed keys, never unmanaged ones. Reads every state: ask only
+        when a key is found that this state does not manage."""
+        wallet = address.lower()
+        ids: set[str] = set()
+        busy = False
+        for name in self.store_call("list", self.store.names):
+            if name == ref.name:
+                continue
+            state = self.store_call("load", partial(self.store.load, CredentialRef(name, ""))).state
+            keys = [r.key for r in state.retiring]
+            if state.current is not None:
+                keys.append(state.current)
+            if state.pending is not None and state.pending.key is not None:
+                keys.append(state.pending.key)
+            ids |= {k.api_key for k in keys if k.address.lower() == wallet}
+            pending_wallet = state.pending.wallet if state.pending is not None else None
+            busy = busy or (
+                state.pending is not None and (pending_wallet is None or pending_wallet.lower() == wallet)
+            )
+        return ids, busy
 
     def _store_metric(self, op: str, result: str) -> None:
         self.metrics.store_operations.labels(backend=self.store.backend, operation=op, result=result).inc()
@@ -638,18 +704,47 @@ class Rotator:
 
     # -- steps ------------------------------------------------------------------------------------
     def _reconcile_publish(self, ctx: _Ctx) -> None:
-        """Finish a promotion whose publish was interrupted: consumers must see ``current``."""
+        """Consumers must see ``current`` where the config says: finish a promotion whose publish was
+        interrupted, and publish it again at once where the credential's path moved. The old path
+        is left as it is (a store may hold other things there, and the worker deletes nothing): its
+        key works until it is revoked, at the end of grace after the next rotation."""
         cur = ctx.state.current
-        if cur is None or ctx.state.published_nonce == cur.nonce:
+        if cur is None:
             return
+        path, recorded = ctx.ref.path, ctx.state.published_path
         t = self.timer()
+        if ctx.state.published_nonce == cur.nonce:
+            if recorded == path:
+                return
+            if recorded is None:
+                # A state from before the path was recorded: look once at what the path holds.
+                published = self.store_call("read_published", lambda: self.store.read_published(ctx.ref))
+                if published is not None and published.api_key == cur.api_key:
+                    self._save(ctx, replace(ctx.state, published_path=path))
+                    return
         self._publish(ctx, cur)
-        self._event(ctx, "publish", "republished", t, nonce=cur.nonce, key=cur.masked)
+        moved = recorded if recorded is not None and recorded != path else None
+        self._event(
+            ctx, "publish", "republished", t, nonce=cur.nonce, key=cur.masked, path=path, moved_from=moved
+        )
+        if moved is not None:
+            log.warning(
+                "%s: the configured path moved from %s to %s: the current key %s is published at %s "
+                "now; %s is left as it is (its key works until it is revoked, at the end of grace after "
+                "the next rotation): point consumers at %s and remove it",
+                ctx.ref.name,
+                moved,
+                path,
+                cur.masked,
+                path,
+                moved,
+                path,
+            )
 
     def _publish(self, ctx: _Ctx, key: Key) -> None:
-        """Publish ``key`` and record that it is published."""
+        """Publish ``key`` and record that it is published, and where."""
         self._store_publish(ctx, key)
-        self._save(ctx, replace(ctx.state, published_nonce=key.nonce))
+        self._save(ctx, replace(ctx.state, published_nonce=key.nonce, published_path=ctx.ref.path))
 
     def _store_publish(self, ctx: _Ctx, key: Key) -> None:
         self.store_call("publish", lambda: self.store.publish(ctx.ref, key))
@@ -795,6 +890,19 @@ class Rotator:
         if self.stopping():
             ctx.begin(step)
             raise _Stopped()
+
+    def _gone_at_nonce(self, ctx: _Ctx, key: Key) -> bool:
+        """Whether ``derive`` (L1, the authority) finds no ``key`` at its nonce any more. No signer,
+        or an answer that cannot tell, confirms nothing."""
+        if ctx.signer is None:
+            return False
+        try:
+            live = self.clob.derive_key(ctx.signer(), key.nonce)
+        except Cancelled:
+            raise  # the worker is stopping: never taken for an answer about a key
+        except ClobError:
+            return False
+        return live is None or live.api_key != key.api_key
 
     def _confirm_gone(self, key: Key) -> bool:
         """After a DELETE answered 200: the key must now be refused by an L2 read (off ``/auth/*``).
@@ -992,10 +1100,13 @@ class Rotator:
 
         The published key is ours when this wallet's own L1 derive finds that very key at its
         nonce: then it becomes ``current`` (and this pass retires it with its grace, as consumers
-        hold it). Keys still live just below it are probably ours too (retiring when the state
-        was lost), but nothing proves it: a key made by hand is live at such a nonce as well. They
-        are adopted for revocation when ``adopt_existing`` says keys found on the wallet are ours,
-        and otherwise named in a warning, never walked past in silence.
+        hold it). Keys still live up to :data:`RECOVER_BELOW` nonces below it were probably retiring
+        when the state was lost, but a key made by hand is live at such a nonce too. One is provably
+        ours when the store itself published it at this path before (``Store.ever_published``): it
+        retires with reason ``recovered`` and its grace. A key another state in the store manages (a
+        shared wallet) is left to it. Any other is retired only under ``adopt_existing`` (keys found
+        on the wallet are ours), and otherwise left alone and reported unmanaged at once, each in a
+        warning: never walked past in silence.
         """
         t = self.timer()
         published = self.store_call("read_published", lambda: self.store.read_published(ctx.ref))
@@ -1016,30 +1127,42 @@ class Rotator:
         if live is None or live.api_key != published.api_key:
             self._event(ctx, "recover", "published-not-live", t, nonce=published.nonce, key=published.masked)
             return False
-        # Already published as it is: record it (age unknown, so due now) without publishing again.
-        adopted = replace(live, created_at=0.0)
-        self._save(
-            ctx,
-            replace(ctx.state, current=adopted, next_nonce=live.nonce + 1, published_nonce=live.nonce),
-        )
-        self._event(ctx, "recover", "adopted-published", t, nonce=live.nonce, key=live.masked)
         below = range(max(policy.start_nonce, live.nonce - RECOVER_BELOW), live.nonce)
         found = [k for k in (self.clob.derive_key(signer, n) for n in below) if k is not None]
-        if not found:
-            return True
-        if policy.adopt_existing:
-            now = self.clock()
-            entries = tuple(
-                Retiring(replace(k, created_at=0.0), now, now + policy.grace, "recovered") for k in found
-            )
-            self._save(ctx, replace(ctx.state, retiring=(*ctx.state.retiring, *entries)))
-            for k in found:
-                self._event(ctx, "recover", "retiring", t, nonce=k.nonce, key=k.masked)
-            return True
-        for k in found:
+        claimed, busy = self.wallet_siblings(ctx.ref, signer.address) if found else (set(), False)
+        found = [k for k in found if k.api_key not in claimed]
+        proven = (
+            self.store_call("read_published", lambda: self.store.ever_published(ctx.ref, found))
+            if found
+            else set()
+        )
+        # A sibling's rotation in flight may hold an unrecorded key at one of these nonces.
+        adopted_too = policy.adopt_existing and not busy
+        retire = [k for k in found if k.api_key in proven or adopted_too]
+        left = [k for k in found if k not in retire]
+        now = self.clock()
+        entries = tuple(
+            Retiring(replace(k, created_at=0.0), now, now + policy.grace, "recovered") for k in retire
+        )
+        # Already published as it is: record it (age unknown, so due now) without publishing again.
+        state = replace(
+            ctx.state,
+            current=replace(live, created_at=0.0),
+            next_nonce=live.nonce + 1,
+            published_nonce=live.nonce,
+            published_path=ctx.ref.path,
+            retiring=(*ctx.state.retiring, *entries),
+        )
+        self._save(ctx, self._noting_unmanaged(ctx, state, left, claimed))
+        self._event(ctx, "recover", "adopted-published", t, nonce=live.nonce, key=live.masked)
+        for k in retire:
+            why = "published-before" if k.api_key in proven else "adopt-existing"
+            self._event(ctx, "recover", "retiring", t, nonce=k.nonce, key=k.masked, proof=why)
+        for k in left:
             log.warning(
-                "%s: state lost; key %s at nonce %d below the published one is live but not provably "
-                "ours: left alone (set adopt_existing to retire such keys, or revoke it by hand)",
+                "%s: state lost; key %s at nonce %d below the published one is live, but this store never "
+                "published it (as far as it remembers), so it is not provably rotator's: left alone and "
+                "reported unmanaged (set adopt_existing to retire such keys, or revoke it by hand)",
                 ctx.ref.name,
                 k.masked,
                 k.nonce,
@@ -1048,22 +1171,28 @@ class Rotator:
         return True
 
     def _bootstrap_nonce(self, ctx: _Ctx, signer: Signer, policy: Policy, nonce: int) -> int:
-        """No key of ours yet: nonces that already hold a key were made by hand, not by us."""
+        """No key of ours yet: nonces that already hold a key were made by hand, not by us. Each one
+        walked past is reported unmanaged (with ``adopt_existing``, the first is adopted instead)."""
+        walked: list[Key] = []
         for _ in range(MAX_NONCE_WALK):
             existing = self.clob.derive_key(signer, nonce)
             if existing is None:
+                if walked:
+                    self._save(ctx, self._noting_unmanaged(ctx, ctx.state, walked))
                 return nonce
             if policy.adopt_existing and ctx.state.current is None:
                 self._adopt(ctx, existing)
             else:
                 log.warning(
                     "%s: nonce %d of this wallet already holds key %s that rotator has no record of: "
-                    "left alone (set adopt_existing to adopt and retire it, or revoke it by hand)",
+                    "left alone and reported unmanaged (set adopt_existing to adopt and retire it, or "
+                    "revoke it by hand)",
                     ctx.ref.name,
                     nonce,
                     existing.masked,
                 )
                 self._event(ctx, "bootstrap", "nonce-taken", self.timer(), nonce=nonce, key=existing.masked)
+                walked.append(existing)
             nonce += 1
         raise RotationError("issue", f"no free nonce in {MAX_NONCE_WALK} tries from {policy.start_nonce}")
 
@@ -1088,10 +1217,9 @@ class Rotator:
         # published key, so the new one is published in the same step, and verified after it.
         at_once = keeps_one_key(ctx.state, policy)
         if pending.key is None:
-            key = self._obtain(
-                ctx, signer(), pending.nonce, fresh=pending.owner == self.owner and not resumed
-            )
-            pending = replace(pending, key=key)
+            key = self._obtain(ctx, signer(), policy, fresh=pending.owner == self.owner and not resumed)
+            assert ctx.state.pending is not None
+            pending = replace(ctx.state.pending, key=key)  # at the nonce the key is at (a walk moves it)
             if not at_once:
                 self._save(ctx, replace(ctx.state, pending=pending))
         assert pending.key is not None
@@ -1127,29 +1255,52 @@ class Rotator:
                 "again until a pass completes it, then change wallets",
             )
 
-    def _obtain(self, ctx: _Ctx, signer: Signer, nonce: int, fresh: bool) -> Key:
+    def _obtain(self, ctx: _Ctx, signer: Signer, policy: Policy, fresh: bool) -> Key:
         """Step 4b: the key for the recorded intent, stamped on the pass's clock (the CLOB's): its
         ``created_at`` is the start of the key's age, which every worker compares with its own now."""
-        key = self._obtain_key(ctx, signer, nonce, fresh)
+        key = self._obtain_key(ctx, signer, policy, fresh)
         return replace(key, created_at=self.clock())
 
-    def _obtain_key(self, ctx: _Ctx, signer: Signer, nonce: int, fresh: bool) -> Key:
-        """A resumed intent derives first: its create may have landed before a crash. An intent this
-        pass has just recorded cannot have a key yet, so it spares the CLOB that request."""
+    def _obtain_key(self, ctx: _Ctx, signer: Signer, policy: Policy, fresh: bool) -> Key:
+        """The key of the intent in ``ctx.state.pending``. ``fresh``: this pass has just recorded the
+        intent, so no create of it has reached the CLOB yet.
+
+        A key at the intent's nonce that no create of the intent made is someone else's (made by
+        hand, or by another tool on the wallet), who holds its secret: it is never published. That
+        is the case when the first create of a fresh intent answers 400 (the nonce was taken before
+        it), or when the key's id (a UUIDv7) predates the intent (:func:`made_before_intent`). The
+        intent then walks past it to the next nonce, as a bootstrap does, and the key is reported
+        unmanaged. Any other key found there is the intent's own (DESIGN step 4b).
+        """
         ctx.begin("create")
-        t = self.timer()
+        for _ in range(MAX_NONCE_WALK):
+            pending = ctx.state.pending
+            assert pending is not None
+            t = self.timer()
+            key, how = self._key_at(signer, pending.nonce, fresh)
+            if how != "nonce-taken" and not made_before_intent(key, pending, ctx.state.current):
+                self._event(ctx, "create", how, t, nonce=pending.nonce, key=key.masked)
+                return key
+            self._walk_past(ctx, policy, key, t)
+            fresh = True  # the intent at the next nonce has sent no create yet
+        raise RotationError("create", f"no free nonce in {MAX_NONCE_WALK} tries")
+
+    def _key_at(self, signer: Signer, nonce: int, fresh: bool) -> tuple[Key, Event]:
+        """The key at ``nonce`` for an intent there, and how it was found: ``created`` by this call,
+        ``recovered`` (a resumed intent's derive, or a 400 to its create: its own create may have
+        landed before a crash), ``recovered-lost-answer`` (a create whose answer was lost: never
+        created again blind, derived), or ``nonce-taken`` (a 400 to a fresh intent's first create)."""
         if not fresh:
             key = self.clob.derive_key(signer, nonce)
             if key is not None:
-                self._event(ctx, "create", "recovered", t, nonce=nonce, key=key.masked)
-                return key
+                return key, "recovered"
         try:
-            key = self.clob.create_key(signer, nonce)
+            return self.clob.create_key(signer, nonce), "created"
         except Rejected as exc:
-            # 400: a key exists at this nonce after all (our own create whose answer was lost).
             key = self.clob.derive_key(signer, nonce)
             if key is None:
                 raise RotationError("create", str(exc)) from exc
+            return key, "nonce-taken" if fresh else "recovered"
         except Cancelled:
             raise  # the worker is stopping: never taken for an answer about a key
         except ClobError as exc:
@@ -1157,10 +1308,50 @@ class Rotator:
             key = self.clob.derive_key(signer, nonce)
             if key is None:
                 raise RotationError("create", str(exc)) from exc
-            self._event(ctx, "create", "recovered-lost-answer", t, nonce=nonce, key=key.masked)
-            return key
-        self._event(ctx, "create", "created", t, nonce=nonce, key=key.masked)
-        return key
+            return key, "recovered-lost-answer"
+
+    def _walk_past(self, ctx: _Ctx, policy: Policy, key: Key, started: float) -> None:
+        """Move the intent from ``key``'s nonce, which someone else's key holds, to the next one, and
+        report that key unmanaged: one compare-and-set, before any create at the next nonce."""
+        pending = ctx.state.pending
+        assert pending is not None
+        now = self.clock()
+        moved = replace(pending, nonce=pending.nonce + 1, started_at=now, lease_until=now + policy.lease)
+        state = self._noting_unmanaged(ctx, ctx.state, [key])
+        self._save(ctx, replace(state, pending=moved, next_nonce=max(state.next_nonce, moved.nonce + 1)))
+        log.warning(
+            "%s: nonce %d of this wallet already holds key %s, which this rotation did not make (made "
+            "by hand, by another tool or for another credential; whoever made it holds its secret): "
+            "never published here, left alone (reported unmanaged unless another credential of this "
+            "store manages it); trying nonce %d",
+            ctx.ref.name,
+            key.nonce,
+            key.masked,
+            moved.nonce,
+        )
+        self._event(ctx, "create", "nonce-taken", started, nonce=key.nonce, key=key.masked, next=moved.nonce)
+        self._may_start(ctx, "create")
+
+    def _noting_unmanaged(
+        self, ctx: _Ctx, state: CredentialState, keys: Sequence[Key], claimed: set[str] | None = None
+    ) -> CredentialState:
+        """``state`` with ``keys`` (live on this credential's wallet, not its own: found by a walk past
+        a taken nonce or by a lost state's recovery) in its audit record as unmanaged, so the gauge
+        and ``status`` say so at once rather than at the next audit, which still reports them as new.
+        Keys another state in the store manages (``claimed``, read when not given) are left out.
+        Before any audit the record's ``at`` is 0: the first audit stays due."""
+        if keys and claimed is None:
+            claimed, _busy = self.wallet_siblings(ctx.ref, keys[0].address)
+        found = [k for k in keys if k.api_key not in (claimed or set())]
+        if not found:
+            return state
+        now = self.clock()
+        record = state.audit or AuditRecord(0.0)
+        nonces = {k.masked: k.nonce for k in found}
+        kept = tuple(replace(u, nonce=nonces.get(u.key_prefix, u.nonce)) for u in record.unmanaged)
+        seen = {u.key_prefix for u in kept}
+        added = tuple(UnmanagedKey(k.masked, k.nonce, now) for k in found if k.masked not in seen)
+        return replace(state, audit=replace(record, unmanaged=(*kept, *added)))
 
     def _verify(self, ctx: _Ctx, key: Key, policy: Policy, *, published: bool = False) -> None:
         """Step 5: the new key must work (L2) before anyone sees it. Retries through propagation delay,
@@ -1264,12 +1455,27 @@ class Rotator:
         return old
 
     def _probe_old(self, ctx: _Ctx, old: Key) -> None:
-        """Step 7: does the server keep one key per wallet? If the old key is already dead, record it."""
+        """Step 7: does the server keep one key per wallet? An old key the CLOB already refuses is
+        recorded as invalidated by the server once ``derive`` finds no such key left at its nonce, as
+        a revocation's 401 is confirmed: one 401 may be a hiccup of the CLOB, and a key taken for dead
+        while it lives would be tracked by nothing (I3). Unconfirmed, it stays retiring and is
+        revoked at the end of its grace like any other."""
         ctx.begin("probe-old")
         t = self.timer()
         try:
             self.clob.probe_key(old)
         except Unauthorized:
+            if not self._gone_at_nonce(ctx, old):
+                self._event(
+                    ctx,
+                    "probe-old",
+                    "unknown",
+                    t,
+                    nonce=old.nonce,
+                    key=old.masked,
+                    error="refused (401), but derive does not confirm it gone: it stays retiring",
+                )
+                return
             entry = next((r for r in ctx.state.retiring if r.key.api_key == old.api_key), None)
             if entry is not None:
                 self._save(ctx, ctx.state.with_revoked(entry, "invalidated-by-server", self.clock()))

@@ -102,7 +102,7 @@ class Daemon:
         rt = self.rt
         found = audit(rt.rotator, rt.ref(cred))
         if cred.reap_unmanaged and not self.stop_event.is_set():
-            reap_after(rt.rotator, rt.ref(cred), rt.signer(cred), found)
+            reap_after(rt.rotator, rt.ref(cred), rt.signer(cred), found, start_nonce=cred.start_nonce)
 
     def _first_audit_in(self, cred: CredentialSettings, interval: float) -> float:
         """Seconds until this daemon first audits ``cred``: when its last recorded audit (by any

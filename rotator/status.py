@@ -179,10 +179,9 @@ def _audit_details(audit: dict[str, Any] | None, now: float) -> list[str]:
     if audit is None:
         return []
     closed = {True: "yes", False: "no", None: "unknown"}[audit["closed_only"]]
-    out = _wrap(
-        f"audit {duration(now - audit['at'])} ago: unmanaged={len(audit['unmanaged'])} closed-only={closed}",
-        "  ",
-    )
+    # at 0: no audit yet, only keys a pass found (walked past, or left by a lost state's recovery)
+    when = f"audit {duration(now - audit['at'])} ago" if audit["at"] > 0 else "no audit yet"
+    out = _wrap(f"{when}: unmanaged={len(audit['unmanaged'])} closed-only={closed}", "  ")
     for u in audit["unmanaged"]:
         nonce = "?" if u["nonce"] is None else u["nonce"]
         seen = f", first seen {duration(now - u['first_seen'])} ago" if u.get("first_seen") else ""

@@ -479,15 +479,16 @@ class VaultSession:
         keys = body.get("keys") if isinstance(body, dict) else None
         return [k for k in keys if isinstance(k, str)] if isinstance(keys, list) else []
 
-    def read(self, mount: str, path: str, doing: str) -> KvRead:
-        """The latest version of ``<mount>/<path>`` (KV v2). :raises StoreError: (translated)"""
+    def read(self, mount: str, path: str, doing: str, version: int | None = None) -> KvRead:
+        """The latest version of ``<mount>/<path>`` (KV v2), or ``version``: none (``KvRead(None,
+        None)``) when it was pruned by ``max_versions``. :raises StoreError: (translated)"""
 
         def get() -> Any:
             from hvac import exceptions as hv
 
             try:
                 return self.client.secrets.kv.v2.read_secret_version(
-                    path=path, mount_point=mount, raise_on_deleted_version=False
+                    path=path, version=version, mount_point=mount, raise_on_deleted_version=False
                 )
             except hv.InvalidPath as exc:
                 if _vault_errors(exc):

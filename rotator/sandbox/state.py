@@ -154,19 +154,24 @@ class _StoredKey:
         )
 
 
-def uuid7() -> str:
-    """A UUIDv7 string, like real CLOB key ids (clob-auth.md §4.1); Python 3.11 has no uuid.uuid7()."""
-    unix_ms = time.time_ns() // 1_000_000
+def uuid7(at: float | None = None) -> str:
+    """A UUIDv7 string, like real CLOB key ids (clob-auth.md §4.1); Python 3.11 has no uuid.uuid7().
+
+    ``at``: the unix time its leading 48 bits carry (default: now). The server stamps a key's id with
+    its own clock, so a sandbox with a ``clock_offset`` stamps ids with the time it answers on /time.
+    """
+    unix_ms = time.time_ns() // 1_000_000 if at is None else int(at * 1000)
     rand_a = secrets.randbits(12)
     rand_b = secrets.randbits(62)
     value = (unix_ms & (2**48 - 1)) << 80 | 0x7 << 76 | rand_a << 64 | 0b10 << 62 | rand_b
     return str(uuid.UUID(int=value))
 
 
-def new_credentials() -> Credentials:
-    """Fresh creds in the real formats: UUIDv7 key, 32-byte padded base64url secret, 64-hex passphrase."""
+def new_credentials(at: float | None = None) -> Credentials:
+    """Fresh creds in the real formats: UUIDv7 key (stamped ``at``, default now), 32-byte padded
+    base64url secret, 64-hex passphrase."""
     return Credentials(
-        api_key=uuid7(),
+        api_key=uuid7(at),
         secret=base64.urlsafe_b64encode(secrets.token_bytes(32)).decode("ascii"),
         passphrase=secrets.token_hex(32),
     )
@@ -194,7 +199,7 @@ class KeyRegistry:
                 lapsed.revivals += 1
                 self._invalidate_others(lapsed, settings, now)
                 return lapsed.creds
-            stored = _StoredKey(new_credentials(), address.lower(), nonce, now)
+            stored = _StoredKey(new_credentials(settings.server_time()), address.lower(), nonce, now)
             self._invalidate_others(stored, settings, now)
             self._by_id[stored.creds.api_key] = stored
             self._by_address[stored.address].append(stored)

@@ -78,7 +78,7 @@ def _memory_backend(request: pytest.FixtureRequest, tmp_path: Path, prefix: str)
 def _open_faulty_memory(prefix: str, error: Any, *operations: str) -> Store:
     # A view of its own over a copy that shares every record but the faults.
     data = _MEMORY.setdefault(prefix, MemoryData())
-    view = MemoryData(data.states, data.published, data.acks, data.leases, {}, data.lock)
+    view = MemoryData(data.states, data.published, data.acks, data.leases, {}, data.lock, data.history)
     view.fail(error, *operations)
     return MemoryStore(view)
 
