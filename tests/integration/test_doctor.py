@@ -92,11 +92,13 @@ def test_the_key_model_probe_on_a_single_key_wallet_publishes_its_key_in_place(
     single_sandbox.reset_counts()
     proc = w.run("doctor", "--probe-key-model")
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "keys per wallet: one (2 /auth/* requests)" in proc.stdout
+    assert "keys per wallet: one (3 /auth/* requests)" in proc.stdout
     # The create killed the published key: deleting the probe key would leave the wallet no key.
+    # The old key's 401 is confirmed by derive before it counts as invalidated (issue 22 item 4).
     assert _auth(single_sandbox) == {
         ("POST", "/auth/api-key", 200): 1,
         ("GET", "/auth/api-keys", 401): 1,
+        ("GET", "/auth/derive-api-key", 400): 1,  # no key at that nonce
         ("GET", "/auth/ban-status/closed-only", 200): 1,
     }
     state = w.state()
