@@ -257,6 +257,16 @@ def clamp_deadlines(state: CredentialState, now: float, policy: Policy) -> tuple
         retiring.append(entry)
     pending = state.pending
     if pending is not None:
+        if _absurd(pending.started_at, now + CLAMP_AHEAD):
+            # When the intent was really recorded is unknown; it was after the current key was made
+            # (it replaces that key). That lower bound keeps a key the intent's own create made from
+            # looking older than the intent (made_before_intent), which would walk past it.
+            floor = current.created_at if current is not None else 0.0
+            said.append(
+                f"pending nonce {pending.nonce} started_at {_ahead(pending.started_at, now)}: "
+                "taken as the current key's creation"
+            )
+            pending = replace(pending, started_at=min(floor, now))
         if _absurd(pending.lease_until, now + policy.lease + CLAMP_AHEAD):
             said.append(
                 f"pending nonce {pending.nonce} lease_until {_ahead(pending.lease_until, now)}: "
