@@ -46,6 +46,7 @@ from rotator.model import (
     Retiring,
     Step,
     ack_prefix,
+    masked_prefix,
 )
 from rotator.signers.base import Signer
 from rotator.stores.base import Store, Version
@@ -76,6 +77,8 @@ REPORTS_WITHOUT_CONSUMERS = 60.0
 JITTER_TOLERANCE = 600.0
 #: After a restore, how many nonces past the state's next one are looked at for keys it never heard of.
 RESTORE_WALK = 8
+#: The reasons a key is due by its age or its schedule (not an operator, not the CLOB).
+AGE_REASONS = frozenset({"due", "schedule", "max-age"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -558,6 +561,12 @@ class Rotator:
             reason, trigger = self._probe_current(ctx), "probe"
         if reason is None:
             return None
+        if reason in AGE_REASONS:
+            # A key due by age may be gone already: after a restore from a backup taken before a
+            # rotation, the restored key was revoked long ago. One probe (off /auth/*) tells.
+            ctx.begin("probe")
+            if self._probe_current(ctx) == "rejected":
+                reason = "rejected"
         if reason == "rejected" and self._restored(ctx, signer, policy):
             reason, trigger = "restored", "store"
         self._say_paused(ctx, now, reason)
@@ -881,7 +890,7 @@ class Rotator:
         )
         if lagging:
             self.metrics.revocations_forced.labels(credential=name).inc()
-            who = ", ".join(f"{a.consumer_id} (holds {a.key_prefix})" for a in lagging)
+            who = ", ".join(f"{a.consumer_id} (holds {masked_prefix(a.key_prefix)})" for a in lagging)
             log.warning("%s: revoked key %s at the end of grace; lagging: %s", name, entry.key.masked, who)
             self._event(
                 ctx, "revoke", "forced", t, key=entry.key.masked, lagging=[a.consumer_id for a in lagging]
