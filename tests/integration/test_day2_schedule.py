@@ -63,7 +63,9 @@ def test_a_week_on_a_schedule_rotates_only_in_its_windows_but_a_rejected_key_and
     sandbox: Sandbox, tmp_path: Path, wallet: tuple[str, str]
 ) -> None:
     schedule = {"cron": "0 3 * * *", "timezone": "Europe/London", "window": "1h"}
-    w = Worker(tmp_path, sandbox.url, *wallet, rotate_every="24h", grace="15m", cred_extra={"schedule": schedule})
+    w = Worker(
+        tmp_path, sandbox.url, *wallet, rotate_every="24h", grace="15m", cred_extra={"schedule": schedule}
+    )
     settings = load_settings(w.config_path, env=w.env())
     rt = Runtime(settings, w.env())
     cred = settings.credentials[0]
