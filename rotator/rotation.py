@@ -566,7 +566,7 @@ class Rotator:
             # rotation, the restored key was revoked long ago. One probe (off /auth/*) tells.
             ctx.begin("probe")
             if self._probe_current(ctx) == "rejected":
-                reason = "rejected"
+                reason, trigger = "rejected", "probe"
         if reason == "rejected" and self._restored(ctx, signer, policy):
             reason, trigger = "restored", "store"
         self._say_paused(ctx, now, reason)
