@@ -54,14 +54,12 @@ class StoreWorker(Worker):
         if self.backend == "vault":
             kv = self.bao.client().secrets.kv.v2
             prefix = self.store_section["vault"]["state_prefix"]
-            return {
-                "state": kv.read_secret_version(path=f"{prefix}/{self.name}", raise_on_deleted_version=True)[
-                    "data"
-                ]["version"],
-                "published": kv.read_secret_version(path=self.ref.path, raise_on_deleted_version=True)[
-                    "data"
-                ]["metadata"]["version"],
-            }
+
+            def version(path: str) -> int:
+                read = kv.read_secret_version(path=path, raise_on_deleted_version=True)
+                return int(read["data"]["metadata"]["version"])
+
+            return {"state": version(f"{prefix}/{self.name}"), "published": version(self.ref.path)}
         sm = self._sm()
         prefix = self.store_section["aws"]["state_prefix"]
         return {
