@@ -907,7 +907,7 @@ def _long_grace(cred: CredentialSettings) -> str | None:
 
 def _warnings(settings: Settings) -> list[str]:
     """What the config allows but an operator should hear about (shown by ``check``, online or not)."""
-    lines = []
+    lines = _schedule_warnings(settings)
     for cred in settings.credentials:
         if cred.grace < 60:
             lines.append(
@@ -930,6 +930,33 @@ def _warnings(settings: Settings) -> list[str]:
     return lines
 
 
+def _schedule_warnings(settings: Settings) -> list[str]:
+    """Schedules whose windows are further apart than a key may live (issue 23)."""
+    import time
+
+    from rotator.schedule import Schedule
+    from rotator.status import duration
+
+    lines = []
+    for cred in settings.credentials:
+        if cred.schedule is None:
+            continue
+        sched = Schedule.parse(cred.schedule.cron, cred.schedule.timezone, cred.schedule.window)
+        gap = sched.longest_gap(time.time())
+        max_age = cred.max_age if cred.max_age is not None else 2 * cred.rotate_every
+        if gap > max_age:
+            lines.append(
+                f"warn  {cred.name}: schedule windows up to {duration(gap)} apart, more than max_age "
+                f"{duration(max_age)}: keys reach max_age between windows and rotate outside them"
+            )
+        elif gap > cred.rotate_every:
+            lines.append(
+                f"warn  {cred.name}: schedule windows up to {duration(gap)} apart, more than rotate_every "
+                f"{duration(cred.rotate_every)}: keys live that long, rotated at every window"
+            )
+    return lines
+
+
 def _check_offline(path: str) -> int:
     """The config and its ROTATOR_* overrides, nothing else: no store, no CLOB, no signer, no secret."""
     from rotator.config import load_settings
@@ -938,9 +965,11 @@ def _check_offline(path: str) -> int:
     backend = settings.store.backend
     print(f"ok    config {path}: store {backend}, {len(settings.credentials)} credential(s)")
     for cred in settings.credentials:
+        schedule = cred.schedule
+        when = f", schedule {schedule.cron!r} {schedule.timezone}" if schedule else ""
         print(
             f"ok    {cred.name}: path {cred.path}, signer {cred.signer.source}, "
-            f"rotate_every {cred.rotate_every:g}s, grace {cred.grace:g}s"
+            f"rotate_every {cred.rotate_every:g}s, grace {cred.grace:g}s{when}"
         )
     _print_budget(settings)
     for line in _warnings(settings):

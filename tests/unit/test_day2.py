@@ -387,3 +387,27 @@ def test_history_records_of_rotator_0_1_are_read_and_matched() -> None:
     assert state.history == (KeyRecord("id-0001…xxxx", 1, 9.0, "deleted"),)
     with pytest.raises(ValueError, match="field history"):
         CredentialState.from_dict({"schema": 3, "history": [{"key_prefix": "x", "nonce": 1}]})
+
+
+def test_check_warns_of_windows_further_apart_than_a_key_may_live() -> None:
+    from rotator.cli import _schedule_warnings
+    from rotator.config import load_settings
+
+    def cred(name: str, cron: str, **kw: object) -> dict[str, object]:
+        base = {"name": name, "signer": {"source": "env", "env": "X"}, "path": f"p/{name}"}
+        return {**base, "rotate_every": "24h", "grace": "15m", "schedule": {"cron": cron}, **kw}
+
+    settings = load_settings(
+        None,
+        data={
+            "credentials": [
+                cred("daily", "0 3 * * *"),
+                cred("weekly", "0 3 * * 0"),
+                cred("weekdays", "0 3 * * 1-5", max_age="4d"),
+            ]
+        },
+        env={},
+    )
+    lines = _schedule_warnings(settings)
+    assert [line.split(":")[0] for line in lines] == ["warn  weekly", "warn  weekdays"], lines
+    assert "more than max_age 2d00h" in lines[0] and "more than rotate_every" in lines[1]
