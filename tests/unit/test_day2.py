@@ -411,3 +411,63 @@ def test_check_warns_of_windows_further_apart_than_a_key_may_live() -> None:
     lines = _schedule_warnings(settings)
     assert [line.split(":")[0] for line in lines] == ["warn  weekly", "warn  weekdays"], lines
     assert "more than max_age 2d00h" in lines[0] and "more than rotate_every" in lines[1]
+
+
+def test_a_refused_key_that_still_exists_is_not_taken_for_a_restore(world) -> None:  # type: ignore[no-untyped-def]
+    clock, store, clob, rot = world
+    policy = replace(BASE, rotate_every=100.0, grace=10.0)
+    rot.run_pass(REF, lambda: Wallet(), policy)  # type: ignore[arg-type]
+    made_by_hand = key(1, clock.now)  # a key at the nonce the state would use next
+    clob.by_nonce[1], clob.live[made_by_hand.api_key] = made_by_hand, made_by_hand
+    clob.unverifiable.add(0)  # the current key answers 401 yet exists (say, a ban): not gone
+    clock.now += 1
+    result = rot.run_pass(REF, lambda: Wallet(), policy)  # type: ignore[arg-type]
+    assert result.reason == "rejected"
+    assert "gone-before-restore" not in {h.how for h in store.state.history}  # type: ignore[union-attr]
+
+
+def test_a_restore_leaves_the_keys_another_credential_of_the_wallet_holds() -> None:
+    from rotator.model import CredentialRef
+    from tests.memory_store import MemoryStore as Plain
+
+    clock, store = Clock(), Plain()  # a store of several credentials
+    clob = FakeClob(clock)
+    rot = Rotator(
+        store, clob, Metrics(), clock=clock, sleep=clock.sleep, owner="me:1:1", alive=lambda o: False
+    )
+    policy = replace(BASE, rotate_every=100.0, grace=10.0)
+    rot.run_pass(REF, lambda: Wallet(), policy)  # type: ignore[arg-type]
+    backup = store.data.states["c1"]
+    clock.now += 101
+    rot.run_pass(REF, lambda: Wallet(), policy)  # type: ignore[arg-type]
+    clock.now += 11
+    rot.run_pass(REF, lambda: Wallet(), policy)  # type: ignore[arg-type]  # nonce 0 revoked
+    theirs = key(2, clock.now)  # another credential of the wallet holds nonce 2 (start_nonce overlap)
+    clob.by_nonce[2], clob.live[theirs.api_key] = theirs, theirs
+    store.save(CredentialRef("c2", "pub/c2"), CredentialState(current=theirs, next_nonce=3), None)
+    store.data.states["c1"] = backup  # the restore
+    clock.now += 1
+    result = rot.run_pass(REF, lambda: Wallet(), policy)  # type: ignore[arg-type]
+    assert result.reason == "restored"
+    state = store.load(REF).state
+    assert {r.key.nonce for r in state.retiring} == {1}  # not the sibling's key: not ours to revoke
+    assert theirs.api_key in clob.live and state.current is not None and state.current.nonce == 3
+
+
+def test_a_pause_holds_the_reap_that_follows_an_audit(world) -> None:  # type: ignore[no-untyped-def]
+    from rotator.hygiene import audit, reap_after
+
+    clock, store, clob, rot = world
+    policy = replace(BASE, rotate_every=1000.0, grace=10.0, start_nonce=2)
+    rot.run_pass(REF, lambda: Wallet(), policy)  # type: ignore[arg-type]  # nonce 2 current
+    hand = key(0, clock.now)  # made by hand at nonce 0, the SDKs' default: reap reaches it
+    clob.by_nonce[0], clob.live[hand.api_key] = hand, hand
+    store.state = replace(store.state, pause=Pause(clock.now, "ops"))  # type: ignore[arg-type]
+    found = audit(rot, REF)
+    assert found.new and found.outcome == "audited", found
+    reap_after(rot, REF, lambda: Wallet(), found)  # type: ignore[arg-type, return-value]
+    assert hand.api_key in clob.live and not [c for c in clob.calls if c.startswith("delete")]
+    # Once resumed, the same audit's finding is reaped.
+    store.state = replace(store.state, pause=None)  # type: ignore[arg-type]
+    reap_after(rot, REF, lambda: Wallet(), found)  # type: ignore[arg-type, return-value]
+    assert hand.api_key not in clob.live
