@@ -214,6 +214,30 @@ def rotation_reason(
     return "schedule" if following is None or created + policy.rotate_every <= following else None
 
 
+def first_due(state: CredentialState, policy: Policy) -> float | None:
+    """When the current key became (or becomes) due by its age or its schedule, a pause aside: its
+    creation plus ``rotate_every`` (less ``due_slack``), or the window it is replaced in, or
+    ``max_age``. None without a key."""
+    cur = state.current
+    if cur is None:
+        return None
+    created = cur.created_at
+    if policy.schedule is None:
+        return created + policy.rotate_every - policy.due_slack
+    opens = _window_due(policy.schedule, created, policy.rotate_every)
+    cap = created + policy.hard_max_age
+    return cap if opens is None else min(opens, cap)
+
+
+def _window_due(schedule: Schedule, created: float, rotate_every: float) -> float | None:
+    """The first window a key made at ``created`` is replaced in: the last scheduled time before it
+    reaches ``rotate_every``, or, when none falls after its creation, the first one after that."""
+    opens = schedule.previous(created + rotate_every)
+    if opens is None or opens <= created:
+        opens = schedule.next_time(created)
+    return opens
+
+
 def next_rotation(state: CredentialState, now: float, policy: Policy) -> float | None:
     """When :func:`rotation_reason` will first find the current key due (in the past: overdue), or None
     (no key yet, a pause without an end, or a schedule that never fires again). What ``status`` and
@@ -231,11 +255,7 @@ def next_rotation(state: CredentialState, now: float, policy: Policy) -> float |
         due = created + policy.rotate_every - policy.due_slack
         return due if pause is None else max(start, due)  # in the past: overdue by that much
     latest = max(start, created + policy.hard_max_age)
-    # The first window it rotates in opens at the last scheduled time before it reaches
-    # rotate_every, or, when none falls after its creation, at the first one after that.
-    opens = schedule.previous(created + policy.rotate_every)
-    if opens is None or opens <= created:
-        opens = schedule.next_time(created)
+    opens = _window_due(schedule, created, policy.rotate_every)
     if opens is not None and opens < start:
         opens = start if schedule.window_at(start) is not None else schedule.next_time(start)
     return latest if opens is None else min(opens, latest)
@@ -561,9 +581,11 @@ class Rotator:
             reason, trigger = self._probe_current(ctx), "probe"
         if reason is None:
             return None
-        if reason in AGE_REASONS:
-            # A key due by age may be gone already: after a restore from a backup taken before a
-            # rotation, the restored key was revoked long ago. One probe (off /auth/*) tells.
+        due = first_due(ctx.state, policy) if reason in AGE_REASONS else None
+        if due is not None and now >= due + policy.grace:
+            # Overdue by more than a grace: it may have been replaced and revoked already, by a
+            # worker whose state this is not (a state restored from a backup taken before that
+            # rotation). One probe (off /auth/*) tells; a key rotated on time costs none.
             ctx.begin("probe")
             if self._probe_current(ctx) == "rejected":
                 reason, trigger = "rejected", "probe"
@@ -749,12 +771,13 @@ class Rotator:
         """What this pass would do, why, and at which nonce. Changes nothing and asks the CLOB
         nothing (so a rejected current key goes unnoticed); reads the consumers' acknowledgements
         as the real pass does, so it revokes early where the real pass would. A credential whose
-        signer cannot be used says ``would-fail`` and why, first: the real pass would stop there."""
+        signer cannot be used says ``would-fail`` and why, first (the real pass would stop there),
+        then what it would do with one."""
         state = ctx.state
         plan: list[tuple[Outcome, str]] = []
         if problem is not None:
             plan.append(("would-fail", f"would-fail: {problem}"))
-        elif state.pending is not None:
+        if state.pending is not None:
             plan.append(("would-resume", f"would-resume nonce {state.pending.nonce}"))
         elif (reason := rotation_reason(state, now, policy, force_nonce, emergency=emergency)) is not None:
             if reason in ("due", "schedule", "max-age") and state.current is not None:
