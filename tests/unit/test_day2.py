@@ -91,6 +91,13 @@ def test_a_key_is_replaced_in_the_last_window_before_it_would_reach_rotate_every
     assert rotation_reason(state, at(1, 4.05), hourly) == "schedule"
 
 
+def test_one_rotation_per_window_even_for_a_key_shorter_lived_than_the_schedule() -> None:
+    hourly_key = replace(SCHEDULED, rotate_every=HOUR, max_age=30 * HOUR)
+    made_in_window = state_made(at(1, 3 + 5 / 3600))
+    assert rotation_reason(made_in_window, at(1, 3.5), hourly_key) is None  # not again in this window
+    assert rotation_reason(made_in_window, at(2, 3.01), hourly_key) == "schedule"  # the next one
+
+
 def test_forced_emergency_bootstrap_never_wait_for_a_window() -> None:
     state = state_made(at(0, 3))
     outside = at(0, 12)
@@ -345,7 +352,13 @@ def test_a_credential_with_a_signer_problem_revokes_what_it_can_and_fails_in_one
     rot.run_pass(REF, lambda: Wallet(), policy)  # type: ignore[arg-type]
     clock.now += 1
     rot.run_pass(REF, lambda: Wallet(), policy, force=True)  # type: ignore[arg-type]
-    clock.now += 200  # the retiring key is past grace, the current one due
+    clock.now += 1
+    rot.run_pass(REF, lambda: Wallet(), policy, force=True)  # type: ignore[arg-type]
+    # Nonce 1, retiring, is deleted behind the worker's back: its DELETE answers 401, which only the
+    # signer (derive) can confirm as gone. Without one it stays retiring, tried again later.
+    behind = store.state.retiring[-1].key  # type: ignore[union-attr]
+    del clob.live[behind.api_key]
+    clock.now += 200  # both retiring keys are past grace, the current one due
 
     def no_signer() -> Wallet:
         raise AssertionError("a pass with a known signer problem never asks for the signer")
@@ -353,6 +366,7 @@ def test_a_credential_with_a_signer_problem_revokes_what_it_can_and_fails_in_one
     problem = "signer env NOPE_PK is not set"
     dry = rot.run_pass(REF, no_signer, policy, dry_run=True, problem=problem)  # type: ignore[arg-type]
     assert dry.plan[0] == f"would-fail: {problem}" and dry.outcome == "would-fail" and not dry.ok
+    assert dry.plan[1] == "would-rotate (due, age 3m20s) nonce 3"  # what a run with one would do
     result = rot.run_pass(REF, no_signer, policy, problem=problem)  # type: ignore[arg-type]
     assert (result.outcome, result.failed_step, result.error, result.revoked) == (
         "failed",
@@ -360,7 +374,9 @@ def test_a_credential_with_a_signer_problem_revokes_what_it_can_and_fails_in_one
         problem,
         1,
     )
-    assert store.state.current.nonce == 1 and len(clob.live) == 1  # type: ignore[union-attr]
+    state = store.state
+    assert state.current.nonce == 2 and set(clob.live) == {state.current.api_key}  # type: ignore[union-attr]
+    assert [r.key.nonce for r in state.retiring] == [behind.nonce]  # type: ignore[union-attr]
     gauge = rot.metrics.registry.get_sample_value
     assert gauge("rotator_credential_ready", {"credential": "c1"}) == 0
     assert rot.run_pass(REF, lambda: Wallet(), policy).outcome == "rotated"  # type: ignore[arg-type]
