@@ -174,9 +174,10 @@ def _parser() -> argparse.ArgumentParser:
 
 def _day2_commands(with_config: Callable[[str, str], argparse.ArgumentParser]) -> None:
     """Issue 23: pause, resume and history (no signer needed: they read or write the state only)."""
-    from rotator.config import parse_duration
 
     def duration(text: str) -> float:
+        from rotator.config import parse_duration  # only when --for is given: `--version` stays light
+
         try:
             seconds = parse_duration(text)
         except ValueError as exc:
