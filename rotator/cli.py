@@ -605,7 +605,14 @@ def _pause(rt: Runtime, args: argparse.Namespace) -> int:
     from rotator.pause import pause, resume
     from rotator.status import _short_iso, duration
 
-    _refuse_orphan(rt, args.credential, args.command)
+    if args.credential not in {c.name for c in rt.settings.credentials}:
+        from rotator.stores.base import is_credential_name
+
+        if is_credential_name(args.credential) and args.credential in rt.store.names():
+            raise _config_error(
+                f"--credential {args.credential}: not in the config: a removed credential is not rotated, "
+                "so there is nothing to pause (its retiring keys are still revoked; `rotator retire` ends it)"
+            )
     cred = rt.settings.credential(args.credential)
     now, _clock, _text = _status_clock(rt)
     by = _operator_text(args.by, "--by") if getattr(args, "by", None) else _operator(rt)

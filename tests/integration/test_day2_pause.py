@@ -140,3 +140,8 @@ def test_resume_ends_a_pause_without_an_end_and_one_shot_runs_honour_both(
     assert again.returncode == 0 and "not paused; nothing to do" in again.stdout
     unknown = w.run("pause", "--credential", "nope")
     assert unknown.returncode == 2 and "no such credential" in unknown.stderr
+    from rotator.model import CredentialRef, CredentialState
+
+    w.store().save(CredentialRef("removed-one", ""), CredentialState(next_nonce=3), None)
+    removed = w.run("pause", "--credential", "removed-one")
+    assert removed.returncode == 2 and "a removed credential is not rotated" in removed.stderr
