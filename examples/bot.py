@@ -33,7 +33,6 @@ import yaml
 
 from rotator.consumer import CredentialSource, RotatingClient
 from rotator.errors import RotatorError
-from rotator.model import ack_prefix
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -93,11 +92,11 @@ def run(args: argparse.Namespace, source: CredentialSource, client: Any, request
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     keys: list[str] = []
-    # ack_prefix, not the 8-character mask: real key ids are UUIDv7, alike for a minute at the start.
-    source.subscribe(lambda key: keys.append(ack_prefix(key.api_key)))
+    # The one masked form the worker's logs and `rotator status` show too (grep one in the other).
+    source.subscribe(lambda key: keys.append(key.masked))
     current = source.current()
     if current is not None:
-        keys.append(ack_prefix(current.api_key))
+        keys.append(current.masked)
     deadline = time.monotonic() + args.duration if args.duration is not None else None
     errors: list[str] = []
     # The longest time between two requests that succeeded: with --heartbeat (or a heartbeat bot),

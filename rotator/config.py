@@ -733,6 +733,33 @@ def published_path(value: str) -> str:
     return value
 
 
+class ScheduleSettings(_Section):
+    """When a credential's rotations happen (docs/operations.md): ``cron``, five fields as in crontab
+    and Kubernetes CronJobs (``0 3 * * *``), read in ``timezone`` (IANA, like ``Europe/London``);
+    ``window``: how long after each scheduled time a rotation may still start (default: until the
+    next one). A key due outside every window waits for the next, unless it is past ``max_age``,
+    rejected by the CLOB, forced or an emergency."""
+
+    cron: str = Field(min_length=1, max_length=200)
+    timezone: str = Field("UTC", min_length=1, max_length=100)
+    window: PositiveDuration | None = None
+
+    @model_validator(mode="after")
+    def _parses(self) -> ScheduleSettings:
+        from rotator.schedule import Schedule
+
+        try:
+            Schedule.parse(self.cron, self.timezone, self.window)
+        except ValueError as exc:
+            raise ValueError(redact(str(exc))) from None
+        return self
+
+
+#: The most gone keys a credential on AWS may keep in its history: the state is one secret value,
+#: at most 64 KiB, and a record of a key takes up to about 420 bytes.
+AWS_HISTORY_MAX = 120
+
+
 class CredentialSettings(_Section):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
     signer: SignerSettings
@@ -756,11 +783,25 @@ class CredentialSettings(_Section):
     # --probe-key-model, or a rotation finding the old key dead at once); one: each rotation
     # publishes the new key at once, without overlap; several: rotations overlap for grace.
     key_model: Literal["auto", "one", "several"] = "auto"
+    # Issue 23: when rotations happen (rotate_every stays the maximum age a key reaches when every
+    # window is served); past max_age (default 2 x rotate_every) a key rotates outside the windows.
+    schedule: ScheduleSettings | None = None
+    max_age: PositiveDuration | None = None
+    # How many keys gone (revoked) the credential's history keeps, each with its times, reason,
+    # trigger and worker (`rotator history`). The keys still held are always kept.
+    history_limit: int = Field(100, ge=1, le=1000)
 
     @model_validator(mode="after")
     def _times(self) -> CredentialSettings:
         if self.consumer_ttl <= 0:
             raise ValueError("consumer_ttl must be positive")
+        if self.max_age is not None:
+            if self.schedule is None:
+                raise ValueError("max_age goes with schedule: without one a key rotates at rotate_every")
+            if self.max_age < self.rotate_every:
+                raise ValueError(
+                    f"max_age ({self.max_age:g}s) must be at least rotate_every ({self.rotate_every:g}s)"
+                )
         return self
 
 
@@ -861,6 +902,17 @@ class Settings(BaseSettings):
             if cred.name in seen:
                 raise ValueError(f"duplicate credential name {cred.name!r}")
             seen.add(cred.name)
+        return self
+
+    @model_validator(mode="after")
+    def _history_fits(self) -> Settings:
+        if self.store.backend == "aws":
+            for cred in self.credentials:
+                if cred.history_limit > AWS_HISTORY_MAX:
+                    raise ValueError(
+                        f"credentials[{cred.name}].history_limit: at most {AWS_HISTORY_MAX} with the aws "
+                        "store (the state is one secret value, 64 KiB at most)"
+                    )
         return self
 
     @model_validator(mode="after")

@@ -358,6 +358,13 @@ def reap_after(
     (unreachable ones among them) are not walked for again on every audit."""
     if found.outcome != "audited" or not found.new:
         return
+    # Issue 23: an operator's pause holds what the worker starts on its own, this reap included.
+    pause = rot.store_call("load", lambda: rot.store.load(ref)).state.paused(rot.clock())
+    if pause is not None:
+        log.warning(
+            "%s: reap after audit: not while paused by %s; `rotator reap` reaps by hand", ref.name, pause.by
+        )
+        return
     result = reap(rot, ref, signer, execute=True, start_nonce=start_nonce)
     level = logging.INFO if result.ok else logging.WARNING
     log.log(

@@ -160,7 +160,8 @@ class LeaderElector:
         """Give the lease up (graceful stop), so a standby takes over at its next step. Best effort."""
         with self._lock:
             record, self._record, self._valid_until = self._record, None, None
-        self._observe()
+        # A graceful stop is not a failover: no "stands by" warning, the release below is said at info.
+        self._was_leader = False
         if record is None:
             return
         try:

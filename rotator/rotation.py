@@ -17,17 +17,20 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from functools import partial
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from rotator.clob.base import ClobAuth
 from rotator.errors import (
+    AccessDenied,
     Blocked,
     Cancelled,
     ClobError,
+    Corrupt,
     RateLimited,
     Rejected,
     RotationError,
     RotatorError,
+    SignerError,
     Transient,
     Unauthorized,
     VersionConflict,
@@ -35,6 +38,7 @@ from rotator.errors import (
 from rotator.lease import owner_alive, this_owner
 from rotator.metrics import Metrics
 from rotator.model import (
+    HISTORY_LIMIT,
     Ack,
     AuditRecord,
     CredentialRef,
@@ -49,9 +53,13 @@ from rotator.model import (
     Step,
     UnmanagedKey,
     ack_prefix,
+    masked_prefix,
 )
 from rotator.signers.base import Signer
 from rotator.stores.base import Store, Version
+
+if TYPE_CHECKING:
+    from rotator.schedule import Schedule
 
 T = TypeVar("T")
 
@@ -79,6 +87,15 @@ CLAMP_AHEAD = 300.0
 KEY_CLOCK_SLACK = 300.0
 #: How far the CLOB's own clocks may disagree between two key ids it made one after the other.
 KEY_ID_SLACK = 1.0
+#: One-shot runs (a CronJob) start a few seconds late, by a different amount each time, and stamp
+#: the key they make after that: a key made by the last run can be younger than ``rotate_every``
+#: by that much when the next run on the same period looks at it. Within this much of
+#: ``rotate_every`` (and at most a quarter of it) a one-shot run takes the key as due.
+JITTER_TOLERANCE = 600.0
+#: After a restore, how many nonces past the state's next one are looked at for keys it never heard of.
+RESTORE_WALK = 8
+#: The reasons a key is due by its age or its schedule (not an operator, not the CLOB).
+AGE_REASONS = frozenset({"due", "schedule", "max-age"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,10 +121,39 @@ class Policy:
     # How the wallet keeps keys (issue 24): "auto" follows what the state learned (doctor, or step 7
     # finding the old key dead), "one" or "several" as configured. See keeps_one_key.
     key_model: str = "auto"
+    # When rotations may happen (credentials[].schedule): None, whenever a key is due.
+    schedule: Schedule | None = None
+    # With a schedule, a key this old rotates outside any window (credentials[].max_age).
+    max_age: float | None = None
+    # A key within this much of rotate_every is due: one-shot runs' start-up jitter (see
+    # JITTER_TOLERANCE and one_shot_slack); 0 in the daemon, which passes every tick.
+    due_slack: float = 0.0
+    # How many gone keys the credential's history keeps (credentials[].history_limit).
+    history_limit: int = HISTORY_LIMIT
 
     @property
     def lease(self) -> float:
         return self.verify_timeout + self.lease_margin
+
+    @property
+    def hard_max_age(self) -> float:
+        """The age past which a key rotates whatever the schedule says (2 x rotate_every by default)."""
+        return self.max_age if self.max_age is not None else 2 * self.rotate_every
+
+
+def one_shot_slack(rotate_every: float) -> float:
+    """How much younger than ``rotate_every`` a key may be and still be due in a one-shot run: a
+    CronJob firing every ``rotate_every`` then rotates on every run, not every other one."""
+    return min(rotate_every / 4, JITTER_TOLERANCE)
+
+
+#: What a paused credential's log line says when it rotates anyway, by rotation reason.
+_WHY_PAUSE_YIELDS = {
+    "rejected": "the CLOB rejects the current key",
+    "restored": "the state was restored from a backup and its key is gone",
+    "forced": "rotate --force",
+    "emergency": "revoke --emergency",
+}
 
 
 #: Audit outcomes that log at warning: a step that failed or could not tell, with the pass going on.
@@ -168,21 +214,98 @@ def keeps_one_key(state: CredentialState, policy: Policy) -> bool:
 
 
 def rotation_reason(
-    state: CredentialState, now: float, policy: Policy, force_nonce: int | None = None
+    state: CredentialState,
+    now: float,
+    policy: Policy,
+    force_nonce: int | None = None,
+    *,
+    emergency: bool = False,
 ) -> str | None:
-    """Why the credential needs a new key now, or None.
+    """Why the credential needs a new key now (a :data:`rotator.model.Reason`), or None.
 
     ``force_nonce``: the nonce of the key that was current when a forced (or emergency) pass read
-    the state; that key, and only that one, is replaced whatever its age. Identity, not time: its
-    ``created_at`` was stamped by whichever worker made it, on that worker's clock.
+    the state; that key, and only that one, is replaced whatever its age or the schedule. Identity,
+    not time: its ``created_at`` was stamped by whichever worker made it, on that worker's clock.
+    A pause stops every other reason; forced and emergency rotations never wait, and neither does
+    a key the CLOB rejects (found by a probe, after this).
+
+    With a schedule, a key rotates in a window (``schedule``) when it was made before the window
+    opened and would reach ``rotate_every`` before the next one opens, so a key made at one window
+    is replaced at the next however late in it either run started; outside every window it waits,
+    unless it is past ``max_age`` (``max-age``). Without one, it is due at ``rotate_every``, less
+    ``due_slack`` (one-shot runs' start-up jitter).
     """
+    if force_nonce is not None and state.current is not None and state.current.nonce == force_nonce:
+        return "emergency" if emergency else "forced"
+    if state.paused(now) is not None:
+        return None
     if state.current is None:
         return "bootstrap"
-    if force_nonce is not None and state.current.nonce == force_nonce:
-        return "forced"
-    if now - state.current.created_at >= policy.rotate_every:
-        return "due"
-    return None
+    created = state.current.created_at
+    age = now - created
+    schedule = policy.schedule
+    if schedule is None:
+        return "due" if age >= policy.rotate_every - policy.due_slack else None
+    if age >= policy.hard_max_age:
+        return "max-age"
+    window = schedule.window_at(now)
+    if window is None or created >= window[0]:
+        return None  # between windows, or already rotated in this one
+    following = schedule.next_time(window[0])
+    return "schedule" if following is None or created + policy.rotate_every <= following else None
+
+
+def first_due(state: CredentialState, policy: Policy) -> float | None:
+    """When the current key became (or becomes) due by its age or its schedule, a pause aside: its
+    creation plus ``rotate_every`` (less ``due_slack``), or the window it is replaced in, or
+    ``max_age``. None without a key."""
+    cur = state.current
+    if cur is None:
+        return None
+    created = cur.created_at
+    if policy.schedule is None:
+        return created + policy.rotate_every - policy.due_slack
+    opens = _window_due(policy.schedule, created, policy.rotate_every)
+    cap = created + policy.hard_max_age
+    return cap if opens is None else min(opens, cap)
+
+
+def _window_due(schedule: Schedule, created: float, rotate_every: float) -> float | None:
+    """The first window a key made at ``created`` is replaced in: the last scheduled time before it
+    reaches ``rotate_every``, or, when none falls after its creation, the first one after that."""
+    opens = schedule.previous(created + rotate_every)
+    if opens is None or opens <= created:
+        opens = schedule.next_time(created)
+    return opens
+
+
+def next_rotation(state: CredentialState, now: float, policy: Policy) -> float | None:
+    """When :func:`rotation_reason` will first find the current key due (in the past: overdue), or None
+    (no key yet, a pause without an end, or a schedule that never fires again). What ``status`` and
+    ``rotator_next_rotation_timestamp_seconds`` show."""
+    cur = state.current
+    if cur is None:
+        return None
+    pause = state.paused(now)
+    if pause is not None and pause.until is None:
+        return None
+    start = now if pause is None else max(now, pause.until or now)
+    created = cur.created_at
+    schedule = policy.schedule
+    if schedule is None:
+        due = created + policy.rotate_every - policy.due_slack
+        return due if pause is None else max(start, due)  # in the past: overdue by that much
+    latest = max(start, created + policy.hard_max_age)
+    opens = _window_due(schedule, created, policy.rotate_every)
+    if opens is not None and opens < start:
+        opens = start if schedule.window_at(start) is not None else schedule.next_time(start)
+    return latest if opens is None else min(opens, latest)
+
+
+def _next_window(policy: Policy | None, now: float) -> float | None:
+    """When the credential's next rotation window opens (now, inside one); None without a schedule."""
+    window = policy.schedule.next_window(now) if policy is not None and policy.schedule is not None else None
+    return None if window is None else window[0]
 
 
 def lagging_consumers(
@@ -341,6 +464,7 @@ class _Ctx:
         "_step",
         "_timer",
         "acks",
+        "history_limit",
         "invalidated",
         "live_after",
         "policy",
@@ -348,6 +472,7 @@ class _Ctx:
         "reason",
         "ref",
         "revoked",
+        "revoked_keys",
         "signer",
         "state",
         "step_started",
@@ -364,7 +489,9 @@ class _Ctx:
     ) -> None:
         self.ref, self.state, self.version, self.signer = ref, state, version, signer
         self.revoked = 0
+        self.revoked_keys: list[str] = []  # "nonce 6 key=01a24daa-6b2e-7fa2…" per key revoked
         self.invalidated = 0
+        self.history_limit = HISTORY_LIMIT
         self.acks: list[Ack] | None = None  # this pass's read of the acknowledgements, if it made one
         self.reached = False  # the CLOB accepted a key in this pass (its edge let the pass through)
         self.policy: Policy | None = None
@@ -411,6 +538,8 @@ class Rotator:
         self.clock_measured = clock_measured
         self.sleep = sleep
         self.owner = owner or this_owner()
+        #: What the history names as the worker: the pod (or host) name, from the owner id.
+        self.worker = self.owner.rsplit(":", 2)[0]
         self.alive = alive
         # credential -> (api key last known to work, when it was last checked)
         self._checked: dict[str, tuple[str, float]] = {}
@@ -516,12 +645,26 @@ class Rotator:
         force: bool = False,
         emergency: bool = False,
         dry_run: bool = False,
+        problem: str | None = None,
     ) -> PassResult:
-        """One pass over one credential (DESIGN.md steps 1-7). Never raises a RotatorError."""
+        """One pass over one credential (DESIGN.md steps 1-7). Never raises a RotatorError.
+
+        ``problem``: why this credential's signer cannot be used (its secret source is missing or
+        unreadable). The pass then does only what needs no signer (publish the current key again,
+        revoke retiring keys whose DELETE is confirmed by a probe) and fails at ``signer`` with
+        that line; a dry run says ``would-fail``. Other credentials are not affected.
+        """
         t0 = self.timer()
-        self.metrics.set_policy(ref.name, policy.rotate_every, policy.grace)
-        ctx = _Ctx(ref, CredentialState(), None, signer=signer, timer=self.timer)
+        self.metrics.set_policy(
+            ref.name,
+            policy.rotate_every,
+            policy.grace,
+            max_age=policy.hard_max_age if policy.schedule is not None else policy.rotate_every,
+            interval=policy.schedule.longest_gap(self.clock()) if policy.schedule is not None else 0.0,
+        )
+        ctx = _Ctx(ref, CredentialState(), None, signer=None if problem else signer, timer=self.timer)
         ctx.policy = policy
+        ctx.history_limit = policy.history_limit
         try:
             force_nonce = self._read(ctx, force or emergency)
             now = self.clock()
@@ -529,31 +672,35 @@ class Rotator:
             pending = ctx.state.pending
             if pending is not None and lease_blocked(pending, now, self.owner, self.alive):
                 self._event(ctx, "read", "in-flight-elsewhere", t0, nonce=pending.nonce)
-                return self._finish(ctx, "in-flight-elsewhere", t0)
+                return self._finish(ctx, "in-flight-elsewhere", t0, policy=policy)
             if dry_run:
-                return self._dry_run(ctx, policy, now, force_nonce, emergency, t0)
+                return self._dry_run(ctx, policy, now, force_nonce, emergency, t0, problem)
             self._reconcile_publish(ctx)
             self._revoke_due(ctx, policy, now, emergency)
+            if problem is not None:
+                raise SignerError(problem)
+            reason: str | None = None
             if ctx.state.pending is not None:
                 self._resume(ctx, signer, policy, emergency)
                 self._recovered(ctx)  # a rotation a report started may end in a later pass
                 rotated = True
             else:
-                rotated = self._rotate_if_due(ctx, signer, policy, now, force_nonce, emergency)
+                reason = self._rotate_if_due(ctx, signer, policy, now, force_nonce, emergency)
+                rotated = reason is not None
         except _Conflict:
             self._event(ctx, ctx.step, "lost-race", ctx.step_started, pass_duration=self._since(t0))
-            return self._finish(ctx, "lost-race", t0)
+            return self._finish(ctx, "lost-race", t0, policy=policy)
         except (_Stopped, Cancelled):
             # SIGTERM, or a replica that lost the leader lease: not a failure. What was done is
             # recorded; a rotation cut short stays pending and the next pass (or replica) resumes it.
             self._event(ctx, ctx.step, "stopped", ctx.step_started, pass_duration=self._since(t0))
-            return self._finish(ctx, "stopped", t0)
+            return self._finish(ctx, "stopped", t0, policy=policy)
         except RotatorError as exc:
-            return self._failed(ctx, exc, t0)
+            return self._failed(ctx, exc, t0, policy)
         if rotated:
             self.metrics.rotations.labels(credential=ref.name, result="success").inc()
-            return self._finish(ctx, "rotated", t0)
-        return self._finish(ctx, "revoked" if ctx.revoked else "nothing-due", t0)
+            return self._finish(ctx, "rotated", t0, policy=policy, reason=reason)
+        return self._finish(ctx, "revoked" if ctx.revoked else "nothing-due", t0, policy=policy)
 
     def _read(self, ctx: _Ctx, forced: bool) -> int | None:
         """Step 1: the state and its version. Returns the nonce of the key a forced (or emergency)
@@ -618,35 +765,143 @@ class Rotator:
         now: float,
         force_nonce: int | None,
         emergency: bool,
-    ) -> bool:
-        """Steps 4-7 when a new key is due (by age, forced, or the current key is rejected)."""
-        reason = rotation_reason(ctx.state, now, policy, force_nonce)
+    ) -> str | None:
+        """Steps 4-7 when a new key is due (by age or schedule, forced, or the current key is
+        rejected). Returns the reason it rotated for, or None."""
+        reason = rotation_reason(ctx.state, now, policy, force_nonce, emergency=emergency)
+        trigger = "operator" if reason in ("forced", "emergency") else "schedule"
         reported = reason is None and self._refusal_reported(ctx, policy)
         if not reported:
             self._recovering.pop(ctx.ref.name, None)  # this rotation, if any, is not a report's
         if reported:
             ctx.begin("probe")
-            reason = self._probe_reported(ctx)
+            reason, trigger = self._probe_reported(ctx), "consumer-report"
         elif reason is None and self._probe_due(ctx, policy):
             ctx.begin("probe")
-            reason = self._probe_current(ctx)
+            reason, trigger = self._probe_current(ctx), "probe"
         if reason is None:
-            return False
+            return None
+        due = first_due(ctx.state, policy) if reason in AGE_REASONS else None
+        if due is not None and now >= due + policy.grace:
+            # Overdue by more than a grace: it may have been replaced and revoked already, by a
+            # worker whose state this is not (a state restored from a backup taken before that
+            # rotation). One probe (off /auth/*) tells; a key rotated on time costs none.
+            ctx.begin("probe")
+            if self._probe_current(ctx) == "rejected":
+                reason, trigger = "rejected", "probe"
+        # A refused key that derive still finds at its nonce may have lapsed: brought back by a
+        # create there, it needs no rotation (issue 24). One that is gone may have been replaced by a
+        # worker whose state this is not: a restored backup (issue 23).
         if reason == "rejected" and (revival := self._revive(ctx, signer, policy)) is not None:
-            return revival == "replaced"
+            return "rejected" if revival == "replaced" else None
+        if reason == "rejected" and self._restored(ctx, signer, policy):
+            reason, trigger = "restored", "store"
+        self._say_paused(ctx, now, reason)
         ctx.begin("issue")
         started = self.timer()
-        self._issue(ctx, signer, policy, reason)
+        reason = self._issue(ctx, signer, policy, reason, trigger)
         self._complete(ctx, signer, policy, emergency, resumed=False)
         self.metrics.rotation_duration.labels(credential=ctx.ref.name).observe(self.timer() - started)
         self._recovered(ctx)
+        return reason
+
+    def _say_paused(self, ctx: _Ctx, now: float, reason: str) -> None:
+        """A paused credential rotates only when it must (rejected, forced, emergency): say so."""
+        pause = ctx.state.paused(now)
+        if pause is None:
+            return
+        until = "until resumed" if pause.until is None else f"for {_age(pause.until - now)} more"
+        log.warning(
+            "%s: paused by %s (%s), %s; rotating anyway: %s",
+            ctx.ref.name,
+            pause.by,
+            pause.reason or "no reason given",
+            until,
+            _WHY_PAUSE_YIELDS.get(reason, reason),
+        )
+
+    def _restored(self, ctx: _Ctx, signer: Callable[[], Signer], policy: Policy) -> bool:
+        """The current key is refused: is the state older than the wallet's keys (restored from a
+        backup taken before a rotation)? The CLOB then holds a key at the nonce the state would
+        issue next, which only a later rotation makes, and the current key is gone at its nonce.
+
+        If so, that is said (a warning, ``recover restored``), the current key goes to the history
+        as ``gone-before-restore`` (not as invalidated by the server: its revocation was confirmed
+        before the backup was put back), and the keys at the nonces past it that no other state
+        of the wallet holds retire with grace (bots may hold one: it was published before the
+        restore). The rotation that follows (reason ``restored``) issues past them: nothing is
+        left unaccounted for (I3). Costs two ``derive`` calls, only for a refused key."""
+        cur = ctx.state.current
+        if cur is None:
+            return False
+        t = self.timer()
+        wallet = signer()
+        nonce = max(ctx.state.next_nonce, policy.start_nonce)
+        beyond = self.clob.derive_key(wallet, nonce)
+        if beyond is None:
+            return False
+        at_current = self.clob.derive_key(wallet, cur.nonce)
+        if at_current is not None and at_current.api_key == cur.api_key:
+            return False  # the key exists: refused for another reason than being gone
+        theirs, _busy = self.wallet_siblings(ctx.ref, wallet.address)
+        found = [beyond]
+        while len(found) < RESTORE_WALK:
+            more = self.clob.derive_key(wallet, nonce + len(found))
+            if more is None:
+                break
+            found.append(more)
+        ours = [k for k in found if k.api_key not in theirs]
+        now = self.clock()
+        state = ctx.state
+        for k in ours:
+            # Issued after the backup: when, by whom and why is not known here (the audit logs say).
+            adopted = replace(k, created_at=0.0)
+            state = state.with_issued(adopted, reason="unrecorded", trigger="store", worker=None)
+            state = state.with_retired(adopted, now, "restored")
+        retiring = (
+            *state.retiring,
+            *(Retiring(replace(k, created_at=0.0), now, now + policy.grace, "restored") for k in ours),
+        )
+        state = replace(state, current=None, retiring=retiring, next_nonce=nonce + len(found))
+        state = state.with_gone(cur, "gone-before-restore", now, worker=self.worker, limit=ctx.history_limit)
+        self._save(ctx, state)
+        nonces = [k.nonce for k in found]
+        log.warning(
+            "%s: the state is older than the wallet's keys (restored from a backup?): the current key "
+            "%s at nonce %d is gone, and the CLOB holds keys at nonces %s that the state never recorded; "
+            "%d of them retire with grace, and a new key is issued past them",
+            ctx.ref.name,
+            cur.masked,
+            cur.nonce,
+            nonces,
+            len(ours),
+        )
+        self._event(
+            ctx,
+            "recover",
+            "restored",
+            t,
+            level=logging.WARNING,
+            nonce=cur.nonce,
+            key=cur.masked,
+            found=nonces,
+            retiring=[k.masked for k in ours],
+        )
         return True
 
-    def _failed(self, ctx: _Ctx, exc: RotatorError, t0: float) -> PassResult:
+    def _failed(self, ctx: _Ctx, exc: RotatorError, t0: float, policy: Policy) -> PassResult:
         self.metrics.rotations.labels(credential=ctx.ref.name, result="failure").inc()
         if isinstance(exc, Blocked) or isinstance(exc.__cause__, Blocked):
             self.metrics.clob_blocked.labels(credential=ctx.ref.name).set(1)
-        step = exc.step if isinstance(exc, RotationError) else ctx.step
+        # A signer that cannot be used (known at start, or a remote source refusing when first
+        # asked) is the credential's own problem, whatever step asked for it.
+        step: Step = (
+            exc.step
+            if isinstance(exc, RotationError)
+            else "signer"
+            if isinstance(exc, SignerError)
+            else ctx.step
+        )
         pending = ctx.state.pending
         self._event(
             ctx,
@@ -658,7 +913,11 @@ class Rotator:
             nonce=pending.nonce if pending else None,
             pass_duration=self._since(t0),
         )
-        return self._finish(ctx, "failed", t0, error=str(exc), failed_step=step)
+        # Not ready: a signer that cannot be used, or a state this worker cannot read or may not
+        # (a newer format, garbage, denied). A store that is down for a while says nothing about it.
+        unreadable = step == "read" and isinstance(exc, (Corrupt, AccessDenied))
+        ready = False if step == "signer" or unreadable else (None if step == "read" else True)
+        return self._finish(ctx, "failed", t0, error=str(exc), failed_step=step, policy=policy, ready=ready)
 
     def _finish(
         self,
@@ -668,17 +927,30 @@ class Rotator:
         error: str | None = None,
         failed_step: Step | None = None,
         plan: tuple[str, ...] = (),
+        *,
+        policy: Policy | None = None,
+        reason: str | None = None,
+        ready: bool | None = True,
     ) -> PassResult:
         name = ctx.ref.name
         state = ctx.state
+        now = self.clock()
         # A pass that could not read the state knows nothing about it: keep the last known gauges.
+        known = None if failed_step == "read" else state
         self.metrics.observe_pass(
-            name, failed=outcome == "failed", now=self.clock(), state=None if failed_step == "read" else state
+            name,
+            failed=outcome == "failed",
+            now=now,
+            state=known,
+            next_rotation=next_rotation(state, now, policy) if known is not None and policy else None,
+            next_window=_next_window(policy, now),
+            ready=ready,
         )
         if outcome in ("rotated", "revoked") or ctx.reached:
             self.metrics.clob_blocked.labels(credential=name).set(0)
         if failed_step != "read" and ctx.policy is not None:
             self.metrics.observe_key_model(name, key_model(state, ctx.policy))
+        pause = state.paused(now)
         return PassResult(
             credential=name,
             outcome=outcome,
@@ -690,27 +962,47 @@ class Rotator:
             duration=self.timer() - t0,
             key_prefix=state.current.masked if state.current else None,
             plan=plan,
+            revoked_keys=tuple(ctx.revoked_keys),
+            paused=pause is not None and known is not None,
+            reason=reason,
         )
 
     def _dry_run(
-        self, ctx: _Ctx, policy: Policy, now: float, force_nonce: int | None, emergency: bool, t0: float
+        self,
+        ctx: _Ctx,
+        policy: Policy,
+        now: float,
+        force_nonce: int | None,
+        emergency: bool,
+        t0: float,
+        problem: str | None = None,
     ) -> PassResult:
         """What this pass would do, why, and at which nonce. Changes nothing and asks the CLOB
         nothing (so a rejected current key goes unnoticed); reads the consumers' acknowledgements
-        as the real pass does, so it revokes early where the real pass would."""
+        as the real pass does, so it revokes early where the real pass would. A credential whose
+        signer cannot be used says ``would-fail`` and why, first (the real pass would stop there),
+        then what it would do with one."""
         state = ctx.state
         plan: list[tuple[Outcome, str]] = []
+        if problem is not None:
+            plan.append(("would-fail", f"would-fail: {problem}"))
         if state.pending is not None:
             plan.append(("would-resume", f"would-resume nonce {state.pending.nonce}"))
-        elif (reason := rotation_reason(state, now, policy, force_nonce)) is not None:
-            if reason == "due" and state.current is not None:
-                reason = f"due, age {_age(now - state.current.created_at)}"
+        elif (reason := rotation_reason(state, now, policy, force_nonce, emergency=emergency)) is not None:
+            if reason in ("due", "schedule", "max-age") and state.current is not None:
+                reason = f"{reason}, age {_age(now - state.current.created_at)}"
             nonce = max(state.next_nonce, policy.start_nonce)
             plan.append(("would-rotate", f"would-rotate ({reason}) nonce {nonce}"))
+        pause = state.paused(now)
+        if pause is not None:
+            until = "until resumed" if pause.until is None else f"for {_age(pause.until - now)} more"
+            plan.append(("nothing-due", f"paused by {pause.by} {until}"))
         due = list(state.retiring) if emergency else due_revocations(state, now, self._acks(ctx), policy)
         plan += [("would-revoke", would_revoke(entry, now, emergency)) for entry in due]
-        outcome: Outcome = plan[0][0] if plan else "nothing-due"
-        return self._finish(ctx, outcome, t0, plan=tuple(text for _, text in plan))
+        outcome: Outcome = next((kind for kind, _ in plan if kind != "nothing-due"), "nothing-due")
+        return self._finish(
+            ctx, outcome, t0, plan=tuple(text for _, text in plan), policy=policy, ready=problem is None
+        )
 
     # -- steps ------------------------------------------------------------------------------------
     def _reconcile_publish(self, ctx: _Ctx) -> None:
@@ -754,7 +1046,8 @@ class Rotator:
     def _publish(self, ctx: _Ctx, key: Key) -> None:
         """Publish ``key`` and record that it is published, and where."""
         self._store_publish(ctx, key)
-        self._save(ctx, replace(ctx.state, published_nonce=key.nonce, published_path=ctx.ref.path))
+        state = ctx.state.with_published(key, self.clock())
+        self._save(ctx, replace(state, published_nonce=key.nonce, published_path=ctx.ref.path))
 
     def _store_publish(self, ctx: _Ctx, key: Key) -> None:
         self.store_call("publish", lambda: self.store.publish(ctx.ref, key))
@@ -842,9 +1135,13 @@ class Rotator:
                 ctx, "revoke", "failed", t, nonce=entry.key.nonce, key=entry.key.masked, error=str(exc)
             )
             return  # the key stays retiring; the next pass tries again
-        self._save(ctx, ctx.state.with_revoked(entry, how, self.clock()))
+        revoked = ctx.state.with_revoked(
+            entry, how, self.clock(), worker=self.worker, limit=ctx.history_limit
+        )
+        self._save(ctx, revoked)
         self.metrics.revocations.labels(credential=name, result=how).inc()
         ctx.revoked += 1
+        ctx.revoked_keys.append(f"nonce {entry.key.nonce} key={entry.key.masked}")
         early = self.clock() < entry.revoke_after
         self._event(
             ctx,
@@ -858,7 +1155,7 @@ class Rotator:
         )
         if lagging:
             self.metrics.revocations_forced.labels(credential=name).inc()
-            who = ", ".join(f"{a.consumer_id} (holds {a.key_prefix})" for a in lagging)
+            who = ", ".join(f"{a.consumer_id} (holds {masked_prefix(a.key_prefix)})" for a in lagging)
             log.warning("%s: revoked key %s at the end of grace; lagging: %s", name, entry.key.masked, who)
             self._event(
                 ctx, "revoke", "forced", t, key=entry.key.masked, lagging=[a.consumer_id for a in lagging]
@@ -1080,8 +1377,11 @@ class Rotator:
             )
             self._event(ctx, "resume", "took-over", t, nonce=pending.nonce, previous_owner=previous)
 
-    def _issue(self, ctx: _Ctx, signer: Callable[[], Signer], policy: Policy, reason: str) -> None:
-        """Step 4a: find the nonce and durably record the intent before any key exists."""
+    def _issue(
+        self, ctx: _Ctx, signer: Callable[[], Signer], policy: Policy, reason: str, trigger: str
+    ) -> str:
+        """Step 4a: find the nonce and durably record the intent before any key exists. Returns the
+        reason the intent records (a bootstrap may turn out to recover or adopt a key)."""
         self._may_start(ctx, "issue")
         t = self.timer()
         bootstrap = ctx.state.current is None and not ctx.state.history and not ctx.state.retiring
@@ -1092,6 +1392,8 @@ class Rotator:
             nonce = self._bootstrap_nonce(ctx, signer(), policy, nonce)
             if ctx.state.current is not None and reason != "recovered":
                 reason = "adopted"
+        if reason in ("recovered", "adopted"):
+            trigger = "store"
         now = self.clock()
         pending = Pending(
             nonce=nonce,
@@ -1099,10 +1401,13 @@ class Rotator:
             owner=self.owner,
             lease_until=now + policy.lease,
             address=signer().address,  # only this wallet can find a key made at this nonce again
+            reason=reason,
+            trigger=trigger,
         )
         self._save(ctx, replace(ctx.state, pending=pending, next_nonce=max(ctx.state.next_nonce, nonce + 1)))
         ctx.reason = reason
-        self._event(ctx, "intent", "recorded", t, nonce=nonce, reason=reason)
+        self._event(ctx, "intent", "recorded", t, nonce=nonce, reason=reason, trigger=trigger)
+        return reason
 
     def _recover_published(self, ctx: _Ctx, signer: Signer, policy: Policy) -> bool:
         """A bootstrap over a published key: the state was lost (deleted by hand, a fresh store
@@ -1155,13 +1460,18 @@ class Rotator:
             Retiring(replace(k, created_at=0.0), now, now + policy.grace, "recovered") for k in retire
         )
         # Already published as it is: record it (age unknown, so due now) without publishing again.
+        adopted = replace(live, created_at=0.0)
+        state = ctx.state.with_issued(adopted, reason="recovered", trigger="store", worker=self.worker)
+        for entry in entries:
+            state = state.with_issued(entry.key, reason="recovered", trigger="store", worker=self.worker)
+            state = state.with_retired(entry.key, now, "recovered")
         state = replace(
-            ctx.state,
-            current=replace(live, created_at=0.0),
+            state,
+            current=adopted,
             next_nonce=live.nonce + 1,
             published_nonce=live.nonce,
             published_path=ctx.ref.path,
-            retiring=(*ctx.state.retiring, *entries),
+            retiring=(*state.retiring, *entries),
         )
         self._save(ctx, self._noting_unmanaged(ctx, state, left, claimed))
         self._event(ctx, "recover", "adopted-published", t, nonce=live.nonce, key=live.masked)
@@ -1212,7 +1522,8 @@ class Rotator:
             raise RotationError("adopt", f"existing key {key.masked} at nonce {key.nonce} does not verify")
         # Unknown age: created_at 0 makes it due, so this same pass retires it with a grace window.
         adopted = replace(key, created_at=0.0)
-        self._save(ctx, replace(ctx.state, current=adopted, next_nonce=key.nonce + 1))
+        state = ctx.state.with_issued(adopted, reason="adopted", trigger="store", worker=self.worker)
+        self._save(ctx, replace(state, current=adopted, next_nonce=key.nonce + 1))
         self._publish(ctx, adopted)
         self._event(ctx, "adopt", "adopted", t, nonce=key.nonce, key=key.masked)
 
@@ -1230,8 +1541,17 @@ class Rotator:
             key = self._obtain(ctx, signer(), policy, fresh=pending.owner == self.owner and not resumed)
             assert ctx.state.pending is not None
             pending = replace(ctx.state.pending, key=key)  # at the nonce the key is at (a walk moves it)
-            if not at_once:
-                self._save(ctx, replace(ctx.state, pending=pending))
+            issued = ctx.state.with_issued(
+                key,
+                reason=pending.reason or "unrecorded",
+                trigger=pending.trigger or "schedule",
+                worker=self.worker,
+                at=key.created_at,
+            )
+            if at_once:
+                ctx.state = replace(issued, pending=pending)  # saved by the promotion, next
+            else:
+                self._save(ctx, replace(issued, pending=pending))
         assert pending.key is not None
         if at_once:
             old = self._promote(ctx, pending.key, policy, emergency)
@@ -1419,7 +1739,8 @@ class Rotator:
         t = self.timer()
         now = self.clock()
         entry = Retiring(key=key, retired_at=now, revoke_after=now, reason="unverified")
-        self._save(ctx, replace(ctx.state, pending=None, retiring=(*ctx.state.retiring, entry)))
+        state = ctx.state.with_retired(key, now, "unverified")
+        self._save(ctx, replace(state, pending=None, retiring=(*state.retiring, entry)))
         self._event(ctx, "verify", "abandoned", t, nonce=key.nonce, key=key.masked)
         self._revoke(ctx, entry)
 
@@ -1440,7 +1761,9 @@ class Rotator:
         retiring = state.retiring
         if old is not None:
             revoke_after = now if emergency else now + policy.grace
-            retiring = (*retiring, Retiring(old, now, revoke_after, "emergency" if emergency else "rotated"))
+            why = "emergency" if emergency else "rotated"
+            retiring = (*retiring, Retiring(old, now, revoke_after, why))
+            state = state.with_retired(old, now, why)
         self._save(
             ctx,
             replace(
@@ -1488,7 +1811,11 @@ class Rotator:
                 return
             entry = next((r for r in ctx.state.retiring if r.key.api_key == old.api_key), None)
             if entry is not None:
-                self._save(ctx, ctx.state.with_revoked(entry, "invalidated-by-server", self.clock()))
+                now = self.clock()
+                gone = ctx.state.with_revoked(
+                    entry, "invalidated-by-server", now, worker=self.worker, limit=ctx.history_limit
+                )
+                self._save(ctx, gone)
             self.metrics.old_key_invalidated.labels(credential=ctx.ref.name).inc()
             ctx.invalidated += 1
             self._event(ctx, "probe-old", "invalidated-by-server", t, nonce=old.nonce, key=old.masked)

@@ -72,7 +72,8 @@ class Daemon:
         from rotator.clob.budget import probe_interval
 
         policy = rt.policy(cred, probe_every=probe_interval(rt.settings))
-        result = rt.rotator.run_pass(rt.ref(cred), rt.signer(cred), policy)
+        # A credential whose signer cannot be used fails alone; the others rotate on.
+        result = rt.rotator.run_pass(rt.ref(cred), rt.signer(cred), policy, problem=rt.problem(cred))
         # Only a failed read says the store is unreachable; a CLOB failure later in the pass does not
         # make the worker unready (the metrics endpoint must stay in the Service to alert on it).
         if result.failed_step == "read":

@@ -15,14 +15,14 @@ from typing import Any
 #: The widest line ``status`` prints: a terminal split in two, a pager, a chat paste.
 WIDTH = 100
 #: A credential name longer than this gets a line of its own above its row.
-NAME_WIDTH = 20
+NAME_WIDTH = 16
 #: (header, width, right-aligned) after the name column.
 COLUMNS = (
-    ("KEY", 13, False),
+    ("KEY", 18, False),
     ("NONCE", 5, True),
     ("AGE", 6, True),
     ("NEXT ROTATION", 13, False),
-    ("RETIRING", 12, False),
+    ("RETIRING", 11, False),
     ("PENDING", 7, False),
     ("CONSUMERS", 9, False),
 )
@@ -92,10 +92,14 @@ def _cells(name: str, values: list[str], name_width: int) -> str:
 
 def _summary(row: dict[str, Any], now: float) -> list[str]:
     age = row["age_seconds"]
-    if row["orphaned"]:
+    if row.get("state_error"):
+        nxt = "?"
+    elif row["orphaned"]:
         nxt = "never"
+    elif row.get("paused"):
+        nxt = "paused"
     elif row["next_rotation"] is None:
-        nxt = "first pass"  # no key yet: the next pass issues one
+        nxt = "first pass" if row["key"] is None else "never"  # no key yet: the next pass issues one
     else:
         nxt = until(row["next_rotation"], now)
     retiring = row["retiring"]
@@ -126,8 +130,13 @@ def _consumer_summary(consumers: list[dict[str, Any]] | str) -> str:
 
 def _details(row: dict[str, Any], now: float) -> list[str]:
     out: list[str] = []
+    if row.get("state_error"):
+        out += _wrap(f"STATE UNREADABLE: {row['state_error']}", "  ")
+    elif row.get("ready") is False:
+        out += _wrap(f"NOT READY: {row['problem']} (its passes fail; the others rotate on)", "  ")
     if row["orphaned"]:
         out += _wrap(ORPHAN_NOTE[bool(row["archived"])], "  ")
+    out += _pause_details(row.get("paused"), now) + _schedule_details(row.get("schedule"), now)
     for r in sorted(row["retiring"], key=lambda r: r["revoke_after"]):
         out += _wrap(
             f"retiring nonce {r['nonce']} key {r['key']} ({r['reason']}): revoke by "
@@ -151,7 +160,7 @@ def _details(row: dict[str, Any], now: float) -> list[str]:
     else:
         for c in consumers:
             seen = f"seen {duration(c['seen_seconds_ago'])} ago" + ("" if c["live"] else " (not live)")
-            out += _wrap(f"consumer {c['consumer']:<24} key={c['key']:<19} {c['holds']:<8} {seen}", "  ")
+            out += _wrap(f"consumer {c['consumer']:<24} key={c['key']:<18} {c['holds']:<8} {seen}", "  ")
     return out + _audit_details(row.get("audit"), now) + _key_model_details(row.get("key_model"), now)
 
 
@@ -174,6 +183,40 @@ def _key_model_details(model: dict[str, Any] | None, now: float) -> list[str]:
     return _wrap("; ".join(parts), "  ") if parts else []
 
 
+def _pause_details(pause: dict[str, Any] | None, now: float) -> list[str]:
+    """``paused by alice@ops-1 2h00m ago, until 2026-12-01 05:00:00Z (in 1h00m): CLOB incident``"""
+    if pause is None:
+        return []
+    until_text = (
+        "until resumed"
+        if pause["until"] is None
+        else f"until {_short_iso(pause['until'])} ({until(pause['until'], now)})"
+    )
+    text = f"paused by {pause['by']} {duration(now - pause['at'])} ago, {until_text}"
+    text += f": {pause['reason']}" if pause["reason"] else ""
+    return _wrap(text + " (a rejected key or an emergency still rotates)", "  ")
+
+
+def _schedule_details(schedule: dict[str, Any] | None, now: float) -> list[str]:
+    """``schedule 0 3 * * * Europe/London, window 1h00m: next 2026-12-02 03:00:00Z-04:00:00Z (in 20h)``"""
+    if schedule is None:
+        return []
+    window = "until the next" if schedule["window_seconds"] is None else duration(schedule["window_seconds"])
+    text = f"schedule {schedule['cron']} {schedule['timezone']}, window {window}"
+    opens, closes = schedule["next_window"], schedule["window_closes"]
+    if opens is None:
+        text += ": no window ahead"
+    elif opens <= now:
+        text += (
+            f": window open until {_short_iso(closes)} ({until(closes, now)})" if closes else ": window open"
+        )
+    else:
+        text += f": next window {_short_iso(opens)} ({until(opens, now)})"
+    if schedule["max_age_seconds"]:
+        text += f"; past {duration(schedule['max_age_seconds'])} a key rotates outside any window"
+    return _wrap(text, "  ")
+
+
 def _audit_details(audit: dict[str, Any] | None, now: float) -> list[str]:
     """The last wallet audit (issue 16): unmanaged keys by masked id and nonce, and closed-only."""
     if audit is None:
@@ -185,7 +228,7 @@ def _audit_details(audit: dict[str, Any] | None, now: float) -> list[str]:
     for u in audit["unmanaged"]:
         nonce = "?" if u["nonce"] is None else u["nonce"]
         seen = f", first seen {duration(now - u['first_seen'])} ago" if u.get("first_seen") else ""
-        out += _wrap(f"unmanaged key={u['key']:<13} nonce={nonce}{seen}", "  ")
+        out += _wrap(f"unmanaged key={u['key']:<18} nonce={nonce}{seen}", "  ")
     return out
 
 

@@ -452,7 +452,7 @@ def test_daemon_logs_json_audit_events_and_stops_on_sigterm(sandbox: Sandbox, tm
         assert isinstance(e["duration"], float | int) and e["outcome"]
         for field in ("key", "previous"):
             if e.get(field) is not None:
-                assert e[field] == mask(e[field]) and len(e[field]) <= 13, f"{field} not masked in {e}"
+                assert e[field] == mask(e[field]) and len(e[field]) <= 18, f"{field} not masked in {e}"
     created = next(e for e in audit if e["step"] == "create")
     assert created["nonce"] == key.nonce and created["key"] == key.masked
     assert key.api_key not in daemon.stderr, "a full key id in the logs"

@@ -217,7 +217,7 @@ def test_two_hundred_bots_reporting_the_same_dead_key_cost_one_probe_and_one_rot
         assert sb.request_counts()[("POST", "/auth/api-key", 200)] == 1
     finally:
         out = finish(w, proc)
-    assert len(events(out, trigger="consumer-report")) == 1
+    assert len(events(out, step="probe", trigger="consumer-report")) == 1
     assert w.state().rotations == 2
     OUTPUTS.append(out)
 

@@ -576,8 +576,9 @@ def test_a_confirmed_report_rotates_at_once_with_reason_rejected(world, caplog) 
     with caplog.at_level(logging.INFO, logger="rotator.audit"):
         assert daemon_pass(rot).outcome == "rotated"
     # One probe of the reported key, a derive at its nonce (nothing there: no lapsed key to revive,
-    # issue 24), then the rotation (whose step 7 probes the old key once more).
-    assert clob.calls[: clob.calls.index("create:1")] == ["probe:0", "derive:0"]
+    # issue 24), one look for a restored state (a key at the next nonce? issue 23), then the
+    # rotation (whose step 7 probes the old key once more).
+    assert clob.calls[: clob.calls.index("create:1")] == ["probe:0", "derive:0", "derive:1"]
     intent = [r for r in caplog.records if getattr(r, "step", None) == "intent"][-1]
     assert intent.reason == "rejected"  # type: ignore[attr-defined]
     assert store.published.nonce == 1  # type: ignore[union-attr]
@@ -644,8 +645,9 @@ def test_a_storm_of_reports_is_one_probe_and_one_rotation(world) -> None:  # typ
     assert daemon_pass(rot).outcome == "rotated"
     clock.now += 5
     assert daemon_pass(rot).outcome == "nothing-due"
-    # The derive asks whether a lapsed key is there to revive (issue 24).
-    assert clob.calls[: clob.calls.index("create:1")] == ["probe:0", "derive:0"]
+    # The derives ask whether a lapsed key is there to revive (issue 24), then whether the state
+    # was restored (issue 23).
+    assert clob.calls[: clob.calls.index("create:1")] == ["probe:0", "derive:0", "derive:1"]
     assert [c for c in clob.calls if c.startswith("create")] == ["create:1"]
 
 
