@@ -83,7 +83,16 @@ def test_the_image_lock_is_a_part_of_the_lock_each_with_a_hash() -> None:
     text = lock.IMAGE.read_text(encoding="utf-8")
     assert text.count("--hash=sha256:") == len(image)
     # The worker's own, and none of the suite's tools, nor a bot SDK.
-    assert {"py-clob-client", "apscheduler", "prometheus-client", "hvac", "boto3", "coincurve"} <= set(image)
+    # tzdata: schedules name IANA zones, and the image has no system zone database.
+    assert {
+        "py-clob-client",
+        "apscheduler",
+        "prometheus-client",
+        "hvac",
+        "boto3",
+        "coincurve",
+        "tzdata",
+    } <= set(image)
     assert not {"pytest", "pip", "setuptools", "moto", "polymarket-client", "py-clob-client-v2"} & set(image)
     # The demo's: the worker's part of the image, without the Vault and AWS clients.
     worker = lock.read_pins(lock.WORKER)
