@@ -481,9 +481,9 @@ def test_a_pause_holds_the_reap_that_follows_an_audit(world) -> None:  # type: i
     store.state = replace(store.state, pause=Pause(clock.now, "ops"))  # type: ignore[arg-type]
     found = audit(rot, REF)
     assert found.new and found.outcome == "audited", found
-    reap_after(rot, REF, lambda: Wallet(), found)  # type: ignore[arg-type, return-value]
+    reap_after(rot, REF, lambda: Wallet(), found, start_nonce=2)  # type: ignore[arg-type, return-value]
     assert hand.api_key in clob.live and not [c for c in clob.calls if c.startswith("delete")]
     # Once resumed, the same audit's finding is reaped.
     store.state = replace(store.state, pause=None)  # type: ignore[arg-type]
-    reap_after(rot, REF, lambda: Wallet(), found)  # type: ignore[arg-type, return-value]
+    reap_after(rot, REF, lambda: Wallet(), found, start_nonce=2)  # type: ignore[arg-type, return-value]
     assert hand.api_key not in clob.live
