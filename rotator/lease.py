@@ -49,6 +49,12 @@ def this_owner() -> str:
     return f"{host}:{pid}:{_start_ticks(pid) or '0'}"
 
 
+def owner_host(owner: str) -> str:
+    """The host (pod) name of an owner id, as people know it: what the keys' history records as
+    the worker that acted (issue 23)."""
+    return owner.rsplit(":", 2)[0].partition("/")[0]
+
+
 def owner_alive(owner: str) -> bool:
     """False only when ``owner`` is provably dead: it ran in this very pid namespace and its
     process is gone. An owner anywhere else, or of unknown origin, counts as alive."""

@@ -35,7 +35,7 @@ from rotator.errors import (
     Unauthorized,
     VersionConflict,
 )
-from rotator.lease import owner_alive, this_owner
+from rotator.lease import owner_alive, owner_host, this_owner
 from rotator.metrics import Metrics
 from rotator.model import (
     HISTORY_LIMIT,
@@ -539,7 +539,7 @@ class Rotator:
         self.sleep = sleep
         self.owner = owner or this_owner()
         #: What the history names as the worker: the pod (or host) name, from the owner id.
-        self.worker = self.owner.rsplit(":", 2)[0]
+        self.worker = owner_host(self.owner)
         self.alive = alive
         # credential -> (api key last known to work, when it was last checked)
         self._checked: dict[str, tuple[str, float]] = {}

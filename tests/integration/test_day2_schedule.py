@@ -13,6 +13,7 @@ with a window over a simulated week.
 from __future__ import annotations
 
 import random
+import time
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -60,8 +61,9 @@ def test_a_cronjob_whose_period_is_rotate_every_rotates_on_every_run(
 
 
 def test_a_week_on_a_schedule_rotates_only_in_its_windows_but_a_rejected_key_and_an_emergency(
-    sandbox: Sandbox, tmp_path: Path, wallet: tuple[str, str]
+    fresh_sandbox: Sandbox, tmp_path: Path, wallet: tuple[str, str]
 ) -> None:
+    sandbox = fresh_sandbox
     schedule = {"cron": "0 3 * * *", "timezone": "Europe/London", "window": "1h"}
     w = Worker(
         tmp_path, sandbox.url, *wallet, rotate_every="24h", grace="15m", cred_extra={"schedule": schedule}
@@ -77,6 +79,10 @@ def test_a_week_on_a_schedule_rotates_only_in_its_windows_but_a_rejected_key_and
     try:
         for step in range(7 * 96):
             now = fake["now"]
+            # The CLOB's clock is the simulated one: it stamps key ids (UUIDv7) with it, and a key
+            # whose id predates its intent is someone else's (issue 22 item 5).
+            sandbox.configure(clock_offset=now - time.time())
+            rt.clob.server_time()  # and the worker signs on it: measured again after each jump
             forced = step == 3 * 96 + 44  # Thursday 11:05: revoke --emergency
             if step == 96 + 56:  # Tuesday 14:05: the key is revoked behind the worker's back
                 current = w.state().current
