@@ -95,3 +95,17 @@ def test_an_emergency_revocation_that_fails_is_retried_by_the_next_pass_not_afte
     assert run(rot).revoked == 1
     assert leaked.api_key not in clob.live  # type: ignore[union-attr]
     assert store.state.retiring == ()  # type: ignore[union-attr]
+
+
+def test_force_replaces_a_key_stamped_a_few_minutes_ahead_by_its_identity(world) -> None:  # type: ignore[no-untyped-def]
+    """Step 4: --force replaces the key current when the pass read the state, whatever its
+    created_at says. A key stamped by a clock 4 min ahead is not absurd (no clamp brings it back),
+    so only the identity check makes this pass rotate it."""
+    clock, store, _clob, rot = world
+    clock.now += 240
+    run(rot)
+    stamped = store.published
+    clock.now -= 240
+    assert run(rot, force=True).outcome == "rotated"
+    assert store.published.nonce == stamped.nonce + 1  # type: ignore[union-attr]
+    assert run(rot, force=False).outcome == "nothing-due"  # and only once
