@@ -799,27 +799,40 @@ class Settings(BaseSettings):
 
 ENV_PREFIX = "ROTATOR_"
 #: Variables Kubernetes sets for every Service in the namespace ("service links"): a release named
-#: ``rotator`` gets ROTATOR_PORT, ROTATOR_SERVICE_HOST, ROTATOR_PORT_9464_TCP_ADDR, ... They are not settings.
-_SERVICE_LINK = re.compile(
-    r"^ROTATOR(_[A-Z0-9_]*)??_(SERVICE_HOST|SERVICE_PORT(_[A-Z0-9_]+)?|PORT(_\d+_(TCP|UDP|SCTP)(_(PROTO|PORT|ADDR))?)?)$"
+#: ``rotator`` gets ROTATOR_PORT, ROTATOR_SERVICE_HOST, ROTATOR_PORT_9464_TCP_ADDR, ... They are not
+#: settings. The Service's part of the name may itself end like a suffix (``ROTATOR_PROD_SERVICE_PORT``
+#: is the ``SERVICE_PORT`` of ``rotator-prod``, not the ``PORT`` of ``rotator-prod-service``), so every
+#: split of the name is tried and the value's format decides.
+_LINK_SUFFIX = re.compile(
+    r"SERVICE_HOST|SERVICE_PORT(_[A-Z0-9_]+)?|PORT(_\d+_(TCP|UDP|SCTP)(_(PROTO|PORT|ADDR))?)?"
 )
+_LINK_SERVICE = re.compile(r"[A-Z0-9_]*")
 
 
 def _service_link(name: str, value: str) -> bool:
     """Is this a variable Kubernetes set for a Service (its name has the shape, its value the format)?"""
-    match = _SERVICE_LINK.match(name)
-    if match is None:
+    if not name.startswith("ROTATOR"):
         return False
-    suffix = match.group(2)
+    rest = name[len("ROTATOR") :]
+    for at in (i for i, ch in enumerate(rest) if ch == "_"):
+        service, suffix = rest[:at], rest[at + 1 :]
+        if (
+            _LINK_SERVICE.fullmatch(service)
+            and _LINK_SUFFIX.fullmatch(suffix)
+            and re.fullmatch(_link_format(suffix), value) is not None
+        ):
+            return True
+    return False
+
+
+def _link_format(suffix: str) -> str:
     if suffix == "PORT" or suffix.endswith(("_TCP", "_UDP", "_SCTP")):
-        shape = r"(?i:tcp|udp|sctp)://\S+"
-    elif suffix == "SERVICE_HOST" or suffix.endswith("_ADDR"):
-        shape = r"[0-9A-Fa-f.:]+"
-    elif suffix.endswith("_PROTO"):
-        shape = r"(?i:tcp|udp|sctp)"
-    else:  # SERVICE_PORT, SERVICE_PORT_<NAME>, PORT_<N>_<PROTO>_PORT
-        shape = r"\d{1,5}"
-    return re.fullmatch(shape, value) is not None
+        return r"(?i:tcp|udp|sctp)://\S+"
+    if suffix == "SERVICE_HOST" or suffix.endswith("_ADDR"):
+        return r"[0-9A-Fa-f.:]+"
+    if suffix.endswith("_PROTO"):
+        return r"(?i:tcp|udp|sctp)"
+    return r"\d{1,5}"  # SERVICE_PORT, SERVICE_PORT_<NAME>, PORT_<N>_<PROTO>_PORT
 
 
 #: A config that nests deeper or expands (YAML aliases) to more values than this is refused.
@@ -1036,7 +1049,9 @@ def _unknown_env(env: Mapping[str, str], sources: dict[tuple[str, ...], str], na
     for name in sorted(env):
         if not name.upper().startswith(ENV_PREFIX) or name in used or name in named:
             continue
-        if "__" not in name and _service_link(name.upper(), env[name]):
+        # "__" too: a Service named with "--" (release "rotator--x") gets ROTATOR__X_*. Overrides of
+        # real settings were taken out above (``used``); a link also needs a link's value.
+        if _service_link(name.upper(), env[name]):
             continue
         return name
     return None
