@@ -28,6 +28,7 @@ from pydantic import (
     Tag,
     ValidationError,
     WithJsonSchema,
+    field_validator,
     model_validator,
 )
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
@@ -224,15 +225,24 @@ class ProbeSettings(_Section):
     per: PositiveDuration = 10.0
     share: float = Field(0.25, gt=0, le=1)
 
-    @model_validator(mode="after")
-    def _endpoint(self) -> ProbeSettings:
-        path = self.endpoint.partition("?")[0]
-        if not re.match(r"^/[A-Za-z0-9/_.-]*$", path) or path.startswith("/auth/") or ".." in path:
+    @field_validator("endpoint")
+    @classmethod
+    def _endpoint(cls, endpoint: str) -> str:
+        # Every segment named: "//balance-allowance" is read by HTTP clients as a host, and the request
+        # goes to "/", which needs no auth and answers 200 (issue 22 item 9).
+        path, _, query = endpoint.partition("?")
+        segments = path.split("/")[1:] if path.startswith("/") else []
+        if (
+            not segments
+            or any(not re.fullmatch(r"[A-Za-z0-9_.~-]+", s) or s in (".", "..") for s in segments)
+            or segments[0] == "auth"
+            or not re.fullmatch(r"[A-Za-z0-9_.~%&=+-]*", query)
+        ):
             raise ValueError(
-                "probe.endpoint must be the path (and query) of an L2 read outside /auth/*, "
-                "like /balance-allowance?asset_type=COLLATERAL"
+                "must be the path (and query) of an L2 read outside /auth/*, each path segment named "
+                "(no '//', '.' or '..'), like /balance-allowance?asset_type=COLLATERAL"
             )
-        return self
+        return endpoint
 
 
 class ClockSkew(_Section):

@@ -18,6 +18,7 @@ import hashlib
 import hmac
 import json
 import logging
+import os
 import random
 import threading
 import time
@@ -26,6 +27,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from rotator.clob.budget import SlidingWindowBudget
+from rotator.clob.probe import ProbeRoute, Unusable, answer_shape
 from rotator.errors import (
     Cancelled,
     ClobError,
@@ -151,7 +153,8 @@ class ClobAdapter:
         self.probe = probe or ProbeEndpoint()
         # The probe endpoint's own documented limit (200 per 10 s for /balance-allowance).
         self.probe_budget = probe_budget or SlidingWindowBudget(200, 10.0)
-        self._probe_fallback = False  # the server does not serve the probe endpoint: list keys instead
+        # Whether the probe endpoint's 200s can be taken for "the CLOB accepts this key" (probe.py).
+        self.probe_route = ProbeRoute()
         self.metrics = metrics
         self._cancel = cancel if cancel is not None else threading.Event()
         self._sleep = sleep if sleep is not None else self._cancel.wait
@@ -445,11 +448,12 @@ class ClobAdapter:
         return self._key_from(raw, signer, nonce, "/auth/derive-api-key")
 
     # -- L2 ---------------------------------------------------------------------------------------
-    def _l2_headers(self, key: Key, method: str, path: str) -> dict[str, str]:
+    def _l2_headers(self, key: Key, method: str, path: str, secret: Secret | None = None) -> dict[str, str]:
+        """``secret``: sign with this instead of the key's own (a deliberately wrong signature)."""
         ts = self._timestamp()
         return {
             "POLY_ADDRESS": key.address,
-            "POLY_SIGNATURE": l2_signature(key.api_secret, ts, method, path),
+            "POLY_SIGNATURE": l2_signature(key.api_secret if secret is None else secret, ts, method, path),
             "POLY_TIMESTAMP": ts,
             "POLY_API_KEY": key.api_key,
             "POLY_PASSPHRASE": key.api_passphrase.reveal(),
@@ -470,32 +474,80 @@ class ClobAdapter:
     def probe_key(self, key: Key) -> None:
         """One L2 read signed with ``key`` on the probe endpoint, outside ``/auth/*``.
 
-        A server that does not serve the probe endpoint (404/405) makes every later probe fall back
-        to ``GET /auth/api-keys``, said once in the log: a probe must never fail a pass for that.
+        Its 200 counts only from a route shown to refuse a wrong signature (:mod:`rotator.clob.probe`).
+        A route that is missing (404/405) or checks no auth is left for a back-off, the check going
+        through ``GET /auth/api-keys`` meanwhile (said in the log): a probe never fails a pass for that.
 
         :raises Unauthorized: the server refuses ``key``.
         """
-        if not self._probe_fallback:
+        route = self.probe_route
+        if route.usable():
             path, query = self.probe.path, self.probe.query
             try:
-                self._call(
+                answer = self._call(
                     "GET", path, lambda: self._l2_headers(key, "GET", path), idempotent=True, query=query
                 )
-                return
             except Rejected as exc:
                 if exc.status not in (404, 405):
+                    route.changed()
                     raise
-                with self._lock:
-                    first, self._probe_fallback = not self._probe_fallback, True
-                if first:
-                    log.warning(
-                        "the CLOB does not serve the probe endpoint GET %s (%s): probing keys with "
-                        "GET /auth/api-keys instead, which spends the shared /auth/* budget; set "
-                        "clob.probe.endpoint to an L2 read this server serves",
-                        path,
-                        exc.status,
-                    )
+                self._leave_route("unserved", f"does not serve the probe endpoint GET {path} ({exc.status})")
+            else:
+                if self._route_vouches(key, answer_shape(answer)):
+                    return
         self.list_keys(key)
+
+    def _route_vouches(self, key: Key, shape: str) -> bool:
+        """Whether the probe route's 200 (of ``shape``) says the CLOB accepts ``key``: it does once the
+        route has answered 401 to the same request signed with a random secret.
+
+        :raises Transient, RateLimited: the proof could not tell (the caller's check is unknown).
+        """
+        route = self.probe_route
+        if route.vouches(shape):
+            return True
+        with route.proving:
+            if route.vouches(shape):  # another pass proved it meanwhile
+                return True
+            path, query = self.probe.path, self.probe.query
+            wrong = Secret(base64.urlsafe_b64encode(os.urandom(32)).decode("ascii"))
+            try:
+                self._call(
+                    "GET",
+                    path,
+                    lambda: self._l2_headers(key, "GET", path, wrong),
+                    idempotent=True,
+                    query=query,
+                )
+            except Unauthorized:
+                if route.proven(shape):
+                    log.info("the probe endpoint GET %s checks L2 auth again: probing keys on it", path)
+                return True
+            except Rejected as exc:
+                route.changed()
+                if exc.status in (404, 405):
+                    self._leave_route(
+                        "unserved", f"does not serve the probe endpoint GET {path} ({exc.status})"
+                    )
+                    return False
+                # It turned the wrong signature away, but not as the CLOB refuses bad L2 auth.
+                self._leave_route("unauthenticated", f"answered {exc.status}, not 401, to a wrong signature")
+                return False
+            self._leave_route(
+                "unauthenticated", f"GET {path} answered 200 to a wrong signature: it does not check L2 auth"
+            )
+            return False
+
+    def _leave_route(self, why: Unusable, what: str) -> None:
+        news, after = self.probe_route.leave(why)
+        if news:
+            log.warning(
+                "%s: checking keys with GET /auth/api-keys instead, which spends the shared /auth/* "
+                "budget, and trying the probe endpoint again in %.0fs (then less and less often); set "
+                "clob.probe.endpoint to an authenticated L2 read this server serves",
+                what,
+                after,
+            )
 
     def closed_only(self, key: Key) -> bool:
         raw = self._call(

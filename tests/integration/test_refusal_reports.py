@@ -302,7 +302,8 @@ def test_a_cronjob_run_reads_the_reports_and_replaces_a_reported_key(
     out = proc.stdout + proc.stderr
     assert len(events(out, step="probe", outcome="rejected", trigger="consumer-report")) == 1
     assert [e["reason"] for e in events(out, step="intent")] == ["rejected"]
-    # The report's probe replaces the run's own check of the key: one probe, then the rotation's.
-    assert probes(sb, 401) == 2, sb.request_counts()
+    # The report's probe replaces the run's own check of the key: one probe, then the rotation's
+    # (the old key's check, and the proof that the probe route refuses a wrong signature, issue 22).
+    assert probes(sb, 401) == 3, sb.request_counts()
     published = w.published()
     assert published is not None and published.api_key != dead.api_key
