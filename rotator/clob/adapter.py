@@ -20,9 +20,10 @@ import json
 import logging
 import os
 import random
+import re
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -38,6 +39,7 @@ from rotator.errors import (
     Unauthorized,
     Unreachable,
 )
+from rotator.logs import REDACTED
 from rotator.model import Key, Secret
 from rotator.signers.base import Signer
 
@@ -265,7 +267,7 @@ class ClobAdapter:
                 return json.loads(body)
             except ValueError:
                 return body.decode("utf-8", "replace")
-        raise self._error(method, path, status, resp_headers, body)
+        raise self._error(method, path, status, resp_headers, body, sent=headers)
 
     def _rate_limit_headers(self, path: str, headers: httpx.Headers) -> None:
         """``Poly-RateLimit-Tier`` / ``Poly-RateLimit-Warning`` (polymarket-client reads the same
@@ -287,7 +289,16 @@ class ClobAdapter:
             return self.probe_budget
         return self.read_budget
 
-    def _error(self, method: str, path: str, status: int, headers: httpx.Headers, raw: bytes) -> ClobError:
+    def _error(
+        self,
+        method: str,
+        path: str,
+        status: int,
+        headers: httpx.Headers,
+        raw: bytes,
+        sent: Mapping[str, str] | None = None,
+    ) -> ClobError:
+        """The error for a non-200 answer. ``sent``: the request's headers, which the body may repeat."""
         ctype = headers.get("content-type", "")
         body: Any = None
         if "json" in ctype:
@@ -295,9 +306,7 @@ class ClobAdapter:
                 body = json.loads(raw)
             except ValueError:
                 body = None
-        reason = body.get("error") if isinstance(body, dict) else None
-        if not isinstance(reason, str):
-            reason = None
+        reason = error_reason(body, sent or {})
         where = self._where(method, path)
         if status == 429:
             retry_after = _retry_after(headers.get("retry-after"), body)
@@ -568,6 +577,34 @@ class ClobAdapter:
             lambda: self._l2_headers(key, "DELETE", "/auth/api-key"),
             idempotent=True,
         )
+
+
+#: What key material looks like in a server's words: hex runs (passphrases, L1 signatures, private
+#: keys, addresses) and base64 runs (API secrets, L2 signatures; key ids, dashes included).
+_KEYISH = re.compile(r"(?:0x)?[0-9a-fA-F]{16,}|[A-Za-z0-9+/_-]{32,}={0,2}")
+#: Request headers whose values may be repeated in an error line: the others are cut wherever they appear.
+_NOT_SECRET = frozenset({"POLY_TIMESTAMP", "POLY_NONCE"})
+#: An error line quotes at most this much of what the server said.
+MAX_REASON = 200
+
+
+def error_reason(body: Any, sent: Mapping[str, str]) -> str | None:
+    """The server's own words in an error body (``{"error": "..."}``), fit for an error line: every
+    value the request sent (its headers: passphrase, signature, key, address) and anything shaped like
+    key material cut out, control characters dropped, at most :data:`MAX_REASON` characters. The one
+    place every CLOB error body on every route passes through (I6): a server that repeats its input
+    in its errors must not put a passphrase into a log line or a pass's result."""
+    reason = body.get("error") if isinstance(body, dict) else None
+    if not isinstance(reason, str):
+        return None
+    said = (v for k, v in sent.items() if k.upper() not in _NOT_SECRET and len(v) >= 8)
+    for value in sorted(said, key=len, reverse=True):
+        reason = reason.replace(value, REDACTED)
+    reason = _KEYISH.sub(REDACTED, reason)
+    reason = "".join(ch if ch.isprintable() else " " for ch in reason).strip()
+    if len(reason) > MAX_REASON:
+        reason = reason[:MAX_REASON] + "..."
+    return reason or None
 
 
 def _retry_after(header: str | None, body: Any) -> float | None:
