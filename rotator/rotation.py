@@ -60,8 +60,15 @@ RECHECK_LIVE_KEY = 15.0
 #: The same, when no signer can confirm it is gone (a credential removed from the config).
 RECHECK_WITHOUT_SIGNER = 600.0
 #: A credential whose last read of acknowledgements showed no live consumer has its refusal reports
-#: read again after this long rather than every pass (a new consumer is heard within it).
+#: read again after this long rather than every pass (a new consumer is heard within it)...
 REPORTS_WITHOUT_CONSUMERS = 60.0
+#: ...once this worker has watched it this long: bots started with the daemon (a deploy) may not
+#: have acknowledged at its first passes, and a key refused then is replaced within a tick.
+REPORTS_COLD_START = 120.0
+#: A key the CLOB accepted although consumers reported it refused gets another probe on a later
+#: report (a newer refusal, another consumer), at most this often: a faulty or hostile bot can make
+#: the worker neither probe in a loop nor ignore the key's real death.
+REPORT_PROBE_EVERY = 30.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -188,6 +195,16 @@ def lease_blocked(pending: Pending, now: float, me: str, alive: Callable[[str], 
     return pending.owner != me and now < pending.lease_until and alive(pending.owner)
 
 
+@dataclass(frozen=True, slots=True)
+class _Disputed:
+    """A key consumers reported refused and the CLOB accepted: when, and which reports (consumer,
+    first refusal) that probe answered."""
+
+    api_key: str
+    at: float
+    answered: frozenset[tuple[str, float | None]]
+
+
 # -- execution -------------------------------------------------------------------------------------
 class _Stopped(Exception):
     """Internal: the worker may not start another step (SIGTERM, or a replica lost the leader lease)."""
@@ -264,13 +281,15 @@ class Rotator:
         self.alive = alive
         # credential -> (api key last known to work, when it was last checked)
         self._checked: dict[str, tuple[str, float]] = {}
-        # Consumers' refusal reports (issue 18). credential -> the api key reports made this worker
-        # probe and the CLOB accepted: no more probes on reports for it, whoever reports and how often.
-        self._report_probed: dict[str, str] = {}
+        # Consumers' refusal reports (issue 18). credential -> the last report-made probe the CLOB
+        # answered by accepting the key: later reports about that key need to be new, and wait.
+        self._report_probed: dict[str, _Disputed] = {}
         # credential -> (refused api key, earliest refused_at reported): a recovery under way.
         self._recovering: dict[str, tuple[str, float]] = {}
         # credential -> clock time before which its reports are not read (no live consumer seen).
         self._reports_quiet_until: dict[str, float] = {}
+        # credential -> clock time this worker first read its reports (the cold start's beginning).
+        self._reports_watched: dict[str, float] = {}
         # True once the worker may start no new step: SIGTERM, or a replica that lost the leader lease.
         self.stopping = stopping
         self.timer = timer  # durations only (audit, metrics): never a deadline
@@ -421,12 +440,12 @@ class Rotator:
     ) -> bool:
         """Steps 4-7 when a new key is due (by age, forced, or the current key is rejected)."""
         reason = rotation_reason(ctx.state, now, policy, force_nonce)
-        reported = reason is None and self._refusal_reported(ctx, policy)
-        if not reported:
+        reports = self._refusal_reported(ctx, policy) if reason is None else []
+        if not reports:
             self._recovering.pop(ctx.ref.name, None)  # this rotation, if any, is not a report's
-        if reported:
+        if reports:
             ctx.begin("probe")
-            reason = self._probe_reported(ctx)
+            reason = self._probe_reported(ctx, reports)
         elif reason is None and self._probe_due(ctx, policy):
             ctx.begin("probe")
             reason = self._probe_current(ctx)
@@ -692,36 +711,46 @@ class Rotator:
         return None
 
     # -- consumers' refusal reports (issue 18) ------------------------------------------------------
-    def _refusal_reported(self, ctx: _Ctx, policy: Policy) -> bool:
-        """Whether a consumer reported that the CLOB refuses the current key, and no report made this
-        worker probe that key yet. A store read (the acknowledgements, shared with the revocation step
-        when it read them this pass), no CLOB request. Credentials whose last read showed no consumer
-        seen within ``consumer_ttl`` are read once a minute only."""
+    def _refusal_reported(self, ctx: _Ctx, policy: Policy) -> list[Ack]:
+        """The consumers' reports that the CLOB refuses the current key, when they earn a probe now:
+        a report naming it, and, if a report-made probe found the key accepted, a report that probe
+        did not answer (a newer refusal, another consumer) at least :data:`REPORT_PROBE_EVERY` later.
+
+        A store read (the acknowledgements, shared with the revocation step when it read them this
+        pass), no CLOB request. Credentials whose last read showed no consumer seen within
+        ``consumer_ttl`` are read once a minute only, once this worker has watched them for
+        :data:`REPORTS_COLD_START`: before that, every pass (bots starting with the daemon)."""
         cur = ctx.state.current
         name = ctx.ref.name
-        if cur is None or self._report_probed.get(name) == cur.api_key:
-            return False
+        if cur is None:
+            return []
         now = self.clock()
         acks = ctx.acks
         if acks is None:
             if now < self._reports_quiet_until.get(name, 0.0):
-                return False
+                return []
             try:
                 acks = self.store.acks(ctx.ref)
             except RotatorError as exc:
                 self._store_metric("acks", "failure")
                 log.warning("%s: consumer reports unreadable: %s", name, exc)
-                return False
+                return []
             self._store_metric("acks", "success")
             ctx.acks = acks
+        watched = self._reports_watched.setdefault(name, now)
         if any(now - a.at <= policy.consumer_ttl for a in acks):
             self._reports_quiet_until.pop(name, None)
-        else:
+        elif now - watched >= REPORTS_COLD_START:
             self._reports_quiet_until[name] = now + min(REPORTS_WITHOUT_CONSUMERS, policy.consumer_ttl)
         prefix = ack_prefix(cur.api_key)
         reports = [a for a in acks if a.refused_at is not None and a.key_prefix == prefix]
+        disputed = self._report_probed.get(name)
+        if disputed is not None and disputed.api_key == cur.api_key:
+            reports = [a for a in reports if (a.consumer_id, a.refused_at) not in disputed.answered]
+            if reports and now - disputed.at < REPORT_PROBE_EVERY:
+                return []  # heard; probed again once the interval is over, if still reported then
         if not reports:
-            return False
+            return []
         first = min(a.refused_at for a in reports if a.refused_at is not None)
         self._recovering[name] = (cur.api_key, first)
         log.warning(
@@ -731,12 +760,13 @@ class Rotator:
             cur.masked,
             _some(sorted(f"{a.consumer_id} x{a.refusals}" for a in reports)),
         )
-        return True
+        return reports
 
-    def _probe_reported(self, ctx: _Ctx) -> str | None:
-        """Probe the current key because a consumer reported it refused: ``rejected`` if the CLOB
-        confirms. A key the CLOB accepts gets no other probe on reports; a refused key whose rotation
-        fails, or a probe that could not tell (5xx, timeouts), leaves the reports to the next pass."""
+    def _probe_reported(self, ctx: _Ctx, reports: Sequence[Ack]) -> str | None:
+        """Probe the current key because consumers reported it refused: ``rejected`` if the CLOB
+        confirms. A key the CLOB accepts is probed again only on a report this probe did not answer,
+        :data:`REPORT_PROBE_EVERY` later at the earliest; a refused key whose rotation fails, or a probe
+        that could not tell (5xx, timeouts), leaves the reports to the next pass."""
         cur = ctx.state.current
         assert cur is not None
         name = ctx.ref.name
@@ -758,7 +788,11 @@ class Rotator:
             self._event(ctx, "probe", "unknown", t, nonce=cur.nonce, key=cur.masked, error=str(exc))
             log.warning("%s: could not probe the reported key %s: %s", name, cur.masked, exc)
             return None
-        self._report_probed[name] = cur.api_key
+        before = self._report_probed.get(name)
+        answered = {(a.consumer_id, a.refused_at) for a in reports}
+        if before is not None and before.api_key == cur.api_key:
+            answered |= before.answered
+        self._report_probed[name] = _Disputed(cur.api_key, self.clock(), frozenset(answered))
         self._recovering.pop(name, None)
         self._checked_ok(ctx, cur)
         self._event(
@@ -766,9 +800,10 @@ class Rotator:
         )
         log.warning(
             "%s: consumers reported key %s refused, but the CLOB accepts it (a consumer's clock or bug?): "
-            "ignoring further reports for this key",
+            "a later report (a newer refusal, another consumer) gets another probe, at most every %gs",
             name,
             cur.masked,
+            REPORT_PROBE_EVERY,
         )
         return None
 

@@ -173,8 +173,86 @@ def test_a_bot_whose_own_clock_is_off_gets_one_probe_and_no_rotation(
         if bot is not None:
             bot.close()
         out = finish(w, proc)
-    assert out.count("ignoring further reports") == 1
+    assert out.count("but the CLOB accepts it") == 1  # the same refusal, counted on: no news
     assert w.state().rotations == 1
+
+
+@pytest.mark.slow
+def test_a_faulty_bot_neither_switches_recovery_off_nor_makes_the_worker_probe_in_a_loop(
+    fresh_sandbox: Sandbox, tmp_path: Path, wallet: tuple[str, str]
+) -> None:
+    """Issue 22 item 11. A bot reports a working key refused, over and over, each time as a new
+    refusal: the worker probes it once per REPORT_PROBE_EVERY, never more, and rotates nothing. Then
+    the key really dies and another bot reports it: that report earns a probe, and the key is replaced
+    (it used to be ignored for good: recovery was off for that key, for every bot)."""
+    from rotator.rotation import REPORT_PROBE_EVERY
+
+    sb = fresh_sandbox
+    w = daemon_worker(tmp_path, sb, wallet)
+    w.extra["daemon"]["tick"] = "1s"
+    w.write_config()
+    proc = w.start("run")
+    store = w.store()
+    try:
+        wait_for(lambda: w.published() is not None, timeout=30)
+        key = w.published()
+        assert key is not None
+        prefix = ack_prefix(key.api_key)
+        sb.reset_counts()
+        started = time.monotonic()
+        n = 0
+        while time.monotonic() - started < REPORT_PROBE_EVERY + 10:  # over one interval and a third
+            n += 1
+            now = time.time()
+            store.report_refusal(w.ref, "bot-faulty", prefix, now, now - 0.5, n)  # a new refusal each time
+            time.sleep(0.5)
+        spent = probes(sb, 200)
+        assert 1 <= spent <= 2, sb.request_counts()  # one at the first report, one an interval later
+        assert w.published() == key and sb.request_counts()[("POST", "/auth/api-key", 200)] == 0
+
+        sb.invalidate(key.api_key)  # now it really dies, and a bot that worked until now says so
+        store.report_refusal(w.ref, "bot-healthy", prefix, time.time(), time.time() - 0.2, 1)
+        wait_for(lambda: (p := w.published()) is not None and p.api_key != key.api_key, timeout=60)
+    finally:
+        out = finish(w, proc)
+    rejected = events(out, step="probe", outcome="rejected", trigger="consumer-report")
+    assert len(rejected) == 1
+    assert [e["reason"] for e in events(out, step="intent")] == ["bootstrap", "rejected"]
+
+
+@pytest.mark.slow
+def test_a_key_refused_right_after_a_cold_start_is_replaced_within_seconds(
+    fresh_sandbox: Sandbox, tmp_path: Path, wallet: tuple[str, str]
+) -> None:
+    """Issue 22 item 12. Daemon and bot start together: the daemon's first passes read no consumer
+    (the bot has not acknowledged yet). A key killed then is replaced within a tick or two of the bot's
+    report (it took about a minute: a credential without consumers had its reports read once a minute
+    from the first pass on)."""
+    sb = fresh_sandbox
+    w = daemon_worker(tmp_path, sb, wallet)
+    w.extra["daemon"]["probe_every"] = "24h"  # no scheduled check of the key gets there first
+    w.write_config()
+    proc = w.start("run")
+    bot = None
+    try:
+        wait_for(lambda: w.published() is not None, timeout=30)  # the daemon's first pass bootstraps
+        first = w.published()
+        assert first is not None
+        # Its second pass reads the acknowledgements, and there are none yet: the bot starts after it.
+        time.sleep(TICK + 2)
+        bot = Bot(consumer(w, "bot-1"), sb.url, wallet[0])
+        wait_for(lambda: len(bot.ok) >= 5, timeout=20)
+        killed_at = time.monotonic()
+        sb.invalidate(first.api_key)
+        wait_for(lambda: (p := w.published()) is not None and p.api_key != first.api_key, timeout=45)
+        replaced = time.monotonic() - killed_at
+        wait_for(lambda: bot.ok[-1] > killed_at + replaced, timeout=15)
+    finally:
+        if bot is not None:
+            bot.close()
+        out = finish(w, proc)
+    print(f"cold start: key killed {killed_at:.1f}, replaced after {replaced:.1f} s (daemon.tick {TICK:g} s)")
+    assert len(events(out, step="probe", outcome="rejected", trigger="consumer-report")) == 1
 
 
 @pytest.mark.slow
