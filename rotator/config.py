@@ -197,6 +197,15 @@ class AuthBudget(_Section):
     # Half of the IP's 100 per 10 s: the other half stays free for the bots' own start-ups.
     requests: int = Field(50, ge=0, le=1_000_000, description="requests allowed per window; 0 turns it off")
     per: PositiveDuration = 10.0
+    # The share holds across the worker's processes: a daemon leaves this part of it free, and a
+    # one-shot run (rotate, revoke, retire, reap) beside a daemon that leads the store takes only it.
+    one_shot_share: float = Field(
+        0.2,
+        gt=0,
+        lt=1,
+        description="the part of requests a one-shot run takes while a daemon leads the store; the "
+        "daemon keeps the rest",
+    )
 
 
 class ReadBudget(_Section):
