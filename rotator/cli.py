@@ -319,7 +319,7 @@ def _rotate(rt: Runtime, args: argparse.Namespace) -> int:
         for name in orphans:
             results.append(serve(rt.rotator, name, dry_run=args.dry_run))
             finished(results[-1])
-    audits = [] if args.dry_run else _audits(rt, creds)
+    audits = [] if args.dry_run else _audits(rt, creds, results)
     if rt.settings.metrics.pushgateway:  # before raising: a closed stdout must not lose the metrics
         from rotator.exporter import push_metrics
 
@@ -443,37 +443,31 @@ def _audit_data(st: CredentialState) -> dict[str, Any] | None:
     }
 
 
-def _audits(rt: Runtime, creds: list[CredentialSettings]) -> list[Any]:
+def _audits(rt: Runtime, creds: list[CredentialSettings], results: list[PassResult]) -> list[Any]:
     """One-shot runs (issue 16): audit each credential whose last audit is older than
-    ``daemon.audit_every``, after its pass; reap after it when ``reap_unmanaged`` says so."""
-    from functools import partial
-
+    ``daemon.audit_every``, after its pass; reap after it when ``reap_unmanaged`` says so. The last
+    audit is the one the state held as the pass left it (no second read of every state)."""
     from rotator.clob.budget import one_shot_audits
-    from rotator.errors import RotatorError
-    from rotator.hygiene import audit, audit_due, reap_after
+    from rotator.hygiene import audit_due
+    from rotator.model import AuditRecord
 
     every = rt.settings.daemon.audit_every
     if every <= 0:
         return []
-
-    def last_audit(cred: CredentialSettings) -> tuple[float, CredentialSettings] | None:
-        try:
-            record = rt.rotator.store_call("load", partial(rt.store.load, rt.ref(cred))).state.audit
-        except RotatorError:
-            return None  # the pass has already said why the store cannot be read
-        if not audit_due(record, rt.rotator.clock(), every):
-            return None
-        return (record.at if record else float("-inf"), cred)
-
-    from concurrent.futures import ThreadPoolExecutor
-
-    # A state read per credential: several at once, as the passes ran (a fleet on Vault or AWS
-    # would otherwise wait for them one by one after its passes).
-    with ThreadPoolExecutor(max(1, min(rt.settings.clob.concurrency, len(creds))), "audit-due") as pool:
-        due = [d for d in pool.map(last_audit, creds) if d is not None]
+    passes = {r.credential: r for r in results}
+    now = rt.rotator.clock()
+    due = []
+    for cred in creds:
+        result = passes.get(cred.name)
+        if result is None or result.failed_step == "read":
+            continue  # the pass has already said why the store cannot be read
+        last = result.audited_at
+        if audit_due(None if last is None else AuditRecord(last), now, every):
+            due.append((float("-inf") if last is None else last, cred))
     # The stalest first, and no more than a quarter of one window of the worker's /auth/* budget
     # per run: a CronJob over a large fleet audits it over several runs, not in one burst.
     chosen = [cred for _, cred in sorted(due, key=lambda d: d[0])[: one_shot_audits(rt.settings)]]
+    from rotator.hygiene import audit, reap_after
 
     def one(cred: CredentialSettings) -> Any:
         result = audit(rt.rotator, rt.ref(cred))
@@ -484,6 +478,8 @@ def _audits(rt: Runtime, creds: list[CredentialSettings]) -> list[Any]:
     workers = min(rt.settings.clob.concurrency, len(chosen))
     if workers <= 1:
         return [one(c) for c in chosen]
+    from concurrent.futures import ThreadPoolExecutor
+
     # Several at once, as the passes run: the shared budget paces them, no RTT adds up.
     with ThreadPoolExecutor(workers, thread_name_prefix="audit") as pool:
         return list(pool.map(one, chosen))

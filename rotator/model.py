@@ -520,6 +520,10 @@ class PassResult:
     duration: float = 0.0
     key_prefix: str | None = None
     plan: tuple[str, ...] = ()
+    #: When the state as this pass left it says the wallet was last audited (None: never; unknown
+    #: when the pass could not read the state), so a one-shot run picks its audits without reading
+    #: every state again.
+    audited_at: float | None = None
 
     @property
     def ok(self) -> bool:

@@ -413,7 +413,7 @@ class Rotator:
         if emergency:
             retiring = tuple(replace(r, revoke_after=now, reason="emergency") for r in ctx.state.retiring)
             self._save(ctx, replace(ctx.state, retiring=retiring))
-        acks = self._acks(ctx)
+        acks = self._acks(ctx, now, policy)
         due = due_revocations(ctx.state, now, acks, policy)
         if due:
             self._ensure_published_is_current(ctx)
@@ -501,6 +501,7 @@ class Rotator:
             duration=self.timer() - t0,
             key_prefix=state.current.masked if state.current else None,
             plan=plan,
+            audited_at=state.audit.at if state.audit is not None else None,
         )
 
     def _dry_run(
@@ -518,7 +519,11 @@ class Rotator:
                 reason = f"due, age {_age(now - state.current.created_at)}"
             nonce = max(state.next_nonce, policy.start_nonce)
             plan.append(("would-rotate", f"would-rotate ({reason}) nonce {nonce}"))
-        due = list(state.retiring) if emergency else due_revocations(state, now, self._acks(ctx), policy)
+        due = (
+            list(state.retiring)
+            if emergency
+            else due_revocations(state, now, self._acks(ctx, now, policy), policy)
+        )
         plan += [("would-revoke", would_revoke(entry, now, emergency)) for entry in due]
         outcome: Outcome = plan[0][0] if plan else "nothing-due"
         return self._finish(ctx, outcome, t0, plan=tuple(text for _, text in plan))
@@ -567,9 +572,14 @@ class Rotator:
             found=published.masked if published else None,
         )
 
-    def _acks(self, ctx: _Ctx) -> list[Ack] | None:
-        """The consumers' acknowledgements; None when there is nothing to revoke or they cannot be read."""
-        if not ctx.state.retiring:
+    def _acks(self, ctx: _Ctx, now: float, policy: Policy) -> list[Ack] | None:
+        """The consumers' acknowledgements; None when they cannot change this pass's revocations (no
+        retiring key is past its grace, nor retired by a rotation at least ``min_grace`` ago) or
+        cannot be read. A pass with nothing to decide leaves them to the reports' own read."""
+        if not any(
+            now >= r.revoke_after or (r.reason == "rotated" and now >= r.retired_at + policy.min_grace)
+            for r in ctx.state.retiring
+        ):
             return None
         try:
             acks = self.store.acks(ctx.ref)

@@ -155,6 +155,8 @@ def one_shot_auth_budget(
     auth = settings.clob.rate_limits.auth
 
     def settle() -> int:
+        if auth.requests <= 0:
+            return auth.requests  # unlimited: nothing to split
         try:
             record = leader()
         except RotatorError as exc:
