@@ -2,21 +2,36 @@
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
-STAMP  := $(VENV)/.installed
 LINTED := rotator tests $(wildcard examples bench scripts)
+# Every third-party version comes from the one lock (scripts/lock.py, `make lock`): the suite, the
+# demo, the SDK matrix and the image install the same ones.
+LOCK   := requirements/lock.txt
+# Two stages of one venv: what the worker runs with (`make demo`: the worker and its file store, no
+# test tool, no bot SDK, installed from requirements/worker.txt without resolving anything), then
+# everything the suite needs (every extra, resolved under the lock).
+WORKER_STAMP := $(VENV)/.installed-worker
+STAMP        := $(VENV)/.installed
+DEV_EXTRAS   := worker,file,vault,aws,v1,v2,unified,test
 
-.PHONY: demo test lint typecheck unit bench image clean
+.PHONY: demo test lint typecheck unit mutants bench image sbom lock template clean
 
-$(STAMP): pyproject.toml
-	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[test]'
-	touch $(STAMP)
+$(WORKER_STAMP): pyproject.toml requirements/worker.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@# --no-compile: a demo imports a fraction of what it installs; the rest compiles when first used.
+	$(PY) -m pip install --quiet --no-compile --no-deps --requirement requirements/worker.txt
+	touch $@
+
+$(STAMP): $(WORKER_STAMP) $(LOCK)
+	@# A checkout from before the rename has the project installed as `rotator`: one owner of rotator/.
+	$(PY) -m pip uninstall --quiet --yes rotator 2>/dev/null || true
+	$(PY) -m pip install --quiet --constraint $(LOCK) --editable '.[$(DEV_EXTRAS)]'
+	touch $@
 
 .venv: $(STAMP)
 
-demo: $(STAMP)
-	$(VENV)/bin/rotator demo
+# The checkout's sources on the worker's dependencies (the project itself is installed by `make .venv`).
+demo: $(WORKER_STAMP)
+	PYTHONPATH=$(CURDIR) $(PY) -m rotator demo
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check $(LINTED)
@@ -40,6 +55,13 @@ test: lint typecheck
 unit: $(STAMP)
 	$(PY) -m pytest -q tests/unit tests/static -m 'not slow' $(PYTEST_ARGS)
 
+# Mutation checking (tests/README.md): each curated break of a safety line in scripts/mutants.toml is
+# applied in place, the tests that guard it run, the file is restored; every mutant must be caught.
+# A few minutes, and it edits rotator/, so it is not part of `make test`. MUTANTS=lease reap: only
+# the mutants whose id starts with one of these.
+mutants: $(STAMP)
+	$(PY) scripts/mutants.py $(MUTANTS)
+
 bench: $(STAMP)
 	$(PY) bench/run.py
 
@@ -49,5 +71,21 @@ bench: $(STAMP)
 image:
 	scripts/build-image
 
+# The image's SBOM (CycloneDX JSON, written into the image at build time: every Debian and Python
+# package in it, with versions), copied out to build/sbom.cdx.json.
+sbom:
+	scripts/build-image --sbom build/sbom.cdx.json
+
+# Re-resolves every dependency range of pyproject.toml and rewrites requirements/lock.txt and
+# requirements/image.txt (tests/static/test_lock.py fails while they are stale); then reinstall.
+lock: $(STAMP)
+	$(PY) scripts/lock.py
+	$(MAKE) $(STAMP)
+
+# Renders the chart offline with the engine the tests use (helm-python-sdk), with every install-time
+# check of the chart: `make template VALUES=my-values.yaml [RELEASE=rotator NAMESPACE=default]`.
+template: $(STAMP)
+	$(PY) scripts/template.py $(if $(VALUES),--values $(VALUES)) --name $(or $(RELEASE),rotator) --namespace $(or $(NAMESPACE),default)
+
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build *.egg-info
+	rm -rf $(VENV) .venv-sdk .pytest_cache .mypy_cache .ruff_cache build *.egg-info

@@ -33,7 +33,6 @@ import yaml
 
 from rotator.consumer import CredentialSource, RotatingClient
 from rotator.errors import RotatorError
-from rotator.model import ack_prefix
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -93,16 +92,23 @@ def run(args: argparse.Namespace, source: CredentialSource, client: Any, request
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     keys: list[str] = []
-    # ack_prefix, not the 8-character mask: real key ids are UUIDv7, alike for a minute at the start.
-    source.subscribe(lambda key: keys.append(ack_prefix(key.api_key)))
+    # The one masked form the worker's logs and `rotator status` show too (grep one in the other).
+    source.subscribe(lambda key: keys.append(key.masked))
     current = source.current()
     if current is not None:
-        keys.append(ack_prefix(current.api_key))
+        keys.append(current.masked)
     deadline = time.monotonic() + args.duration if args.duration is not None else None
     errors: list[str] = []
+    # The longest time between two requests that succeeded: with --heartbeat (or a heartbeat bot),
+    # how close the CLOB came to cancelling the bot's orders (it does after ~10 s without one).
+    last_ok: float | None = None
+    longest = 0.0
     while not stop.is_set() and (deadline is None or time.monotonic() < deadline):
         try:
             request()
+            now = time.monotonic()
+            longest = max(longest, now - last_ok) if last_ok is not None else longest
+            last_ok = now
         except Exception as exc:  # noqa: BLE001 - a bot keeps going; the client counts the failure
             errors.append(type(exc).__name__ + f" {getattr(exc, 'status_code', '')}".rstrip())
         stop.wait(args.every)
@@ -113,6 +119,7 @@ def run(args: argparse.Namespace, source: CredentialSource, client: Any, request
         "failed": client.failed,
         "errors": errors[:5],
         "keys": list(dict.fromkeys(keys)),
+        "longest_gap": round(longest, 3),
     }
 
 

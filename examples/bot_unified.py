@@ -1,5 +1,7 @@
-"""A bot on the unified SDK (polymarket-client, ``pip install 'rotator[unified]'``) that never notices a
-rotation. The recommended start for new bots.
+"""A bot on the unified SDK that never notices a rotation. The recommended start for new bots.
+
+Install only what a bot needs, its store's client and this SDK (nothing of the worker):
+``pip install 'polymarket-rotator[vault,unified]'`` (or ``[aws,unified]``, ``[file,unified]``).
 
 Same config, flags and summary as ``bot.py``; every ``--every`` seconds it sends one order heartbeat
 (``POST /v1/heartbeats``). The wrapper builds each ``SecureClient`` from the key just read from the

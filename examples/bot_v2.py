@@ -1,5 +1,5 @@
-"""A bot on py-clob-client-v2 (``pip install 'rotator[v2]'``; deprecated by Polymarket in favour of the
-unified SDK, see ``bot_unified.py``) that never notices a rotation.
+"""A bot on py-clob-client-v2 that never notices a rotation (``pip install 'polymarket-rotator[vault,v2]'``,
+or your store's extra; deprecated by Polymarket in favour of the unified SDK, see ``bot_unified.py``).
 
 Same config, flags and summary as ``bot.py``; every ``--every`` seconds it sends one heartbeat. The key
 is swapped on the live ``ClobClient`` (``set_api_creds``) the moment the store publishes a new one::

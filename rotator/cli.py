@@ -1,4 +1,5 @@
-"""Command line: run, rotate, status, check, revoke, retire, rekey, sandbox, demo.
+"""Command line: run, rotate, status, check, revoke, retire, reap, pause, resume, history, rekey,
+sandbox, demo.
 
 Exit codes: 0 all good, 1 a rotation (or check) failed, 2 bad config or usage. Errors are one line
 on stderr, never a traceback, never a secret. Heavy imports happen inside the commands.
@@ -9,12 +10,13 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from rotator.config import CredentialSettings, Settings
     from rotator.model import CredentialState, PassResult
+    from rotator.rotation import Policy
     from rotator.runtime import Runtime
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -56,6 +58,15 @@ def _seconds(high: float) -> Callable[[str], float]:
     return parse
 
 
+def _network(text: str) -> str:
+    import ipaddress
+
+    try:
+        return str(ipaddress.ip_network(text, strict=False))
+    except ValueError:
+        raise argparse.ArgumentTypeError("not an address range like 203.0.113.0/24") from None
+
+
 def _parser() -> argparse.ArgumentParser:
     from rotator import __version__
 
@@ -90,6 +101,19 @@ def _parser() -> argparse.ArgumentParser:
         "--offline",
         action="store_true",
         help="only the config and ROTATOR_* overrides: no store, CLOB or signer (for CI, helm install)",
+    )
+    dr = with_config(
+        "doctor",
+        "preflight against the configured CLOB: proxy, DNS, TLS, edge, clock, probe endpoint, "
+        "closed-only, rate limits, keys per wallet; one line per finding, exit 1 on a blocker",
+    )
+    dr.add_argument("--credential", metavar="NAME", action="append", help="only this credential (repeatable)")
+    dr.add_argument(
+        "--probe-key-model",
+        action="store_true",
+        help="find out whether the wallet keeps several keys: create a second key, see whether the "
+        "first still answers, delete the second (3 /auth/* requests; on a wallet that keeps one key "
+        "the second is published instead, as a rotation)",
     )
     rv = with_config("revoke", "rotate now and revoke the old keys without grace")
     rv.add_argument("--credential", metavar="NAME", required=True, help="the credential to rotate and revoke")
@@ -127,6 +151,7 @@ def _parser() -> argparse.ArgumentParser:
         "--dry-run", action="store_true", help="the default: say what would be revoked; revoke nothing"
     )
     act.add_argument("--execute", action="store_true", help="revoke the reachable unmanaged keys")
+    _day2_commands(with_config)
     sb = sub.add_parser(
         "sandbox", help="run the local CLOB auth sandbox", description="run the local CLOB auth sandbox"
     )
@@ -160,6 +185,32 @@ def _parser() -> argparse.ArgumentParser:
         metavar="N",
         help="/auth/* requests per 10 s (0: off)",
     )
+    sb.add_argument(
+        "--block-clients",
+        action="append",
+        default=[],
+        metavar="CIDR",
+        type=_network,
+        help="the edge refuses clients in this range with a Cloudflare 403 page (repeatable)",
+    )
+    sb.add_argument(
+        "--edge-page",
+        choices=("block", "challenge"),
+        default="block",
+        help="the page blocked clients get: block (Attention Required) or challenge (Just a moment)",
+    )
+    sb.add_argument(
+        "--key-ttl",
+        type=_seconds(366 * 86400),
+        default=None,
+        metavar="S",
+        help="keys stop authenticating S s after their creation",
+    )
+    sb.add_argument(
+        "--revive",
+        action="store_true",
+        help="a lapsed key (--key-ttl) comes back, identical, on a create at its nonce",
+    )
     dm = sub.add_parser(
         "demo", help="the whole job on embedded defaults, in seconds", description="run the demo"
     )
@@ -167,6 +218,48 @@ def _parser() -> argparse.ArgumentParser:
         "--rotations", type=_int_in(1, 100), default=3, help="rotations to run, 1 to 100 (default 3)"
     )
     return p
+
+
+def _day2_commands(with_config: Callable[[str, str], argparse.ArgumentParser]) -> None:
+    """Issue 23: pause, resume and history (no signer needed: they read or write the state only)."""
+
+    def duration(text: str) -> float:
+        from rotator.config import parse_duration  # only when --for is given: `--version` stays light
+
+        try:
+            seconds = parse_duration(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+        if seconds <= 0:
+            raise argparse.ArgumentTypeError("must be more than 0")
+        return seconds
+
+    pa = with_config(
+        "pause",
+        "hold a credential's scheduled rotations (recorded in the store: every replica and CronJob run "
+        "honours it); retiring keys are still revoked, a rejected key or an emergency still rotates",
+    )
+    pa.add_argument("--credential", metavar="NAME", required=True, help="the credential to pause")
+    pa.add_argument(
+        "--for", dest="duration", metavar="DURATION", type=duration, help="end by itself after this (2h, 1d)"
+    )
+    pa.add_argument("--reason", metavar="TEXT", help="why, for whoever reads status (200 characters at most)")
+    pa.add_argument("--by", metavar="WHO", help="who pauses (default: $USER@host)")
+    re_ = with_config("resume", "end a credential's pause: its rotations follow its schedule again")
+    re_.add_argument("--credential", metavar="NAME", required=True, help="the credential to resume")
+    hi = with_config(
+        "history",
+        "the credential's keys: nonce, masked id, issued, published, retired and revoked times, how, "
+        "the reason and trigger of each rotation, and the worker that made it",
+    )
+    hi.add_argument("--credential", metavar="NAME", required=True, help="the credential (removed ones too)")
+    hi.add_argument("--json", action="store_true", help="machine-readable output")
+    hi.add_argument(
+        "--since",
+        metavar="WHEN",
+        help="only keys with an event since then: a duration back from now (7d) or a date (2026-12-01, "
+        "2026-12-01T03:00:00Z)",
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -181,6 +274,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except RotatorError as exc:
         print(f"rotator: {exc}", file=sys.stderr)
         return EXIT_FAILED
+    except ModuleNotFoundError as exc:
+        # A worker command on a bot's install (no `worker` extra), or a store's client missing.
+        from rotator.extras import missing_module
+
+        line = missing_module(exc)
+        if line is None:
+            raise
+        print(f"rotator: {line}", file=sys.stderr)
+        return EXIT_USAGE
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:
@@ -203,20 +305,30 @@ def _dispatch(args: argparse.Namespace) -> int:
         return _rekey(args.config)
     if args.command == "check" and args.offline:
         return _check_offline(args.config)
-    # status and a dry run read the store and never sign: they need no wallet key.
-    signs = not (args.command == "status" or (args.command == "rotate" and args.dry_run))
-    rt = _runtime(args.config, signers=signs)
+    # A credential's signer is checked when its pass needs it: one that cannot be used fails alone.
+    rt = _runtime(args.config)
     try:
         if args.command == "rotate":
             return _rotate(rt, args)
         if args.command == "run":
+            from rotator.config import ignored_proxy_env
             from rotator.scheduler import run_daemon
 
+            ignored = ignored_proxy_env(rt.settings, rt.env)
+            if ignored:  # once, at start-up: an operator who set them expects them to count
+                import logging
+
+                logging.getLogger("rotator.config").warning("%s", ignored)
             return run_daemon(rt)
         if args.command == "status":
             return _status(rt, args.json)
         if args.command == "check":
             return _check(rt)
+        if args.command == "doctor":
+            from rotator.doctor import run
+
+            names = args.credential or [c.name for c in rt.settings.credentials]
+            return run(rt, [rt.settings.credential(n) for n in dict.fromkeys(names)], args.probe_key_model)
         if args.command == "retire":
             return _retire(rt, args)
         if args.command == "reap":
@@ -225,12 +337,16 @@ def _dispatch(args: argparse.Namespace) -> int:
             _refuse_orphan(rt, args.credential, "revoke --emergency")
             cred = rt.settings.credential(args.credential)
             return _report(rt, [_pass(rt, cred, force=True, emergency=True)])
+        if args.command in ("pause", "resume"):
+            return _pause(rt, args)
+        if args.command == "history":
+            return _history(rt, args)
     finally:
         rt.close()
     raise AssertionError(args.command)
 
 
-def _runtime(path: str, *, signers: bool = True) -> Runtime:
+def _runtime(path: str) -> Runtime:
     from rotator.config import load_settings
     from rotator.logs import setup_logging
     from rotator.runtime import Runtime
@@ -244,12 +360,13 @@ def _runtime(path: str, *, signers: bool = True) -> Runtime:
         if _long_grace(cred):
             logging.getLogger("rotator.config").warning("%s", _long_grace(cred))
     rt = Runtime(settings, env)
-    rt.validate(signers=signers)
+    rt.validate()
     return rt
 
 
 def _pass(rt: Runtime, cred: CredentialSettings, **kw: bool) -> PassResult:
-    return rt.rotator.run_pass(rt.ref(cred), rt.signer(cred), rt.policy(cred), **kw)
+    # A credential whose signer cannot be used fails alone (a dry run says would-fail).
+    return rt.rotator.run_pass(rt.ref(cred), rt.signer(cred), rt.policy(cred), problem=rt.problem(cred), **kw)
 
 
 def _passes(
@@ -351,9 +468,16 @@ def _result_line(r: PassResult, orphaned: frozenset[str] = frozenset()) -> str:
     if r.credential in orphaned:
         line += " (orphaned state: not in the config)"
     if r.key_prefix:
-        line += f" key={r.key_prefix}"
+        # After a revocation alone, the key shown is not the one revoked: say which is which.
+        line += f" {'current' if r.outcome == 'revoked' else 'key'}={r.key_prefix}"
+    if r.paused and not r.plan:
+        line += f" (paused: rotated anyway, {r.reason})" if r.rotated else " (paused)"
     if r.revoked:
-        line += f" revoked={r.revoked}"
+        line += (
+            f" revoked={r.revoked} ({', '.join(r.revoked_keys)})"
+            if r.revoked_keys
+            else f" revoked={r.revoked}"
+        )
     if r.invalidated:
         line += f" invalidated-by-server={r.invalidated}"
     if r.error:
@@ -365,15 +489,31 @@ def _status(rt: Runtime, as_json: bool) -> int:
     import json
 
     from rotator.errors import RotatorError
+    from rotator.model import CredentialState
     from rotator.status import iso, render
 
     now, clock, clock_text = _status_clock(rt)
     rows: list[dict[str, Any]] = []
-    for cred in rt.settings.credentials:
-        st = rt.store.load(rt.ref(cred)).state
-        row = _state_row(cred.name, st, now, cred.rotate_every)
-        rows.append({**row, "path": cred.path, "consumers": _consumers(rt, cred, st, now)})
     code = EXIT_OK
+    for cred in rt.settings.credentials:
+        # One unreadable state (garbage, a newer rotator's) is that row's problem, not the table's.
+        # The daemon's view of due-ness: a key is due at rotate_every (a CronJob run may take it
+        # a few minutes early, within its start-up jitter).
+        policy = rt.policy(cred, probe_every=0.0)
+        problem = rt.problem(cred)
+        try:
+            st = rt.store.load(rt.ref(cred)).state
+        except RotatorError as exc:
+            row = _state_row(cred.name, CredentialState(), now, policy)
+            row |= {"state_error": str(exc), "consumers": "unknown: the state is unreadable"}
+            rows.append({**row, "path": cred.path, "ready": False, "problem": problem or f"state: {exc}"})
+            code = EXIT_FAILED
+            continue
+        row = _state_row(cred.name, st, now, policy)
+        consumers = _consumers(rt, cred, st, now)
+        rows.append(
+            {**row, "path": cred.path, "consumers": consumers, "ready": problem is None, "problem": problem}
+        )
     try:
         rows += _orphan_rows(rt, now)
     except RotatorError as exc:
@@ -404,7 +544,11 @@ def _status_clock(rt: Runtime) -> tuple[float, str, str]:
     c = rt.settings.clob
     timeout = min(c.timeout, 5.0)
     adapter = ClobAdapter(
-        c.host, c.chain_id, timeout=timeout, retry=RetryPolicy(attempts=1, deadline=timeout)
+        c.host,
+        c.chain_id,
+        timeout=timeout,
+        retry=RetryPolicy(attempts=1, deadline=timeout),
+        proxy=rt.clob_proxy(),
     )
     clock = ClobClock(adapter.server_time)
     try:
@@ -472,7 +616,7 @@ def _audits(rt: Runtime, creds: list[CredentialSettings], results: list[PassResu
     def one(cred: CredentialSettings) -> Any:
         result = audit(rt.rotator, rt.ref(cred))
         if cred.reap_unmanaged:
-            reap_after(rt.rotator, rt.ref(cred), rt.signer(cred), result)
+            reap_after(rt.rotator, rt.ref(cred), rt.signer(cred), result, start_nonce=cred.start_nonce)
         return result
 
     workers = min(rt.settings.clob.concurrency, len(chosen))
@@ -505,7 +649,9 @@ def _reap(rt: Runtime, args: argparse.Namespace) -> int:
 
     _refuse_orphan(rt, args.credential, "reap")
     cred = rt.settings.credential(args.credential)
-    result = reap(rt.rotator, rt.ref(cred), rt.signer(cred), execute=args.execute)
+    result = reap(
+        rt.rotator, rt.ref(cred), rt.signer(cred), execute=args.execute, start_nonce=cred.start_nonce
+    )
     name = cred.name
     verb = "revoked" if args.execute else "would revoke"
     for f in result.reaped:
@@ -524,6 +670,97 @@ def _reap(rt: Runtime, args: argparse.Namespace) -> int:
     return EXIT_OK if result.ok else EXIT_FAILED
 
 
+def _pause(rt: Runtime, args: argparse.Namespace) -> int:
+    """``rotator pause`` and ``rotator resume``: a record in the state every worker reads."""
+    from rotator.pause import pause, resume
+    from rotator.status import _short_iso, duration
+
+    if args.credential not in {c.name for c in rt.settings.credentials}:
+        from rotator.stores.base import is_credential_name
+
+        if is_credential_name(args.credential) and args.credential in rt.store.names():
+            raise _config_error(
+                f"--credential {args.credential}: not in the config: a removed credential is not rotated, "
+                "so there is nothing to pause (its retiring keys are still revoked; `rotator retire` ends it)"
+            )
+    cred = rt.settings.credential(args.credential)
+    now, _clock, _text = _status_clock(rt)
+    by = _operator_text(args.by, "--by") if getattr(args, "by", None) else _operator(rt)
+    if args.command == "resume":
+        ended = resume(rt.rotator, rt.ref(cred), now=now, by=by)
+        if ended is None:
+            print(f"{cred.name}: not paused; nothing to do")
+        else:
+            print(f"{cred.name}: resumed by {by} (paused by {ended.by} {duration(now - ended.at)} ago)")
+        return EXIT_OK
+    until = now + args.duration if args.duration else None
+    reason = _operator_text(args.reason, "--reason") if args.reason else None
+    written, before = pause(rt.rotator, rt.ref(cred), now=now, by=by, until=until, reason=reason)
+    ends = "until resumed" if until is None else f"until {_short_iso(until)} (in {duration(until - now)})"
+    line = f"{cred.name}: paused {ends} by {written.by}" + (f": {reason}" if reason else "")
+    if before is not None:
+        line += f" (replaces the pause by {before.by})"
+    print(line)
+    print(
+        f"{cred.name}: no scheduled rotation meanwhile; retiring keys are still revoked on time, and a key "
+        "the CLOB rejects or `revoke --emergency` still rotates"
+    )
+    return EXIT_OK
+
+
+def _operator(rt: Runtime) -> str:
+    """Who runs this command, as the pause records it: ``$USER@host`` (in a pod, its name)."""
+    import socket
+
+    user = rt.env.get("USER") or rt.env.get("LOGNAME") or "unknown"
+    return _operator_text(f"{user}@{socket.gethostname()}", "$USER")
+
+
+def _operator_text(text: str, what: str) -> str:
+    """A short, printable line for the state and every status table; never key material."""
+    from rotator.config import _SECRETISH
+
+    if len(text) > 200 or not text.isprintable() or not text.strip():
+        raise _config_error(f"{what}: one printable line of at most 200 characters")
+    if _SECRETISH.search(text):
+        raise _config_error(f"{what}: looks like key material; not stored")
+    return text.strip()
+
+
+def _history(rt: Runtime, args: argparse.Namespace) -> int:
+    """``rotator history``: every key of a credential (removed ones too), from its state."""
+    import json
+
+    from rotator.history import parse_since, render, rows, since
+    from rotator.orphans import orphan_ref
+    from rotator.stores.base import is_credential_name
+
+    name = args.credential
+    configured = {c.name: c for c in rt.settings.credentials}
+    if name in configured:
+        ref = rt.ref(configured[name])
+    elif is_credential_name(name):
+        ref = orphan_ref(name)
+    else:
+        raise _config_error("--credential: not a credential name (letters, digits, _ . -; 63 at most)")
+    now, clock, clock_text = _status_clock(rt)
+    snap = rt.store.load(ref)
+    if snap.version is None and name not in configured:
+        rt.settings.credential(name)  # raises "no such credential in the config"
+    found = rows(snap.state)
+    if args.since:
+        try:
+            found = since(found, parse_since(args.since, now))
+        except ValueError as exc:
+            raise _config_error(f"--since: {exc}") from None
+    if args.json:
+        stamp = {"credential": ref.name, "as_of": round(now, 3), "clock": clock}
+        print(json.dumps([{**row, **stamp} for row in found], indent=2))
+        return EXIT_OK
+    print("\n".join(render(ref.name, found, clock_text)))
+    return EXIT_OK
+
+
 def _consumers(rt: Runtime, cred: CredentialSettings, st: CredentialState, now: float) -> list[Any] | str:
     """Who acknowledged which key (consumer-confirmed revocation), or why that cannot be read."""
     from rotator.errors import RotatorError
@@ -532,17 +769,20 @@ def _consumers(rt: Runtime, cred: CredentialSettings, st: CredentialState, now: 
         acks = rt.store.acks(rt.ref(cred))
     except RotatorError as exc:
         return f"unreadable ({exc})"
-    from rotator.model import ack_prefix
+    from rotator.model import ack_prefix, masked_prefix
     from rotator.status import iso
 
-    holds = {ack_prefix(r.key.api_key): "retiring" for r in st.retiring}
+    holds = {ack_prefix(r.key.api_key): ("retiring", r.key.masked) for r in st.retiring}
     if st.current is not None:
-        holds[ack_prefix(st.current.api_key)] = "current"
+        holds[ack_prefix(st.current.api_key)] = ("current", st.current.masked)
     return [
         {
             "consumer": a.consumer_id,
-            "key": a.key_prefix,  # the form acknowledgements carry (model.ack_prefix)
-            "holds": holds.get(a.key_prefix, "old"),
+            # The one masked form (the worker's logs show the same); for a key the state no longer
+            # holds, the part of it the acknowledgement carries.
+            "key": holds.get(a.key_prefix, ("old", masked_prefix(a.key_prefix)))[1],
+            "ack_prefix": a.key_prefix,
+            "holds": holds.get(a.key_prefix, ("old", ""))[0],
             "seen_seconds_ago": round(now - a.at, 1),
             "seen_at": a.at,
             "seen_at_iso": iso(a.at),
@@ -552,17 +792,23 @@ def _consumers(rt: Runtime, cred: CredentialSettings, st: CredentialState, now: 
     ]
 
 
-def _state_row(name: str, st: CredentialState, now: float, rotate_every: float | None) -> dict[str, Any]:
+def _state_row(name: str, st: CredentialState, now: float, policy: Policy | None) -> dict[str, Any]:
     """What ``status`` shows of one state: masked key ids, nonces, deadlines; never a secret.
-    Epoch seconds (the JSON contract) with their ISO 8601 form beside them in ``*_iso``."""
+    Epoch seconds (the JSON contract) with their ISO 8601 form beside them in ``*_iso``.
+    ``policy``: None for a credential the config no longer names."""
+    from rotator.rotation import next_rotation
     from rotator.status import iso
 
     cur = st.current
     pend = st.pending
-    nxt = round(cur.created_at + rotate_every, 1) if cur and rotate_every else None
+    nxt = next_rotation(st, now, policy) if policy is not None else None
+    nxt = round(nxt, 1) if nxt is not None else None
+    pause = st.paused(now)
+    schedule = policy.schedule if policy is not None else None
+    window = schedule.next_window(now) if schedule is not None else None
     return {
         "credential": name,
-        "orphaned": rotate_every is None,
+        "orphaned": policy is None,
         "key": cur.masked if cur else None,
         "nonce": cur.nonce if cur else None,
         "address": cur.address if cur else None,
@@ -571,6 +817,28 @@ def _state_row(name: str, st: CredentialState, now: float, rotate_every: float |
         "created_at_iso": iso(cur.created_at) if cur else None,
         "next_rotation": nxt,
         "next_rotation_iso": iso(nxt),
+        "schedule": {
+            "cron": schedule.cron,
+            "timezone": schedule.timezone,
+            "window_seconds": schedule.window,
+            "max_age_seconds": policy.hard_max_age if policy is not None else None,
+            "next_window": window[0] if window else None,
+            "next_window_iso": iso(window[0]) if window else None,
+            "window_closes": window[1] if window and window[1] != float("inf") else None,
+            "window_closes_iso": iso(window[1]) if window and window[1] != float("inf") else None,
+        }
+        if schedule is not None
+        else None,
+        "paused": {
+            "by": pause.by,
+            "at": pause.at,
+            "at_iso": iso(pause.at),
+            "until": pause.until,
+            "until_iso": iso(pause.until),
+            "reason": pause.reason,
+        }
+        if pause is not None
+        else None,
         "pending": {
             "nonce": pend.nonce,
             "owner": pend.owner,
@@ -579,6 +847,7 @@ def _state_row(name: str, st: CredentialState, now: float, rotate_every: float |
             "started_at_iso": iso(pend.started_at),
             "lease_until": pend.lease_until,
             "lease_until_iso": iso(pend.lease_until),
+            "reason": pend.reason,
         }
         if pend
         else None,
@@ -595,6 +864,22 @@ def _state_row(name: str, st: CredentialState, now: float, rotate_every: float |
         "rotations": st.rotations,
         "history": [{**h.to_dict(), "revoked_at_iso": iso(h.revoked_at)} for h in st.history],
         "audit": _audit_data(st),
+        "key_model": _key_model_data(st),
+    }
+
+
+def _key_model_data(st: CredentialState) -> dict[str, Any] | None:
+    """``status`` data of what was learned about the wallet's keys (issue 24)."""
+    model = st.key_model
+    if model is None:
+        return None
+    from rotator.status import iso
+
+    return {
+        **model.to_dict(),
+        "at_iso": iso(model.at),
+        "revived_at_iso": iso(model.revived_at),
+        "overlap": model.keys != "one",
     }
 
 
@@ -615,7 +900,7 @@ def _orphan_rows(rt: Runtime, now: float) -> list[dict[str, Any]]:
         except RotatorError as exc:  # one unreadable state must not hide the others
             st, consumers = CredentialState(), f"state unreadable ({exc})"
         row = _state_row(name, st, now, None)
-        rows.append({**row, "archived": archived, "path": None, "consumers": consumers})
+        rows.append({**row, "archived": archived, "path": None, "consumers": consumers, "ready": None})
     return rows
 
 
@@ -700,7 +985,7 @@ def _check(rt: Runtime) -> int:
         problems += 1
         print(f"FAIL  clob {rt.settings.clob.host}: {exc}")
     _print_budget(rt.settings)
-    for line in _warnings(rt.settings):
+    for line in _warnings(rt.settings, rt.env):
         print(line)
     return EXIT_FAILED if problems else EXIT_OK
 
@@ -714,9 +999,14 @@ def _long_grace(cred: CredentialSettings) -> str | None:
     )
 
 
-def _warnings(settings: Settings) -> list[str]:
+def _warnings(settings: Settings, env: Mapping[str, str]) -> list[str]:
     """What the config allows but an operator should hear about (shown by ``check``, online or not)."""
-    lines = []
+    from rotator.config import ignored_proxy_env
+
+    lines = _schedule_warnings(settings)
+    ignored = ignored_proxy_env(settings, env)
+    if ignored:
+        lines.append(f"warn  {ignored}")
     for cred in settings.credentials:
         if cred.grace < 60:
             lines.append(
@@ -739,6 +1029,33 @@ def _warnings(settings: Settings) -> list[str]:
     return lines
 
 
+def _schedule_warnings(settings: Settings) -> list[str]:
+    """Schedules whose windows are further apart than a key may live (issue 23)."""
+    import time
+
+    from rotator.schedule import Schedule
+    from rotator.status import duration
+
+    lines = []
+    for cred in settings.credentials:
+        if cred.schedule is None:
+            continue
+        sched = Schedule.parse(cred.schedule.cron, cred.schedule.timezone, cred.schedule.window)
+        gap = sched.longest_gap(time.time())
+        max_age = cred.max_age if cred.max_age is not None else 2 * cred.rotate_every
+        if gap > max_age:
+            lines.append(
+                f"warn  {cred.name}: schedule windows up to {duration(gap)} apart, more than max_age "
+                f"{duration(max_age)}: keys reach max_age between windows and rotate outside them"
+            )
+        elif gap > cred.rotate_every:
+            lines.append(
+                f"warn  {cred.name}: schedule windows up to {duration(gap)} apart, more than rotate_every "
+                f"{duration(cred.rotate_every)}: keys live that long, rotated at every window"
+            )
+    return lines
+
+
 def _check_offline(path: str) -> int:
     """The config and its ROTATOR_* overrides, nothing else: no store, no CLOB, no signer, no secret."""
     from rotator.config import load_settings
@@ -747,12 +1064,14 @@ def _check_offline(path: str) -> int:
     backend = settings.store.backend
     print(f"ok    config {path}: store {backend}, {len(settings.credentials)} credential(s)")
     for cred in settings.credentials:
+        schedule = cred.schedule
+        when = f", schedule {schedule.cron!r} {schedule.timezone}" if schedule else ""
         print(
             f"ok    {cred.name}: path {cred.path}, signer {cred.signer.source}, "
-            f"rotate_every {cred.rotate_every:g}s, grace {cred.grace:g}s"
+            f"rotate_every {cred.rotate_every:g}s, grace {cred.grace:g}s{when}"
         )
     _print_budget(settings)
-    for line in _warnings(settings):
+    for line in _warnings(settings, os.environ):
         print(line)
     return EXIT_OK
 
@@ -815,6 +1134,10 @@ def _sandbox(args: argparse.Namespace) -> int:
         single_key=args.single_key,
         propagation_delay=args.propagation_delay,
         auth_limit=args.auth_limit,
+        edge_block=tuple(args.block_clients),
+        edge_page=args.edge_page,
+        key_ttl=args.key_ttl or None,
+        revive=args.revive,
     )
 
     def ready(url: str) -> None:  # only once it listens: a port in use is an error, not a start

@@ -14,9 +14,9 @@ import math
 import os
 import re
 import unicodedata
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union, get_args, get_origin
+from typing import Annotated, Any, ClassVar, Literal, Union, get_args, get_origin
 
 from pydantic import (
     AfterValidator,
@@ -254,6 +254,148 @@ class ProbeSettings(_Section):
         return endpoint
 
 
+#: The proxy variables other tools honour; rotator never does (``ignored_proxy_env``).
+PROXY_ENV = ("HTTPS_PROXY", "HTTP_PROXY", "ALL_PROXY", "NO_PROXY")
+
+
+class ProxySettings(_Section):
+    """An egress proxy (docs/real-clob.md), never taken from ``HTTP(S)_PROXY``.
+
+    ``url``: ``http://HOST:PORT`` (an HTTP ``CONNECT`` tunnel) or ``socks5://HOST:PORT`` (SOCKS5, the
+    proxy resolves the target's name); never credentials in it. ``username`` with ``password_env`` or
+    ``password_file`` when the proxy asks for them: the file is read again for each new connection, so
+    a mounted Secret can change under a running worker.
+    """
+
+    url: str
+    username: str | None = Field(None, min_length=1, max_length=255)
+    password_env: EnvName | None = None
+    password_file: FsPath | None = None
+
+    #: The schemes this client can tunnel through (the Vault and AWS SDKs: HTTP only).
+    schemes: ClassVar[tuple[str, ...]] = ("http", "socks5")
+
+    @model_validator(mode="after")
+    def _shape(self) -> ProxySettings:
+        from urllib.parse import urlsplit
+
+        text = self.url
+        if "@" in text:
+            raise ValueError(
+                "url must not carry credentials (they would show wherever the URL does): "
+                "set username and password_env or password_file"
+            )
+        scheme = text.partition("://")[0].lower() if "://" in text else ""
+        if scheme == "socks5h":
+            scheme = "socks5"  # the same thing here: names are always resolved by the proxy
+        if scheme not in self.schemes:
+            allowed = " or ".join(f"{s}://HOST:PORT" for s in self.schemes)
+            extra = " (the SDK of this client has no SOCKS support)" if "socks5" not in self.schemes else ""
+            raise ValueError(f"url must be {allowed}{extra}, got {shown(text, 60)}")
+        if not is_http_url("http://" + text.partition("://")[2]):
+            raise ValueError(f"url must be {scheme}://HOST:PORT, got {shown(text, 60)}")
+        parts = urlsplit("http://" + text.partition("://")[2])
+        if parts.port is None or parts.path not in ("", "/") or parts.query or parts.fragment:
+            raise ValueError(f"url must be {scheme}://HOST:PORT (with a port, nothing after it)")
+        user = self.username
+        if user is not None and (":" in user or not user.isprintable() or _SECRETISH.search(user)):
+            raise ValueError("username must be a user name (printable, no ':'), not a secret")
+        if self.password_env is not None and self.password_file is not None:
+            raise ValueError("takes password_env or password_file, not both")
+        has_password = self.password_env is not None or self.password_file is not None
+        if has_password and user is None:
+            raise ValueError("password_env/password_file need username")
+        if user is not None and not has_password:
+            raise ValueError("username needs password_env or password_file")
+        return self
+
+    @property
+    def scheme(self) -> str:
+        scheme = self.url.partition("://")[0].lower()
+        return "socks5" if scheme == "socks5h" else scheme
+
+    @property
+    def host(self) -> str:
+        from urllib.parse import urlsplit
+
+        return urlsplit("http://" + self.url.partition("://")[2]).hostname or ""
+
+    @property
+    def port(self) -> int:
+        from urllib.parse import urlsplit
+
+        return urlsplit("http://" + self.url.partition("://")[2]).port or 0
+
+    def password_reader(self, env: Mapping[str, str], where: str) -> Callable[[], str] | None:
+        """A function giving the proxy password (None without credentials), checked now.
+
+        :raises ConfigError: the variable is unset or empty, or the file cannot be read (names
+            ``where``, the setting, never the value).
+        """
+        if self.password_env is not None:
+            name = self.password_env
+            problem = env_problem(env, name)
+            if problem:
+                raise ConfigError(f"{where}.password_env: the environment variable {name} {problem}")
+            value = env[name]
+            return lambda: value
+        if self.password_file is not None:
+            path = Path(self.password_file)
+
+            def read() -> str:
+                try:
+                    text = path.read_text(encoding="utf-8").strip()
+                except (OSError, UnicodeDecodeError) as exc:
+                    why = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+                    raise ConfigError(f"{where}.password_file: cannot read {path} ({why})") from None
+                if not text:
+                    raise ConfigError(f"{where}.password_file: {path} is empty")
+                return text
+
+            read()
+            return read
+        return None
+
+
+class HttpProxySettings(ProxySettings):
+    """An egress proxy for a client whose SDK tunnels through HTTP proxies only (hvac, botocore)."""
+
+    schemes: ClassVar[tuple[str, ...]] = ("http",)
+
+
+def ignored_proxy_env(settings: Settings, env: Mapping[str, str]) -> str | None:
+    """One line when ``HTTP(S)_PROXY``-style variables are set while a client rotator uses has no
+    proxy configured: rotator never takes a proxy from the environment, and says so once."""
+    found = sorted(
+        {name.upper() for name, value in env.items() if name.upper() in PROXY_ENV and value.strip()},
+        key=PROXY_ENV.index,
+    )
+    if not found:
+        return None
+    direct = []
+    if settings.clob.proxy is None:
+        direct.append("the CLOB (clob.proxy)")
+    uses_vault = settings.store.backend == "vault" or any(
+        c.signer.source == "vault" for c in settings.credentials
+    )
+    if uses_vault and settings.store.vault is not None and settings.store.vault.proxy is None:
+        direct.append("Vault (store.vault.proxy)")
+    uses_aws = (
+        settings.store.backend == "aws"
+        or settings.store.file.kms_key_id is not None
+        or any(c.signer.source in ("aws-secretsmanager", "aws-kms") for c in settings.credentials)
+    )
+    if uses_aws and settings.store.aws.proxy is None:
+        direct.append("AWS (store.aws.proxy)")
+    if not direct:
+        return None
+    return (
+        f"{', '.join(found)} {'is' if len(found) == 1 else 'are'} set and ignored: rotator takes a proxy "
+        f"from its config only, and reaches {', '.join(direct)} directly; to go through a proxy, set "
+        "the setting named (docs/real-clob.md)"
+    )
+
+
 class ClockSkew(_Section):
     max: Duration = 10.0
     mode: Literal["correct", "refuse"] = "correct"
@@ -278,6 +420,9 @@ class ClobSettings(_Section):
     retry: Retry = Retry()
     # Credentials passed over at once by `rotate --all` and the daemon; the budgets pace them.
     concurrency: int = Field(8, ge=1, le=256)
+    # Every CLOB request tunnels through it (HTTP CONNECT or SOCKS5): for egress the CLOB's edge
+    # accepts (docs/real-clob.md). Never taken from HTTPS_PROXY.
+    proxy: ProxySettings | None = None
 
     @model_validator(mode="after")
     def _host(self) -> ClobSettings:
@@ -432,6 +577,7 @@ class VaultSettings(_Section):
     timeout: Duration = 10.0
     auth: VaultAuth = VaultTokenAuth()
     tls: VaultTls = VaultTls()
+    proxy: HttpProxySettings | None = None  # an HTTP CONNECT proxy to Vault; never HTTPS_PROXY
 
     @model_validator(mode="after")
     def _shape(self) -> VaultSettings:
@@ -475,6 +621,8 @@ class AwsStoreSettings(_Section):
         description="botocore calls per request, the first try included (store, AWS signers, KMS envelope)",
     )
     timeout: Duration = 10.0
+    # An HTTP CONNECT proxy for every AWS client (store, signers, KMS envelope); never HTTPS_PROXY.
+    proxy: HttpProxySettings | None = None
 
     @model_validator(mode="after")
     def _shape(self) -> AwsStoreSettings:
@@ -604,6 +752,33 @@ def published_path(value: str) -> str:
     return value
 
 
+class ScheduleSettings(_Section):
+    """When a credential's rotations happen (docs/operations.md): ``cron``, five fields as in crontab
+    and Kubernetes CronJobs (``0 3 * * *``), read in ``timezone`` (IANA, like ``Europe/London``);
+    ``window``: how long after each scheduled time a rotation may still start (default: until the
+    next one). A key due outside every window waits for the next, unless it is past ``max_age``,
+    rejected by the CLOB, forced or an emergency."""
+
+    cron: str = Field(min_length=1, max_length=200)
+    timezone: str = Field("UTC", min_length=1, max_length=100)
+    window: PositiveDuration | None = None
+
+    @model_validator(mode="after")
+    def _parses(self) -> ScheduleSettings:
+        from rotator.schedule import Schedule
+
+        try:
+            Schedule.parse(self.cron, self.timezone, self.window)
+        except ValueError as exc:
+            raise ValueError(redact(str(exc))) from None
+        return self
+
+
+#: The most gone keys a credential on AWS may keep in its history: the state is one secret value,
+#: at most 64 KiB, and a record of a key takes up to about 420 bytes.
+AWS_HISTORY_MAX = 120
+
+
 class CredentialSettings(_Section):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
     signer: SignerSettings
@@ -623,11 +798,29 @@ class CredentialSettings(_Section):
     # Issue 16: after an audit (daemon.audit_every) that found new unmanaged keys on this wallet,
     # revoke those the signer can reach with derive (as `rotator reap --execute` does).
     reap_unmanaged: bool = False
+    # Issue 24: how the CLOB keeps this wallet's keys. auto: as learned (rotator doctor
+    # --probe-key-model, or a rotation finding the old key dead at once); one: each rotation
+    # publishes the new key at once, without overlap; several: rotations overlap for grace.
+    key_model: Literal["auto", "one", "several"] = "auto"
+    # Issue 23: when rotations happen (rotate_every stays the maximum age a key reaches when every
+    # window is served); past max_age (default 2 x rotate_every) a key rotates outside the windows.
+    schedule: ScheduleSettings | None = None
+    max_age: PositiveDuration | None = None
+    # How many keys gone (revoked) the credential's history keeps, each with its times, reason,
+    # trigger and worker (`rotator history`). The keys still held are always kept.
+    history_limit: int = Field(100, ge=1, le=1000)
 
     @model_validator(mode="after")
     def _times(self) -> CredentialSettings:
         if self.consumer_ttl <= 0:
             raise ValueError("consumer_ttl must be positive")
+        if self.max_age is not None:
+            if self.schedule is None:
+                raise ValueError("max_age goes with schedule: without one a key rotates at rotate_every")
+            if self.max_age < self.rotate_every:
+                raise ValueError(
+                    f"max_age ({self.max_age:g}s) must be at least rotate_every ({self.rotate_every:g}s)"
+                )
         return self
 
 
@@ -728,6 +921,17 @@ class Settings(BaseSettings):
             if cred.name in seen:
                 raise ValueError(f"duplicate credential name {cred.name!r}")
             seen.add(cred.name)
+        return self
+
+    @model_validator(mode="after")
+    def _history_fits(self) -> Settings:
+        if self.store.backend == "aws":
+            for cred in self.credentials:
+                if cred.history_limit > AWS_HISTORY_MAX:
+                    raise ValueError(
+                        f"credentials[{cred.name}].history_limit: at most {AWS_HISTORY_MAX} with the aws "
+                        "store (the state is one secret value, 64 KiB at most)"
+                    )
         return self
 
     @model_validator(mode="after")

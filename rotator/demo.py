@@ -111,7 +111,8 @@ def run_demo(rotations: int = 3) -> int:
                     }
                 )
             for h in state.history:
-                revoked_at.setdefault(h.nonce, h.revoked_at - started)
+                if h.revoked_at is not None:  # always, in the history of gone keys
+                    revoked_at.setdefault(h.nonce, h.revoked_at - started)
             if len(rows) > rotations and not state.retiring:
                 break
             time.sleep(0.25)

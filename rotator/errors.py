@@ -22,6 +22,8 @@ botocore or py-clob-client type escapes its adapter. Messages never contain secr
     │   ├── Transient          timeouts, connection errors, 425, 5xx, Cloudflare pages: retryable
     │   │   └── Unreachable    connection refused, DNS failure: not retried within a call
     │   └── Cancelled          the worker is stopping (SIGTERM): the call was cut short, not retried
+    ├── Blocked                the CLOB's edge refuses this egress (Cloudflare 403 page): no answer
+    │                          about anything asked, so no handler of ClobError may swallow it
     └── RotationError          a protocol step failed; ``step`` names it, ``__cause__`` says why
 """
 
@@ -112,6 +114,23 @@ class Cancelled(ClobError):
     Not a :class:`Transient`: nothing retries it. The step it interrupted fails like any other
     failed step, and leaves the published key untouched (I5).
     """
+
+
+class Blocked(RotatorError):
+    """The CLOB's edge (Cloudflare, in front of it) refuses this worker's egress address: a 403 with an
+    HTML block or challenge page, the same several times in a row (clob-auth.md 12.3).
+
+    Not a :class:`ClobError` on purpose. Code that meets a ClobError where it cannot tell what
+    happened to a key (a probe, a DELETE, a lost create answer) goes on and tries again later; an
+    edge block is no answer about anything asked, and waiting does not lift it. So it passes every
+    such handler and fails the pass at whatever step met it, in seconds, with one line that names
+    the egress problem and the remedy (``clob.proxy``). ``endpoint`` is the request's path.
+    """
+
+    def __init__(self, message: str, *, endpoint: str = "", status: int | None = 403) -> None:
+        super().__init__(message)
+        self.endpoint = endpoint
+        self.status = status
 
 
 class RotationError(RotatorError):

@@ -8,11 +8,13 @@ counted in ``rotator_unmanaged_keys``, logged once each when first seen (masked 
 the state's ``audit`` so ``status`` shows them and the next audit knows which are new.
 
 :func:`reap` revokes the unmanaged keys the worker can reach: a key made at a nonce the wallet's
-signer can ``derive`` (nonce 0, the SDKs' default, and every nonce below ``next_nonce`` that holds no
-key of ours) is recovered and revoked with its own DELETE, each confirmed gone as the rotation
-confirms its own revocations. A key at any other nonce can be found (listed) but not revoked without
-its secret: it is reported as unreachable. Current, retiring and pending keys are never touched, and
-nothing secret of a reaped key is kept or logged: only its masked id and nonce.
+signer can ``derive`` (nonce 0, the SDKs' default, and every nonce from the credential's own
+``start_nonce`` below ``next_nonce`` that holds no key of ours; never the nonces between, where a
+team sharing the wallet through another store keeps its keys) is recovered and revoked with its own
+DELETE, each confirmed gone as the rotation confirms its own revocations. A key at any other nonce
+can be found (listed) but not revoked without its secret: it is reported as unreachable. Current,
+retiring and pending keys are never touched, and nothing secret of a reaped key is kept or logged:
+only its masked id and nonce.
 """
 
 from __future__ import annotations
@@ -20,7 +22,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from functools import partial
 
 from rotator.errors import Cancelled, ClobError, RotatorError, Unauthorized
 from rotator.model import AuditRecord, CredentialRef, CredentialState, Key, UnmanagedKey, mask
@@ -48,32 +49,6 @@ def managed_nonces(state: CredentialState) -> set[int]:
     if state.pending is not None:
         nonces.add(state.pending.nonce)
     return nonces
-
-
-def wallet_siblings(rot: Rotator, ref: CredentialRef, address: str) -> tuple[set[str], bool]:
-    """The keys every other state in the store (configured or removed from the config) manages on
-    the wallet ``address``, and whether one of them has a rotation in flight on it.
-
-    Read only when the listing holds keys ``ref`` does not manage: a wallet of its own costs nothing."""
-    wallet = address.lower()
-    ids: set[str] = set()
-    busy = False
-    for name in rot.store_call("list", rot.store.names):
-        if name == ref.name:
-            continue
-        other = CredentialRef(name, "")
-        state = rot.store_call("load", partial(rot.store.load, other)).state
-        keys = [r.key for r in state.retiring]
-        if state.current is not None:
-            keys.append(state.current)
-        if state.pending is not None and state.pending.key is not None:
-            keys.append(state.pending.key)
-        ids |= {k.api_key for k in keys if k.address.lower() == wallet}
-        pending_wallet = state.pending.wallet if state.pending is not None else None
-        busy = busy or (
-            state.pending is not None and (pending_wallet is None or pending_wallet.lower() == wallet)
-        )
-    return ids, busy
 
 
 @dataclass(slots=True)
@@ -129,15 +104,14 @@ def audit(rot: Rotator, ref: CredentialRef, *, closed_only: bool = True) -> Audi
         if ids:
             # The wallet may be shared (credentials at nonces far apart, start_nonce): another
             # credential's keys are managed too, and one mid-rotation may hold a key not yet recorded.
-            siblings, busy = wallet_siblings(rot, ref, cur.address)
+            siblings, busy = rot.wallet_siblings(ref, cur.address)
             if busy:
                 result.outcome = "in-flight"
                 return result
             ids = [i for i in ids if i not in siblings]
         now = rot.clock()
         record = _record(ctx.state.audit, ids, now, flag)
-        seen = {u.key_prefix for u in ctx.state.audit.unmanaged} if ctx.state.audit else set()
-        result.new = [mask(i) for i in ids if mask(i) not in seen]
+        result.new = [mask(i) for i in ids if mask(i) not in _reported(ctx.state.audit)]
         result.unmanaged_ids = ids
         result.record = record
         _save_record(rot, ctx, record)
@@ -169,6 +143,15 @@ def audit(rot: Rotator, ref: CredentialRef, *, closed_only: bool = True) -> Audi
             closed_only=result.record.closed_only,
         )
     return result
+
+
+def _reported(previous: AuditRecord | None) -> set[str]:
+    """The unmanaged keys an audit has reported: those recorded by an audit. A key a pass recorded
+    after it (walked past at a taken nonce, found by a lost state's recovery, first seen later than
+    the record's ``at``) is still new to the audit: it warns of it, and ``reap_unmanaged`` reaps it."""
+    if previous is None:
+        return set()
+    return {u.key_prefix for u in previous.unmanaged if u.first_seen <= previous.at}
 
 
 def _closed_only(rot: Rotator, key: Key, wanted: bool) -> bool | None:
@@ -248,10 +231,15 @@ def reap(
     signer: Callable[[], Signer],
     *,
     execute: bool,
+    start_nonce: int,
 ) -> ReapResult:
     """Audit, then revoke every unmanaged key the signer can reach (``execute``), or say which it
     would (``execute=False``: derives, so it spends ``/auth/*``, but revokes nothing). Never raises a
-    RotatorError. A second reap finds nothing to reap."""
+    RotatorError. A second reap finds nothing to reap.
+
+    ``start_nonce``: the credential's own; reap reaches nonce 0 and the nonces from there up, never
+    those between (where a team sharing the wallet through another store, which no audit can see,
+    keeps its keys)."""
     name = ref.name
     found = audit(rot, ref)
     result = ReapResult(name, "nothing-to-reap")
@@ -266,7 +254,7 @@ def reap(
         snap = rot.store_call("load", lambda: rot.store.load(ref))
         ctx.state, ctx.version = snap.state, snap.version
         wanted = set(found.unmanaged_ids) - managed_ids(ctx.state)
-        reached = _reach(rot, ctx, signer, wanted)
+        reached = _reach(rot, ctx, signer, wanted, start_nonce)
         result.unreachable = [
             Found(mask(i), None) for i in found.unmanaged_ids if i in wanted - reached.keys()
         ]
@@ -295,13 +283,17 @@ def reap(
     return result
 
 
-def _reach(rot: Rotator, ctx: _Ctx, signer: Callable[[], Signer], wanted: set[str]) -> dict[str, Key]:
+def _reach(
+    rot: Rotator, ctx: _Ctx, signer: Callable[[], Signer], wanted: set[str], start_nonce: int
+) -> dict[str, Key]:
     """The unmanaged keys ``derive`` reaches, by id: nonce 0 first (the SDKs' default), then every
-    nonce below ``next_nonce`` that holds no key of ours, stopping once every wanted key is found.
-    Each derive is one paced ``/auth/*`` request; a nonce that holds no key gets none made."""
+    nonce from ``start_nonce`` below ``next_nonce`` that holds no key of ours, stopping once every
+    wanted key is found. Each derive is one paced ``/auth/*`` request; a nonce that holds no key gets
+    none made. A derived key that is not one of ``wanted`` (a sibling credential's, one made since
+    the audit) is never touched."""
     ours = managed_nonces(ctx.state)
     reached: dict[str, Key] = {}
-    for nonce in range(max(1, ctx.state.next_nonce)):
+    for nonce in (0, *range(max(1, start_nonce), ctx.state.next_nonce)):
         if len(reached) == len(wanted):
             break
         if nonce in ours:
@@ -359,12 +351,21 @@ def _update_record(rot: Rotator, ctx: _Ctx, gone: dict[str, int], nonces: dict[s
         _observe(rot, ctx.ref.name, updated)
 
 
-def reap_after(rot: Rotator, ref: CredentialRef, signer: Callable[[], Signer], found: AuditResult) -> None:
+def reap_after(
+    rot: Rotator, ref: CredentialRef, signer: Callable[[], Signer], found: AuditResult, *, start_nonce: int
+) -> None:
     """``reap_unmanaged``: after an audit that found new unmanaged keys, reap them. Keys found before
     (unreachable ones among them) are not walked for again on every audit."""
     if found.outcome != "audited" or not found.new:
         return
-    result = reap(rot, ref, signer, execute=True)
+    # Issue 23: an operator's pause holds what the worker starts on its own, this reap included.
+    pause = rot.store_call("load", lambda: rot.store.load(ref)).state.paused(rot.clock())
+    if pause is not None:
+        log.warning(
+            "%s: reap after audit: not while paused by %s; `rotator reap` reaps by hand", ref.name, pause.by
+        )
+        return
+    result = reap(rot, ref, signer, execute=True, start_nonce=start_nonce)
     level = logging.INFO if result.ok else logging.WARNING
     log.log(
         level,

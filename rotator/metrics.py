@@ -38,6 +38,7 @@ CLOB_ENDPOINTS = (
 MAX_TIERS = 8
 STORE_OPERATIONS = ("load", "save", "publish", "read_published", "acks")
 REVOCATION_RESULTS = ("deleted", "already-gone", "failure")
+KEY_MODELS = ("several", "one", "unknown")
 
 
 class Metrics:
@@ -158,11 +159,13 @@ class Metrics:
             buckets=(1, 2.5, 5, 7.5, 10, 15, 20, 30, 45, 60, 120, 300, 600, 1800),
             registry=r,
         )
+        self._init_edge()
         self.build_info = Gauge(
             "rotator_build_info", "Always 1; the version label says which build.", ["version"], registry=r
         )
         self.build_info.labels(version=__version__).set(1)
         self._init_hygiene()
+        self._init_operations()
         # Only a daemon has it (see enable_leader): a CronJob run pushing a 0 would look like a
         # replica without the lease.
         self.leader: Gauge | None = None
@@ -170,6 +173,44 @@ class Metrics:
         # or the first burst of throttling is invisible to increase().
         for endpoint in CLOB_ENDPOINTS:
             self.clob_requests.labels(endpoint=endpoint, code="429")
+
+    def _init_edge(self) -> None:
+        """Issue 24: edge blocks, the wallet's key model, new keys' propagation and revivals."""
+        r = self.registry
+        self.clob_blocked = Gauge(
+            "rotator_clob_blocked",
+            "1 when the credential's last pass failed because the CLOB's edge (Cloudflare) refuses this "
+            "worker's egress with a 403 page; 0 once a pass got through. The remedy is clob.proxy.",
+            ["credential"],
+            registry=r,
+        )
+        self.key_model = Gauge(
+            "rotator_key_model",
+            "1 for how the credential's wallet keeps keys, as last learned: several (a rotation overlaps "
+            "old and new keys for grace), one (creating a key invalidates the others: rotations publish "
+            "the new key at once, without overlap) or unknown.",
+            ["credential", "model"],
+            registry=r,
+        )
+        self.key_propagation = Gauge(
+            "rotator_key_propagation_seconds",
+            "How long the credential's newest key answered 401 after its creation before the CLOB "
+            "accepted it (0: at once).",
+            ["credential"],
+            registry=r,
+        )
+        self.keys_revived = Counter(
+            "rotator_keys_revived_total",
+            "Keys that had lapsed (401, nothing at their nonce) and came back on a create at their nonce "
+            "(py-clob-client-v2 #40).",
+            ["credential"],
+            registry=r,
+        )
+
+    def observe_key_model(self, name: str, model: str) -> None:
+        """``model``: several, one or unknown."""
+        for each in KEY_MODELS:
+            self.key_model.labels(credential=name, model=each).set(1 if each == model else 0)
 
     def _init_hygiene(self) -> None:
         """Issue 16: the wallet audit, the account's closed-only flag and the CLOB's rate-limit tier."""
@@ -215,6 +256,49 @@ class Metrics:
         )
         self._tiers: list[str] = []
 
+    def _init_operations(self) -> None:
+        """Issue 23: per-credential readiness, pauses, and what the alerts need of each schedule."""
+        r = self.registry
+        self.ready = Gauge(
+            "rotator_credential_ready",
+            "1 when the worker can serve the credential: its signer's secret source and its state can "
+            "be read; 0 when one cannot (the worker's log names it), while the others rotate on.",
+            ["credential"],
+            registry=r,
+        )
+        self.paused = Gauge(
+            "rotator_paused",
+            "1 while an operator's pause (rotator pause) holds the credential's scheduled rotations.",
+            ["credential"],
+            registry=r,
+        )
+        self.paused_since = Gauge(
+            "rotator_paused_since_timestamp_seconds",
+            "When the pause in force began (0 when not paused).",
+            ["credential"],
+            registry=r,
+        )
+        self.max_key_age = Gauge(
+            "rotator_max_key_age_seconds",
+            "The age past which the credential's key is rotated whatever its schedule says: rotate_every "
+            "without a schedule, max_age with one.",
+            ["credential"],
+            registry=r,
+        )
+        self.schedule_interval = Gauge(
+            "rotator_schedule_interval_seconds",
+            "The longest time between two of the credential's scheduled rotation windows (0: no "
+            "schedule): how long a CronJob run on that schedule may be apart from the next.",
+            ["credential"],
+            registry=r,
+        )
+        self.next_window = Gauge(
+            "rotator_next_window_timestamp_seconds",
+            "When the credential's current or next rotation window opens (set only with a schedule).",
+            ["credential"],
+            registry=r,
+        )
+
     def observe_rate_limit_tier(self, tier: str) -> None:
         """The CLOB said which rate-limit tier it applied. Label values stay bounded: a tier that is
         not a short plain word, or one past :data:`MAX_TIERS` distinct ones, counts as ``other``."""
@@ -259,19 +343,53 @@ class Metrics:
             self.rotation_duration.labels(credential=name)
             self.consecutive_failures.labels(credential=name).set(0)
             self.recovery.labels(credential=name)
+            self.clob_blocked.labels(credential=name).set(0)
+            self.keys_revived.labels(credential=name)
         for op in STORE_OPERATIONS:
             for result in ("success", "failure", "conflict"):
                 self.store_operations.labels(backend=backend, operation=op, result=result)
 
-    def set_policy(self, name: str, rotate_every: float, grace: float) -> None:
-        """Export the credential's configured cadence, so alerts compare ages against it."""
+    def set_policy(
+        self,
+        name: str,
+        rotate_every: float,
+        grace: float,
+        *,
+        max_age: float | None = None,
+        interval: float = 0.0,
+    ) -> None:
+        """Export the credential's configured cadence, so alerts compare ages against it: ``max_age``,
+        the age past which it never waits (default ``rotate_every``); ``interval``, its schedule's
+        longest gap between windows (0: none)."""
         self._rotate_every[name] = rotate_every
         self.rotate_every.labels(credential=name).set(rotate_every)
         self.grace.labels(credential=name).set(grace)
+        self.max_key_age.labels(credential=name).set(max_age if max_age is not None else rotate_every)
+        self.schedule_interval.labels(credential=name).set(interval)
 
-    def observe_pass(self, name: str, *, failed: bool, now: float, state: CredentialState | None) -> None:
+    def set_ready(self, name: str, ready: bool) -> None:
+        self.ready.labels(credential=name).set(1 if ready else 0)
+
+    def observe_pass(
+        self,
+        name: str,
+        *,
+        failed: bool,
+        now: float,
+        state: CredentialState | None,
+        next_rotation: float | None = None,
+        next_window: float | None = None,
+        ready: bool | None = None,
+    ) -> None:
         """Record the end of a pass. ``state`` is what the pass left in the store, or None when the
-        pass could not read the state (then the state gauges keep their last known values)."""
+        pass could not read the state (then the state gauges keep their last known values).
+        ``next_rotation``: when the key falls due (default: its creation plus ``rotate_every``);
+        ``next_window``: when its next rotation window opens; ``ready``: whether the credential can
+        be served (None: unknown, say a store that is down: the gauge keeps its value)."""
+        if ready is not None:
+            self.set_ready(name, ready)
+        if next_window is not None:
+            self.next_window.labels(credential=name).set(next_window)
         if failed:
             self.last_failure.labels(credential=name).set(now)
             self.consecutive_failures.labels(credential=name).inc()
@@ -280,16 +398,26 @@ class Metrics:
             self.consecutive_failures.labels(credential=name).set(0)
         if state is None:
             return
+        pause = state.paused(now)
+        self.paused.labels(credential=name).set(1 if pause else 0)
+        self.paused_since.labels(credential=name).set(pause.at if pause else 0)
         if state.current is not None:
             created = state.current.created_at
             self.key_created.labels(credential=name).set(created)
             every = self._rotate_every.get(name)
-            if every is not None:
+            if next_rotation is not None:
+                self.next_rotation.labels(credential=name).set(next_rotation)
+            elif every is not None:
                 self.next_rotation.labels(credential=name).set(created + every)
         self.retiring.labels(credential=name).set(len(state.retiring))
         self.retiring_deadline.labels(credential=name).set(
             min((r.revoke_after for r in state.retiring), default=0)
         )
+        if state.audit is not None:
+            # The record a pass may have added to (a key walked past, or found by a recovery) is the
+            # count: said at once, and a one-shot run that audits some credentials pushes the last
+            # known count for the others rather than 0.
+            self.unmanaged_keys.labels(credential=name).set(len(state.audit.unmanaged))
 
     def carry_failures(self, previous: dict[str, float]) -> None:
         """One-shot runs: continue the failure streak a previous run left in the Pushgateway.

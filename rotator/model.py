@@ -7,8 +7,10 @@ they are read to the moment they are sent, so a stray log line or traceback cann
 from __future__ import annotations
 
 import hmac
+import json
 import math
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
@@ -47,30 +49,39 @@ class MalformedError(ValueError):
     """Our own validation message: names the field, never quotes the value."""
 
 
-#: How many characters of a key id :func:`mask` shows from its start and from its end.
-MASK_HEAD, MASK_TAIL = 8, 4
+#: How many characters of a key id :func:`mask` shows from its start and from its end. Key ids are
+#: UUIDv7: the first 13 characters (``01a24daa-6b2e``) are its whole millisecond timestamp, a prefix
+#: of what consumers' acknowledgements carry (:func:`ack_prefix`), so one grep finds a key in the
+#: worker's logs, ``status``, consumers' logs and bots' summaries alike; the last 4 are random bits
+#: that tell apart keys made in the same millisecond.
+MASK_HEAD, MASK_TAIL = 13, 4
+#: How many characters of a key id consumer acknowledgements carry (a wire format: consumers of
+#: every version write it, so it never changes).
+ACK_PREFIX_CHARS = 18
 
 
 def mask(key_id: str) -> str:
-    """The form of a key id that logs, status output and stores' tags may show: ``01a22d6a…9f3c``.
+    """The one form of a key id that logs, status output, consumers and stores' tags may show:
+    ``01a24daa-6b2e…b948``, its first :data:`MASK_HEAD` and last :data:`MASK_TAIL` characters.
 
-    Key ids are UUIDv7: the first 8 characters are the top of a millisecond timestamp and repeat
-    for about a minute, so the last 4 (random bits) are what tell keys made together apart. An id
-    already masked, or too short to hide anything, is shown as it is.
+    An id already masked (by this or an earlier version: ``01a22d6a…9f3c``), or too short to hide
+    anything, is shown as it is.
     """
-    if len(key_id) <= MASK_HEAD + MASK_TAIL + 1:
+    if "…" in key_id or len(key_id) <= MASK_HEAD + MASK_TAIL + 1:
         return key_id
     return f"{key_id[:MASK_HEAD]}…{key_id[-MASK_TAIL:]}"
 
 
 def ack_prefix(key_id: str) -> str:
-    """The part of a key id that consumer acknowledgements carry: enough to tell keys apart.
+    """The part of a key id that consumer acknowledgements carry: enough to tell keys apart (the
+    whole millisecond timestamp of a UUIDv7 and 12 random bits), and most of the id left out."""
+    return key_id[:ACK_PREFIX_CHARS]
 
-    Real key ids are UUIDv7, whose first 8 characters are the top of a millisecond timestamp and
-    repeat for about a minute; 18 characters add the rest of the timestamp and 12 random bits, and
-    still leave most of the id out.
-    """
-    return key_id[:18]
+
+def masked_prefix(prefix: str) -> str:
+    """How an acknowledgement's :func:`ack_prefix` is shown when its key is not at hand: the part of
+    :func:`mask` it holds (``01a24daa-6b2e…``), so a grep for a mask's head finds it too."""
+    return prefix if "…" in prefix or len(prefix) <= MASK_HEAD else prefix[:MASK_HEAD] + "…"
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,6 +152,11 @@ class Pending:
     # The wallet the intent is for: a key may exist at (address, nonce) after a crash, and only
     # that wallet can find it again. None only in states written before schema 2.
     address: str | None = None
+    # Why the rotation started and what set it off (:data:`Reason`, :data:`Trigger`): the key's
+    # history records them, also when another worker completes the rotation after a crash.
+    # None in intents recorded before state format 4.
+    reason: str | None = None
+    trigger: str | None = None
 
     @property
     def wallet(self) -> str | None:
@@ -155,6 +171,7 @@ class Pending:
             "lease_until": self.lease_until,
             "key": self.key.to_dict() if self.key else None,
             "address": self.address,
+            **_present(reason=self.reason, trigger=self.trigger),
         }
 
     @classmethod
@@ -169,6 +186,8 @@ class Pending:
             lease_until=float(data["lease_until"]),
             key=Key.from_dict(data["key"]) if data.get("key") else None,
             address=address,
+            reason=_opt_str(data.get("reason")),
+            trigger=_opt_str(data.get("trigger")),
         )
 
 
@@ -179,7 +198,7 @@ class Retiring:
     key: Key
     retired_at: float
     revoke_after: float
-    reason: str = "rotated"  # rotated | unverified | emergency
+    reason: str = "rotated"  # rotated | unverified | emergency | recovered | restored | retired
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -199,35 +218,175 @@ class Retiring:
         )
 
 
-@dataclass(frozen=True, slots=True)
-class Revoked:
-    """A key that is gone, kept (masked, no secrets) so operators can see what happened."""
+#: Why a key was issued (its history's ``reason``): ``bootstrap`` (no key yet), ``due`` (its age
+#: reached ``rotate_every``), ``schedule`` (a scheduled window, before it would reach ``rotate_every``),
+#: ``max-age`` (past ``max_age`` outside every window), ``forced`` (``rotate --force``), ``emergency``
+#: (``revoke --emergency``), ``rejected`` (the CLOB refused the current key), ``recovered`` (a lost
+#: state's published key), ``adopted`` (a key found on the wallet), ``restored`` (a state restored
+#: from a backup, older than the CLOB's keys), ``unrecorded`` (issued before history was kept).
+Reason = Literal[
+    "bootstrap",
+    "due",
+    "schedule",
+    "max-age",
+    "forced",
+    "emergency",
+    "rejected",
+    "recovered",
+    "adopted",
+    "restored",
+    "unrecorded",
+]
+#: What set a rotation off (its history's ``trigger``): ``schedule`` (a pass found the key due:
+#: the daemon's tick or a CronJob run), ``operator`` (a person: ``--force``, ``--emergency``),
+#: ``probe`` (the worker's own check of the key got a 401), ``consumer-report`` (a bot reported the
+#: key refused, and a probe confirmed it), ``store`` (what the pass found in the store: a lost or
+#: restored state, a key to adopt).
+Trigger = Literal["schedule", "operator", "probe", "consumer-report", "store"]
 
-    key_prefix: str
+
+def _present(**values: Any) -> dict[str, Any]:
+    """The fields that have a value: optional fields are left out of the stored JSON, so a state
+    stays small (AWS allows 64 KiB) and an older reader sees only what it knows."""
+    return {k: v for k, v in values.items() if v is not None}
+
+
+def _opt_str(value: Any) -> str | None:
+    return None if value is None else str(value)
+
+
+def _opt_float(value: Any) -> float | None:
+    return None if value is None else float(value)
+
+
+@dataclass(frozen=True, slots=True)
+class KeyRecord:
+    """One key's life in the credential's history: masked id and nonce, never a secret.
+
+    In ``CredentialState.history`` (keys gone) ``revoked_at`` and ``how`` are always set: readers of
+    state format 3 (rotator 0.1) parse those four fields and ignore the others. In
+    ``CredentialState.provenance`` (keys still held: current, retiring, pending) they are None.
+    Records written before format 4 have the first four fields only.
+    """
+
+    key_prefix: str  # mask(api_key)
     nonce: int
-    revoked_at: float
-    how: str  # deleted | already-gone | invalidated-by-server
+    revoked_at: float | None = None
+    how: str | None = None  # deleted | already-gone | invalidated-by-server | gone-before-restore
+    issued_at: float | None = None  # None: adopted or recovered, its age unknown
+    reason: str | None = None  # Reason
+    trigger: str | None = None  # Trigger
+    worker: str | None = None  # pod or host name of the worker that issued it
+    published_at: float | None = None
+    retired_at: float | None = None
+    retired_why: str | None = None  # Retiring.reason: rotated | emergency | unverified | recovered | retired
+    revoked_by: str | None = None  # pod or host name of the worker that confirmed it gone
+
+    def names(self, key: Key) -> bool:
+        return self.nonce == key.nonce and self.key_prefix in (key.masked, _legacy_mask(key.api_key))
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "key_prefix": self.key_prefix,
             "nonce": self.nonce,
-            "revoked_at": self.revoked_at,
-            "how": self.how,
+            **_present(
+                revoked_at=self.revoked_at,
+                how=self.how,
+                issued_at=self.issued_at,
+                reason=self.reason,
+                trigger=self.trigger,
+                worker=self.worker,
+                published_at=self.published_at,
+                retired_at=self.retired_at,
+                retired_why=self.retired_why,
+                revoked_by=self.revoked_by,
+            ),
         }
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Revoked:
-        return cls(str(data["key_prefix"]), int(data["nonce"]), float(data["revoked_at"]), str(data["how"]))
+    def from_dict(cls, data: dict[str, Any]) -> KeyRecord:
+        return cls(
+            str(data["key_prefix"]),
+            int(data["nonce"]),
+            _opt_float(data.get("revoked_at")),
+            _opt_str(data.get("how")),
+            issued_at=_opt_float(data.get("issued_at")),
+            reason=_opt_str(data.get("reason")),
+            trigger=_opt_str(data.get("trigger")),
+            worker=_opt_str(data.get("worker")),
+            published_at=_opt_float(data.get("published_at")),
+            retired_at=_opt_float(data.get("retired_at")),
+            retired_why=_opt_str(data.get("retired_why")),
+            revoked_by=_opt_str(data.get("revoked_by")),
+        )
 
 
-HISTORY_LIMIT = 20
+#: The name earlier versions gave a history record (then only a revocation).
+Revoked = KeyRecord
 
-#: The rotation state's format. 1: no ``schema`` field (before issue 13). 2: ``schema`` and the
-#: pending intent's wallet ``address``. 3: ``audit``, what the last unmanaged-key audit found (issue
-#: 16). A reader refuses a newer state instead of dropping what it does not know on its next save;
-#: it reads every older one.
+
+def _legacy_mask(key_id: str) -> str:
+    """The mask of rotator 0.1 (``01a22d6a…9f3c``), which records written by it carry."""
+    return key_id if len(key_id) <= 13 else f"{key_id[:8]}…{key_id[-4:]}"
+
+
+@dataclass(frozen=True, slots=True)
+class Pause:
+    """An operator's pause of scheduled rotation (``rotator pause``): who, when, until when (None: until
+    ``rotator resume``), why. Times are on the CLOB's clock, as every deadline in the state."""
+
+    at: float
+    by: str
+    until: float | None = None
+    reason: str | None = None
+
+    def active(self, now: float) -> bool:
+        return self.until is None or now < self.until
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"at": self.at, "by": self.by, "until": self.until, "reason": self.reason}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Pause:
+        return cls(
+            float(data["at"]), str(data["by"]), _opt_float(data.get("until")), _opt_str(data.get("reason"))
+        )
+
+
+#: How many gone keys a credential's history keeps by default (``credentials[].history_limit``).
+HISTORY_LIMIT = 100
+
+#: The rotation state's format, as this rotator writes and reads it. 1: no ``schema`` field (before
+#: issue 13). 2: ``schema`` and the pending intent's wallet ``address``. 3: ``audit``, what the last
+#: unmanaged-key audit found (issue 16). 4 (issue 23): ``format``, ``pause``, ``provenance``, history
+#: records with issue, publish and retire times, reason, trigger and worker, the intent's reason and
+#: trigger, and unknown top-level fields kept on save.
+STATE_FORMAT = 4
+#: What a state's ``schema`` field says: the oldest format whose readers read this state correctly
+#: (the "readable by" marker; a reader refuses a state whose ``schema`` is above its own format).
+#: Additive fields that an older reader may ignore do not raise it, so the previous minor version
+#: reads what this one writes (docs/upgrading.md). Format 4 is read correctly by format 3 (rotator
+#: 0.1), which drops the new fields when it saves.
 STATE_SCHEMA = 3
+#: The top-level fields of format 4. Any other is a newer version's additive field: kept as it was.
+_KNOWN_FIELDS = frozenset(
+    {
+        "schema",
+        "format",
+        "current",
+        "pending",
+        "retiring",
+        "next_nonce",
+        "published_nonce",
+        "rotations",
+        "history",
+        "provenance",
+        "audit",
+        "pause",
+        "key_model",
+        "published_path",
+    }
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -276,6 +435,65 @@ class AuditRecord:
         return cls(float(data["at"]), unmanaged, closed)
 
 
+#: How a wallet keeps keys at the CLOB: ``several`` (a new key leaves the others alive, rotations
+#: overlap them for ``grace``) or ``one`` (creating a key invalidates the others: rotations publish the
+#: new key at once, without overlap). clob-auth.md 12.1: the docs and the API disagree.
+KEY_COUNTS = ("several", "one")
+
+
+@dataclass(frozen=True, slots=True)
+class KeyModel:
+    """What the worker learned about how the CLOB keeps this wallet's keys (issue 24), for ``status``,
+    the metrics and the rotation's strategy. An optional field of the state, not a schema change: a
+    rotator that does not know it drops it on its next save, and the next rotation learns it again.
+
+    ``keys``: ``several``, ``one`` or None (not known yet), learned ``by`` ``doctor`` (``rotator doctor
+    --probe-key-model``) or ``rotation`` (step 7 found the old key alive, or dead), ``at``.
+    ``propagation``: seconds the newest key answered 401 after its creation (clob-client #311).
+    ``revives``: a lapsed key came back on a create at its nonce (True, last at ``revived_at``), or
+    such a create made a new key or was refused (False); None: never tried.
+    """
+
+    keys: str | None = None
+    by: str | None = None
+    at: float | None = None
+    propagation: float | None = None
+    revives: bool | None = None
+    revived_at: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "keys": self.keys,
+            "by": self.by,
+            "at": self.at,
+            "propagation": self.propagation,
+            "revives": self.revives,
+            "revived_at": self.revived_at,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Any) -> KeyModel:
+        if not isinstance(data, dict):
+            raise MalformedError("key_model must be a JSON object")
+        keys, by, revives = data.get("keys"), data.get("by"), data.get("revives")
+        if keys is not None and keys not in KEY_COUNTS:
+            raise MalformedError("key_model.keys must be several, one or null")
+        if by is not None and not isinstance(by, str):
+            raise MalformedError("key_model.by must be a string")
+        if revives is not None and not isinstance(revives, bool):
+            raise MalformedError("key_model.revives must be true, false or null")
+
+        def seconds(name: str) -> float | None:
+            value = data.get(name)
+            if value is None:
+                return None
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise MalformedError(f"key_model.{name} must be a number")
+            return float(value)
+
+        return cls(keys, by, seconds("at"), seconds("propagation"), revives, seconds("revived_at"))
+
+
 class NewerSchema(MalformedError):
     """The state was written by a newer rotator: reading it would lose what this one does not know."""
 
@@ -290,18 +508,114 @@ class CredentialState:
     next_nonce: int = 0
     published_nonce: int | None = None  # nonce of the key known to be at the published path
     rotations: int = 0
-    history: tuple[Revoked, ...] = field(default=())
+    #: Keys gone, oldest first, at most the credential's ``history_limit``.
+    history: tuple[KeyRecord, ...] = field(default=())
     audit: AuditRecord | None = None  # schema 3: the last unmanaged-key audit (None: never audited)
+    key_model: KeyModel | None = None  # optional (issue 24): how the wallet keeps keys, as learned
+    # Where ``published_nonce``'s key was published (issue 22): a credential whose configured path
+    # moved is published at the new one. None: not recorded (a state written before it was).
+    published_path: str | None = None
+    #: Format 4: the records of the keys still held (current, retiring, pending), which move to
+    #: ``history`` when the key is confirmed gone.
+    provenance: tuple[KeyRecord, ...] = ()
+    pause: Pause | None = None  # format 4: an operator's pause of scheduled rotation
+    #: Top-level fields written by a newer rotator (additive, readable by this one): kept as they
+    #: were, as (name, JSON text) pairs, so an older worker's save loses nothing of a newer one's.
+    extra: tuple[tuple[str, str], ...] = ()
 
-    def with_revoked(self, entry: Retiring, how: str, now: float) -> CredentialState:
+    def paused(self, now: float) -> Pause | None:
+        """The pause in force at ``now``, if any (one whose ``until`` passed has ended by itself)."""
+        return self.pause if self.pause is not None and self.pause.active(now) else None
+
+    # -- the history: written where keys change hands, in the same compare-and-set --------------
+    def record_of(self, key: Key) -> KeyRecord | None:
+        return next((r for r in (*self.provenance, *self.history) if r.names(key)), None)
+
+    def with_issued(
+        self, key: Key, *, reason: str, trigger: str, worker: str | None, at: float | None = None
+    ) -> CredentialState:
+        """This state with a record of ``key`` being issued (or adopted): ``at`` its issue time
+        (None: unknown, an adopted or recovered key)."""
+        if self.record_of(key) is not None:
+            return self
+        record = KeyRecord(key.masked, key.nonce, issued_at=at, reason=reason, trigger=trigger, worker=worker)
+        return replace(self, provenance=(*self.provenance, record))
+
+    def with_published(self, key: Key, at: float) -> CredentialState:
+        """This state with ``key`` recorded as published at ``at`` (its first publication only)."""
+        return self._updated(key, lambda r: r if r.published_at is not None else replace(r, published_at=at))
+
+    def with_retired(self, key: Key, at: float, why: str) -> CredentialState:
+        """This state with ``key`` recorded as retired (no longer current) at ``at``."""
+        return self._updated(key, lambda r: replace(r, retired_at=at, retired_why=why))
+
+    def with_revoked(
+        self,
+        entry: Retiring,
+        how: str,
+        now: float,
+        *,
+        worker: str | None = None,
+        limit: int = HISTORY_LIMIT,
+    ) -> CredentialState:
         """This state with ``entry`` moved from ``retiring`` to the history."""
         rest = tuple(r for r in self.retiring if r.key.api_key != entry.key.api_key)
-        record = Revoked(entry.key.masked, entry.key.nonce, now, how)
-        return replace(self, retiring=rest, history=(*self.history, record)[-HISTORY_LIMIT:])
+        state = replace(self, retiring=rest)
+        if state.record_of(entry.key) is None:
+            state = state.with_retired(entry.key, entry.retired_at, entry.reason)
+        return state.with_gone(entry.key, how, now, worker=worker, limit=limit, retired_why=entry.reason)
+
+    def with_gone(
+        self,
+        key: Key,
+        how: str,
+        now: float,
+        *,
+        worker: str | None = None,
+        limit: int = HISTORY_LIMIT,
+        retired_why: str | None = None,
+    ) -> CredentialState:
+        """This state with ``key``'s record moved to the history as gone (``how``) at ``now``, the
+        oldest records beyond ``limit`` dropped. The caller has taken the key out of
+        current/retiring/pending."""
+        record = next((r for r in self.provenance if r.names(key)), None)
+        if record is None:  # issued before history was kept
+            issued = key.created_at or None
+            record = KeyRecord(key.masked, key.nonce, issued_at=issued, reason="unrecorded")
+        if record.retired_at is None:
+            record = replace(record, retired_at=now, retired_why=retired_why)
+        record = replace(record, revoked_at=now, how=how, revoked_by=worker)
+        provenance = tuple(r for r in self.provenance if not r.names(key))
+        history = (*self.history, record)[-max(1, limit) :]
+        return replace(self, provenance=provenance, history=history)
+
+    def _updated(self, key: Key, change: Callable[[KeyRecord], KeyRecord]) -> CredentialState:
+        provenance = list(self.provenance)
+        for i, r in enumerate(provenance):
+            if r.names(key):
+                provenance[i] = change(r)
+                return replace(self, provenance=tuple(provenance))
+        # A key issued before history was kept: start its record here, its age from the key.
+        start = KeyRecord(key.masked, key.nonce, issued_at=key.created_at or None, reason="unrecorded")
+        return replace(self, provenance=(*self.provenance, change(start)))
+
+    def held_keys(self) -> list[Key]:
+        keys = [r.key for r in self.retiring]
+        if self.current is not None:
+            keys.append(self.current)
+        if self.pending is not None and self.pending.key is not None:
+            keys.append(self.pending.key)
+        return keys
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        held = self.held_keys()
+        # Records of keys no longer held (a save by an older worker moved them without knowing)
+        # are not carried on: the history keeps what was confirmed.
+        provenance = [r.to_dict() for r in self.provenance if any(r.names(k) for k in held)]
+        out: dict[str, Any] = {name: json.loads(text) for name, text in self.extra}
+        out |= {
             "schema": STATE_SCHEMA,
+            "format": STATE_FORMAT,
             "current": self.current.to_dict() if self.current else None,
             "pending": self.pending.to_dict() if self.pending else None,
             "retiring": [r.to_dict() for r in self.retiring],
@@ -310,19 +624,28 @@ class CredentialState:
             "rotations": self.rotations,
             "history": [h.to_dict() for h in self.history],
             "audit": self.audit.to_dict() if self.audit else None,
+            "provenance": provenance,
+            "pause": self.pause.to_dict() if self.pause else None,
         }
+        # Optional fields (issues 22 and 24): absent means unknown, so older readers lose nothing
+        # they need.
+        if self.key_model is not None:
+            out["key_model"] = self.key_model.to_dict()
+        if self.published_path is not None:
+            out["published_path"] = self.published_path
+        return out
 
     @classmethod
     def from_dict(cls, data: Any) -> CredentialState:
-        """:raises ValueError: when ``data`` is not a state this code wrote."""
+        """:raises ValueError: when ``data`` is not a state this code can read."""
         if not isinstance(data, dict):
             raise MalformedError("rotation state must be a JSON object")
         schema = data.get("schema", 1)
         if not isinstance(schema, int) or isinstance(schema, bool) or schema < 1:
             raise MalformedError("rotation state is malformed (field schema)")
-        if schema > STATE_SCHEMA:
+        if schema > STATE_FORMAT:
             raise NewerSchema(
-                f"rotation state has schema {schema}, newer than this rotator reads ({STATE_SCHEMA}); "
+                f"rotation state has schema {schema}, newer than this rotator reads ({STATE_FORMAT}); "
                 "refusing it rather than dropping what it does not know: upgrade rotator"
             )
         published = data.get("published_nonce")
@@ -334,10 +657,16 @@ class CredentialState:
             "retiring": lambda v: tuple(Retiring.from_dict(r) for r in v or ()),
             "next_nonce": lambda v: int(v or 0),
             "rotations": lambda v: int(v or 0),
-            "history": lambda v: tuple(Revoked.from_dict(h) for h in v or ()),
+            "history": lambda v: tuple(_gone(KeyRecord.from_dict(h)) for h in v or ()),
             "audit": lambda v: AuditRecord.from_dict(v) if v else None,
+            "key_model": lambda v: KeyModel.from_dict(v) if v else None,
+            "provenance": lambda v: tuple(KeyRecord.from_dict(r) for r in v or ()),
+            "pause": lambda v: Pause.from_dict(v) if v else None,
         }
-        fields: dict[str, Any] = {"published_nonce": published}
+        path = data.get("published_path")
+        if path is not None and (not isinstance(path, str) or not path):
+            raise MalformedError("rotation state is malformed (field published_path)")
+        fields: dict[str, Any] = {"published_nonce": published, "published_path": path}
         for name, parse in parsers.items():
             try:
                 fields[name] = parse(data.get(name))
@@ -346,7 +675,18 @@ class CredentialState:
             except (KeyError, TypeError, ValueError, AttributeError):
                 # The library's message could quote a value: name the field only.
                 raise MalformedError(f"rotation state is malformed (field {name})") from None
+        fields["extra"] = tuple(
+            (name, json.dumps(value, sort_keys=True))
+            for name, value in sorted(data.items())
+            if name not in _KNOWN_FIELDS
+        )
         return cls(**fields)
+
+
+def _gone(record: KeyRecord) -> KeyRecord:
+    if record.revoked_at is None or record.how is None:
+        raise MalformedError("a history record needs revoked_at and how")
+    return record
 
 
 #: What a consumer id may look like: safe as a Vault path segment and inside an AWS tag key.
@@ -431,6 +771,7 @@ Outcome = Literal[
     "would-rotate",
     "would-resume",
     "would-revoke",
+    "would-fail",
 ]
 
 #: The protocol steps (DESIGN.md 1-7) as the audit log's ``step`` and a failed pass's ``failed_step``
@@ -455,6 +796,12 @@ Step = Literal[
     # issue 16: the wallet audit and `rotator reap`
     "audit",
     "reap",
+    # issue 24: a lapsed key brought back by a create at its nonce; `rotator doctor`'s key probe
+    "revive",
+    "doctor",
+    # issue 23: a credential whose signer cannot be used; `rotator pause` and `resume`
+    "signer",
+    "pause",
 ]
 
 
@@ -466,6 +813,7 @@ Event = Literal[
     "stopped",
     "failed",
     # step by step
+    "clamped",  # recorded times absurdly far ahead, brought back (issue 22)
     "republished",
     "repaired-stale",
     "deleted",
@@ -502,6 +850,15 @@ Event = Literal[
     "closed-only",
     "reaped",
     "unreachable",
+    # issue 24
+    "revived",
+    "not-revived",
+    "learned",
+    "key-model",
+    # issue 23: a state restored from a backup; `rotator pause` and `resume`
+    "restored",
+    "paused",
+    "resumed",
 ]
 
 
@@ -524,7 +881,13 @@ class PassResult:
     #: when the pass could not read the state), so a one-shot run picks its audits without reading
     #: every state again.
     audited_at: float | None = None
+    #: The keys this pass revoked: ``nonce 6 key=01a24daa-6b2e-7fa2…`` each.
+    revoked_keys: tuple[str, ...] = ()
+    #: Whether an operator's pause held the credential (a rotation then happened only because it had to).
+    paused: bool = False
+    #: Why it rotated (a :data:`Reason`), when it did.
+    reason: str | None = None
 
     @property
     def ok(self) -> bool:
-        return self.outcome != "failed"
+        return self.outcome not in ("failed", "would-fail")

@@ -9,18 +9,24 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 from rotator.clob.adapter import ClobAdapter, ProbeEndpoint, RetryPolicy, SkewPolicy
 from rotator.clob.budget import SlidingWindowBudget, daemon_auth_limit, one_shot_auth_budget
 from rotator.clob.clock import ClobClock
-from rotator.config import CredentialSettings, Settings
+from rotator.config import CredentialSettings, Settings, env_problem
+from rotator.errors import ConfigError
 from rotator.metrics import Metrics
 from rotator.model import CredentialRef
-from rotator.rotation import Policy, Rotator
+from rotator.rotation import Policy, Rotator, one_shot_slack
 from rotator.signers.base import Signer
 from rotator.signers.factory import build_signer, check_signer
 from rotator.stores.base import LEADER, Store
 from rotator.stores.factory import build_store
+
+if TYPE_CHECKING:
+    from rotator.clob.transport import Proxy
+    from rotator.schedule import Schedule
 
 
 @dataclass
@@ -39,15 +45,36 @@ class Runtime:
     _clob: ClobAdapter | None = None
     _rotator: Rotator | None = None
     _signers: dict[str, Signer] = field(default_factory=dict)
+    _problems: dict[str, str | None] = field(default_factory=dict)
+    _schedules: dict[str, Any] = field(default_factory=dict)
 
-    def validate(self, *, signers: bool = True) -> None:
-        """Fail fast (exit 2) on config the file alone cannot show: missing env vars, bad key shapes.
-        Remote signer sources are only checked offline here; they are first asked when a pass signs.
-        ``signers=False``: for commands that never sign (``status``), which need no wallet key."""
-        if signers:
-            for cred in self.settings.credentials:
-                check_signer(cred, self.settings, self.env)
+    def validate(self) -> None:
+        """Fail fast (exit 2) on what stops every credential: the store cannot be built (a missing
+        file key), or the CLOB's egress proxy names a password that is not there. What stops one
+        credential only (its signer's secret source) is its own :meth:`problem`: its passes fail
+        alone, and the others rotate on."""
+        self.clob_proxy()  # a proxy password that is not there is a config error, before any pass
         self.store  # noqa: B018 - builds the store: a missing file key is a config error
+
+    def problem(self, cred: CredentialSettings) -> str | None:
+        """Why ``cred``'s signer cannot be used, in one line (``signer env NOPE_PK is not set``), or
+        None. Checked once per process, without a server: env and file keys are read and their shape
+        checked, remote sources' clients built (whether Vault or AWS grant the key is learnt when a
+        pass first signs)."""
+        if cred.name not in self._problems:
+            self._problems[cred.name] = self._check(cred)
+        return self._problems[cred.name]
+
+    def _check(self, cred: CredentialSettings) -> str | None:
+        s = cred.signer
+        if s.source == "env" and s.env is not None and (missing := env_problem(self.env, s.env)):
+            return f"signer env {s.env} {missing}"
+        try:
+            check_signer(cred, self.settings, self.env)
+        except ConfigError as exc:
+            # "credentials[mm1].signer (file /k): cannot read (...)": the line names its credential.
+            return str(exc).removeprefix(f"credentials[{cred.name}].")
+        return None
 
     @property
     def store(self) -> Store:
@@ -56,6 +83,21 @@ class Runtime:
             self.metrics.init_credentials((c.name for c in self.settings.credentials), self._store.backend)
             self.metrics.init_hygiene(c.name for c in self.settings.credentials)
         return self._store
+
+    def clob_proxy(self) -> Proxy | None:
+        """``clob.proxy`` as the transport takes it (its password checked now, read per connection).
+
+        :raises ConfigError: the password's variable or file is missing.
+        """
+        p = self.settings.clob.proxy
+        if p is None:
+            return None
+        from rotator.clob.transport import Proxy
+
+        password = p.password_reader(self.env, "clob.proxy")
+        if p.scheme == "socks5":
+            return Proxy("socks5", p.host, p.port, p.username, password)
+        return Proxy("http", p.host, p.port, p.username, password)
 
     @property
     def clob(self) -> ClobAdapter:
@@ -72,6 +114,7 @@ class Runtime:
                 probe=ProbeEndpoint.parse(c.probe.endpoint),
                 probe_budget=SlidingWindowBudget(c.probe.requests, c.probe.per),
                 metrics=self.metrics,
+                proxy=self.clob_proxy(),
             )
         return self._clob
 
@@ -82,6 +125,11 @@ class Runtime:
                 daemon_auth_limit(self.settings), self.settings.clob.rate_limits.auth.per
             )
         return one_shot_auth_budget(self.settings, lambda: self.store.load_lease(LEADER))
+
+    def use_clob(self, adapter: ClobAdapter) -> None:
+        """Send this runtime's CLOB calls through ``adapter`` (``rotator doctor``'s, which observes)."""
+        self._clob = adapter
+        self._rotator = None
 
     @property
     def rotator(self) -> Rotator:
@@ -96,6 +144,7 @@ class Runtime:
                 clock=clock,
                 sleep=self.clob.pause,
                 stopping=lambda: self.clob.cancelled() or not self.may_work(),
+                clock_measured=lambda: clock.measured,
             )
         return self._rotator
 
@@ -107,10 +156,27 @@ class Runtime:
 
         return build
 
-    def policy(self, cred: CredentialSettings, *, probe_every: float = 0.0) -> Policy:
-        """``probe_every``: 0 for one-shot runs (each run checks the key once); the daemon passes its own."""
+    def schedule(self, cred: CredentialSettings) -> Schedule | None:
+        """``cred``'s parsed schedule (APScheduler is imported only when one is configured)."""
+        if cred.schedule is None:
+            return None
+        if cred.name not in self._schedules:
+            from rotator.schedule import Schedule
+
+            sched = cred.schedule
+            self._schedules[cred.name] = Schedule.parse(sched.cron, sched.timezone, sched.window)
+        schedule: Schedule = self._schedules[cred.name]
+        return schedule
+
+    def policy(self, cred: CredentialSettings, *, probe_every: float | None = None) -> Policy:
+        """``probe_every``: None for one-shot runs (each run checks the key once, and takes a key
+        within their start-up jitter of ``rotate_every`` as due); the daemon passes its own."""
         return Policy(
-            probe_every=probe_every,
+            probe_every=probe_every or 0.0,
+            due_slack=one_shot_slack(cred.rotate_every) if probe_every is None else 0.0,
+            schedule=self.schedule(cred),
+            max_age=cred.max_age,
+            history_limit=cred.history_limit,
             rotate_every=cred.rotate_every,
             grace=cred.grace,
             verify_timeout=cred.verify_timeout
@@ -120,6 +186,7 @@ class Runtime:
             start_nonce=cred.start_nonce,
             min_grace=cred.min_grace,
             consumer_ttl=cred.consumer_ttl,
+            key_model=cred.key_model,
         )
 
     @staticmethod

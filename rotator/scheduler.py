@@ -73,7 +73,8 @@ class Daemon:
         from rotator.clob.budget import probe_interval
 
         policy = rt.policy(cred, probe_every=probe_interval(rt.settings))
-        result = rt.rotator.run_pass(rt.ref(cred), rt.signer(cred), policy)
+        # A credential whose signer cannot be used fails alone; the others rotate on.
+        result = rt.rotator.run_pass(rt.ref(cred), rt.signer(cred), policy, problem=rt.problem(cred))
         # Only a failed read says the store is unreachable; a CLOB failure later in the pass does not
         # make the worker unready (the metrics endpoint must stay in the Service to alert on it).
         if result.failed_step == "read":
@@ -103,7 +104,7 @@ class Daemon:
         rt = self.rt
         found = audit(rt.rotator, rt.ref(cred))
         if cred.reap_unmanaged and not self.stop_event.is_set():
-            reap_after(rt.rotator, rt.ref(cred), rt.signer(cred), found)
+            reap_after(rt.rotator, rt.ref(cred), rt.signer(cred), found, start_nonce=cred.start_nonce)
 
     def _first_audit_in(self, cred: CredentialSettings, interval: float) -> float:
         """Seconds until this daemon first audits ``cred``: when its last recorded audit (by any

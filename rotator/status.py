@@ -15,14 +15,14 @@ from typing import Any
 #: The widest line ``status`` prints: a terminal split in two, a pager, a chat paste.
 WIDTH = 100
 #: A credential name longer than this gets a line of its own above its row.
-NAME_WIDTH = 20
+NAME_WIDTH = 16
 #: (header, width, right-aligned) after the name column.
 COLUMNS = (
-    ("KEY", 13, False),
+    ("KEY", 18, False),
     ("NONCE", 5, True),
     ("AGE", 6, True),
     ("NEXT ROTATION", 13, False),
-    ("RETIRING", 12, False),
+    ("RETIRING", 11, False),
     ("PENDING", 7, False),
     ("CONSUMERS", 9, False),
 )
@@ -92,10 +92,14 @@ def _cells(name: str, values: list[str], name_width: int) -> str:
 
 def _summary(row: dict[str, Any], now: float) -> list[str]:
     age = row["age_seconds"]
-    if row["orphaned"]:
+    if row.get("state_error"):
+        nxt = "?"
+    elif row["orphaned"]:
         nxt = "never"
+    elif row.get("paused"):
+        nxt = "paused"
     elif row["next_rotation"] is None:
-        nxt = "first pass"  # no key yet: the next pass issues one
+        nxt = "first pass" if row["key"] is None else "never"  # no key yet: the next pass issues one
     else:
         nxt = until(row["next_rotation"], now)
     retiring = row["retiring"]
@@ -126,8 +130,13 @@ def _consumer_summary(consumers: list[dict[str, Any]] | str) -> str:
 
 def _details(row: dict[str, Any], now: float) -> list[str]:
     out: list[str] = []
+    if row.get("state_error"):
+        out += _wrap(f"STATE UNREADABLE: {row['state_error']}", "  ")
+    elif row.get("ready") is False:
+        out += _wrap(f"NOT READY: {row['problem']} (its passes fail; the others rotate on)", "  ")
     if row["orphaned"]:
         out += _wrap(ORPHAN_NOTE[bool(row["archived"])], "  ")
+    out += _pause_details(row.get("paused"), now) + _schedule_details(row.get("schedule"), now)
     for r in sorted(row["retiring"], key=lambda r: r["revoke_after"]):
         out += _wrap(
             f"retiring nonce {r['nonce']} key {r['key']} ({r['reason']}): revoke by "
@@ -151,8 +160,61 @@ def _details(row: dict[str, Any], now: float) -> list[str]:
     else:
         for c in consumers:
             seen = f"seen {duration(c['seen_seconds_ago'])} ago" + ("" if c["live"] else " (not live)")
-            out += _wrap(f"consumer {c['consumer']:<24} key={c['key']:<19} {c['holds']:<8} {seen}", "  ")
-    return out + _audit_details(row.get("audit"), now)
+            out += _wrap(f"consumer {c['consumer']:<24} key={c['key']:<18} {c['holds']:<8} {seen}", "  ")
+    return out + _audit_details(row.get("audit"), now) + _key_model_details(row.get("key_model"), now)
+
+
+def _key_model_details(model: dict[str, Any] | None, now: float) -> list[str]:
+    """What was learned about the wallet's keys (issue 24): a wallet that keeps one key rotates
+    without overlap; new keys' propagation; lapsed keys brought back."""
+    if model is None:
+        return []
+    parts = []
+    if model.get("keys") == "one":
+        parts.append("keys: one per wallet, rotations publish at once, no overlap")
+    elif model.get("keys") == "several":
+        parts.append("keys: several per wallet, rotations overlap for grace")
+    if model.get("keys") and model.get("at") is not None:
+        parts[-1] += f" (by {model.get('by')}, {duration(now - model['at'])} ago)"
+    if model.get("propagation"):
+        parts.append(f"new keys live after {duration(model['propagation'])}")
+    if model.get("revives"):
+        parts.append(f"lapsed keys revived, last {duration(now - model['revived_at'])} ago")
+    return _wrap("; ".join(parts), "  ") if parts else []
+
+
+def _pause_details(pause: dict[str, Any] | None, now: float) -> list[str]:
+    """``paused by alice@ops-1 2h00m ago, until 2026-12-01 05:00:00Z (in 1h00m): CLOB incident``"""
+    if pause is None:
+        return []
+    until_text = (
+        "until resumed"
+        if pause["until"] is None
+        else f"until {_short_iso(pause['until'])} ({until(pause['until'], now)})"
+    )
+    text = f"paused by {pause['by']} {duration(now - pause['at'])} ago, {until_text}"
+    text += f": {pause['reason']}" if pause["reason"] else ""
+    return _wrap(text + " (a rejected key or an emergency still rotates)", "  ")
+
+
+def _schedule_details(schedule: dict[str, Any] | None, now: float) -> list[str]:
+    """``schedule 0 3 * * * Europe/London, window 1h00m: next 2026-12-02 03:00:00Z-04:00:00Z (in 20h)``"""
+    if schedule is None:
+        return []
+    window = "until the next" if schedule["window_seconds"] is None else duration(schedule["window_seconds"])
+    text = f"schedule {schedule['cron']} {schedule['timezone']}, window {window}"
+    opens, closes = schedule["next_window"], schedule["window_closes"]
+    if opens is None:
+        text += ": no window ahead"
+    elif opens <= now:
+        text += (
+            f": window open until {_short_iso(closes)} ({until(closes, now)})" if closes else ": window open"
+        )
+    else:
+        text += f": next window {_short_iso(opens)} ({until(opens, now)})"
+    if schedule["max_age_seconds"]:
+        text += f"; past {duration(schedule['max_age_seconds'])} a key rotates outside any window"
+    return _wrap(text, "  ")
 
 
 def _audit_details(audit: dict[str, Any] | None, now: float) -> list[str]:
@@ -160,14 +222,13 @@ def _audit_details(audit: dict[str, Any] | None, now: float) -> list[str]:
     if audit is None:
         return []
     closed = {True: "yes", False: "no", None: "unknown"}[audit["closed_only"]]
-    out = _wrap(
-        f"audit {duration(now - audit['at'])} ago: unmanaged={len(audit['unmanaged'])} closed-only={closed}",
-        "  ",
-    )
+    # at 0: no audit yet, only keys a pass found (walked past, or left by a lost state's recovery)
+    when = f"audit {duration(now - audit['at'])} ago" if audit["at"] > 0 else "no audit yet"
+    out = _wrap(f"{when}: unmanaged={len(audit['unmanaged'])} closed-only={closed}", "  ")
     for u in audit["unmanaged"]:
         nonce = "?" if u["nonce"] is None else u["nonce"]
         seen = f", first seen {duration(now - u['first_seen'])} ago" if u.get("first_seen") else ""
-        out += _wrap(f"unmanaged key={u['key']:<13} nonce={nonce}{seen}", "  ")
+        out += _wrap(f"unmanaged key={u['key']:<18} nonce={nonce}{seen}", "  ")
     return out
 
 

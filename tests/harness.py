@@ -233,3 +233,20 @@ def find_leaks(texts: list[str], secrets: set[str]) -> list[str]:
         if len(secret) >= 16 and any(secret in t for t in texts):
             found.append(secret[:4] + "…")
     return found
+
+
+FAKETIME_LIBS = (
+    "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1",
+    "/usr/lib/aarch64-linux-gnu/faketime/libfaketime.so.1",
+)
+
+
+def faketime_env(shift: str) -> dict[str, str]:
+    """Environment that runs a process on a wall clock shifted by ``shift`` (libfaketime syntax,
+    ``+60s``, ``-1h``); its monotonic clock is left alone. Skips (fails in CI) without libfaketime."""
+    from tests.conftest import require
+
+    lib = next((p for p in FAKETIME_LIBS if os.path.exists(p)), None)
+    require(lib is not None, "libfaketime (Debian package faketime)")
+    assert lib is not None
+    return {"LD_PRELOAD": lib, "FAKETIME": shift, "FAKETIME_DONT_FAKE_MONOTONIC": "1"}

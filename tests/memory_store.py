@@ -15,12 +15,21 @@ from __future__ import annotations
 
 import json
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from rotator.errors import Corrupt, StoreError, Unavailable, VersionConflict
 from rotator.model import Ack, CredentialRef, CredentialState, Key
-from rotator.stores.base import CheckResult, LeaseRecord, Snapshot, Version, is_credential_name
+from rotator.stores.base import (
+    PUBLISHED_MEMORY,
+    CheckResult,
+    LeaseRecord,
+    Snapshot,
+    Version,
+    is_credential_name,
+    same_key,
+)
 
 #: How often :meth:`MemoryStore.publish` looks again after losing a race, as the remote stores do.
 PUBLISH_ATTEMPTS = 5
@@ -33,6 +42,7 @@ OPERATIONS = frozenset(
         "names",
         "publish",
         "read_published",
+        "ever_published",
         "ack",
         "acks",
         "load_lease",
@@ -52,6 +62,7 @@ class MemoryData:
     leases: dict[str, LeaseRecord] = field(default_factory=dict)
     faults: dict[str, StoreError] = field(default_factory=dict)  # operation -> what it raises
     lock: threading.RLock = field(default_factory=threading.RLock)
+    history: dict[str, list[str]] = field(default_factory=dict)  # path -> every JSON published there
 
     def fail(self, error: StoreError, *operations: str) -> None:
         """Make ``operations`` (all of them if none is named) raise ``error`` until :meth:`heal`."""
@@ -137,6 +148,7 @@ class MemoryStore:
                 if self.data.published.get(self._path(ref)) != seen:
                     continue
                 self.data.published[self._path(ref)] = text
+                self.data.history.setdefault(self._path(ref), []).append(text)
                 return
         raise Unavailable(f"memory: publish to {ref.path}: lost {PUBLISH_ATTEMPTS} races in a row")
 
@@ -150,6 +162,13 @@ class MemoryStore:
             return Key.from_dict(json.loads(text))
         except ValueError as exc:
             raise Corrupt(f"memory: the published key at {ref.path} is malformed ({exc})") from None
+
+    def ever_published(self, ref: CredentialRef, keys: Sequence[Key]) -> set[str]:
+        self._fault("ever_published")
+        with self.data.lock:
+            texts = list(self.data.history.get(self._path(ref), []))
+        seen = [Key.from_dict(json.loads(t)) for t in texts[-PUBLISHED_MEMORY:]]
+        return {k.api_key for k in keys if any(same_key(k, s) for s in seen)}
 
     def ack(self, ref: CredentialRef, consumer_id: str, key_prefix: str, at: float) -> None:
         self._fault("ack")

@@ -280,3 +280,95 @@ def pushgateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pushgatewa
     server = Pushgateway(binary, tmp_path_factory.mktemp("pushgateway"))
     yield server
     server.stop()
+
+
+# -- egress proxies: tinyproxy (HTTP CONNECT) and microsocks (SOCKS5), Debian packages ---------------
+
+#: The address the test proxies connect from. The sandbox tells their connections from the worker's
+#: own (127.0.0.1) by it, and refuses the worker's, as the CLOB's edge refuses a datacenter address.
+PROXY_EGRESS = "127.0.0.3"
+
+
+class EgressProxy:
+    """A proxy on loopback that asks for a user and password and leaves from :data:`PROXY_EGRESS`.
+
+    ``kind`` ``http``: tinyproxy (CONNECT to any port, Basic credentials); ``socks5``: microsocks
+    (RFC 1929 credentials). ``requests()`` counts the tunnels it opened, from its own log.
+    """
+
+    def __init__(self, kind: str, binary: str, workdir: Path) -> None:
+        self.kind = kind
+        self.username = f"rot-{kind}"
+        self.password = secrets.token_urlsafe(18)
+        self._log = workdir / f"{kind}.log"
+        for _ in range(3):  # a free port can be taken between probing and binding it
+            self.port = free_port()
+            if kind == "http":
+                conf = workdir / "tinyproxy.conf"
+                conf.write_text(
+                    f"Port {self.port}\nListen 127.0.0.1\nBind {PROXY_EGRESS}\nTimeout 60\nMaxClients 64\n"
+                    f'LogLevel Connect\nLogFile "{self._log}"\nPidFile "{workdir / "tinyproxy.pid"}"\n'
+                    f"BasicAuth {self.username} {self.password}\nAllow 127.0.0.1\n"
+                )
+                args = [binary, "-d", "-c", str(conf)]  # no ConnectPort line: CONNECT to any port
+            else:
+                args = [binary, "-i", "127.0.0.1", "-p", str(self.port), "-b", PROXY_EGRESS]
+                args += ["-u", self.username, "-P", self.password]
+            with (workdir / f"{kind}.out").open("wb") as out:
+                self.process = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT)
+            if wait_until_ready(self.process, self._listening, 10.0, (OSError,)):
+                return
+            self.stop()
+        raise RuntimeError(f"{kind} proxy did not start; see {workdir}")
+
+    def _listening(self) -> bool:
+        with socket.create_connection(("127.0.0.1", self.port), timeout=1):
+            return True
+
+    @property
+    def url(self) -> str:
+        return f"{self.kind}://127.0.0.1:{self.port}"
+
+    def tunnels(self) -> int:
+        """Tunnels opened so far (tinyproxy: CONNECT requests; microsocks: connections made)."""
+        log = self._log if self.kind == "http" else self._log.with_name("socks5.out")
+        text = log.read_text(errors="replace") if log.exists() else ""
+        marker = "): CONNECT " if self.kind == "http" else ": connected to "
+        return text.count(marker)
+
+    def requests(self) -> int:
+        """Requests tinyproxy took (tunnels and forwarded requests alike)."""
+        text = self._log.read_text(errors="replace") if self._log.exists() else ""
+        return text.count("Request (file descriptor")
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(5)
+
+
+def _proxy(kind: str, tool: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[EgressProxy]:
+    from tests.conftest import require
+
+    binary = shutil.which(tool)
+    require(binary is not None, f"the {kind} proxy '{tool}' (Debian package, see .ci/run)")
+    assert binary is not None
+    server = EgressProxy(kind, binary, tmp_path_factory.mktemp(tool))
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def http_proxy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EgressProxy]:
+    """One tinyproxy for the session: HTTP CONNECT with Basic credentials, leaving from 127.0.0.3."""
+    yield from _proxy("http", "tinyproxy", tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
+def socks_proxy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EgressProxy]:
+    """One microsocks for the session: SOCKS5 with username/password, leaving from 127.0.0.3."""
+    yield from _proxy("socks5", "microsocks", tmp_path_factory)

@@ -1,4 +1,5 @@
-# Policy for one consumer (a trading bot) of one credential. Write one copy per bot, naming that
+# Policy for one consumer (a trading bot) of one credential. For a fleet, consumer-fleet-policy.hcl
+# serves every bot with one policy (paths from each bot's identity). Write one copy per bot, naming that
 # bot's credential (here `market-maker-1`, published at polymarket/market-maker-1 on the KV v2
 # mount `secret`) and its consumer id (here `bot-1`, the `consumer_id` of rotator.consumer).
 #

@@ -18,6 +18,14 @@ path "secret/data/rotator-state/*" {
   capabilities = ["create", "read", "update"]
 }
 
+# Signer keys for `signer.source: vault` (read only, field `private_key` by default): here under
+# signers/ on the store's mount, as in the chart's examples. A signer on another mount or path needs
+# that path instead; a worker with no signer in Vault can drop this stanza. KV v2 policies name the
+# API path: secret/data/signers/..., not secret/signers/... as the CLI shows it.
+path "secret/data/signers/*" {
+  capabilities = ["read"]
+}
+
 # Listing the consumers that acknowledged a key (consumer-confirmed revocation; without it the
 # worker logs a warning and waits for the full grace), and the states under the prefix, so that the
 # retiring keys of credentials removed from the config are still revoked (`rotate --all`, the

@@ -5,7 +5,8 @@ get their clients from :func:`make_client` and translate errors with :func:`tran
 (boto3's core: the same clients, without boto3's resource layer) is imported here only, and lazily
 (DESIGN.md, Layout). Credentials come from the standard chain (env, profile, IRSA, instance role),
 never from the config. ``store.aws.max_attempts`` is botocore's ``total_max_attempts`` for every
-client: the first try included, so 3 means three calls at most.
+client: the first try included, so 3 means three calls at most. ``store.aws.proxy`` is every
+client's proxy; without it none is used, whatever ``HTTPS_PROXY`` says (botocore would follow it).
 
 :func:`translate` sorts an exception in one order, whoever asks: denied (or no usable credentials),
 the secret's KMS key unusable, throttling or outage (``Unavailable``), no such resource, the secret
@@ -17,9 +18,13 @@ never secret values.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, Literal
 
 from rotator.errors import AccessDenied, ConfigError, NotFound, RotatorError, StoreError, Unavailable
+
+if TYPE_CHECKING:
+    from rotator.config import HttpProxySettings
 
 Service = Literal["kms", "secretsmanager"]
 
@@ -71,6 +76,22 @@ DELETED = (
 )
 
 
+def proxy_url(proxy: HttpProxySettings | None, env: Mapping[str, str]) -> str | None:
+    """``store.aws.proxy`` as botocore takes it: its credentials in the URL, from which botocore
+    builds the ``Proxy-Authorization`` header (and which it masks in its own errors).
+
+    :raises ConfigError: the password's variable or file is missing.
+    """
+    if proxy is None:
+        return None
+    from urllib.parse import quote
+
+    read = proxy.password_reader(env, "store.aws.proxy")
+    user = f"{quote(proxy.username, safe='')}:{quote(read(), safe='')}@" if proxy.username and read else ""
+    host = f"[{proxy.host}]" if ":" in proxy.host else proxy.host
+    return f"http://{user}{host}:{proxy.port}"
+
+
 def make_client(
     service: Service,
     *,
@@ -79,8 +100,10 @@ def make_client(
     timeout: float,
     max_attempts: int,
     setting: str,
+    proxy: str | None = None,
 ) -> Any:
     """A botocore client: standard-mode retries, ``max_attempts`` calls in all, the standard chain.
+    ``proxy``: the :func:`proxy_url` every request goes through; None: none at all.
 
     :raises ConfigError: no region is configured or found in the environment (names ``setting``).
     """
@@ -94,6 +117,8 @@ def make_client(
         connect_timeout=timeout,
         read_timeout=timeout,
         user_agent_extra="rotator",
+        # An empty mapping, not None: None makes botocore take HTTP(S)_PROXY from the environment.
+        proxies={"http": proxy, "https": proxy} if proxy else {},
     )
     try:
         # botocore's session makes the same client as boto3's without importing boto3's resource
@@ -174,6 +199,11 @@ def translate(
         return denied(
             f"{doing}: no usable AWS credentials ({name}); the standard chain reads AWS_* variables, "
             "the shared profile, IRSA's web identity token and the instance role"
+        )
+    if name == "ProxyConnectionError":
+        # botocore's message names the proxy with its credentials masked; ours names the setting.
+        return Unavailable(
+            f"{doing}: cannot reach {service} through its proxy (store.aws.proxy); retry later"
         )
     if isinstance(exc, ParamValidationError):
         # Its text may quote a parameter's value (a message to sign, a ciphertext): the type only.

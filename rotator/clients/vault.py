@@ -145,10 +145,15 @@ def _vault_errors(exc: BaseException) -> str:
     return " ".join(text.split())[:200]
 
 
-def translate(exc: BaseException, doing: str, url: str, *, login: str | None = None) -> StoreError:
+def translate(
+    exc: BaseException, doing: str, url: str, *, login: str | None = None, needs: str | None = None
+) -> StoreError:
     """The rotator error for an hvac or requests exception raised while ``doing`` something.
 
-    ``login`` names the auth method when the exception came from logging in on the way.
+    ``login`` names the auth method when the exception came from logging in on the way. ``needs``
+    is what a policy must grant for the call, on the API path (``read on secret/data/wallets/x``:
+    KV v2 policies name ``<mount>/data/...`` and ``<mount>/metadata/...``, never the path as the
+    CLI shows it), and a permission error names it.
     """
     import requests
     from hvac import exceptions as hv
@@ -163,9 +168,10 @@ def translate(exc: BaseException, doing: str, url: str, *, login: str | None = N
     if isinstance(exc, hv.InvalidRequest) and "check-and-set" in said:
         return VersionConflict(f"vault: {doing}: another writer got there first ({said})")
     if isinstance(exc, (hv.Forbidden, hv.Unauthorized)):
+        grant = needs or "this path"
         return AccessDenied(
             f"vault: {doing}: {said or 'permission denied'} (token expired or revoked, or its policy "
-            "does not grant this path)"
+            f"does not grant {grant})"
         )
     if isinstance(exc, hv.VaultDown):
         state = "sealed" if "sealed" in said.lower() else "unavailable"
@@ -184,6 +190,10 @@ def translate(exc: BaseException, doing: str, url: str, *, login: str | None = N
         return Unavailable(f"vault at {url}: {doing} failed ({type(exc).__name__}: {said or 'no detail'})")
     if isinstance(exc, hv.VaultError):
         return StoreError(f"vault: {doing}: {said or type(exc).__name__}")
+    if isinstance(exc, requests.exceptions.ProxyError):
+        return Unavailable(
+            f"vault at {url}: its proxy (store.vault.proxy) {_proxy_reason(exc)}: {doing} failed"
+        )
     if isinstance(exc, requests.exceptions.SSLError):
         return Unavailable(f"vault at {url}: TLS handshake failed; check store.vault.tls ({_reason(exc)})")
     if isinstance(exc, requests.exceptions.Timeout):
@@ -193,6 +203,18 @@ def translate(exc: BaseException, doing: str, url: str, *, login: str | None = N
     if isinstance(exc, (requests.exceptions.RequestException, ValueError)):
         return Unavailable(f"vault at {url}: {doing} failed ({type(exc).__name__})")
     return StoreError(f"vault: {doing} failed ({type(exc).__name__})")
+
+
+def _proxy_reason(exc: BaseException) -> str:
+    """What the proxy said: the status of its answer to CONNECT (407, 403, 502...), or that it could
+    not be reached. Never the credentials: requests has them in a header, not in the URL."""
+    import re
+
+    text = str(exc)
+    answered = re.search(r"Tunnel connection failed: (\d{3}(?: [A-Za-z -]{1,40})?)", text)
+    if answered:
+        return f"refused the tunnel ({answered.group(1).strip()})"
+    return f"cannot be reached ({_reason(exc)})"
 
 
 def _reason(exc: BaseException) -> str:
@@ -452,27 +474,28 @@ class VaultSession:
                     raise  # "no handler for route": the mount is wrong, not the folder empty
                 return None
 
-        response = self.call(doing, get)
+        response = self.call(doing, get, needs=f"list on {mount}/metadata/{path}")
         body = response.get("data") if isinstance(response, dict) else None
         keys = body.get("keys") if isinstance(body, dict) else None
         return [k for k in keys if isinstance(k, str)] if isinstance(keys, list) else []
 
-    def read(self, mount: str, path: str, doing: str) -> KvRead:
-        """The latest version of ``<mount>/<path>`` (KV v2). :raises StoreError: (translated)"""
+    def read(self, mount: str, path: str, doing: str, version: int | None = None) -> KvRead:
+        """The latest version of ``<mount>/<path>`` (KV v2), or ``version``: none (``KvRead(None,
+        None)``) when it was pruned by ``max_versions``. :raises StoreError: (translated)"""
 
         def get() -> Any:
             from hvac import exceptions as hv
 
             try:
                 return self.client.secrets.kv.v2.read_secret_version(
-                    path=path, mount_point=mount, raise_on_deleted_version=False
+                    path=path, version=version, mount_point=mount, raise_on_deleted_version=False
                 )
             except hv.InvalidPath as exc:
                 if _vault_errors(exc):
                     raise  # "no handler for route": the mount is wrong, not the secret missing
                 return None
 
-        response = self.call(doing, get)
+        response = self.call(doing, get, needs=f"read on {mount}/data/{path}")
         if response is None:
             return KvRead(None, None)
         body = response.get("data") if isinstance(response, dict) else None
@@ -493,6 +516,7 @@ class VaultSession:
             lambda: self.client.secrets.kv.v2.create_or_update_secret(
                 path=path, secret=data, cas=cas, mount_point=mount
             ),
+            needs=f"create and update on {mount}/data/{path}",
         )
         body = response.get("data") if isinstance(response, dict) else None
         version = body.get("version") if isinstance(body, dict) else None
@@ -503,8 +527,9 @@ class VaultSession:
 
     # -- tokens -------------------------------------------------------------------------------------
 
-    def call(self, doing: str, fn: Callable[[], T]) -> T:
-        """``fn()`` authenticated, retried once after a re-login on 403, its errors translated."""
+    def call(self, doing: str, fn: Callable[[], T], *, needs: str | None = None) -> T:
+        """``fn()`` authenticated, retried once after a re-login on 403, its errors translated
+        (``needs``: the capability and API path a permission error names, see :func:`translate`)."""
 
         generation = self._authenticate(doing)
         try:
@@ -512,7 +537,7 @@ class VaultSession:
         except RotatorError:
             raise
         except Exception as exc:  # every hvac/requests error goes through translate
-            error = translate(exc, doing, self.url)
+            error = translate(exc, doing, self.url, needs=needs)
             if not isinstance(error, AccessDenied) or not self._relogin(generation, doing):
                 raise error from exc
         try:
@@ -520,7 +545,7 @@ class VaultSession:
         except RotatorError:
             raise
         except Exception as exc:  # as above
-            raise translate(exc, doing, self.url) from exc
+            raise translate(exc, doing, self.url, needs=needs) from exc
 
     def _authenticate(self, doing: str) -> int:
         """Log in on first use; renew once the token is in the last third of its life."""
@@ -599,6 +624,21 @@ def build_login(settings: VaultSettings, env: Mapping[str, str]) -> Login:
     return KubernetesLogin(auth.mount, auth.role, jwt)
 
 
+def _proxy_auth(username: str, password: Callable[[], str]) -> Any:
+    """A requests adapter that gives the proxy Basic credentials (``Proxy-Authorization``, sent with
+    CONNECT), from the config's source. The class is made here: requests is imported lazily."""
+    import base64
+
+    import requests.adapters
+
+    class ProxyAuth(requests.adapters.HTTPAdapter):
+        def proxy_headers(self, proxy: str) -> dict[str, str]:
+            token = base64.b64encode(f"{username}:{password()}".encode()).decode("ascii")
+            return {"Proxy-Authorization": f"Basic {token}"}
+
+    return ProxyAuth()
+
+
 def make_session(
     settings: VaultSettings, env: Mapping[str, str], *, clock: Callable[[], float] = time.monotonic
 ) -> VaultSession:
@@ -624,6 +664,16 @@ def make_session(
     session.trust_env = False
     session.verify = verify
     session.cert = cert
+    proxy = settings.proxy
+    if proxy is not None:
+        read = proxy.password_reader(env, "store.vault.proxy")
+        host = f"[{proxy.host}]" if ":" in proxy.host else proxy.host
+        session.proxies = {"http": f"http://{host}:{proxy.port}", "https": f"http://{host}:{proxy.port}"}
+        if proxy.username is not None and read is not None:
+            # The credentials go in a header, never in the proxy's URL (which requests shows in errors).
+            auth = _proxy_auth(proxy.username, read)
+            session.mount("http://", auth)
+            session.mount("https://", auth)
     client = hvac.Client(
         url=settings.url,
         token="",  # not None: hvac would read VAULT_TOKEN / ~/.vault-token

@@ -9,6 +9,12 @@ httpx client rather than the SDK's module-level one: the SDK fixes a 5 s timeout
 whole, caps answers and makes it cancellable. L2 HMAC is the 6-line construction of
 clob-auth.md §2.2, written here so a pass that only checks a key does not import the SDK (0.8 s);
 ``tests/unit/test_clob_signing.py`` proves it byte-identical to the SDK's ``build_hmac_signature``.
+
+Edge blocks (clob-auth.md 12.3): Cloudflare in front of the CLOB answers many datacenter addresses
+with a 403 HTML page. Such an answer is retried like a 429 (the request never reached the CLOB),
+and once :data:`EDGE_BLOCK_AFTER` identical ones came in a row it is :class:`Blocked`: the call
+fails with one line naming the egress and the remedy, and for a while (:data:`BLOCK_RECHECK`,
+doubling) every call fails the same way without a request, so a blocked fleet sends no storm.
 """
 
 from __future__ import annotations
@@ -28,8 +34,10 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from rotator.clob.budget import SlidingWindowBudget
+from rotator.clob.clock import TimeCheck
 from rotator.clob.probe import ProbeRoute, Unusable, answer_shape
 from rotator.errors import (
+    Blocked,
     Cancelled,
     ClobError,
     ConfigError,
@@ -46,7 +54,7 @@ from rotator.signers.base import Signer
 if TYPE_CHECKING:
     import httpx
 
-    from rotator.clob.transport import RequestGuard
+    from rotator.clob.transport import Proxy, RequestGuard
     from rotator.metrics import Metrics
 
 log = logging.getLogger("rotator.clob")
@@ -55,6 +63,88 @@ L1_ENDPOINTS = frozenset({"/auth/api-key", "/auth/derive-api-key"})
 CLOSED_ONLY = "/auth/ban-status/closed-only"
 #: After a failed clock check, signing fails at once for this long instead of asking /time again.
 CLOCK_RECHECK_AFTER_FAILURE = 5.0
+#: Identical edge-block answers in a row that make a block (one may be a passing challenge).
+EDGE_BLOCK_AFTER = 3
+#: Once blocked, calls fail without a request for this long, doubling up to BLOCK_RECHECK_CAP.
+BLOCK_RECHECK = 30.0
+BLOCK_RECHECK_CAP = 600.0
+#: Answer headers an observer (``rotator doctor``) is shown: rate limits and the edge's own.
+OBSERVED_HEADERS = (
+    "poly-ratelimit-tier",
+    "poly-ratelimit-remaining",
+    "poly-ratelimit-reset",
+    "poly-ratelimit-warning",
+    "retry-after",
+    "server",
+    "cf-ray",
+    "cf-mitigated",
+    "content-type",
+)
+#: What a Cloudflare challenge page says (the managed challenge and the older JS one).
+_CHALLENGE_MARKERS = (b"challenge-platform", b"cf_chl_", b"Just a moment...", b"cf-browser-verification")
+#: What a Cloudflare block page says ("Attention Required!", error 1020 and kin).
+_BLOCK_MARKERS = (b"Attention Required! | Cloudflare", b"Sorry, you have been blocked", b"cf-error-details")
+
+
+@dataclass(frozen=True, slots=True)
+class EdgeAnswer:
+    """An answer from the CLOB's edge, not the CLOB: ``kind`` is ``challenge`` or ``block``."""
+
+    status: int
+    kind: str
+    ray: str | None
+
+    @property
+    def text(self) -> str:
+        page = "challenge page" if self.kind == "challenge" else "block page"
+        ray = f", ray {self.ray}" if self.ray else ""
+        return f"{self.status} Cloudflare {page}{ray}"
+
+
+def edge_answer(status: int, headers: Any, body: bytes | None) -> EdgeAnswer | None:
+    """Whether an answer is the edge's refusal: a challenge (``cf-mitigated: challenge``, or its
+    page's markers) or an HTML 403. The CLOB's own errors are JSON; a 429 is never one."""
+    if status < 400 or status == 429:
+        return None
+    page = body or b""
+    ray = headers.get("cf-ray")
+    ray = ray if ray is not None and len(ray) <= 64 and ray.isprintable() else None
+    if headers.get("cf-mitigated", "").strip().lower() == "challenge" or any(
+        m in page for m in _CHALLENGE_MARKERS
+    ):
+        return EdgeAnswer(status, "challenge", ray)
+    html = "html" in headers.get("content-type", "")
+    if status == 403 and (html or any(m in page for m in _BLOCK_MARKERS)):
+        return EdgeAnswer(status, "block", ray)
+    return None
+
+
+class _EdgeRefused(Transient):
+    """Internal: the edge refused this request, not yet often enough to call it a block."""
+
+    def __init__(self, message: str, edge: EdgeAnswer, endpoint: str) -> None:
+        super().__init__(message, status=edge.status, endpoint=endpoint)
+        self.edge = edge
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """What an observer of the adapter sees of one answer (``rotator doctor``): no body, no secret.
+
+    ``tls``: the protocol version, ``None`` over plain HTTP. ``cert_expires``: the server
+    certificate's notAfter (unix seconds); ``cert_issuer``: its issuer's organisation or CN.
+    """
+
+    method: str
+    path: str
+    status: int
+    headers: dict[str, str]
+    http_version: str
+    tls: str | None
+    cert_expires: float | None
+    cert_issuer: str | None
+    seconds: float
+    edge: EdgeAnswer | None
 
 
 def l2_signature(secret: Secret, timestamp: str, method: str, path: str, body: str = "") -> str:
@@ -141,10 +231,13 @@ class ClobAdapter:
         metrics: Metrics | None = None,
         sleep: Callable[[float], object] | None = None,
         cancel: threading.Event | None = None,
+        proxy: Proxy | None = None,
+        observer: Callable[[Answer], None] | None = None,
     ) -> None:
         """``timeout``: one whole request, connect to last byte. ``cancel``: once set (SIGTERM), waits
         end, the request in flight is abandoned within a fraction of a second, and every call
-        raises :class:`Cancelled`; see :meth:`cancel`."""
+        raises :class:`Cancelled`; see :meth:`cancel`. ``proxy``: the egress proxy every
+        connection tunnels through (``clob.proxy``). ``observer`` hears of every answer."""
         self.host = host.rstrip("/")
         self.chain_id = chain_id
         self.timeout = timeout
@@ -166,6 +259,16 @@ class ClobAdapter:
         self._offset: float | None = None  # server clock - local clock
         self._offset_checked = 0.0
         self._clock_failed: tuple[float, str] | None = None  # (monotonic until, why)
+        self.proxy = proxy
+        self._observer = observer
+        # Edge blocks, by path (an edge may refuse /auth/* and let the probe endpoint through):
+        # the last run of identical edge answers; while blocked, until when (monotonic) calls fail
+        # without a request, and why; the next wait.
+        self._edge_run: dict[str, tuple[tuple[int, str], int]] = {}
+        self._blocked: dict[str, tuple[float, str]] = {}
+        self._block_wait: dict[str, float] = {}
+        self.time_check = TimeCheck()  # which /time answers are the CLOB's clock (issue 22)
+        self._answers = threading.local()  # this thread's last /time Date header, TimeCheck's witness
 
     # -- shutdown ---------------------------------------------------------------------------------
     def cancel(self) -> None:
@@ -196,7 +299,7 @@ class ClobAdapter:
                 from rotator.clob.transport import RequestGuard, build_client
 
                 self._guard = RequestGuard(self._cancel)
-                self._http = build_client(self.host, self._guard)
+                self._http = build_client(self.host, self._guard, self.proxy)
             return self._http, self._guard
 
     def close(self) -> None:
@@ -215,9 +318,10 @@ class ClobAdapter:
         its answer capped at ``MAX_BODY``. Translates every failure into the ClobError tree."""
         import httpx
 
-        from rotator.clob.transport import MAX_BODY, CancelledIO, connect_cause, read_capped
+        from rotator.clob.transport import MAX_BODY, CancelledIO, ProxyFailed, connect_cause, read_capped
 
         where = self._where(method, path)
+        via = f" via proxy {self.proxy.shown}" if self.proxy is not None else ""
         client, guard = self._client()
         budget = self._budget(path)
         slot = budget.acquire(deadline, self._cancel)
@@ -225,6 +329,7 @@ class ClobAdapter:
             self._check_cancel(method, path)
             raise Transient(f"{where}: no request budget left before the pass deadline", endpoint=path)
         limit = min(time.monotonic() + self.timeout, deadline)
+        started = time.monotonic()
         try:
             # The guard bounds every socket operation; httpx's own timeout only needs to be no
             # shorter (it would otherwise cut the guard's slices).
@@ -235,13 +340,19 @@ class ClobAdapter:
             ):
                 status, resp_headers = resp.status_code, resp.headers
                 body = read_capped(resp)
+                tls = _tls_of(resp) if self._observer is not None else None
         except CancelledIO as exc:
             self._count(path, 0)
             raise Cancelled(f"{where}: abandoned, the worker is stopping", endpoint=path) from exc
+        except ProxyFailed as exc:
+            # Not retried within the call, like a refused connection: a wrong password or a proxy
+            # that refuses the CLOB does not change in seconds.
+            self._count(path, 0)
+            raise Unreachable(f"{where}: via proxy {self.proxy_shown}: {exc}", endpoint=path) from exc
         except httpx.ConnectTimeout as exc:
             self._count(path, 0)
             raise Unreachable(
-                f"{where}: cannot connect (no answer within {self.timeout:g}s)", endpoint=path
+                f"{where}: cannot connect{via} (no answer within {self.timeout:g}s)", endpoint=path
             ) from exc
         except httpx.TimeoutException as exc:
             self._count(path, 0)
@@ -250,7 +361,7 @@ class ClobAdapter:
             ) from exc
         except httpx.ConnectError as exc:
             self._count(path, 0)
-            raise Unreachable(f"{where}: cannot connect: {connect_cause(exc)}", endpoint=path) from exc
+            raise Unreachable(f"{where}: cannot connect{via}: {connect_cause(exc)}", endpoint=path) from exc
         except httpx.HTTPError as exc:
             self._count(path, 0)
             raise Transient(f"{where}: {type(exc).__name__}: {connect_cause(exc)}", endpoint=path) from exc
@@ -258,6 +369,25 @@ class ClobAdapter:
             budget.complete(slot)
         self._count(path, status)
         self._rate_limit_headers(path, resp_headers)
+        edge = edge_answer(status, resp_headers, body)
+        if self._observer is not None:
+            self._observer(
+                Answer(
+                    method,
+                    path,
+                    status,
+                    {h: resp_headers[h] for h in OBSERVED_HEADERS if h in resp_headers},
+                    tls[0] if tls else "",
+                    tls[1] if tls else None,
+                    tls[2] if tls else None,
+                    tls[3] if tls else None,
+                    time.monotonic() - started,
+                    edge,
+                )
+            )
+        self._edge_seen(edge, where, path)
+        if path == "/time":
+            self._answers.date = resp_headers.get("date")
         if body is None:
             raise Transient(
                 f"{where}: answer larger than {MAX_BODY // 1024} KiB, not read", status=status, endpoint=path
@@ -315,10 +445,6 @@ class ClobAdapter:
             return RateLimited(f"{where}: rate limited (429)", retry_after=retry_after, endpoint=path)
         if status == 401:
             return Unauthorized(f"{where}: 401 {reason or 'Unauthorized'}", status=401, endpoint=path)
-        if status == 403 and "html" in ctype:
-            return Transient(
-                f"{where}: 403 from Cloudflare (blocked IP or WAF page)", status=403, endpoint=path
-            )
         if status == 425 or status >= 500:
             return Transient(f"{where}: {status} {reason or 'server error'}", status=status, endpoint=path)
         return Rejected(f"{where}: {status} {reason or 'rejected'}", status=status, endpoint=path)
@@ -339,10 +465,20 @@ class ClobAdapter:
         attempt = 0
         while True:
             self._check_cancel(method, path)
+            self._check_blocked(method, path)
             # Outside the retry: the headers' clock check is a call of its own, already retried.
             headers = headers_fn()
             try:
                 return self._send(method, path, headers, deadline, query)
+            except _EdgeRefused as exc:
+                # Retried whatever the method: the edge answered, so the CLOB never saw the request.
+                attempt += 1
+                delay = self.retry.delay(attempt, None)
+                if time.monotonic() + delay > deadline:
+                    what = f"{exc} ({attempt} in a row before the call's deadline)"
+                    raise self._block(what, path) from None
+                log.debug("retrying %s %s in %.2fs after: %s", method, path, delay, exc)
+                self._sleep(delay)
             except (RateLimited, Transient) as exc:
                 attempt += 1
                 retryable = (isinstance(exc, RateLimited) or idempotent) and not isinstance(exc, Unreachable)
@@ -353,22 +489,93 @@ class ClobAdapter:
                 log.debug("retrying %s %s in %.2fs after: %s", method, path, delay, exc)
                 self._sleep(delay)
 
+    # -- edge blocks ------------------------------------------------------------------------------
+    @property
+    def proxy_shown(self) -> str:
+        return self.proxy.shown if self.proxy is not None else "none"
+
+    def _edge_seen(self, edge: EdgeAnswer | None, where: str, path: str) -> None:
+        """Count an answer into the run of identical edge answers (any other answer ends the run
+        and lifts a block); raise :class:`_EdgeRefused`, or :class:`Blocked` once the run is long
+        enough."""
+        with self._lock:
+            if edge is None:
+                if path in self._edge_run:
+                    del self._edge_run[path]
+                    self._blocked.pop(path, None)
+                    self._block_wait.pop(path, None)
+                return
+            same = (edge.status, edge.kind)
+            last = self._edge_run.get(path)
+            run = last[1] + 1 if last is not None and last[0] == same else 1
+            self._edge_run[path] = (same, run)
+            # While the edge blocks another path, its first refusal here is the same block, not a
+            # passing challenge: no three more requests per path.
+            now = time.monotonic()
+            elsewhere = any(p != path and now < until for p, (until, _) in self._blocked.items())
+        if run >= EDGE_BLOCK_AFTER or elsewhere:
+            raise self._block(f"{where}: {edge.text} ({run} identical answers in a row)", path)
+        raise _EdgeRefused(f"{where}: {edge.text}", edge, path)
+
+    def _block(self, what: str, path: str) -> Blocked:
+        """The :class:`Blocked` for ``what`` (the request and the edge's answer); from now on, calls
+        fail the same way without a request until the recheck time."""
+        if self.proxy is None:
+            remedy = (
+                "this worker's egress address is refused; send the worker's CLOB traffic through an "
+                "egress proxy whose address the CLOB accepts (clob.proxy, see docs/real-clob.md)"
+            )
+        else:
+            remedy = (
+                f"the egress address of proxy {self.proxy.shown} is refused; use a proxy whose "
+                "address the CLOB accepts (clob.proxy, see docs/real-clob.md)"
+            )
+        message = f"blocked by the CLOB's edge: {what}: {remedy}"
+        with self._lock:
+            wait = self._block_wait.get(path, BLOCK_RECHECK)
+            self._blocked[path] = (time.monotonic() + wait, message)
+            self._block_wait[path] = min(wait * 2, BLOCK_RECHECK_CAP)
+            # A call that gave up before the run was long enough blocks all the same.
+            last = self._edge_run.get(path)
+            if last is not None:
+                self._edge_run[path] = (last[0], max(last[1], EDGE_BLOCK_AFTER))
+        log.error("%s; not asking the CLOB again for %.0fs", message, wait)
+        return Blocked(message, endpoint=path)
+
+    def _check_blocked(self, method: str, path: str) -> None:
+        with self._lock:
+            blocked = self._blocked.get(path)
+        if blocked is not None and time.monotonic() < blocked[0]:
+            left = blocked[0] - time.monotonic()
+            raise Blocked(f"{blocked[1]} (asked again in {left:.0f}s)", endpoint=path)
+
+    def blocked(self) -> str | None:
+        """Why some calls fail without a request right now (the edge blocks this egress), or None."""
+        now = time.monotonic()
+        with self._lock:
+            return next((why for until, why in self._blocked.values() if now < until), None)
+
     # -- clock ------------------------------------------------------------------------------------
     def server_time(self) -> float:
         local_before = time.time()
+        self._answers.date = None
         value = self._call("GET", "/time", dict, idempotent=True)
         local_after = time.time()
         if isinstance(value, dict):  # some deployments answer {"time": ...}
             value = value.get("time", value.get("timestamp"))
-        if not isinstance(value, (int, float)):
-            raise Transient(f"{self._where('GET', '/time')}: answer is not a number", endpoint="/time")
-        offset = float(value) - (local_before + local_after) / 2
+        local = (local_before + local_after) / 2
+        try:
+            seconds = self.time_check.accept(value, local=local, date=self._answers.date)
+        except ValueError as exc:
+            # A failed measurement, never a clock: nothing is signed or scheduled on it.
+            raise Transient(f"{self._where('GET', '/time')}: {exc}", endpoint="/time") from None
+        offset = seconds - local
         with self._lock:
             self._offset = offset
             self._offset_checked = time.monotonic()
         if self.metrics is not None:
             self.metrics.clock_skew.set(offset)
-        return float(value)
+        return seconds
 
     def clock_offset(self) -> float:
         """Seconds to add to the local clock for signing; checks the server's clock when stale."""
@@ -558,6 +765,21 @@ class ClobAdapter:
                 after,
             )
 
+    def probe_endpoint_status(self, key: Key | None) -> int:
+        """What the probe endpoint answers (``rotator doctor``): 200 signed with a key it accepts, 401
+        unsigned or refused (so it is served), 404 or 405 when this server does not serve it."""
+        path, query = self.probe.path, self.probe.query
+        headers: Callable[[], dict[str, str]] = (
+            (lambda: self._l2_headers(key, "GET", path)) if key is not None else dict
+        )
+        try:
+            self._call("GET", path, headers, idempotent=True, query=query)
+        except Unauthorized:
+            return 401
+        except Rejected as exc:
+            return exc.status or 400
+        return 200
+
     def closed_only(self, key: Key) -> bool:
         raw = self._call(
             "GET", CLOSED_ONLY, lambda: self._l2_headers(key, "GET", CLOSED_ONLY), idempotent=True
@@ -605,6 +827,21 @@ def error_reason(body: Any, sent: Mapping[str, str]) -> str | None:
     if len(reason) > MAX_REASON:
         reason = reason[:MAX_REASON] + "..."
     return reason or None
+
+
+def _tls_of(resp: Any) -> tuple[str, str | None, float | None, str | None] | None:
+    """(HTTP version, TLS version, certificate notAfter, issuer) of the connection ``resp`` came on."""
+    import ssl
+
+    http = str(resp.http_version)
+    stream = resp.extensions.get("network_stream")
+    sock = stream.get_extra_info("ssl_object") if stream is not None else None
+    if sock is None:
+        return (http, None, None, None)
+    cert = sock.getpeercert() or {}
+    expires = ssl.cert_time_to_seconds(cert["notAfter"]) if "notAfter" in cert else None
+    issuer = dict(item for rdn in cert.get("issuer", ()) for item in rdn)
+    return (http, sock.version(), expires, issuer.get("organizationName") or issuer.get("commonName"))
 
 
 def _retry_after(header: str | None, body: Any) -> float | None:

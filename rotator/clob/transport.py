@@ -6,18 +6,27 @@ request is bounded by that request's own deadline and checks a cancel event (set
 at least every :data:`POLL` seconds, by wrapping httpcore's network streams (httpcore's public
 ``NetworkBackend`` interface). Bodies are streamed and refused past :data:`MAX_BODY`.
 
+An egress proxy (``clob.proxy``) lives at the same layer: the backend opens each connection to the
+proxy and tunnels it to the CLOB (HTTP ``CONNECT`` or SOCKS5, the CLOB's host name resolved by the
+proxy) before httpcore sees it, so the handshake is under the same deadline and cancel switch, and
+the pool stays ours. httpx's own ``proxy=`` would build another pool without the guard. Every
+request tunnels, ``http://`` hosts too: a proxy never gets a request to forward, headers and all.
+
 Only ``rotator/clob/`` imports this, and lazily: httpx and httpcore stay out of a process that
 never talks to the CLOB.
 """
 
 from __future__ import annotations
 
+import base64
 import contextlib
+import ipaddress
 import socket
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Literal
 
 import httpcore
 import httpx
@@ -26,6 +35,35 @@ import httpx
 MAX_BODY = 1 << 20
 #: How often a blocked read looks at the cancel switch.
 POLL = 0.25
+#: A proxy's answer to CONNECT is a status line and a few headers.
+MAX_PROXY_ANSWER = 16 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class Proxy:
+    """The egress proxy every CLOB connection goes through (``clob.proxy``).
+
+    ``password`` is asked for each time a connection opens (the pool keeps connections, so that is
+    rare): a password file mounted from a Kubernetes Secret may change under a running worker.
+    """
+
+    scheme: Literal["http", "socks5"]
+    host: str
+    port: int
+    username: str | None = None
+    password: Callable[[], str] | None = None
+
+    @property
+    def shown(self) -> str:
+        """How messages name it: scheme, user, host and port; never the password."""
+        user = f"{self.username}@" if self.username else ""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{self.scheme}://{user}{host}:{self.port}"
+
+
+class ProxyFailed(Exception):
+    """The proxy could not be used: not reachable, refused the credentials or the tunnel. The
+    message names the proxy's answer, never the password (the adapter adds which proxy)."""
 
 
 class CancelledIO(Exception):
@@ -144,9 +182,12 @@ class _Stream(httpcore.NetworkStream):
 
 
 class _Backend(httpcore.NetworkBackend):
-    def __init__(self, guard: RequestGuard, inner: httpcore.NetworkBackend | None = None) -> None:
+    def __init__(
+        self, guard: RequestGuard, inner: httpcore.NetworkBackend | None = None, proxy: Proxy | None = None
+    ) -> None:
         self._inner = inner or httpcore.SyncBackend()
         self._guard = guard
+        self._proxy = proxy
 
     def connect_tcp(
         self,
@@ -160,10 +201,29 @@ class _Backend(httpcore.NetworkBackend):
         :func:`_bounded`."""
         left = self._guard.remaining(httpcore.ConnectTimeout)
         limit = left if timeout is None else min(timeout, left)
-        stream = _bounded(
-            self._guard, lambda: self._inner.connect_tcp(host, port, limit, local_address, socket_options)
-        )
-        return _Stream(stream, self._guard)
+        proxy = self._proxy
+        if proxy is None:
+            stream = _bounded(
+                self._guard, lambda: self._inner.connect_tcp(host, port, limit, local_address, socket_options)
+            )
+            return _Stream(stream, self._guard)
+        try:
+            raw = _bounded(
+                self._guard,
+                lambda: self._inner.connect_tcp(proxy.host, proxy.port, limit, local_address, socket_options),
+            )
+        except httpcore.ConnectError as exc:
+            raise ProxyFailed(f"cannot connect to the proxy: {connect_cause(exc)}") from exc
+        tunnel = _Stream(raw, self._guard)
+        try:
+            if proxy.scheme == "socks5":
+                _socks5(tunnel, host, port, proxy)
+            else:
+                _http_connect(tunnel, host, port, proxy)
+        except BaseException:
+            tunnel.close()
+            raise
+        return tunnel
 
     def connect_unix_socket(
         self, path: str, timeout: float | None = None, socket_options: Iterable[Any] | None = None
@@ -176,6 +236,120 @@ class _Backend(httpcore.NetworkBackend):
         self._guard.cancel.wait(seconds)
 
 
+def _read_exact(stream: httpcore.NetworkStream, size: int) -> bytes:
+    data = b""
+    while len(data) < size:
+        chunk = stream.read(size - len(data))
+        if not chunk:
+            raise ProxyFailed("the proxy closed the connection in the middle of its handshake")
+        data += chunk
+    return data
+
+
+def _authority(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _printable(text: str, limit: int = 60) -> str:
+    return "".join(ch for ch in text if ch.isprintable())[:limit]
+
+
+def _http_connect(stream: httpcore.NetworkStream, host: str, port: int, proxy: Proxy) -> None:
+    """An HTTP ``CONNECT`` tunnel to ``host:port`` (RFC 9110 9.3.6), with Basic credentials if any."""
+    lines = [f"CONNECT {_authority(host, port)} HTTP/1.1", f"Host: {_authority(host, port)}"]
+    if proxy.username is not None:
+        secret = proxy.password() if proxy.password is not None else ""
+        token = base64.b64encode(f"{proxy.username}:{secret}".encode()).decode("ascii")
+        lines.append(f"Proxy-Authorization: Basic {token}")
+    stream.write(("\r\n".join(lines) + "\r\n\r\n").encode("utf-8"))
+    answer = b""
+    while b"\r\n\r\n" not in answer:
+        if len(answer) > MAX_PROXY_ANSWER:
+            raise ProxyFailed("the proxy's answer to CONNECT is not HTTP")
+        chunk = stream.read(4096)
+        if not chunk:
+            raise ProxyFailed("the proxy closed the connection without answering CONNECT")
+        answer += chunk
+    head, _, rest = answer.partition(b"\r\n\r\n")
+    status_line = head.split(b"\r\n", 1)[0].decode("latin-1")
+    parts = status_line.split(" ", 2)
+    if len(parts) < 2 or not parts[0].startswith("HTTP/") or not parts[1].isdigit():
+        raise ProxyFailed("the proxy's answer to CONNECT is not HTTP")
+    status, reason = int(parts[1]), _printable(parts[2] if len(parts) > 2 else "")
+    if status in (401, 407):  # 407 by the book; tinyproxy answers a CONNECT with 401
+        if proxy.username is None:
+            raise ProxyFailed(
+                f"the proxy asks for credentials ({status}): set clob.proxy.username and password_env "
+                "or password_file"
+            )
+        raise ProxyFailed(f"the proxy refused the credentials of user {proxy.username!r} ({status} {reason})")
+    if not 200 <= status < 300:
+        raise ProxyFailed(f"the proxy refused the tunnel to {_authority(host, port)} ({status} {reason})")
+    if rest:
+        # The tunnel is the server's from here: a proxy that talks past its answer is not one.
+        raise ProxyFailed("the proxy sent data past its answer to CONNECT")
+
+
+#: RFC 1928 reply codes.
+_SOCKS_REPLIES = {
+    1: "general failure",
+    2: "connection not allowed by its rules",
+    3: "network unreachable",
+    4: "host unreachable",
+    5: "connection refused",
+    6: "TTL expired",
+    7: "command not supported",
+    8: "address type not supported",
+}
+
+
+def _socks5(stream: httpcore.NetworkStream, host: str, port: int, proxy: Proxy) -> None:
+    """A SOCKS5 ``CONNECT`` to ``host:port`` (RFC 1928), with username/password auth (RFC 1929) when
+    configured. A host name is sent as a name: the proxy resolves it (socks5h), as it must when the
+    pod's own DNS does not reach the internet."""
+    methods = b"\x00\x02" if proxy.username is not None else b"\x00"
+    stream.write(b"\x05" + bytes([len(methods)]) + methods)
+    version, method = _read_exact(stream, 2)
+    if version != 5:
+        raise ProxyFailed("the proxy does not speak SOCKS5")
+    if method == 0xFF:
+        if proxy.username is None:
+            raise ProxyFailed(
+                "the proxy asks for credentials: set clob.proxy.username and password_env or password_file"
+            )
+        raise ProxyFailed("the proxy accepts none of the authentication methods offered (none, password)")
+    if method == 2:
+        if proxy.username is None:
+            raise ProxyFailed("the proxy asks for credentials: set clob.proxy.username and password_env")
+        user = proxy.username.encode("utf-8")
+        secret = (proxy.password() if proxy.password is not None else "").encode("utf-8")
+        stream.write(b"\x01" + bytes([len(user)]) + user + bytes([len(secret)]) + secret)
+        _, status = _read_exact(stream, 2)
+        if status != 0:
+            raise ProxyFailed(f"the proxy refused the credentials of user {proxy.username!r}")
+    elif method != 0:
+        raise ProxyFailed(f"the proxy chose an authentication method rotator does not have ({method})")
+    try:
+        ip = ipaddress.ip_address(host)
+        address = (b"\x01" if ip.version == 4 else b"\x04") + ip.packed
+    except ValueError:
+        name = host.encode("idna")
+        address = b"\x03" + bytes([len(name)]) + name
+    stream.write(b"\x05\x01\x00" + address + port.to_bytes(2, "big"))
+    version, reply, _, kind = _read_exact(stream, 4)
+    if version != 5:
+        raise ProxyFailed("the proxy does not speak SOCKS5")
+    if reply != 0:
+        why = _SOCKS_REPLIES.get(reply, f"reply {reply}")
+        raise ProxyFailed(f"the proxy could not open {_authority(host, port)} ({why})")
+    bound = {1: 4, 4: 16}.get(kind)
+    if bound is None:
+        if kind != 3:
+            raise ProxyFailed("the proxy's SOCKS5 reply is malformed")
+        bound = _read_exact(stream, 1)[0]
+    _read_exact(stream, bound + 2)
+
+
 class _Transport(httpx.HTTPTransport):
     """httpx's own transport over a pool whose sockets go through the guard.
 
@@ -183,23 +357,23 @@ class _Transport(httpx.HTTPTransport):
     that has ours (httpx 0.28; tests/integration/test_clob_transport.py fails if that changes).
     """
 
-    def __init__(self, guard: RequestGuard, limits: httpx.Limits) -> None:
+    def __init__(self, guard: RequestGuard, limits: httpx.Limits, proxy: Proxy | None = None) -> None:
         super().__init__(limits=limits)
         self._pool = httpcore.ConnectionPool(
             ssl_context=httpx.create_ssl_context(),
             max_connections=limits.max_connections,
             max_keepalive_connections=limits.max_keepalive_connections,
             keepalive_expiry=limits.keepalive_expiry,
-            network_backend=_Backend(guard),
+            network_backend=_Backend(guard, proxy=proxy),
         )
 
 
-def build_client(host: str, guard: RequestGuard) -> httpx.Client:
-    """The adapter's client. Proxy variables are ignored (as for Vault): the config decides."""
+def build_client(host: str, guard: RequestGuard, proxy: Proxy | None = None) -> httpx.Client:
+    """The adapter's client. Proxy variables are ignored (as for Vault): ``clob.proxy`` decides."""
     limits = httpx.Limits(max_connections=32, max_keepalive_connections=32)
     return httpx.Client(
         base_url=host,
-        transport=_Transport(guard, limits),
+        transport=_Transport(guard, limits, proxy),
         trust_env=False,
         # identity: a compressed answer could inflate far past the cap inside one decoded chunk.
         headers={"User-Agent": "rotator", "Accept": "*/*", "Accept-Encoding": "identity"},
@@ -219,6 +393,31 @@ def read_capped(resp: httpx.Response, limit: int = MAX_BODY) -> bytes | None:
             return None
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+def resolve(host: str, port: int, timeout: float) -> list[str]:
+    """The addresses ``host`` resolves to, asked on a helper thread (getaddrinfo takes no timeout).
+
+    :raises OSError: it does not resolve, or not within ``timeout`` (``TimeoutError``).
+    """
+    done = threading.Event()
+    out: list[list[str] | BaseException] = []
+
+    def run() -> None:
+        try:
+            infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+            out.append(list(dict.fromkeys(str(info[4][0]) for info in infos)))
+        except BaseException as exc:  # noqa: BLE001 - handed to the waiting thread
+            out.append(exc)
+        done.set()
+
+    threading.Thread(target=run, name="resolve", daemon=True).start()
+    if not done.wait(timeout):
+        raise TimeoutError(f"no answer within {timeout:g}s")
+    got = out[0]
+    if isinstance(got, BaseException):
+        raise got
+    return got
 
 
 def connect_cause(exc: BaseException) -> str:

@@ -14,6 +14,7 @@ import dataclasses
 import json
 import logging
 import math
+import secrets
 import signal
 import socket
 import threading
@@ -49,6 +50,23 @@ NOT_FOUND = {"error": "not found"}
 
 # A held request waits at most this long, so a test that forgets to release cannot wedge a thread forever.
 HOLD_CAP_SECONDS = 60.0
+
+# What Cloudflare in front of the CLOB answers a refused address (py-clob-client #91; the managed
+# challenge's page and its cf-mitigated header): the markers a client can recognise, not the whole page.
+EDGE_BLOCK_PAGE = b"""<!DOCTYPE html>
+<html lang="en-US"><head><title>Attention Required! | Cloudflare</title></head>
+<body><div id="cf-wrapper"><div id="cf-error-details">
+<h1>Sorry, you have been blocked</h1>
+<h2>You are unable to access clob.polymarket.com</h2>
+</div></div></body></html>
+"""
+EDGE_CHALLENGE_PAGE = b"""<!DOCTYPE html>
+<html lang="en-US"><head><title>Just a moment...</title></head>
+<body><noscript>Enable JavaScript and cookies to continue</noscript>
+<script>window._cf_chl_opt={cType:'managed'};</script>
+<script src="/cdn-cgi/challenge-platform/h/b/orchestrate/chl_page/v1"></script>
+</body></html>
+"""
 
 
 class Hold:
@@ -93,6 +111,7 @@ class _Request:
     path: str  # without query string: that is what the HMAC covers
     headers: Message
     body: bytes
+    client: str = ""  # the peer's IP address
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,6 +144,7 @@ class Sandbox:
             SlidingWindowLimiter
         )
         self._counts: collections.Counter[tuple[str, str, int]] = collections.Counter()
+        self._edge_refused = 0
         self._faults: list[_Fault] = []
         self._holds: list[Hold] = []  # armed, not yet claimed by a request
         self._claimed: list[Hold] = []  # claimed; released on stop so no handler thread outlives the server
@@ -236,6 +256,16 @@ class Sandbox:
             (wallets.add if on else wallets.discard)(address.lower())
             self._settings = dataclasses.replace(self._settings, closed_only=frozenset(wallets))
 
+    def block_clients(self, *networks: str, page: str = "block", paths: tuple[str, ...] = ()) -> None:
+        """Have the edge refuse clients in ``networks`` (CIDR; none: lift the block) with a Cloudflare
+        403 ``page`` (``block`` or ``challenge``) on ``paths`` (prefixes; none: every path)."""
+        self.configure(edge_block=tuple(networks), edge_page=page, edge_paths=tuple(paths))
+
+    def edge_refusals(self) -> int:
+        """How many requests the edge refused so far."""
+        with self._lock:
+            return self._edge_refused
+
     def invalidate(self, api_key: str) -> None:
         """Revoke a key behind its owner's back. Idempotent. :raises KeyError: the key was never issued."""
         self._registry.revoke(api_key, "invalidate")
@@ -296,7 +326,14 @@ class Sandbox:
     # -- request pipeline ------------------------------------------------------------------------------------
 
     def _handle(self, request: _Request) -> _Response:
-        """Hold(before) -> injected fault or [rate limit -> route -> after-fault] -> hold(after) -> count."""
+        """Edge -> hold(before) -> injected fault or [rate limit -> route -> after-fault] -> hold(after)
+        -> count. The edge's refusal comes first: the CLOB behind it never sees the request."""
+        if self._settings.edge_refuses(request.client, request.path):
+            response = self._edge_response()
+            with self._lock:
+                self._counts[(request.method, request.path, response.status)] += 1
+                self._edge_refused += 1
+            return response
         self._wait_hold(request, "before")
         fault = self._claim_fault(request)
         if fault is not None and not fault.after:
@@ -311,6 +348,18 @@ class Sandbox:
         with self._lock:
             self._counts[(request.method, request.path, response.status)] += 1
         return response
+
+    def _edge_response(self) -> _Response:
+        challenge = self._settings.edge_page == "challenge"
+        headers = {
+            "Content-Type": "text/html; charset=UTF-8",
+            "Server": "cloudflare",
+            "CF-RAY": f"{secrets.token_hex(8)}-AMS",
+            "Cache-Control": "private, max-age=0, no-store, no-cache, must-revalidate",
+        }
+        if challenge:
+            headers["cf-mitigated"] = "challenge"
+        return _Response(403, EDGE_CHALLENGE_PAGE if challenge else EDGE_BLOCK_PAGE, headers)
 
     def _rate_limit_headers(self, response: _Response) -> _Response:
         settings = self._settings
@@ -581,6 +630,13 @@ class _Handler(BaseHTTPRequestHandler):
     # for the delayed ACK on every request.
     disable_nagle_algorithm = True
 
+    def date_time_string(self, timestamp: float | None = None) -> str:
+        # The Date header comes from the emulated server's clock, as the real CLOB's front and its
+        # /time share one (the worker takes /time only when a witness such as Date vouches for it).
+        if timestamp is None:
+            timestamp = cast(_HTTPServer, self.server).sandbox.settings.server_time()
+        return super().date_time_string(timestamp)
+
     def do_GET(self) -> None:
         self._serve()
 
@@ -602,7 +658,9 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_error(HTTPStatus.BAD_REQUEST, "Bad request body")
             return
         server = cast(_HTTPServer, self.server)  # the only server this handler is built for
-        request = _Request(self.command.upper(), urlsplit(self.path).path, self.headers, body)
+        request = _Request(
+            self.command.upper(), urlsplit(self.path).path, self.headers, body, str(self.client_address[0])
+        )
         self._write(server.sandbox._handle(request))
 
     def _read_body(self) -> bytes | None:

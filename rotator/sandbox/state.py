@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import collections
+import ipaddress
 import secrets
 import threading
 import time
@@ -17,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 DuplicateNonce = Literal["error", "same"]
+EdgePage = Literal["block", "challenge"]
 
 #: The documented per-10 s limits of the L2 reads outside /auth/* (clob-auth.md section 6).
 READ_LIMITS: Mapping[str, int] = {"/balance-allowance": 200, "/notifications": 125, "/data/orders": 500}
@@ -43,6 +45,14 @@ class SandboxSettings:
         ``GET /auth/ban-status/closed-only`` reports it (issue 16; ``Sandbox.set_closed_only``).
     rate_limit_tier / rate_limit_warning: when set, every answer carries ``Poly-RateLimit-Tier: <tier>``
         / ``Poly-RateLimit-Warning: true``, as the CLOB's order endpoints do (issue 16); off by default.
+    edge_block: client address ranges (CIDR) that the edge in front of the CLOB refuses with a
+        Cloudflare 403 page (clob-auth.md 12.3), before the CLOB sees the request (issue 24).
+    edge_page: that page: ``block`` ("Attention Required!", HTML 403) or ``challenge`` (the managed
+        challenge, ``cf-mitigated: challenge``).
+    edge_paths: path prefixes the edge refuses (empty: every path); the reports name /auth/api-key.
+    revive: a key that lapsed (``key_ttl``) still exists: L2 requests signed with it (its own DELETE
+        too) answer 401, derive finds it, and a create at its nonce brings it back, identical
+        (py-clob-client-v2 #40).
     """
 
     chain_id: int = 137
@@ -59,8 +69,16 @@ class SandboxSettings:
     closed_only: frozenset[str] = frozenset()
     rate_limit_tier: str | None = None
     rate_limit_warning: bool = False
+    edge_block: tuple[str, ...] = ()
+    edge_page: EdgePage = "block"
+    edge_paths: tuple[str, ...] = ()
+    revive: bool = False
 
     def __post_init__(self) -> None:
+        for network in self.edge_block:
+            ipaddress.ip_network(network, strict=False)  # raises ValueError naming it
+        if self.edge_page not in ("block", "challenge"):
+            raise ValueError(f"edge_page must be 'block' or 'challenge', not {self.edge_page!r}")
         if self.duplicate_nonce not in ("error", "same"):
             raise ValueError(f"duplicate_nonce must be 'error' or 'same', not {self.duplicate_nonce!r}")
         if self.propagation_delay < 0 or self.timestamp_window < 0 or self.auth_limit < 0:
@@ -69,6 +87,18 @@ class SandboxSettings:
             raise ValueError("auth_window must be positive")
         if self.key_ttl is not None and self.key_ttl <= 0:
             raise ValueError("key_ttl must be positive or None")
+
+    def edge_refuses(self, client: str, path: str) -> bool:
+        """Whether the edge refuses a request from ``client`` (an IP address) to ``path``."""
+        if not self.edge_block:
+            return False
+        if self.edge_paths and not any(path.startswith(p) for p in self.edge_paths):
+            return False
+        try:
+            address = ipaddress.ip_address(client)
+        except ValueError:
+            return False
+        return any(address in ipaddress.ip_network(n, strict=False) for n in self.edge_block)
 
     def server_time(self) -> float:
         """Unix seconds as the emulated server sees them."""
@@ -88,6 +118,7 @@ class KeyRecord:
     created_at: float
     revoked_at: float | None = None
     revoked_by: str | None = None
+    revivals: int = 0  # times a create at its nonce brought it back after it lapsed (``revive``)
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,28 +141,37 @@ class _StoredKey:
     created_at: float
     revoked_at: float | None = None
     revoked_by: RevokedBy | None = None
+    revived_at: float | None = None
+    revivals: int = 0
 
     @property
     def live(self) -> bool:
         return self.revoked_at is None
 
     def record(self) -> KeyRecord:
-        return KeyRecord(self.creds.api_key, self.nonce, self.created_at, self.revoked_at, self.revoked_by)
+        return KeyRecord(
+            self.creds.api_key, self.nonce, self.created_at, self.revoked_at, self.revoked_by, self.revivals
+        )
 
 
-def uuid7() -> str:
-    """A UUIDv7 string, like real CLOB key ids (clob-auth.md §4.1); Python 3.11 has no uuid.uuid7()."""
-    unix_ms = time.time_ns() // 1_000_000
+def uuid7(at: float | None = None) -> str:
+    """A UUIDv7 string, like real CLOB key ids (clob-auth.md §4.1); Python 3.11 has no uuid.uuid7().
+
+    ``at``: the unix time its leading 48 bits carry (default: now). The server stamps a key's id with
+    its own clock, so a sandbox with a ``clock_offset`` stamps ids with the time it answers on /time.
+    """
+    unix_ms = time.time_ns() // 1_000_000 if at is None else int(at * 1000)
     rand_a = secrets.randbits(12)
     rand_b = secrets.randbits(62)
     value = (unix_ms & (2**48 - 1)) << 80 | 0x7 << 76 | rand_a << 64 | 0b10 << 62 | rand_b
     return str(uuid.UUID(int=value))
 
 
-def new_credentials() -> Credentials:
-    """Fresh creds in the real formats: UUIDv7 key, 32-byte padded base64url secret, 64-hex passphrase."""
+def new_credentials(at: float | None = None) -> Credentials:
+    """Fresh creds in the real formats: UUIDv7 key (stamped ``at``, default now), 32-byte padded
+    base64url secret, 64-hex passphrase."""
     return Credentials(
-        api_key=uuid7(),
+        api_key=uuid7(at),
         secret=base64.urlsafe_b64encode(secrets.token_bytes(32)).decode("ascii"),
         passphrase=secrets.token_hex(32),
     )
@@ -153,11 +193,14 @@ class KeyRegistry:
             existing = self._live_for_nonce(address.lower(), nonce)
             if existing is not None:
                 return existing.creds if settings.duplicate_nonce == "same" else None
-            stored = _StoredKey(new_credentials(), address.lower(), nonce, now)
-            if settings.single_key:
-                for other in self._by_address[stored.address]:
-                    if other.live:
-                        other.revoked_at, other.revoked_by = now, "single_key"
+            lapsed = self._lapsed_for_nonce(address.lower(), nonce) if settings.revive else None
+            if lapsed is not None:
+                lapsed.revoked_at, lapsed.revoked_by, lapsed.revived_at = None, None, now
+                lapsed.revivals += 1
+                self._invalidate_others(lapsed, settings, now)
+                return lapsed.creds
+            stored = _StoredKey(new_credentials(settings.server_time()), address.lower(), nonce, now)
+            self._invalidate_others(stored, settings, now)
             self._by_id[stored.creds.api_key] = stored
             self._by_address[stored.address].append(stored)
             return stored.creds
@@ -167,6 +210,9 @@ class KeyRegistry:
         with self._lock:
             self._expire(settings, time.time())
             existing = self._live_for_nonce(address.lower(), nonce)
+            if existing is None and settings.revive:
+                # A lapsed key of a reviving server still exists there: derive finds it, L2 refuses it.
+                existing = self._lapsed_for_nonce(address.lower(), nonce)
             return existing.creds if existing is not None else None
 
     def l2_secret(self, api_key: str, address: str, passphrase: str, settings: SandboxSettings) -> str | None:
@@ -210,6 +256,19 @@ class KeyRegistry:
             self._expire(settings, time.time())
             return [s.creds.api_key for s in self._by_address.get(address.lower(), []) if s.live]
 
+    def _invalidate_others(self, made: _StoredKey, settings: SandboxSettings, now: float) -> None:
+        if settings.single_key:
+            for other in self._by_address[made.address]:
+                if other.live and other is not made:
+                    other.revoked_at, other.revoked_by = now, "single_key"
+
+    def _lapsed_for_nonce(self, address: str, nonce: int) -> _StoredKey | None:
+        # The latest key made at this nonce, if it lapsed: one deleted after it is gone for good.
+        for stored in reversed(self._by_address.get(address, [])):
+            if stored.nonce == nonce:
+                return stored if stored.revoked_by == "ttl" else None
+        return None
+
     def _live_for_nonce(self, address: str, nonce: int) -> _StoredKey | None:
         for stored in self._by_address.get(address, []):
             if stored.live and stored.nonce == nonce:
@@ -222,8 +281,9 @@ class KeyRegistry:
         if settings.key_ttl is None:
             return
         for stored in self._by_id.values():
-            if stored.live and now >= stored.created_at + settings.key_ttl:
-                stored.revoked_at, stored.revoked_by = stored.created_at + settings.key_ttl, "ttl"
+            since = stored.revived_at if stored.revived_at is not None else stored.created_at
+            if stored.live and now >= since + settings.key_ttl:
+                stored.revoked_at, stored.revoked_by = since + settings.key_ttl, "ttl"
 
 
 class SlidingWindowLimiter:

@@ -4,13 +4,13 @@ An adapter knows how to build a client for a published key, how a new key reache
 (``swap`` for the two ``ClobClient`` SDKs, a new client for the unified one), which key a client
 holds, and what a refused key looks like. Pick one by name (:data:`SDKS`) or by the client a bot
 already has (:func:`adapter_for`); :func:`connect` builds the rotating client for it. The default
-for new code is the unified SDK (``polymarket-client``, extra ``rotator[unified]``).
+for new code is the unified SDK (``polymarket-client``, extra ``polymarket-rotator[unified]``).
 
 * ``v1``: py-clob-client 0.34.6. Authentication only: V1-signed orders are refused on production
   since CLOB V2 (2026-04-28).
-* ``v2``: py-clob-client-v2 (extra ``rotator[v2]``), deprecated by Polymarket but still common.
+* ``v2``: py-clob-client-v2 (extra ``polymarket-rotator[v2]``), deprecated by Polymarket but still common.
 * ``unified`` / ``unified-async``: polymarket-client's ``SecureClient`` / ``AsyncSecureClient``
-  (extra ``rotator[unified]``), wrapped by :mod:`rotator.sdk.unified`.
+  (extra ``polymarket-rotator[unified]``), wrapped by :mod:`rotator.sdk.unified`.
 
 No SDK is imported until an adapter builds or recognises a client.
 """
@@ -73,7 +73,8 @@ class V1Adapter(SdkAdapter):
 
 
 class V2Adapter(SdkAdapter):
-    """py-clob-client-v2 1.2.1: ``set_api_creds`` swaps the key of a live client (clob-auth.md 7a)."""
+    """py-clob-client-v2 (the ``v2`` extra's range): ``set_api_creds`` swaps a live client's key
+    (clob-auth.md 7a)."""
 
     name = "v2"
 

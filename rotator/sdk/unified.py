@@ -13,8 +13,11 @@ key shows up as a 401 on the first call, which re-reads the store and retries on
 check every client they get: one whose ``credentials.key`` is not the key asked for is closed,
 logged (masked id), counted in ``fallbacks_refused`` and never used.
 
-Verified against polymarket-client 0.14.0 (``SDK_VERSION``): the private names used here
-(``_create``, ``_ensure_wallet_ready``, ``environments._create_environment``) are that version's.
+The private names used here (:data:`PRIVATE_NAMES`: ``_create`` and its ``validate_credentials``,
+``_ensure_wallet_ready``, ``environments._create_environment``, ``Environment._config``) are checked
+before the first client is built (:func:`check_sdk`): a polymarket-client release that renamed one
+fails there, naming it, instead of minting a key. :data:`SUPPORTED` is the range the SDK matrix
+proves (tests/integration/test_sdk_matrix.py: its oldest and newest version).
 """
 
 from __future__ import annotations
@@ -38,9 +41,66 @@ log = logging.getLogger("rotator.consumer")
 
 T = TypeVar("T")
 
-#: The polymarket-client version this module is tested with (pyproject's ``unified`` extra).
-SDK_VERSION: Final = "0.14.0"
+#: The polymarket-client versions this module is tested with (pyproject's ``unified`` extra).
+SUPPORTED: Final = ">=0.14,<1"
 PRODUCTION_CLOB: Final = "https://clob.polymarket.com"
+#: (module, object, attribute) of every private SDK name used here; ``Environment._config`` is a
+#: dataclass field, read on instances.
+PRIVATE_NAMES: Final = (
+    ("polymarket.environments", None, "_create_environment"),
+    ("polymarket.environments", "Environment", "_config"),
+    ("polymarket", "SecureClient", "_create"),
+    ("polymarket", "SecureClient", "_ensure_wallet_ready"),
+    ("polymarket", "AsyncSecureClient", "_create"),
+    ("polymarket", "AsyncSecureClient", "_ensure_wallet_ready"),
+)
+#: ``_create``'s switch that turns the credential check, and so the SDK's nonce-0 fallback, off.
+_NO_VALIDATION: Final = "validate_credentials"
+_checked: list[str] = []  # the SDK version that passed check_sdk, once it did
+
+
+def missing_private_names() -> list[str]:
+    """The names of :data:`PRIVATE_NAMES` the installed polymarket-client lacks (empty: none)."""
+    import dataclasses
+    import sys
+
+    from polymarket import environments  # noqa: F401 - loads the module checked below
+
+    missing = []
+    for module, owner, attr in PRIVATE_NAMES:
+        target: Any = sys.modules[module]
+        where = module if owner is None else f"{module}.{owner}"
+        if owner is not None:
+            target = getattr(target, owner, None)
+        if target is None:
+            missing.append(where)
+            continue
+        fields = {f.name for f in dataclasses.fields(target)} if dataclasses.is_dataclass(target) else set()
+        if not hasattr(target, attr) and attr not in fields:
+            missing.append(f"{where}.{attr}")
+        elif attr == "_create" and _NO_VALIDATION not in inspect.signature(target._create).parameters:
+            missing.append(f"{where}._create({_NO_VALIDATION}=...)")
+    return missing
+
+
+def check_sdk() -> str:
+    """The installed polymarket-client's version, once its private names are all there.
+
+    :raises ConfigError: one is missing (a release renamed it): naming each, the installed version
+        and the supported range. The wrappers call this before building any client.
+    """
+    from polymarket.version import __version__
+
+    if _checked == [__version__]:
+        return __version__
+    missing = missing_private_names()
+    if missing:
+        raise ConfigError(
+            f"polymarket-client {__version__} lacks what the rotating wrapper uses: {', '.join(missing)} "
+            f"(proven on {SUPPORTED}): pip install 'polymarket-rotator[unified]'"
+        )
+    _checked[:] = [__version__]
+    return __version__
 
 
 class FallbackRefused(RotatorError):
@@ -52,21 +112,15 @@ class FallbackRefused(RotatorError):
 def local_environment(clob_url: str) -> Environment:
     """polymarket-client's production environment with its CLOB at ``clob_url`` (``rotator sandbox``).
 
-    Uses the SDK's private ``_create_environment`` and ``Environment._config`` (clob-auth.md 7a),
-    checked against :data:`SDK_VERSION`.
+    Uses the SDK's private ``_create_environment`` and ``Environment._config`` (clob-auth.md 7a).
 
-    :raises ConfigError: another polymarket-client version is installed.
+    :raises ConfigError: the installed polymarket-client lacks them (:func:`check_sdk`).
     """
     import dataclasses
 
     from polymarket import environments
-    from polymarket.version import __version__
 
-    if __version__ != SDK_VERSION:
-        raise ConfigError(
-            f"polymarket-client {__version__}: a custom CLOB URL is tested with {SDK_VERSION} only "
-            "(pip install 'rotator[unified]')"
-        )
+    check_sdk()
     config = dataclasses.replace(environments.PRODUCTION._config, clob_url=clob_url.rstrip("/"))
     return environments._create_environment(name="local", config=config)
 
@@ -85,14 +139,6 @@ def unified_creds(key: Key) -> ApiKeyCreds:
     return ApiKeyCreds(
         key=key.api_key, secret=key.api_secret.reveal(), passphrase=key.api_passphrase.reveal()
     )
-
-
-def _create_options(cls: type[Any]) -> dict[str, Any]:
-    """``_create``'s switch that turns the credential check, and so the fallback, off (if it has one)."""
-    create = getattr(cls, "_create", None)
-    if create is not None and "validate_credentials" in inspect.signature(create).parameters:
-        return {"validate_credentials": False}
-    return {}
 
 
 def is_unauthorized(exc: BaseException) -> bool:
@@ -129,6 +175,7 @@ class _Base:
     ) -> None:
         if not private_key:
             raise ConfigError("private_key is required")
+        check_sdk()
         from eth_account import Account
 
         self._source = source
@@ -170,7 +217,7 @@ class _Base:
             "environment": self._environment,
             "credentials": unified_creds(key),
             **self._options,
-            **_create_options(cls),
+            _NO_VALIDATION: False,  # the SDK never mints a key (check_sdk made sure it has the switch)
         }
 
     def _refused(self, key: Key, got: str | None) -> FallbackRefused:

@@ -77,9 +77,12 @@ def read_local_key(cred: CredentialSettings, env: Mapping[str, str]) -> Secret:
 
 
 def _aws_client(
-    cred: CredentialSettings, settings: Settings, service: Literal["kms", "secretsmanager"]
+    cred: CredentialSettings,
+    settings: Settings,
+    env: Mapping[str, str],
+    service: Literal["kms", "secretsmanager"],
 ) -> Any:
-    from rotator.clients.aws import make_client
+    from rotator.clients.aws import make_client, proxy_url
 
     s = cred.signer
     aws = settings.store.aws
@@ -90,6 +93,7 @@ def _aws_client(
         timeout=aws.timeout,
         max_attempts=aws.max_attempts,
         setting=f"credentials[{cred.name}].signer.region",
+        proxy=proxy_url(aws.proxy, env),
     )
 
 
@@ -104,7 +108,7 @@ def check_signer(cred: CredentialSettings, settings: Settings, env: Mapping[str,
         assert settings.store.vault is not None  # Settings refuses a vault signer without it
         build_login(settings.store.vault, env)  # the auth secrets exist
     else:
-        _aws_client(cred, settings, "kms" if s.source == "aws-kms" else "secretsmanager").close()
+        _aws_client(cred, settings, env, "kms" if s.source == "aws-kms" else "secretsmanager").close()
 
 
 def build_signer(cred: CredentialSettings, settings: Settings, env: Mapping[str, str]) -> Signer:
@@ -123,7 +127,7 @@ def build_signer(cred: CredentialSettings, settings: Settings, env: Mapping[str,
         from rotator.signers.kms import KmsSigner
 
         assert s.key_id is not None
-        client = _aws_client(cred, settings, "kms")
+        client = _aws_client(cred, settings, env, "kms")
         try:
             return KmsSigner(client, s.key_id, source=where)
         except BaseException:
@@ -144,7 +148,7 @@ def build_signer(cred: CredentialSettings, settings: Settings, env: Mapping[str,
 
         assert s.secret_id is not None
         source = SecretsManagerKeySource(
-            _aws_client(cred, settings, "secretsmanager"),
+            _aws_client(cred, settings, env, "secretsmanager"),
             s.secret_id,
             field=s.field,
             version_stage=s.version_stage,

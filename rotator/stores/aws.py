@@ -41,13 +41,22 @@ import contextlib
 import json
 import logging
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from rotator.clients import aws
 from rotator.errors import Corrupt, StoreError, Unavailable, VersionConflict
 from rotator.model import Ack, CredentialRef, CredentialState, Key, MalformedError, NewerSchema
-from rotator.stores.base import CheckResult, LeaseRecord, Snapshot, Version, is_credential_name, read_check
+from rotator.stores.base import (
+    PUBLISHED_MEMORY,
+    CheckResult,
+    LeaseRecord,
+    Snapshot,
+    Version,
+    is_credential_name,
+    read_check,
+    same_key,
+)
 
 if TYPE_CHECKING:
     from rotator.config import AwsStoreSettings
@@ -94,13 +103,17 @@ class SecretsManagerClient(Protocol):
 
     def list_secrets(self, **kwargs: Any) -> dict[str, Any]: ...
 
+    def list_secret_version_ids(self, **kwargs: Any) -> dict[str, Any]: ...
+
     def close(self) -> None: ...
 
 
-def make_client(settings: AwsStoreSettings) -> SecretsManagerClient:
-    """The one Secrets Manager client of the process: standard retries, the standard credential chain.
+def make_client(settings: AwsStoreSettings, env: Mapping[str, str] | None = None) -> SecretsManagerClient:
+    """The one Secrets Manager client of the process: standard retries, the standard credential chain,
+    ``store.aws.proxy`` (its password from ``env``).
 
-    :raises ConfigError: no region is configured or found in the environment.
+    :raises ConfigError: no region is configured or found in the environment; the proxy's password
+        is missing.
     """
     client = aws.make_client(
         "secretsmanager",
@@ -109,6 +122,7 @@ def make_client(settings: AwsStoreSettings) -> SecretsManagerClient:
         timeout=settings.timeout,
         max_attempts=settings.max_attempts,
         setting="store.aws.region",
+        proxy=aws.proxy_url(settings.proxy, env or {}),
     )
     return cast(SecretsManagerClient, client)
 
@@ -138,6 +152,12 @@ def _why(exc: ValueError) -> str:
         if isinstance(exc, (json.JSONDecodeError, MalformedError))
         else type(exc).__name__
     )
+
+
+def _epoch(value: Any) -> float:
+    """A version's CreatedDate (boto3: a datetime) as unix seconds; 0 when absent."""
+    stamp = getattr(value, "timestamp", None)
+    return float(stamp()) if callable(stamp) else float(value or 0)
 
 
 def _is_uuid(value: str) -> bool:
@@ -275,6 +295,53 @@ class AwsStore:
             return Key.from_dict(json.loads(text))
         except ValueError as exc:
             raise Corrupt(f"published secret {path!r}: not a published key ({_why(exc)})") from None
+
+    def ever_published(self, ref: CredentialRef, keys: Sequence[Key]) -> set[str]:
+        wanted = {k.api_key for k in keys}
+        found: set[str] = set()
+        if not wanted:
+            return found
+        path = ref.path
+        with self._aws(f"reading the earlier versions of published secret {path!r}"):
+            versions = self._versions(path)
+            # Newest first: a lost state's keys are the last ones published.
+            for vid in versions[:PUBLISHED_MEMORY]:
+                try:
+                    resp = self._client.get_secret_value(SecretId=path, VersionId=vid)
+                except self._client_error as exc:
+                    if aws.error_code(exc) == _NOT_FOUND:
+                        continue  # deleted by Secrets Manager meanwhile
+                    raise
+                try:
+                    key = Key.from_dict(json.loads(resp.get("SecretString") or ""))
+                except ValueError:
+                    continue  # not a key rotator wrote: it proves nothing
+                if any(same_key(key, k) for k in keys):
+                    found.add(key.api_key)
+                    if len(found) == len(wanted):
+                        break
+        return found
+
+    def _versions(self, path: str) -> list[str]:
+        """VersionIds of the published secret, newest first, the unlabelled (deprecated) ones too."""
+        if self._describe(path) is None:
+            # Asked first: moto answers ListSecretVersionIds of a missing secret with a 500.
+            return []
+        out: list[tuple[Any, str]] = []
+        token: str | None = None
+        while True:
+            more = {"NextToken": token} if token else {}
+            try:
+                resp = self._client.list_secret_version_ids(SecretId=path, IncludeDeprecated=True, **more)
+            except self._client_error as exc:
+                if aws.error_code(exc) == _NOT_FOUND:
+                    return []
+                raise
+            out += [(v.get("CreatedDate") or 0, str(v["VersionId"])) for v in resp.get("Versions") or ()]
+            token = resp.get("NextToken")
+            if not token:
+                break
+        return [vid for _, vid in sorted(out, key=lambda v: _epoch(v[0]), reverse=True)]
 
     def ack(self, ref: CredentialRef, consumer_id: str, key_prefix: str, at: float) -> None:
         path = ref.path

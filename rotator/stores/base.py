@@ -6,7 +6,9 @@ implementations do not repeat it. One contract test suite (``tests/contract``) r
 
 from __future__ import annotations
 
+import hashlib
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
@@ -20,6 +22,25 @@ CREDENTIAL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 
 def is_credential_name(name: str) -> bool:
     return CREDENTIAL_NAME.fullmatch(name) is not None
+
+
+#: How many keys published at one path :meth:`Store.ever_published` remembers where the backend keeps
+#: no versions of its own (the file store): enough for a lost state's recovery, which looks at most
+#: a few nonces below the published key.
+PUBLISHED_MEMORY = 16
+
+
+def key_digest(key: Key) -> str:
+    """A one-way digest of the whole triplet, for remembering that a key was published without
+    keeping its secret: SHA-256 over the id, the secret and the passphrase (the secret alone has
+    256 random bits)."""
+    parts = (key.api_key, key.api_secret.reveal(), key.api_passphrase.reveal())
+    return hashlib.sha256("\0".join(parts).encode()).hexdigest()
+
+
+def same_key(a: Key, b: Key) -> bool:
+    """The same triplet (constant-time on the secrets)."""
+    return a.api_key == b.api_key and a.api_secret == b.api_secret and a.api_passphrase == b.api_passphrase
 
 
 #: Opaque version of a credential's stored state. ``None`` means "nothing stored yet".
@@ -43,7 +64,10 @@ LEADER = "_leader"
 class LeaseRecord:
     """A small, non-secret record beside the states: who holds a lease and until when.
 
-    ``until`` is wall-clock seconds (what different machines share); ``version`` is what the next
+    ``until`` is the holder's wall-clock deadline, for people (and older replicas): no replica
+    compares it with its own clock. A standby judges the record by whether (holder, until,
+    version) changes (rotator/leader.py), so every write must change what :meth:`Store.load_lease`
+    returns. ``until <= 0`` is a released record. ``version`` is what the next
     :meth:`Store.save_lease` must be given to change it.
     """
 
@@ -134,6 +158,18 @@ class Store(Protocol):
         """The key consumers currently read at ``ref.path``, or ``None`` if none was published."""
         ...
 
+    def ever_published(self, ref: CredentialRef, keys: Sequence[Key]) -> set[str]:
+        """The ids of those of ``keys`` that this store itself published at ``ref.path``, the very
+        triplet (id, secret, passphrase), among the last :data:`PUBLISHED_MEMORY` keys published
+        there, as far as the backend keeps them: AWS the published secret's versions (labelled or
+        not, until Secrets Manager deletes them), Vault the KV versions its ``max_versions`` keeps,
+        the file store digests of them. A key found live on a wallet whose state was lost is
+        provably the worker's own when its store published it.
+
+        Reads only; an empty set when nothing was published at ``ref.path`` or ``keys`` is empty.
+        """
+        ...
+
     def ack(self, ref: CredentialRef, consumer_id: str, key_prefix: str, at: float) -> None:
         """Record that consumer ``consumer_id`` has loaded the key whose masked id is ``key_prefix``.
 
@@ -180,6 +216,8 @@ class Store(Protocol):
 
         ``expected=None`` means "only if no record exists yet". A write by ``expected.holder``
         (a renewal or a release) only moves ``until``; a write by another holder is a takeover.
+        Every write changes what another store's :meth:`load_lease` returns (a standby sees a
+        renewal only that way), and a release (``until`` 0) loads as written.
         Called every few seconds by a daemon, so it must stay cheap: it never rewrites the states
         (file: a sidecar JSON file) and never adds a secret version on a renewal (AWS: a tag).
 

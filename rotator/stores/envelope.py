@@ -18,6 +18,7 @@ import contextlib
 import json
 import os
 import uuid
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -152,7 +153,7 @@ def _kms_error(exc: BaseException, doing: str) -> RotatorError:
     return aws.translate(exc, doing, denied=ConfigError, permanent=ConfigError)
 
 
-def kms_file_key(store: StoreSettings) -> bytes:
+def kms_file_key(store: StoreSettings, env: Mapping[str, str] | None = None) -> bytes:
     """The file store's key per ``store.file.kms_*`` (KMS client settings otherwise from ``store.aws``)."""
     fs = store.file
     assert fs.kms_key_id is not None
@@ -163,6 +164,7 @@ def kms_file_key(store: StoreSettings) -> bytes:
         timeout=store.aws.timeout,
         max_attempts=store.aws.max_attempts,
         setting="store.file.kms_region",
+        proxy=aws.proxy_url(store.aws.proxy, env or {}),
     )
     try:
         return open_data_key(Path(fs.path), client, fs.kms_key_id)

@@ -25,7 +25,15 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from rotator.errors import AccessDenied, ConfigError, Corrupt, StoreError, Unavailable, VersionConflict
 from rotator.model import Ack, CredentialRef, CredentialState, Key, NewerSchema
-from rotator.stores.base import CheckResult, LeaseRecord, Snapshot, Version, is_credential_name
+from rotator.stores.base import (
+    PUBLISHED_MEMORY,
+    CheckResult,
+    LeaseRecord,
+    Snapshot,
+    Version,
+    is_credential_name,
+    key_digest,
+)
 
 FORMAT = "rotator-file-store"
 FORMAT_VERSION = 1
@@ -91,6 +99,9 @@ class _Contents:
     # credential name -> consumer id -> Ack.to_dict(); kept apart from the state so that a
     # consumer's acknowledgement never moves the credential's version.
     acks: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # path -> digests (base.key_digest) of the keys published there before the current one, oldest
+    # first, at most PUBLISHED_MEMORY: what Store.ever_published answers from, no secret kept.
+    history: dict[str, list[str]] = field(default_factory=dict)
 
 
 def _aad(fmt: str, v: int) -> bytes:
@@ -173,10 +184,29 @@ class FileStore:
         raw = key.to_dict()
         with self._locked():
             contents = self._read_copy()
-            if contents.published.get(ref.path) == raw:
+            before = contents.published.get(ref.path)
+            if before == raw:
                 return
+            if before is not None:
+                earlier = self._digest(before)
+                kept = [d for d in contents.history.get(ref.path, []) if d != earlier]
+                contents.history[ref.path] = [*kept, earlier][-PUBLISHED_MEMORY:]
             contents.published[ref.path] = raw
             self._write(contents)
+
+    def ever_published(self, ref: CredentialRef, keys: Sequence[Key]) -> set[str]:
+        contents = self._read()
+        seen = set(contents.history.get(ref.path, []))
+        current = contents.published.get(ref.path)
+        if current is not None:
+            seen.add(self._digest(current))
+        return {k.api_key for k in keys if key_digest(k) in seen}
+
+    def _digest(self, raw: dict[str, Any]) -> str:
+        try:
+            return key_digest(Key.from_dict(raw))
+        except ValueError as exc:  # Key.from_dict names the field, never a value
+            raise self._corrupt(f"a published key is malformed ({exc})") from None
 
     def read_published(self, ref: CredentialRef) -> Key | None:
         raw = self._read().published.get(ref.path)
@@ -308,7 +338,9 @@ class FileStore:
         """The file's contents for a writer: the containers it changes are its own (entries are
         replaced, never changed, so the copies can share them)."""
         c = self._read()
-        return _Contents(dict(c.credentials), dict(c.published), {n: dict(a) for n, a in c.acks.items()})
+        return _Contents(
+            dict(c.credentials), dict(c.published), {n: dict(a) for n, a in c.acks.items()}, dict(c.history)
+        )
 
     def _corrupt(self, why: str) -> Corrupt:
         return Corrupt(f"{self._path}: {why}")
@@ -373,7 +405,12 @@ class FileStore:
         acks = data.get("acks", {})
         if not isinstance(acks, dict) or not all(isinstance(a, dict) for a in acks.values()):
             raise self._corrupt("decrypted contents have a malformed 'acks' object")
-        return _Contents(credentials, published, acks)
+        history = data.get("history", {})
+        if not isinstance(history, dict) or not all(
+            isinstance(h, list) and all(isinstance(d, str) for d in h) for h in history.values()
+        ):
+            raise self._corrupt("decrypted contents have a malformed 'history' object")
+        return _Contents(credentials, published, acks, history)
 
     # -- writing ----------------------------------------------------------------------------------
 
@@ -401,6 +438,8 @@ class FileStore:
         document: dict[str, Any] = {"credentials": creds, "published": contents.published}
         if contents.acks:
             document["acks"] = contents.acks
+        if contents.history:
+            document["history"] = contents.history
         plaintext = json.dumps(document, separators=(",", ":")).encode()
         nonce = os.urandom(_NONCE_BYTES)
         ciphertext = self._aead.encrypt(nonce, plaintext, _aad(FORMAT, FORMAT_VERSION))

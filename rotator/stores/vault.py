@@ -19,13 +19,22 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from rotator.clients.vault import KvRead, VaultSession, make_session
 from rotator.errors import AccessDenied, Corrupt, StoreError, Unavailable, VersionConflict
 from rotator.model import Ack, CredentialRef, CredentialState, Key, NewerSchema
-from rotator.stores.base import CheckResult, LeaseRecord, Snapshot, Version, is_credential_name, read_check
+from rotator.stores.base import (
+    PUBLISHED_MEMORY,
+    CheckResult,
+    LeaseRecord,
+    Snapshot,
+    Version,
+    is_credential_name,
+    read_check,
+    same_key,
+)
 
 if TYPE_CHECKING:
     from rotator.config import VaultSettings
@@ -110,6 +119,25 @@ class VaultStore:
             return Key.from_dict(read.data)
         except ValueError as exc:
             raise Corrupt(f"vault: the published key at {where} is malformed ({exc})") from None
+
+    def ever_published(self, ref: CredentialRef, keys: Sequence[Key]) -> set[str]:
+        wanted = {k.api_key for k in keys}
+        found: set[str] = set()
+        doing = f"read the earlier versions at {self._where(ref.path)}"
+        latest = self._read(ref.path, doing).version if wanted else None
+        # Newest first: a lost state's keys are the last ones published. Pruned (max_versions) and
+        # deleted versions read as nothing.
+        for version in range(latest or 0, max(0, (latest or 0) - PUBLISHED_MEMORY), -1):
+            read = self._session.read(self._mount, ref.path, doing, version=version)
+            try:
+                key = Key.from_dict(read.data) if read.data is not None else None
+            except ValueError:
+                continue  # not a key we wrote (written by hand): it proves nothing
+            if key is not None and any(same_key(key, k) for k in keys):
+                found.add(key.api_key)
+                if len(found) == len(wanted):
+                    break
+        return found
 
     def ack(self, ref: CredentialRef, consumer_id: str, key_prefix: str, at: float) -> None:
         self._write_ack(ref, Ack(consumer_id, key_prefix, at))

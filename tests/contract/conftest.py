@@ -9,8 +9,9 @@ gives access to session fixtures such as a running server (``request.getfixturev
 
 Its fault hooks are one function in ``FAULTS``: ``(request, tmp_path, prefix, opener) -> Faults``,
 what the error half of the contract (``test_store_errors.py``) needs: stores over the same data that
-are denied or cannot reach the backend, a way to leave unreadable data, and (where a publish can
-lose a race at all) a store whose publishes always lose one.
+are denied or cannot reach the backend, a way to leave unreadable data, and (where a publish or an
+acknowledgement can race another writer at all) a store whose publishes always lose their race and
+one whose acknowledgements always race a rival writer of the same record.
 
 The memory backend (``tests/memory_store.py``, the reference implementation) lives in one process:
 tests marked ``cross_process`` (children started with "spawn") are deselected for it.
@@ -61,6 +62,11 @@ class Faults:
     #: A store whose every publish loses its race to another writer; None where a publish holds a
     #: lock over its read and write (the file store's ``flock``) and so cannot lose one.
     racing: Opener | None
+    #: A store whose every acknowledgement races a rival writer of the same consumer's record, and
+    #: a count of the rival's writes so far (a test proves the race happened by it); None where an
+    #: acknowledgement is written under a lock (the file store's ``flock``, the memory store's
+    #: mutex) and so has no race to lose.
+    racing_acks: Callable[[], tuple[Store, Callable[[], int]]] | None
 
 
 _MEMORY: dict[str, MemoryData] = {}
@@ -78,7 +84,7 @@ def _memory_backend(request: pytest.FixtureRequest, tmp_path: Path, prefix: str)
 def _open_faulty_memory(prefix: str, error: Any, *operations: str) -> Store:
     # A view of its own over a copy that shares every record but the faults.
     data = _MEMORY.setdefault(prefix, MemoryData())
-    view = MemoryData(data.states, data.published, data.acks, data.leases, {}, data.lock)
+    view = MemoryData(data.states, data.published, data.acks, data.leases, {}, data.lock, data.history)
     view.fail(error, *operations)
     return MemoryStore(view)
 
@@ -91,6 +97,7 @@ def _memory_faults(request: pytest.FixtureRequest, tmp_path: Path, prefix: str, 
         denied=functools.partial(_open_faulty_memory, prefix, AccessDenied("memory: permission denied")),
         unavailable=functools.partial(_open_faulty_memory, prefix, Unavailable("memory: unreachable")),
         racing=functools.partial(_open_faulty_memory, prefix, Unavailable("unused"), "publish-race"),
+        racing_acks=None,  # every record is written under one mutex
     )
 
 
@@ -121,6 +128,7 @@ def _file_faults(request: pytest.FixtureRequest, tmp_path: Path, prefix: str, op
         denied=functools.partial(FileStore, Path("/sys") / f"{prefix}.store", FILE_KEY),
         unavailable=functools.partial(FileStore, blocker / f"{prefix}.store", FILE_KEY),
         racing=None,
+        racing_acks=None,
     )
 
 
@@ -149,7 +157,7 @@ def _vault_token(bao: Any, prefix: str, policy: str) -> str:
     return str(made["auth"]["client_token"])
 
 
-def _open_racing_vault(url: str, token: str, mount: str) -> Store:
+def _open_racing_vault(url: str, token: str, mount: str, rival_writes: list[str] | None = None) -> Store:
     # Another writer (root) puts a new version at every path this store reads, so every
     # check-and-set write after a read loses: a real race on the real server, on every try.
     import hvac
@@ -163,10 +171,19 @@ def _open_racing_vault(url: str, token: str, mount: str) -> Store:
         answer = read(path, *args, **kwargs)
         rival_key = {"rival": uuid.uuid4().hex}
         rival.secrets.kv.v2.create_or_update_secret(path, secret=rival_key, mount_point=mount)
+        if rival_writes is not None:
+            rival_writes.append(path)
         return answer
 
     kv.read_secret_version = read_then_lose
     return store
+
+
+def _racing_vault_acks(url: str, token: str, mount: str) -> tuple[Store, Callable[[], int]]:
+    # An acknowledgement's first write (cas=0, or the version this store last wrote) loses to the
+    # record already there; the version it then reads is overwritten by the rival before its retry.
+    writes: list[str] = []
+    return _open_racing_vault(url, token, mount, writes), lambda: len(writes)
 
 
 def _vault_faults(request: pytest.FixtureRequest, tmp_path: Path, prefix: str, opener: Opener) -> Faults:
@@ -189,6 +206,7 @@ def _vault_faults(request: pytest.FixtureRequest, tmp_path: Path, prefix: str, o
         denied=functools.partial(_open_vault, bao.url, nothing, prefix),
         unavailable=functools.partial(_open_vault, f"http://127.0.0.1:{free_port()}", bao.root_token, prefix),
         racing=functools.partial(_open_racing_vault, bao.url, bao.root_token, prefix),
+        racing_acks=functools.partial(_racing_vault_acks, bao.url, bao.root_token, prefix),
     )
 
 
@@ -250,6 +268,25 @@ def _open_racing_aws(url: str, account: str) -> Store:
     return store  # type: ignore[no-any-return]
 
 
+def _rival_ack(rival: Any, writes: list[str], params: Any, **_: Any) -> None:
+    # Just before each TagResource of this store, another process of the same consumer id files
+    # its own acknowledgement on the same secret, under the same tag key.
+    tags = [t for t in params.get("Tags") or [] if str(t.get("Key", "")).startswith("rotator-ack:")]
+    if tags:
+        rival_tags = [{**t, "Value": "3.0 " + str(t["Value"]).partition(" ")[2]} for t in tags]
+        rival.tag_resource(SecretId=params["SecretId"], Tags=rival_tags)
+        writes.append(str(params["SecretId"]))
+
+
+def _racing_aws_acks(url: str, account: str) -> tuple[Store, Callable[[], int]]:
+    store: Any = _open_aws(url, account)
+    rival: Any = _open_aws(url, account)
+    writes: list[str] = []
+    handler = functools.partial(_rival_ack, rival._client, writes)
+    store._client.meta.events.register("provide-client-params.secretsmanager.TagResource", handler)
+    return store, lambda: len(writes)
+
+
 def _aws_faults(request: pytest.FixtureRequest, tmp_path: Path, prefix: str, opener: Opener) -> Faults:
     from tests.servers import free_port
 
@@ -271,6 +308,7 @@ def _aws_faults(request: pytest.FixtureRequest, tmp_path: Path, prefix: str, ope
         denied=functools.partial(_open_denied_aws, url, account),
         unavailable=functools.partial(_open_aws, f"http://127.0.0.1:{free_port()}", account, 1),
         racing=functools.partial(_open_racing_aws, url, account),
+        racing_acks=functools.partial(_racing_aws_acks, url, account),
     )
 
 

@@ -6,6 +6,7 @@ beside the states, renewals that keep the holder, takeovers once it lapsed.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -128,3 +129,75 @@ def test_aws_renewals_create_no_secret_versions(request: pytest.FixtureRequest, 
         taken = store.save_lease(LEADER, "b", T0 + 51 + i, taken)
     assert versions() == 2
     assert store.load_lease(LEADER) == taken
+
+
+# -- issue 22: what the leader election reads from a record, on every backend ----------------------
+
+
+def test_every_renewal_changes_the_record_a_standby_loads(store_factory: Opener) -> None:
+    """A standby tells a live holder from a dead one only by the record changing: every renewal must
+    change what another store loads (AWS: the tag, as the version stays)."""
+    a, b = store_factory(), store_factory()
+    try:
+        rec = a.save_lease(LEADER, "a", T0 + 20, None)
+        seen = [b.load_lease(LEADER)]
+        for i in range(1, 4):
+            rec = a.save_lease(LEADER, "a", T0 + 20 + i, rec)
+            seen.append(b.load_lease(LEADER))
+        assert len({(r.holder, r.until, r.version) for r in seen if r is not None}) == 4, seen
+    finally:
+        a.close()
+        b.close()
+
+
+def test_a_released_record_loads_as_released(store_factory: Opener) -> None:
+    a, b = store_factory(), store_factory()
+    try:
+        rec = a.save_lease(LEADER, "a", T0 + 20, None)
+        a.save_lease(LEADER, "a", 0.0, rec)
+        loaded = b.load_lease(LEADER)
+        assert loaded is not None and loaded.until <= 0.0
+    finally:
+        a.close()
+        b.close()
+
+
+class _Clocks:
+    """Two replicas' clocks: walls 60 s apart, monotonic clocks with origins of their own."""
+
+    def __init__(self) -> None:
+        self.t = T0
+
+    def host(self, skew: float, origin: float) -> tuple[Callable[[], float], Callable[[], float]]:
+        return (lambda: self.t + skew), (lambda: self.t - T0 + origin)
+
+
+@pytest.mark.parametrize("skew", [60.0, -60.0])
+def test_electors_on_skewed_clocks_share_one_lease(store_factory: Opener, skew: float) -> None:
+    """The election over this backend's records (issue 22 items 1-2): a renewed lease is never
+    taken, whatever the standby's clock; a silent one is taken within lease + renew."""
+    from rotator.leader import LeaderElector
+
+    clocks = _Clocks()
+    stores = [store_factory(), store_factory()]
+    try:
+        wall_a, mono_a = clocks.host(0.0, 5.0)
+        wall_b, mono_b = clocks.host(skew, 777.0)
+        a = LeaderElector(stores[0], lease=20.0, renew=5.0, holder="a", wall=wall_a, monotonic=mono_a)
+        b = LeaderElector(stores[1], lease=20.0, renew=5.0, holder="b", wall=wall_b, monotonic=mono_b)
+        assert a.step()
+        for _ in range(8):  # 40 s: twice the lease
+            clocks.t += 2.5
+            assert not b.step()
+            clocks.t += 2.5
+            assert a.step()
+        died = clocks.t
+        while not b.step():
+            clocks.t += 1.0
+            assert clocks.t - died <= 25.0, "failover slower than lease + renew"
+        assert b.is_leader and not a.is_leader
+        loaded = stores[0].load_lease(LEADER)
+        assert loaded is not None and loaded.holder == "b"
+    finally:
+        for s in stores:
+            s.close()

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from rotator.errors import Corrupt
-from rotator.model import STATE_SCHEMA, CredentialState, Pending
+from rotator.model import STATE_FORMAT, STATE_SCHEMA, CredentialState, Pending
 from rotator.stores.base import Store
 
 from .test_store_contract import REF, T0, make_key
@@ -31,12 +31,12 @@ def written(raw: dict[str, Any]) -> CredentialState:
 
 def test_a_state_from_a_newer_schema_is_refused_in_one_line(store: Store) -> None:
     newer = CredentialState(current=make_key(3), next_nonce=4).to_dict()
-    newer |= {"schema": STATE_SCHEMA + 1, "leader": {"owner": "w-2", "until": T0}}
+    newer |= {"schema": STATE_FORMAT + 1, "leader": {"owner": "w-2", "until": T0}}
     store.save(REF, written(newer), None)
     with pytest.raises(Corrupt) as info:
         store.load(REF)
     message = str(info.value)
-    assert f"schema {STATE_SCHEMA + 1}" in message and "upgrade rotator" in message
+    assert f"schema {STATE_FORMAT + 1}" in message and "upgrade rotator" in message
     assert "\n" not in message
 
 

@@ -156,6 +156,28 @@ def test_publish_round_trips_and_is_idempotent(store_factory: Opener) -> None:
     store.close()
 
 
+def test_ever_published_names_the_keys_published_at_the_path_and_only_the_very_triplet(
+    store_factory: Opener,
+) -> None:
+    """Issue 22 item 6: what a lost state's recovery asks. Every key published at the path is named,
+    the current one and the earlier ones; a key with the same id but another secret, a key never
+    published, a key published at another path are not."""
+    store = store_factory()
+    assert store.ever_published(REF, [make_key(1)]) == set()  # nothing published yet
+    keys = [make_key(n) for n in (1, 2, 3)]
+    for k in keys:
+        store.publish(REF, k)
+    store.publish(OTHER, make_key(9))
+    forged = Key(keys[0].api_key, Secret("c2VjcmV0LWZvcmdlZA=="), keys[0].api_passphrase, "0xAb", 1, T0)
+    reader = store_factory()  # another process sees the same history
+    assert reader.ever_published(REF, [*keys, make_key(4), make_key(9)]) == {k.api_key for k in keys}
+    assert reader.ever_published(REF, [forged]) == set()
+    assert reader.ever_published(REF, [keys[0]]) == {keys[0].api_key}
+    assert reader.ever_published(REF, []) == set()
+    store.close()
+    reader.close()
+
+
 def test_close_is_idempotent(store_factory: Opener) -> None:
     store = store_factory()
     store.save(REF, counter_state(1), None)

@@ -390,6 +390,7 @@ def test_iam_policies_are_valid_and_least_privilege() -> None:
         "secretsmanager:CreateSecret",
         "secretsmanager:DescribeSecret",
         "secretsmanager:UpdateSecretVersionStage",
+        "secretsmanager:ListSecretVersionIds",  # Store.ever_published: a lost state's recovery
         "secretsmanager:TagResource",
         "secretsmanager:ListSecrets",  # Store.names: the states of credentials removed from the config
         "kms:Decrypt",

@@ -33,11 +33,6 @@ CASES = [
         lambda c: _cred(c).update(rotate_every="5x"),
         "credentials[mm1].rotate_every: bad duration",
     ),
-    (
-        "missing env var",
-        lambda c: _cred(c)["signer"].update(env="NOT_SET_ANYWHERE"),
-        "NOT_SET_ANYWHERE is not set",
-    ),
     ("duplicate names", lambda c: c["credentials"].append(dict(_cred(c))), "duplicate credential name 'mm1'"),
     ("missing field", lambda c: _cred(c).pop("grace"), "credentials[mm1].grace: Field required"),
     ("bad host", lambda c: c["clob"].update(host="ftp://x"), "clob: clob.host must be an http(s) URL"),
@@ -57,12 +52,32 @@ def test_bad_config_exits_2_with_one_line(
     assert "Traceback" not in err + out
 
 
+def _failed_alone(proc: Any, name: str) -> str:
+    """A credential whose signer cannot be used: its pass fails (exit 1) with one line naming why;
+    not a config error (exit 2), which would stop every other credential too (issue 23)."""
+    assert proc.returncode == 1, (proc.stdout, proc.stderr)
+    [line] = [x for x in proc.stdout.splitlines() if x.startswith(f"{name}:")]
+    assert line.startswith(f"{name}: failed") and "error=(signer) signer " in line, line
+    assert "Traceback" not in proc.stdout + proc.stderr
+    return str(line)
+
+
+def test_a_missing_signer_variable_fails_that_credential_in_one_line(
+    sandbox: Sandbox, tmp_path: Path, wallet: tuple[str, str]
+) -> None:
+    w = Worker(
+        tmp_path, sandbox.url, *wallet, cred_extra={"signer": {"source": "env", "env": "NOT_SET_ANYWHERE"}}
+    )
+    line = _failed_alone(w.run("rotate", "--all"), "mm1")
+    assert line.endswith("error=(signer) signer env NOT_SET_ANYWHERE is not set"), line
+
+
 def test_malformed_private_key_names_the_source_not_the_value(sandbox: Sandbox, tmp_path: Path) -> None:
     not_a_key = "deadbeef" * 7  # 56 hex chars: close enough to leak if echoed
     w = Worker(tmp_path, sandbox.url, not_a_key, "0x0")
     proc = w.run("rotate", "--all")
-    assert proc.returncode == 2
-    assert "credentials[mm1].signer (env TEST_WALLET_KEY): not a private key" in proc.stderr
+    line = _failed_alone(proc, "mm1")
+    assert "signer (env TEST_WALLET_KEY): not a private key" in line
     assert not_a_key not in proc.stderr + proc.stdout
 
 
@@ -76,7 +91,7 @@ def test_signer_file_must_not_be_group_readable(
         tmp_path, sandbox.url, *wallet, cred_extra={"signer": {"source": "file", "path": str(keyfile)}}
     )
     proc = w.run("rotate", "--all")
-    assert proc.returncode == 2 and "chmod 600" in proc.stderr
+    assert "chmod 600" in _failed_alone(proc, "mm1")
     keyfile.chmod(0o600)
     assert w.run("rotate", "--all").returncode == 0
     published = w.published()

@@ -68,16 +68,27 @@ def test_commands_that_do_not_sign_need_no_signer(
     w.rotate()
     env = w.env()
     del env["TEST_WALLET_KEY"]
-    for args, expected in ((("status",), "\nmm1  "), (("rotate", "--all", "--dry-run"), "mm1: nothing-due")):
-        proc = subprocess.run(w.argv(*args), env=env, capture_output=True, text=True, timeout=30, check=False)
-        OUTPUTS.extend((proc.stdout, proc.stderr))
-        assert proc.returncode == 0, (args, proc.stderr)
-        assert expected in proc.stdout, proc.stdout
-    # a command that signs still says which key is missing
+    proc = subprocess.run(w.argv("status"), env=env, capture_output=True, text=True, timeout=30, check=False)
+    OUTPUTS.extend((proc.stdout, proc.stderr))
+    assert proc.returncode == 0 and "\nmm1  " in proc.stdout, (proc.stdout, proc.stderr)
+    # A dry run runs without it, plans, and names what a real run here would fail on (issue 23).
+    proc = subprocess.run(
+        w.argv("rotate", "--all", "--dry-run"),
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    OUTPUTS.extend((proc.stdout, proc.stderr))
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, (proc.stdout, proc.stderr)
+    assert proc.stdout.startswith("mm1: would-fail: signer env TEST_WALLET_KEY is not set key="), proc.stdout
+    # a command that signs still says which key is missing: that credential's pass fails (issue 23)
     proc = subprocess.run(
         w.argv("rotate", "--all"), env=env, capture_output=True, text=True, timeout=30, check=False
     )
-    _one_line(proc, "TEST_WALLET_KEY is not set")
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert proc.stdout.strip().endswith("error=(signer) signer env TEST_WALLET_KEY is not set"), proc.stdout
 
 
 # -- item 24: check --offline -------------------------------------------------------------------------------
@@ -140,7 +151,10 @@ def test_an_empty_variable_is_not_reported_as_unset(
     proc = subprocess.run(
         w.argv("rotate", "--all"), env=env, capture_output=True, text=True, timeout=30, check=False
     )
-    _one_line(proc, "TEST_WALLET_KEY is set but empty")
+    # That credential's pass fails alone, in one line (issue 23: not exit 2 for every credential).
+    assert proc.returncode == 1 and "Traceback" not in proc.stdout + proc.stderr
+    [line] = [x for x in proc.stdout.splitlines() if x.startswith("mm1:")]
+    assert line == "mm1: failed error=(signer) signer env TEST_WALLET_KEY is set but empty", line
     env = {**w.env(), "TEST_FILE_KEY": " "}
     proc = subprocess.run(w.argv("status"), env=env, capture_output=True, text=True, timeout=30, check=False)
     _one_line(proc, "TEST_FILE_KEY is set but empty")

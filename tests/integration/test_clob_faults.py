@@ -71,20 +71,22 @@ def test_endless_429_fails_the_pass_cleanly(worker: Worker, fresh_sandbox: Sandb
 
 
 @pytest.mark.parametrize(
-    ("status", "body", "ctype"),
+    ("status", "body", "ctype", "times"),
     [
-        (503, '{"error":"service unavailable"}', "application/json"),
-        (425, '{"error":"service not ready"}', "application/json"),
-        (403, "<html><title>Attention Required! | Cloudflare</title></html>", "text/html"),
+        (503, '{"error":"service unavailable"}', "application/json", 4),
+        (425, '{"error":"service not ready"}', "application/json", 4),
+        # Two Cloudflare pages in a row pass (a challenge that clears); three are an edge block,
+        # its own failure (issue 24, tests/integration/test_clob_egress.py).
+        (403, "<html><title>Attention Required! | Cloudflare</title></html>", "text/html", 2),
     ],
-    ids=["5xx", "425-engine-restart", "cloudflare-403"],
+    ids=["5xx", "425-engine-restart", "cloudflare-403-passing"],
 )
 def test_transient_bursts_during_verify_are_waited_out(
-    worker: Worker, fresh_sandbox: Sandbox, status: int, body: str, ctype: str
+    worker: Worker, fresh_sandbox: Sandbox, status: int, body: str, ctype: str, times: int
 ) -> None:
-    fresh_sandbox.inject("GET", "/balance-allowance", status, body, {"Content-Type": ctype}, times=4)
+    fresh_sandbox.inject("GET", "/balance-allowance", status, body, {"Content-Type": ctype}, times=times)
     worker.rotate("--force")
-    assert count(fresh_sandbox, "GET", "/balance-allowance", status) == 4
+    assert count(fresh_sandbox, "GET", "/balance-allowance", status) == times
     assert worker.published().nonce == 1  # type: ignore[union-attr]
     assert_consistent(worker, fresh_sandbox)
 

@@ -525,7 +525,9 @@ def test_the_example_bot_rides_through_cli_rotations_and_status_lists_it(
         assert status.returncode == 0, status.stderr
         line = next(x for x in status.stdout.splitlines() if "consumer example-bot" in x)
         current = w.state().current
-        assert current is not None and ack_prefix(current.api_key) in line and " current " in line
+        # The one masked form, whose head is the acknowledgement's too.
+        assert current is not None and current.masked in line and " current " in line
+        assert current.masked[:13] in ack_prefix(current.api_key)
         as_json = json.loads(w.run("status", "--json").stdout)
         assert [c["consumer"] for c in as_json[0]["consumers"]] == ["example-bot"]
         assert as_json[0]["consumers"][0]["live"] is True

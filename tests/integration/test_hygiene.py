@@ -8,7 +8,7 @@ made with py-clob-client, as a person would make them; reap runs on the file sto
 from __future__ import annotations
 
 import json
-import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -18,10 +18,10 @@ from py_clob_client.client import ClobClient
 
 from rotator.config import load_settings
 from rotator.hygiene import audit
-from rotator.model import mask
+from rotator.model import CredentialRef, mask
 from rotator.runtime import Runtime
 from rotator.sandbox import Sandbox
-from tests.harness import OUTPUTS, SECRETS, Worker
+from tests.harness import OUTPUTS, SECRETS, Worker, unaccounted_keys
 from tests.integration.test_orphans import BACKENDS, StoreWorker
 
 pytestmark = pytest.mark.timeout(180)
@@ -150,12 +150,19 @@ def _held_secrets(w: Worker) -> set[str]:
 def test_a_one_shot_run_audits_when_the_last_audit_is_older_than_audit_every(
     sandbox: Sandbox, tmp_path: Path, wallet: Any
 ) -> None:
-    w = Worker(tmp_path, sandbox.url, *wallet, extra={"daemon": {"audit_every": "2s"}})
+    w = Worker(tmp_path, sandbox.url, *wallet, extra={"daemon": {"audit_every": "1h"}})
     zero = hand_made(sandbox, w, 0)
     out = w.rotate().stdout
     assert f"audit mm1: unmanaged=1 (new 1) closed-only=no keys=[{mask(zero)}]" in out
-    assert "audit mm1:" not in w.rotate().stdout  # audited 2 s ago at most: not due
-    time.sleep(2.1)
+    assert "audit mm1:" not in w.rotate().stdout  # audited moments ago: not due
+    # An hour passes, as far as the record says (no sleeping through it, however slow the machine).
+    store = w.store()
+    snap = store.load(w.ref)
+    assert snap.state.audit is not None
+    record = snap.state.audit
+    seen = tuple(replace(u, first_seen=u.first_seen - 3601) for u in record.unmanaged)
+    older = replace(record, at=record.at - 3601, unmanaged=seen)
+    store.save(w.ref, replace(snap.state, audit=older), snap.version)
     assert "audit mm1: unmanaged=1 (new 0)" in w.rotate().stdout
     assert "audit mm1:" not in w.rotate("--dry-run").stdout
 
@@ -329,3 +336,75 @@ def test_credentials_sharing_a_wallet_are_not_each_others_unmanaged_keys(
     assert "mm1: nothing-to-reap" in out, out
     assert live(sb, w) == before
     assert not any(m == "DELETE" for (m, _, _) in sb.request_counts())
+
+
+def _shared_wallet(w: Worker, mm0: dict[str, Any], mm1: dict[str, Any]) -> None:
+    """Two credentials on ``w``'s wallet and file store: mm0 and mm1, with these extra settings."""
+    cfg = w.config()
+    base = cfg["credentials"][0]
+    cfg["credentials"] = [
+        {**base, "name": "mm0", "path": "polymarket/mm0", **mm0},
+        {**base, "name": "mm1", "path": "polymarket/mm1", **mm1},
+    ]
+    w.config_path.write_text(yaml.safe_dump(cfg))
+
+
+def test_reap_on_a_shared_wallet_revokes_the_unmanaged_key_and_never_a_siblings_it_reaches_first(
+    fresh_sandbox: Sandbox, tmp_path: Path, wallet: Any
+) -> None:
+    """Issue 26: a truly unmanaged key on a shared wallet, so reap runs its walk. The walk reaches the
+    sibling's key at nonce 0 before the unmanaged one: only a key the audit found unmanaged is revoked
+    (the derived key's id must be one of them), the sibling's is left."""
+    sb = fresh_sandbox
+    w = Worker(tmp_path, sb.url, *wallet, extra={"daemon": {"audit_every": "0"}})
+    _shared_wallet(w, {"start_nonce": 0}, {"start_nonce": 1000})
+    stray = hand_made(sb, w, 1000)  # taken by hand: mm1's bootstrap walks past it
+    w.rotate()
+    st0 = w.store().load(CredentialRef("mm0", "")).state
+    assert st0.current is not None and st0.current.nonce == 0
+    sibling = st0.current.api_key
+    st1 = w.state()
+    assert st1.current is not None and st1.current.nonce == 1001
+
+    out = run_ok(w, "reap", "--credential", "mm1", "--execute")
+    assert f"mm1: revoked unmanaged key={mask(stray)} nonce=1000" in out, out
+    assert "mm1: reaped reaped=1 unreachable=0" in out, out
+    assert stray not in live(sb, w)
+    w.foreign.discard(stray)
+    assert sibling in live(sb, w)
+    assert {r.api_key: r for r in sb.keys(w.address)}[sibling].revoked_by is None
+    assert live(sb, w) == {sibling, st1.current.api_key}
+    assert unaccounted_keys(w, sb) == set()  # I3
+
+
+def test_reap_waits_while_a_sibling_on_the_wallet_has_a_key_created_and_not_yet_recorded(
+    sandbox: Sandbox, tmp_path: Path, wallet: Any
+) -> None:
+    """Issue 26: mm0 crashed mid-rotation (intent recorded, key created at nonce 0, not recorded). To
+    mm1's audit that key is on the wallet and in no state: reap must wait (in-flight), not revoke it;
+    mm0's next pass then finds its own key and finishes."""
+    w = Worker(tmp_path, sandbox.url, *wallet, extra={"daemon": {"audit_every": "0"}})
+    _shared_wallet(w, {"start_nonce": 0}, {"start_nonce": 1000})
+    run_ok(w, "rotate", "--credential", "mm1")
+    hold = sandbox.hold("POST", "/auth/api-key", "after")
+    proc = w.start("rotate", "--credential", "mm0")
+    try:
+        assert hold.reached.wait(60), "mm0 never created its key"
+        w.kill(proc)
+    finally:
+        hold.release()
+    st0 = w.store().load(CredentialRef("mm0", "")).state
+    assert st0.pending is not None and st0.pending.nonce == 0 and st0.pending.key is None
+    [made] = [r.api_key for r in sandbox.keys(w.address) if r.nonce == 0]
+
+    proc2 = w.run("reap", "--credential", "mm1", "--execute")
+    assert "mm1: in-flight" in proc2.stdout, proc2.stdout + proc2.stderr
+    assert made in live(sandbox, w)
+
+    assert "mm0: rotated" in run_ok(w, "rotate", "--credential", "mm0")
+    st0 = w.store().load(CredentialRef("mm0", "")).state
+    assert st0.current is not None and st0.current.api_key == made
+    out = run_ok(w, "reap", "--credential", "mm1", "--execute")
+    assert "mm1: nothing-to-reap" in out, out
+    assert made in live(sandbox, w)
+    assert unaccounted_keys(w, sandbox) == set()  # I3

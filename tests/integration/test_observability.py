@@ -53,9 +53,24 @@ DESIGN_METRICS = {
     "rotator_store_operations_total": "counter",
     "rotator_build_info": "gauge",
     "rotator_leader": "gauge",  # the daemon's; one-shot runs do not export it
+    "rotator_clob_blocked": "gauge",
+    "rotator_key_model": "gauge",
+    "rotator_keys_revived_total": "counter",
 }
 #: Every label the worker may put on a series: bounded by config (credential, backend) or by code.
-ALLOWED_LABELS = {"credential", "result", "endpoint", "code", "backend", "operation", "version", "le", "tier"}
+# model: rotator_key_model's bounded enum (several, one, unknown; issue 24).
+ALLOWED_LABELS = {
+    "credential",
+    "result",
+    "endpoint",
+    "code",
+    "backend",
+    "operation",
+    "version",
+    "le",
+    "tier",
+    "model",
+}
 #: Series the rules may use that are not the worker's: Prometheus' own and the Pushgateway's.
 NOT_OURS = {"up", "push_time_seconds"}
 
@@ -437,7 +452,7 @@ def test_daemon_logs_json_audit_events_and_stops_on_sigterm(sandbox: Sandbox, tm
         assert isinstance(e["duration"], float | int) and e["outcome"]
         for field in ("key", "previous"):
             if e.get(field) is not None:
-                assert e[field] == mask(e[field]) and len(e[field]) <= 13, f"{field} not masked in {e}"
+                assert e[field] == mask(e[field]) and len(e[field]) <= 18, f"{field} not masked in {e}"
     created = next(e for e in audit if e["step"] == "create")
     assert created["nonce"] == key.nonce and created["key"] == key.masked
     assert key.api_key not in daemon.stderr, "a full key id in the logs"

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -22,7 +23,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from rotator.sandbox import Sandbox, SandboxSettings
 from rotator.stores.base import Store
-from tests.harness import OUTPUTS, SECRETS, Worker, sdk_works, wait_for
+from tests.harness import OUTPUTS, SECRETS, Worker, faketime_env, sdk_works, wait_for
 from tests.servers import free_port
 
 pytestmark = pytest.mark.slow
@@ -94,7 +95,19 @@ class Replica:
         return self.proc.poll() is None
 
 
-def start_replica(w: FleetWorker, n: int) -> Replica:
+#: Runs the CLI under another host name (argv[1]), as a replica in a pod of its own would: owners on
+#: other hosts cannot be proven dead, so only the lease record's silence tells a standby.
+AS_HOST = (
+    "import runpy, socket, sys; name = sys.argv.pop(1); socket.gethostname = lambda: name; "
+    "runpy.run_module('rotator.cli', run_name='__main__', alter_sys=True)"
+)
+
+
+def start_replica(
+    w: FleetWorker, n: int, env: dict[str, str] | None = None, host: str | None = None
+) -> Replica:
+    """Replica ``n`` of ``w`` as a real ``rotator run`` process; ``env``: added to its environment
+    (a shifted clock, say); ``host``: the host name it sees (its own pod's)."""
     port = free_port()
     w.extra = {"metrics": {"port": port, "host": "127.0.0.1"}}
     w.config_path.parent.mkdir(parents=True, exist_ok=True)
@@ -106,8 +119,10 @@ def start_replica(w: FleetWorker, n: int) -> Replica:
     log = w.tmp / f"replica-{n}.log"
     argv = [*w.argv("run")]
     argv[argv.index(str(w.config_path))] = str(path)
+    if host is not None:
+        argv[1:3] = ["-c", AS_HOST, host]  # instead of "-m rotator.cli"
     with log.open("wb") as out:
-        proc = subprocess.Popen(argv, env=w.env(), stdout=out, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(argv, env={**w.env(), **(env or {})}, stdout=out, stderr=subprocess.STDOUT)
     return Replica(w, port, proc, log)
 
 
@@ -215,17 +230,26 @@ def test_replicas_act_as_one_and_fail_over(
     killed = time.monotonic()
     old = w.published()
     assert old is not None
-    w.rotate("--force")
+    # The forced run goes on beside the takeover (a CLI process takes seconds to start on a busy
+    # machine: timing the takeover after it would time the CLI).
+    forced = threading.Thread(target=w.rotate, args=("--force",))
+    forced.start()
     standbys = replicas[1:]
+
+    def someone_leads() -> bool:
+        return any(r.leader() == 1 for r in standbys)
 
     def someone_works() -> bool:
         return any(r.leader() == 1 and r.clob_requests() > 0 for r in standbys)
 
-    wait_for(someone_works, timeout=LEASE + RENEW + TICK + 10, interval=0.1)
+    wait_for(someone_leads, timeout=LEASE + RENEW + 10, interval=0.1)
     took = time.monotonic() - killed
-    # The lease, one renewal step of the standby that notices, one tick to its next pass; the rest
-    # is process scheduling on a busy 2-core machine.
-    assert took <= LEASE + RENEW + TICK + 1.5, took
+    # The lease counted from the last renewal the standby saw (at most one renewal before the kill),
+    # and the standby's step that notices; the rest is process scheduling on a busy 2-core machine.
+    assert took <= LEASE + RENEW + 1.5, took
+    wait_for(someone_works, timeout=TICK + 10, interval=0.1)  # then its next tick's pass
+    forced.join(60)
+    assert not forced.is_alive()
     assert sum(r.leader() for r in standbys) == 1
 
     # One published working key, and no orphan (I3): every key the CLOB holds is accounted for.
@@ -261,3 +285,188 @@ def test_a_graceful_stop_hands_the_lease_over_at_once(
     wait_for(lambda: standby.leader() == 1, timeout=12.0, interval=0.1)
     assert time.monotonic() - stopped < 12.0 / 2, "the standby waited for the lease to lapse"
     assert "leader lease: released" in leader.log.read_text()
+
+
+# -- issue 22 items 1 and 2: replicas whose clocks disagree ---------------------------------------
+
+
+@dataclass
+class Watch:
+    """Both replicas' ``rotator_leader``, sampled together until told to stop."""
+
+    replicas: tuple[Replica, ...]
+    samples: list[tuple[float, tuple[float, ...]]] = field(default_factory=list)
+
+    def sample(self) -> tuple[float, ...]:
+        values = tuple(r.leader() if r.alive() else 0.0 for r in self.replicas)
+        self.samples.append((time.monotonic(), values))
+        return values
+
+    def run(self, seconds: float) -> None:
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            self.sample()
+            time.sleep(0.05)
+
+    def longest_overlap(self) -> float:
+        """The longest stretch over which more than one replica said it leads."""
+        longest, since = 0.0, None
+        for at, values in self.samples:
+            if sum(values) > 1:
+                since = at if since is None else since
+                longest = max(longest, at - since)
+            else:
+                since = None
+        return longest
+
+
+# Every skew on the file store; on OpenBao the one that steals (a standby ahead), on moto the one
+# that delays the failover (a dead leader ahead): their lease records change differently on a
+# renewal (Vault: a new version; AWS: only a tag). The election over every backend on every skew
+# is in tests/contract/test_lease_contract.py, on clocks the test moves.
+@pytest.mark.parametrize(
+    ("fleet_worker", "skewed", "shift"),
+    [
+        ("file", "standby", "+60s"),
+        ("file", "standby", "-60s"),
+        ("file", "leader", "+60s"),
+        ("file", "leader", "-60s"),
+        ("vault", "standby", "+60s"),
+        ("aws", "leader", "+60s"),
+    ],
+    indirect=["fleet_worker"],
+)
+def test_a_skewed_replica_neither_steals_nor_delays_the_lease(
+    fleet_worker: FleetWorker, replicas: list[Replica], skewed: str, shift: str
+) -> None:
+    """Issue 22 items 1-2: one replica's wall clock 60 s off (libfaketime). The live, renewing leader
+    keeps its lease whatever the clocks (never two leaders for longer than one renewal), and once it
+    is SIGKILLed the other takes over within lease + renew. Each replica has a host name of its own,
+    as pods do, so nothing proves the dead one dead but the silence of its lease record."""
+    w = fleet_worker
+    skew = faketime_env(shift)
+    leader = start_replica(w, 0, skew if skewed == "leader" else None, host="pod-0")
+    replicas.append(leader)
+    wait_for(lambda: leader.ready() and leader.leader() == 1, timeout=30)
+    standby = start_replica(w, 1, skew if skewed == "standby" else None, host="pod-1")
+    replicas.append(standby)
+    wait_for(standby.ready, timeout=30)
+
+    watch = Watch((leader, standby))
+    watch.run(LEASE + 2 * RENEW)  # past the lease: a standby judging by its clock would have moved
+    assert watch.longest_overlap() < RENEW, watch.samples
+    # A renewal that comes late on a busy machine makes the leader stand by until the next one; the
+    # standby must still never take a lease whose record keeps changing.
+    stolen = [values for _, values in watch.samples if values[1] != 0.0]
+    assert not stolen, f"the standby took the renewing leader's lease: {stolen}"
+    wait_for(lambda: watch.sample() == (1.0, 0.0), timeout=10)
+    assert standby.clob_requests() == 0, "the standby spent CLOB requests"
+
+    os.kill(leader.proc.pid, signal.SIGKILL)
+    leader.proc.wait(timeout=10)
+    killed = time.monotonic()
+    wait_for(lambda: standby.leader() == 1, timeout=LEASE + RENEW + 15, interval=0.05)
+    took = time.monotonic() - killed
+    # Lease + renew from the last renewal it saw, which came before the kill; the rest is process
+    # scheduling on a busy machine.
+    assert took <= LEASE + RENEW + 1.5, took
+    wait_for(lambda: standby.clob_requests() > 0, timeout=30)  # and it works, on the CLOB's clock
+    assert "Traceback" not in standby.log.read_text()
+
+
+# -- issue 26: a replica that loses the lease mid-pass starts no further step ---------------------
+
+
+def lease_file(w: FleetWorker) -> Path:
+    return Path(f"{w.tmp / 'keys.enc'}.leases.json")
+
+
+def set_lease_file(w: FleetWorker, content: bytes) -> None:
+    """Write the lease file under the store's own lock, as a write of the store itself would."""
+    import fcntl
+
+    with open(f"{w.tmp / 'keys.enc'}.lock", "a+b") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        lease_file(w).write_bytes(content)
+
+
+def lose_the_lease(w: FleetWorker, fleet: list[Replica]) -> bytes:
+    """Make every lease read fail (the store answers garbage): the leader's next renewal fails, so
+    it stands by at once, mid-pass included; nobody can take the lease meanwhile. Returns what the
+    lease file held, to put back."""
+    good = lease_file(w).read_bytes()
+    set_lease_file(w, b"this is no lease file\n")
+    wait_for(lambda: all(r.leader() == 0 for r in fleet), timeout=10, interval=0.05)
+    return good
+
+
+def stopped_at(fleet: list[Replica], step: str) -> bool:
+    return any(f'"step":"{step}","outcome":"stopped"' in r.log.read_text() for r in fleet)
+
+
+def requests_to(sb: Sandbox, method: str, path: str) -> int:
+    return sum(n for (m, p, _), n in sb.request_counts().items() if (m, p) == (method, path))
+
+
+@pytest.mark.parametrize("fleet_worker", ["file"], indirect=True)
+def test_a_leader_that_loses_the_lease_mid_pass_revokes_no_further_key(
+    fleet_worker: FleetWorker, replicas: list[Replica]
+) -> None:
+    """Two retiring keys are due; the daemon's DELETE of the first is slow (held at the CLOB), and
+    its lease renewal fails meanwhile. The DELETE in flight completes; the second is never sent."""
+    w = fleet_worker
+    sb: Sandbox = w.sandbox  # type: ignore[attr-defined]
+    w.grace = "30s"
+    w.write_config()
+    w.rotate()
+    w.rotate("--force")
+    w.rotate("--force")
+    state = w.state()
+    assert len(state.retiring) == 2 and state.current is not None
+    current = state.current.api_key
+    sb.configure(clock_offset=31.0)  # both graces are over on the CLOB's clock
+    sb.reset_counts()
+    held = sb.hold("DELETE", "/auth/api-key")
+    replicas.append(start_replica(w, 0))
+    assert held.reached.wait(30), "the leader never started revoking"
+    good = lose_the_lease(w, replicas)
+    held.release()
+    wait_for(lambda: stopped_at(replicas, "revoke"), timeout=20)
+    time.sleep(2 * TICK)  # room for a pass that wrongly went on to send its next DELETE
+    assert requests_to(sb, "DELETE", "/auth/api-key") == 1
+    assert len(sb.live_keys(w.address)) == 2, "a key was revoked after the lease was lost"
+    assert [r.reason for r in w.state().retiring] == ["rotated"]  # the first: done and recorded
+
+    set_lease_file(w, good)  # the store heals: the replica leads again and finishes the job
+    wait_for(lambda: sb.live_keys(w.address) == [current], timeout=30)
+
+
+@pytest.mark.parametrize("fleet_worker", ["file"], indirect=True)
+def test_a_leader_that_loses_the_lease_mid_pass_starts_no_rotation(
+    fleet_worker: FleetWorker, replicas: list[Replica]
+) -> None:
+    """The leader probes the current key (held at the CLOB) and loses the lease meanwhile; the
+    probe then says the key is refused. A rotation is due, but this replica may not start it: no
+    intent, no create, until a replica that holds the lease does."""
+    w = fleet_worker
+    sb: Sandbox = w.sandbox  # type: ignore[attr-defined]
+    w.rotate()
+    first = w.published()
+    assert first is not None
+    sb.reset_counts()
+    held = sb.hold("GET", "/balance-allowance")
+    replicas.append(start_replica(w, 0))
+    assert held.reached.wait(30), "the leader never probed the current key"
+    good = lose_the_lease(w, replicas)
+    sb.invalidate(first.api_key)  # the probe in flight will be refused: a rotation is due
+    held.release()
+    # Stopped before the first step a refused key starts: the revival check (issue 24), else the intent.
+    wait_for(lambda: stopped_at(replicas, "revive") or stopped_at(replicas, "issue"), timeout=20)
+    time.sleep(2 * TICK)
+    assert requests_to(sb, "POST", "/auth/api-key") == 0
+    assert w.state().pending is None and w.published() == first
+
+    set_lease_file(w, good)
+    wait_for(lambda: (w.published() or first).api_key != first.api_key, timeout=30)
+    key = w.published()
+    assert key is not None and sdk_works(sb.url, w.private_key, key)

@@ -252,15 +252,27 @@ def test_a_key_that_never_verifies_is_never_published(
     line = one_line_failure(w.run("rotate", "--all", "--force"), w.name)
     assert "error=(verify)" in line and "did not verify" in line
     assert w.published() == k1
-    unverified = [r for r in w.state().retiring if r.reason == "unverified"] + [
-        h for h in w.state().history if h.nonce == k1.nonce + 1
-    ]
-    assert unverified, "the unverified key must be accounted for"
+    # I3: the unverified key still exists (it refuses its own DELETE while propagating, and derive
+    # still finds it), so it stays retiring, due now; a key recorded as revoked while live would be
+    # tracked by nothing.
+    state = w.state()
+    unverified = [r.key for r in state.retiring if r.reason == "unverified"]
+    assert [k.nonce for k in unverified] == [k1.nonce + 1], state.retiring
+    bad = unverified[0]
+    assert bad.api_key in fresh_sandbox.live_keys(w.address)
+    assert not [h for h in state.history if h.nonce == bad.nonce], state.history
 
     fresh_sandbox.configure(propagation_delay=0.0)
     w.rotate("--force")
     k3 = w.published()
     assert k3 is not None and k3.nonce > k1.nonce + 1
+    # Its revocation is tried again 15 s (on the CLOB's clock) after the refused one: revoked then,
+    # confirmed gone, and only then in the history.
+    fresh_sandbox.configure(clock_offset=20.0)
+    assert "revoked=1" in w.rotate().stdout
+    assert bad.api_key not in fresh_sandbox.live_keys(w.address)
+    assert [h.how for h in w.state().history if h.nonce == bad.nonce] == ["deleted"]
+    assert all(r.key.api_key != bad.api_key for r in w.state().retiring)
     # Every version ever at the published path is k1 or k3: the unverified key never got there.
     assert [v["api_key"] for v in published_versions(openbao, w.ref.path)] == [k1.api_key, k3.api_key]
 

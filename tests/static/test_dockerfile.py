@@ -62,21 +62,47 @@ def _of(stage: list[Any], cmd: str) -> list[Any]:
     return [c for c in stage if c.cmd.upper() == cmd]
 
 
-def test_multi_stage_on_a_slim_python_base(commands: list[Any]) -> None:
+def test_multi_stage_on_a_slim_python_base_flattened_onto_an_empty_image(commands: list[Any]) -> None:
     stages = _stages(commands)
-    assert len(stages) >= 2
     base = _build_args(commands)["PYTHON_IMAGE"]
     assert re.fullmatch(r"python:3\.11-slim(-\w+)?", base)
-    for stage in stages:
-        image = stage[0].value[0].replace("${PYTHON_IMAGE}", base)
-        assert image == base
-    assert [s[0].value[1:] for s in stages] == [("AS", "build"), ("AS", "runtime")]
+    assert [s[0].value[1:] for s in stages] == [("AS", "build"), ("AS", "rootfs"), ("AS", "runtime")]
+    for stage in stages[:2]:
+        assert stage[0].value[0].replace("${PYTHON_IMAGE}", base) == base
+    # What rootfs deletes (pip, setuptools, wheels) must be gone from the image, not hidden by a layer.
+    assert stages[2][0].value[0] == "scratch"
 
 
-def test_runtime_stage_copies_only_the_built_virtualenv(commands: list[Any]) -> None:
-    runtime = _stages(commands)[-1]
+def test_runtime_stage_is_the_rootfs_stage_alone(commands: list[Any]) -> None:
+    _, rootfs, runtime = _stages(commands)
     copies = _of(runtime, "COPY") + _of(runtime, "ADD")
-    assert [(c.flags, c.value) for c in copies] == [(("--from=build",), ("/opt/rotator", "/opt/rotator"))]
+    assert [(c.flags, c.value) for c in copies] == [(("--from=rootfs",), ("/", "/"))]
+    assert not _of(runtime, "RUN")
+    # rootfs takes the virtualenv from build and nothing else of it.
+    froms = [(c.flags, c.value) for c in _of(rootfs, "COPY") if c.flags]
+    assert froms == [(("--from=build",), ("/opt/rotator", "/opt/rotator"))]
+
+
+def test_the_image_installs_exactly_the_lock_with_hashes(commands: list[Any]) -> None:
+    """Every third-party package from requirements/image.txt, hash-checked, with no dependency
+    resolution of its own; the project itself with --no-deps (its dependencies are in the lock)."""
+    build = _stages(commands)[0]
+    installs = [c.value[0] for c in _of(build, "RUN") if "pip install" in c.value[0]]
+    assert len(installs) == 2, installs
+    lock, project = installs
+    assert "--require-hashes" in lock and "--no-deps" in lock and "-r requirements/image.txt" in lock
+    assert "--no-deps" in project and re.search(r"pip install [^&]*--no-deps \.", project)
+    assert all("--no-cache-dir" in i for i in installs)
+    # The image's lock is a part of the one lock: the same versions (tests/static/test_lock.py).
+    copied = [c.value for c in _of(build, "COPY")]
+    assert ("requirements/image.txt", "requirements/") in copied
+
+
+def test_pip_and_setuptools_leave_the_virtualenv(commands: list[Any]) -> None:
+    build = _stages(commands)[0]
+    runs = " ".join(c.value[0] for c in _of(build, "RUN"))
+    assert "pip uninstall --yes --quiet pip setuptools" in runs
+    assert "rm -rf tests docs newsfragments" in runs
 
 
 def test_runs_as_a_numeric_non_root_user_matching_the_chart(commands: list[Any]) -> None:
@@ -126,7 +152,7 @@ def test_oci_labels(commands: list[Any]) -> None:
         labels.update((k, v.strip('"')) for k, v in zip(c.value[::2], c.value[1::2], strict=True))
     for name in ("title", "description", "version", "revision", "created", "source", "licenses"):
         assert f"org.opencontainers.image.{name}" in labels
-    assert labels["org.opencontainers.image.title"] == "rotator"
+    assert labels["org.opencontainers.image.title"] == "polymarket-rotator"  # the distribution's name
     assert labels["org.opencontainers.image.licenses"] == "Apache-2.0"
 
 
@@ -202,7 +228,8 @@ def test_build_context_is_only_the_package_sources() -> None:
     context = _build_context()
     assert "pyproject.toml" in context and "README.md" in context
     assert "rotator/cli.py" in context and "rotator/py.typed" in context
-    strays = [p for p in context if p not in ("pyproject.toml", "README.md") and not p.startswith("rotator/")]
+    allowed = ("pyproject.toml", "README.md", "requirements/image.txt", "scripts/sbom.py")
+    strays = [p for p in context if p not in allowed and not p.startswith("rotator/")]
     assert strays == []
     assert not [p for p in context if "__pycache__" in p or p.endswith(".pyc")]
 
@@ -228,8 +255,7 @@ def test_secrets_and_local_files_never_enter_the_build_context(path: str) -> Non
 
 def test_every_copied_source_is_in_the_build_context(commands: list[Any]) -> None:
     rules = _dockerignore()
-    build = _stages(commands)[0]
-    copies = [c for c in _of(build, "COPY") if not any(f.startswith("--from") for f in c.flags)]
+    copies = [c for c in _of(commands, "COPY") if not any(f.startswith("--from") for f in c.flags)]
     assert copies
     for c in copies:
         for src in c.value[:-1]:

@@ -194,6 +194,8 @@ def test_renders_the_objects_the_values_ask_for(rendered: dict[str, Rendered], s
         expected.append("ConfigMap")
     if v["networkPolicy"]["enabled"]:
         expected.append("NetworkPolicy")
+    if v["mode"] == "deployment" and v["deployment"]["replicas"] > 1:
+        expected.append("PodDisruptionBudget")
     assert r.kinds() == sorted(expected)
     # The chart never creates a Secret: keys come from existing ones, Vault or KMS.
     assert "Secret" not in r.kinds()
@@ -454,7 +456,16 @@ def test_the_restricted_check_is_not_vacuous(chart: Any) -> None:
         },
         "extraVolumes": [{"name": "host", "hostPath": {"path": "/"}}],
     }
-    found = restricted_violations(_worker_pod(_render(chart, insecure)))
+    # The chart refuses such values at install (test_a_wiring_mistake_fails_the_render_naming_the_value):
+    # the checker is tried on a rendered pod with the same overrides applied after the render.
+    with pytest.raises(Exception, match=r"is refused|must be"):
+        _render(chart, insecure)
+    pod = copy.deepcopy(_worker_pod(_render(chart, {})))
+    pod["securityContext"].update(insecure["podSecurityContext"])
+    pod["volumes"] += insecure["extraVolumes"]
+    for c in pod["containers"]:
+        c["securityContext"] = {**c["securityContext"], **insecure["securityContext"]}
+    found = restricted_violations(pod)
     assert found == [
         "volume host: type ['hostPath'] not allowed",
         "container rotator: privileged",
@@ -842,20 +853,21 @@ def test_chart_files_are_links_to_the_repository_rules_and_dashboard() -> None:
 
 
 @pytest.mark.parametrize("scenario", MONITORED)
-def test_prometheus_rule_is_the_rules_file_byte_for_byte(
+def test_prometheus_rule_is_the_rules_file_byte_for_byte_but_absolute_runbook_links(
     rendered: dict[str, Rendered], scenario: str
 ) -> None:
     r = rendered[scenario]
     text = r.text("prometheusrule.yaml")
     head, sep, body = text.partition("\nspec:\n")
     assert sep
-    # The template indents the file by two spaces and nothing else.
+    # The template indents the file by two spaces and makes runbook links absolute, nothing else.
     lines = body.rstrip("\n").split("\n")
     assert all(line.startswith("  ") or line == "" for line in lines)
     unindented = "\n".join(line[2:] for line in lines) + "\n"
+    relative = re.sub(r'runbook_url: "https://[^"#]*#', 'runbook_url: "docs/runbook.md#', unindented)
+    assert relative != unindented
     source = RULES.read_bytes()
-    assert unindented.encode() == source
-    assert yaml.safe_load(text)["spec"] == yaml.safe_load(source)
+    assert relative.encode() == source
     assert r.values["prometheusRule"]["labels"].items() <= yaml.safe_load(head)["metadata"]["labels"].items()
 
 
@@ -1121,3 +1133,278 @@ def test_chart_readme_install_examples_install_and_pass_the_worker_check(chart: 
         path = tmp_path / "config.yaml"
         path.write_text(r.one("ConfigMap", FULLNAME)["data"]["config.yaml"], encoding="utf-8")
         assert load_settings(path, env={}).credentials
+
+
+# --- wiring mistakes refused at install (issue 25) --------------------------------------------------
+
+VAULT = "cronjob-vault"  # token auth, a CA on an extra volume, an env signer and a Vault signer
+SIGNER_FILES = "cronjob-vault-monitoring"  # a file signer through signerFiles
+
+
+def _mistake(scenario: str, edit: Any) -> dict[str, Any]:
+    values = copy.deepcopy(_scenario_values(scenario))
+    edit(values)
+    return values
+
+
+def _creds(values: dict[str, Any]) -> list[dict[str, Any]]:
+    creds = values["config"]["credentials"]
+    assert isinstance(creds, list)
+    return creds
+
+
+@pytest.mark.parametrize(
+    ("scenario", "edit", "message"),
+    [
+        pytest.param(
+            VAULT,
+            lambda v: v["secretEnv"][1].update(env="SIGNER_MM_1"),
+            "config.credentials[0].signer.env (market-maker-1): the worker reads environment variable "
+            "SIGNER_MARKET_MAKER_1, which no secretEnv (or extraEnv) entry sets",
+            id="secret-env-differs-from-the-signer-env",
+        ),
+        pytest.param(
+            VAULT,
+            lambda v: v["secretEnv"].append({"env": "SIGNER_MM_3", "secretName": "s", "key": "k"}),
+            "secretEnv[2].env SIGNER_MM_3: nothing in config names this variable",
+            id="secret-env-nothing-reads",
+        ),
+        pytest.param(
+            VAULT,
+            lambda v: v["secretEnv"].pop(0),
+            "config.store.vault.auth.token_env: the worker reads environment variable VAULT_TOKEN",
+            id="vault-token-env-not-set",
+        ),
+        pytest.param(
+            SIGNER_FILES,
+            lambda v: v["signerFiles"].append({"name": "market-maker-9", "secretName": "s", "key": "k"}),
+            "signerFiles[2].name market-maker-9: no signer has path /var/run/rotator/signers/market-maker-9",
+            id="signer-file-no-signer-uses",
+        ),
+        pytest.param(
+            SIGNER_FILES,
+            lambda v: v["signerFiles"].clear(),
+            "config.credentials[0].signer.path (market-maker-1) /var/run/rotator/signers/market-maker-1: "
+            "no volume is mounted there",
+            id="signer-path-without-signer-files",
+        ),
+        pytest.param(
+            VAULT,
+            lambda v: v["config"]["store"]["vault"]["tls"].update(ca_cert="/etc/vault/ca.crt"),
+            "config.store.vault.tls.ca_cert /etc/vault/ca.crt: no volume is mounted there",
+            id="ca-cert-nothing-mounts",
+        ),
+        pytest.param(
+            VAULT,
+            lambda v: v["extraVolumeMounts"][0].update(name="vault-cert"),
+            "extraVolumeMounts[0].name vault-cert: no volume of that name (extraVolumes)",
+            id="volume-mount-without-volume",
+        ),
+        pytest.param(
+            VAULT,
+            lambda v: v.update(cronjob={"schedule": "*/15 * * *"}),
+            'cronjob.schedule "*/15 * * *": needs 5 fields',
+            id="schedule-four-fields",
+        ),
+        pytest.param(
+            VAULT,
+            lambda v: v.update(cronjob={"schedule": "0 24 * * *"}),
+            'cronjob.schedule "0 24 * * *": "24" is not a valid hour field',
+            id="schedule-hour-out-of-range",
+        ),
+        pytest.param(
+            VAULT,
+            lambda v: v.update(cronjob={"schedule": "*/15 * * * MON-FUNDAY"}),
+            '"MON-FUNDAY" is not a valid day of week field',
+            id="schedule-bad-day-name",
+        ),
+        pytest.param(
+            VAULT,
+            lambda v: v.update(cronjob={"timeZone": "Europe/Lodnon"}),
+            'cronjob.timeZone "Europe/Lodnon": not a time zone name of the IANA database',
+            id="time-zone-misspelt",
+        ),
+        pytest.param(
+            VAULT,
+            lambda v: v.update(podSecurityContext={"runAsUser": 0}),
+            "podSecurityContext.runAsUser: 0 (root) is refused",
+            id="pod-run-as-root",
+        ),
+        pytest.param(
+            VAULT,
+            lambda v: v.update(securityContext={"runAsUser": 0}),
+            "securityContext.runAsUser: 0 (root) is refused",
+            id="container-run-as-root",
+        ),
+        pytest.param(
+            VAULT,
+            lambda v: v.update(podSecurityContext={"runAsNonRoot": False}),
+            "podSecurityContext.runAsNonRoot: false is refused",
+            id="run-as-non-root-false",
+        ),
+        pytest.param(
+            VAULT,
+            lambda v: v.update(securityContext={"allowPrivilegeEscalation": True}),
+            "securityContext.allowPrivilegeEscalation must be false",
+            id="privilege-escalation",
+        ),
+        pytest.param(
+            VAULT,
+            lambda v: v.update(securityContext={"privileged": True, "allowPrivilegeEscalation": False}),
+            "securityContext.privileged: true is refused",
+            id="privileged",
+        ),
+        pytest.param(
+            VAULT,
+            lambda v: v.update(securityContext={"capabilities": {"drop": ["ALL"], "add": ["SYS_ADMIN"]}}),
+            "securityContext.capabilities.add: SYS_ADMIN is refused",
+            id="capability-added",
+        ),
+        pytest.param(
+            VAULT,
+            lambda v: v.update(podSecurityContext={"seccompProfile": {"type": "Unconfined"}}),
+            "podSecurityContext.seccompProfile.type: Unconfined is refused",
+            id="seccomp-unconfined",
+        ),
+        pytest.param(
+            VAULT,
+            lambda v: v["extraVolumes"].append({"name": "host", "hostPath": {"path": "/"}}),
+            "extraVolumes[1] (host): hostPath volumes are refused",
+            id="host-path-volume",
+        ),
+    ],
+)
+def test_a_wiring_mistake_fails_the_render_naming_the_value(
+    helm: Any, chart: Any, scenario: str, edit: Any, message: str
+) -> None:
+    good = _scenario_values(scenario)
+    chart.render(good, name=RELEASE, namespace=NAMESPACE)  # the scenario itself renders
+    with pytest.raises(helm.HelmRenderError) as caught:
+        chart.render(_mistake(scenario, edit), name=RELEASE, namespace=NAMESPACE)
+    assert message in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    "schedule",
+    ["*/15 * * * *", "0 3 * * 1-5", "30 2 1,15 * ?", "0 0 1 jan,JUL *", "5-55/10 */2 * * SUN", "@hourly"],
+)
+def test_valid_schedules_and_time_zones_render(chart: Any, schedule: str) -> None:
+    values = {"cronjob": {"schedule": schedule, "timeZone": "Europe/London"}}
+    r = _render(chart, values)
+    assert r.one("CronJob")["spec"]["schedule"] == schedule
+    assert r.one("CronJob")["spec"]["timeZone"] == "Europe/London"
+
+
+def test_the_time_zone_list_is_the_iana_database() -> None:
+    import zoneinfo
+
+    names = (CHART / "files" / "timezones.txt").read_text(encoding="utf-8").splitlines()
+    assert names == sorted(set(names)) and {"UTC", "Europe/London", "America/New_York"} <= set(names)
+    for name in names:
+        zoneinfo.ZoneInfo(name)  # raises for a name the database does not have
+
+
+def test_files_on_mounted_volumes_and_known_variables_render(chart: Any) -> None:
+    values = _mistake(
+        VAULT,
+        lambda v: (
+            v["config"]["store"]["vault"]["tls"].update(
+                client_cert="/etc/vault-ca/tls.crt", client_key="/etc/vault-ca/tls.key"
+            ),
+            v["secretEnv"].append({"env": "AWS_ACCESS_KEY_ID", "secretName": "aws", "key": "id"}),
+        ),
+    )
+    r = _render(chart, values)
+    assert r.one("CronJob")
+
+
+def _rule_urls(text: str) -> list[str]:
+    return re.findall(r'runbook_url: "([^"]*)"', text)
+
+
+@pytest.mark.parametrize("scenario", MONITORED)
+def test_every_alert_links_an_absolute_runbook_url(rendered: dict[str, Rendered], scenario: str) -> None:
+    chart_meta = yaml.safe_load((CHART / "Chart.yaml").read_text(encoding="utf-8"))
+    base = f"{chart_meta['home']}/blob/v{chart_meta['appVersion']}/docs/runbook.md"
+    spec = yaml.safe_load(rendered[scenario].text("prometheusrule.yaml"))["spec"]
+    alerts = [r for g in spec["groups"] for r in g["rules"] if "alert" in r]
+    assert alerts
+    source = {
+        r["alert"]: r for g in yaml.safe_load(RULES.read_text())["groups"] for r in g["rules"] if "alert" in r
+    }
+    for alert in alerts:
+        url = alert["annotations"]["runbook_url"]
+        relative = source[alert["alert"]]["annotations"]["runbook_url"]
+        assert relative.startswith("docs/runbook.md#")  # the repository's file keeps relative links
+        assert url == base + relative.removeprefix("docs/runbook.md"), url
+
+
+def test_runbook_base_url_is_a_value(chart: Any) -> None:
+    values = {**_scenario_values(MONITORED[0]), "runbookBaseUrl": "https://wiki.example.com/rotator"}
+    r = _render(chart, values, OPERATOR_APIS)
+    urls = _rule_urls(r.text("prometheusrule.yaml"))
+    assert urls and all(u.startswith("https://wiki.example.com/rotator#rotator") for u in urls)
+
+
+def test_the_project_home_is_one_url() -> None:
+    import tomllib
+
+    chart_meta = yaml.safe_load((CHART / "Chart.yaml").read_text(encoding="utf-8"))
+    urls = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]["urls"]
+    assert chart_meta["home"] == urls["Homepage"] == urls["Source"] and chart_meta["sources"] == [
+        urls["Source"]
+    ]
+    assert urls["Documentation"] == chart_meta["home"] + "/tree/main/docs"
+
+
+@pytest.mark.parametrize("scenario", DEPLOYMENTS)
+def test_replicas_get_a_disruption_budget_and_spread_across_nodes_and_zones(
+    chart: Any, scenario: str
+) -> None:
+    base = _scenario_values(scenario)
+    # Replicas need a shared store (the chart refuses replicas > 1 with the file store): every
+    # deployment scenario has one, or this test would judge nothing for it.
+    assert (base.get("config", {}).get("store") or {}).get("backend", "file") != "file", scenario
+    one = _render(chart, {**base, "deployment": {"replicas": 1}})
+    assert "PodDisruptionBudget" not in one.kinds()
+    assert "topologySpreadConstraints" not in _worker_pod(one)
+    two = _render(chart, {**base, "deployment": {"replicas": 2}})
+    pdb = two.one("PodDisruptionBudget")
+    assert pdb["spec"] == {
+        "maxUnavailable": 1,
+        "selector": {
+            "matchLabels": {"app.kubernetes.io/name": "rotator", "app.kubernetes.io/instance": RELEASE}
+        },
+    }
+    spread = _worker_pod(two)["topologySpreadConstraints"]
+    assert [c["topologyKey"] for c in spread] == ["kubernetes.io/hostname", "topology.kubernetes.io/zone"]
+    assert all(c["labelSelector"] == pdb["spec"]["selector"] and c["maxSkew"] == 1 for c in spread)
+    custom = {"maxSkew": 2, "topologyKey": "kubernetes.io/hostname", "whenUnsatisfiable": "DoNotSchedule"}
+    three = _render(chart, {**base, "deployment": {"replicas": 3, "topologySpreadConstraints": [custom]}})
+    assert _worker_pod(three)["topologySpreadConstraints"] == [
+        {**custom, "labelSelector": pdb["spec"]["selector"]}
+    ]
+
+
+def test_make_template_renders_offline_and_names_a_mistake(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    script = ROOT / "scripts" / "template.py"
+    good = subprocess.run(
+        [sys.executable, str(script), "-f", str(CHART / "ci" / f"{VAULT}-values.yaml"), "--name", "rot"],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert good.returncode == 0, good.stderr
+    kinds = [d["kind"] for d in yaml.safe_load_all(good.stdout) if d]
+    assert "CronJob" in kinds and "ConfigMap" in kinds
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("cronjob:\n  timeZone: Mars/Olympus\n")
+    proc = subprocess.run(
+        [sys.executable, str(script), "-f", str(CHART / "ci" / f"{VAULT}-values.yaml"), "-f", str(bad)],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 1 and proc.stdout == ""
+    assert 'cronjob.timeZone "Mars/Olympus": not a time zone name' in proc.stderr
+    makefile = (ROOT / "Makefile").read_text(encoding="utf-8")
+    assert re.search(r"^template: .*\n\t\$\(PY\) scripts/template\.py", makefile, re.MULTILINE)

@@ -99,6 +99,30 @@ def test_zero_where_zero_makes_no_sense(tmp_path: Path, section: dict[str, Any],
     assert value in _load(tmp_path, cfg)
 
 
+@pytest.mark.parametrize(
+    ("endpoint", "refused"),
+    [
+        ("/balance-allowance?asset_type=COLLATERAL", False),
+        ("/data/orders?market=0x1", False),
+        ("/auth/api-keys", True),  # every probe would spend the bots' /auth/* budget (I7)
+        ("/auth/ban-status/closed-only", True),
+        ("/auth/", True),
+        ("/../auth/api-keys", True),
+        ("balance-allowance", True),  # not a path
+    ],
+)
+def test_the_probe_endpoint_must_lie_outside_auth(tmp_path: Path, endpoint: str, refused: bool) -> None:
+    cfg = {**_base(), "clob": {"probe": {"endpoint": endpoint}}}
+    if refused:
+        assert "clob.probe.endpoint: must be the path (and query) of an L2 read outside /auth/*" in (
+            _load(tmp_path, cfg)
+        )
+    else:
+        path = tmp_path / "ok.yaml"
+        path.write_text(yaml.safe_dump(cfg))
+        assert load_settings(path, env={}).clob.probe.endpoint == endpoint
+
+
 # -- item 11: no key material in an error --------------------------------------------------------------------
 @pytest.mark.parametrize(
     "mutate",

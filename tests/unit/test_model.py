@@ -96,7 +96,7 @@ def test_copying_a_secret_is_refused_too() -> None:
 
 def test_mask_shows_only_the_ends_of_the_id() -> None:
     key = make_key()
-    assert key.masked == mask(key.api_key) == "5f1e7c3a…5b6a"
+    assert key.masked == mask(key.api_key) == "5f1e7c3a-0d2b…5b6a"
     assert mask(key.masked) == key.masked  # masking a masked id changes nothing (logs re-mask)
 
 
@@ -219,20 +219,34 @@ def test_with_revoked_moves_the_entry_to_history_and_keeps_the_rest() -> None:
     gone, kept = state.retiring
     after = state.with_revoked(gone, "deleted", now=1_700_001_000.0)
     assert after.retiring == (kept,)
-    assert after.history == (*state.history, Revoked(mask("bbbbbbbb-2"), 2, 1_700_001_000.0, "deleted"))
+    record = after.history[-1]
+    assert after.history[:-1] == state.history
+    assert (record.key_prefix, record.nonce, record.revoked_at, record.how) == (
+        mask("bbbbbbbb-2"),
+        2,
+        1_700_001_000.0,
+        "deleted",
+    )
+    # A key issued before history was kept: its age and retirement come from the state.
+    issued = (record.issued_at, record.reason, record.retired_why)
+    assert issued == (gone.key.created_at, "unrecorded", "rotated")
     assert replace(after, retiring=state.retiring, history=state.history) == state  # nothing else moved
     assert state.retiring == (gone, kept)  # the original is untouched
     assert SECRET not in json.dumps([h.to_dict() for h in after.history])
 
 
 def test_with_revoked_keeps_only_the_latest_history() -> None:
+    many = HISTORY_LIMIT + 5
     state = replace(
-        full_state(True), history=tuple(Revoked(f"{i:08d}", i, float(i), "deleted") for i in range(25))
+        full_state(True), history=tuple(Revoked(f"{i:08d}", i, float(i), "deleted") for i in range(many))
     )
     after = state.with_revoked(state.retiring[0], "already-gone", now=99.0)
     assert len(after.history) == HISTORY_LIMIT
-    assert after.history[-1] == Revoked(mask("bbbbbbbb-2"), 2, 99.0, "already-gone")
-    assert after.history[0].key_prefix == f"{25 - HISTORY_LIMIT + 1:08d}"
+    last = after.history[-1]
+    assert (last.key_prefix, last.nonce, last.how) == (mask("bbbbbbbb-2"), 2, "already-gone")
+    assert after.history[0].key_prefix == f"{many - HISTORY_LIMIT + 1:08d}"
+    # The limit is the credential's (credentials[].history_limit).
+    assert len(state.with_revoked(state.retiring[0], "deleted", now=99.0, limit=10).history) == 10
 
 
 def test_an_ack_reads_with_or_without_a_refusal_report_and_a_bad_report_keeps_the_ack() -> None:

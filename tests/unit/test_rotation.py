@@ -459,6 +459,19 @@ def test_a_worker_that_may_not_work_starts_no_step(world) -> None:  # type: igno
     assert run(rot).revoked == 1
 
 
+def test_a_worker_that_may_not_work_starts_no_rotation_when_nothing_is_to_revoke(world) -> None:  # type: ignore[no-untyped-def]
+    """Issue 26: the check before the issue step, on its own (no revocation due to stop earlier)."""
+    clock, store, clob, rot = world
+    run(rot)
+    clock.now += POLICY.rotate_every  # the current key is due; nothing retires
+    rot.stopping = lambda: True
+    clob.calls.clear()
+    before = store.state
+    result = run(rot)
+    assert result.outcome == "stopped" and result.ok
+    assert clob.calls == [] and store.state == before  # no intent recorded, no key created
+
+
 # -- what a pass tells operators ------------------------------------------------------------------
 def audit_records(caplog: pytest.LogCaptureFixture, outcome: str) -> list[logging.LogRecord]:
     return [r for r in caplog.records if r.name == "rotator.audit" and getattr(r, "outcome", None) == outcome]
@@ -562,8 +575,10 @@ def test_a_confirmed_report_rotates_at_once_with_reason_rejected(world, caplog) 
     clock.now += 5
     with caplog.at_level(logging.INFO, logger="rotator.audit"):
         assert daemon_pass(rot).outcome == "rotated"
-    # One probe of the reported key, then the rotation (whose step 7 probes the old key once more).
-    assert clob.calls[: clob.calls.index("create:1")] == ["probe:0"]
+    # One probe of the reported key, a derive at its nonce (nothing there: no lapsed key to revive,
+    # issue 24), one look for a restored state (a key at the next nonce? issue 23), then the
+    # rotation (whose step 7 probes the old key once more).
+    assert clob.calls[: clob.calls.index("create:1")] == ["probe:0", "derive:0", "derive:1"]
     intent = [r for r in caplog.records if getattr(r, "step", None) == "intent"][-1]
     assert intent.reason == "rejected"  # type: ignore[attr-defined]
     assert store.published.nonce == 1  # type: ignore[union-attr]
@@ -611,7 +626,9 @@ def test_after_a_false_report_a_later_one_still_replaces_a_key_that_really_died(
     store.report_refusal(REF, "bot-healthy", prefix, clock.now, clock.now - 0.5, 1)
     clock.now += 5
     assert daemon_pass(rot).outcome == "rotated"
-    assert clob.calls[1:3] == ["probe:0", "create:1"]
+    # The probe, whether it only lapsed (derive at its nonce, issue 24), whether the next nonce is taken.
+    assert clob.calls[1:4] == ["probe:0", "derive:0", "derive:1"]
+    assert "create:1" in clob.calls[4:]
 
 
 def test_reports_are_one_store_read_per_pass_and_once_a_minute_without_live_consumers(world) -> None:  # type: ignore[no-untyped-def]
@@ -664,7 +681,9 @@ def test_a_storm_of_reports_is_one_probe_and_one_rotation(world) -> None:  # typ
     assert daemon_pass(rot).outcome == "rotated"
     clock.now += 5
     assert daemon_pass(rot).outcome == "nothing-due"
-    assert clob.calls[: clob.calls.index("create:1")] == ["probe:0"]
+    # The derives ask whether a lapsed key is there to revive (issue 24), then whether the state
+    # was restored (issue 23).
+    assert clob.calls[: clob.calls.index("create:1")] == ["probe:0", "derive:0", "derive:1"]
     assert [c for c in clob.calls if c.startswith("create")] == ["create:1"]
 
 
@@ -682,3 +701,62 @@ def test_a_reported_rotation_cut_short_is_measured_when_a_later_pass_completes_i
     assert daemon_pass(rot).outcome == "rotated"
     count = rot.metrics.registry.get_sample_value("rotator_recovery_seconds_count", {"credential": "c1"})
     assert count == 1
+
+
+# -- issue 22 item 3: recorded times a wrong clock wrote are clamped when read ---------------------
+def test_clamp_brings_absurd_times_back_and_never_shortens_a_grace() -> None:
+    from rotator.rotation import CLAMP_AHEAD, clamp_deadlines
+
+    now = 1_800_000_000.0
+    sane = CredentialState(
+        current=key(3, now - 50),
+        retiring=(Retiring(key(2), now - 5, now + POLICY.grace, "rotated"),),
+        pending=Pending(4, now, "w", now + POLICY.lease, address="0xA"),
+        next_nonce=5,
+    )
+    assert clamp_deadlines(sane, now, POLICY) == (sane, [])
+    edge = replace(sane, current=key(3, now + CLAMP_AHEAD))  # a worker on its own clock, a bit ahead
+    assert clamp_deadlines(edge, now, POLICY) == (edge, [])
+    # A long grace, and a recheck without a signer (10 min), are no clock error.
+    long_grace = replace(POLICY, grace=86_400.0)
+    graced = replace(sane, retiring=(Retiring(key(2), now, now + 86_400, "rotated"),))
+    assert clamp_deadlines(graced, now, long_grace) == (graced, [])
+    recheck = replace(sane, retiring=(Retiring(key(2), now, now + 600, "retired"),))
+    assert clamp_deadlines(recheck, now, POLICY) == (recheck, [])
+
+    poisoned = replace(
+        sane,
+        current=key(3, now + 86_400),
+        retiring=(
+            Retiring(key(1), now, now * 1000, "rotated"),  # a /time in milliseconds
+            Retiring(key(2), now, float("nan"), "emergency"),
+        ),
+        pending=Pending(4, now, "w", now + 86_400, key=key(4, float("inf")), address="0xA"),
+    )
+    healed, said = clamp_deadlines(poisoned, now, POLICY)
+    assert len(said) == 5
+    assert healed.current is not None and healed.current.created_at == now
+    assert [r.revoke_after for r in healed.retiring] == [now + POLICY.grace, now]  # a whole grace (I2)
+    assert healed.pending is not None and healed.pending.lease_until == now + POLICY.lease
+    assert healed.pending.key is not None and healed.pending.key.created_at == now
+    assert clamp_deadlines(healed, now, POLICY) == (healed, [])
+
+
+def test_a_pass_clamps_once_and_only_on_a_measured_clock(world, caplog) -> None:  # type: ignore[no-untyped-def]
+    clock, store, _clob, rot = world
+    run(rot)
+    run(rot, force=True)
+    state = store.state
+    store.state = replace(state, retiring=(replace(state.retiring[0], revoke_after=clock.now * 1000),))
+    rot.clock_measured = lambda: False  # this host's clock, a guess: it may be the one behind
+    caplog.set_level(logging.INFO, logger="rotator")
+    run(rot)
+    assert store.state.retiring[0].revoke_after == clock.now * 1000
+    rot.clock_measured = lambda: True
+    run(rot)
+    assert store.state.retiring[0].revoke_after == clock.now + POLICY.grace
+    assert len(audit_records(caplog, "clamped")) == 1
+    run(rot)
+    assert len(audit_records(caplog, "clamped")) == 1  # healed: said once
+    clock.now += POLICY.grace
+    assert run(rot).revoked == 1

@@ -155,24 +155,48 @@ def _lose_state_after_two_rotations(world):  # type: ignore[no-untyped-def]
     return clob.by_nonce[0], clob.by_nonce[1]
 
 
-def test_a_lost_state_adopts_the_published_key_and_names_the_unproven_ones(world, caplog) -> None:  # type: ignore[no-untyped-def]
-    """Item 7: the bootstrap after a lost state recovers the published key, never walks past it."""
+def test_a_lost_state_adopts_the_published_key_and_retires_the_one_its_store_published(world) -> None:  # type: ignore[no-untyped-def]
+    """Item 7: the bootstrap after a lost state recovers the published key, never walks past it; the
+    key below it was published by this store before: provably ours, it retires with its grace."""
     clock, store, clob, rot = world
     retiring, published = _lose_state_after_two_rotations(world)
-    with caplog.at_level(logging.WARNING, logger="rotator.rotation"):
-        result = run(rot)
+    result = run(rot)
     assert result.outcome == "rotated"
     state = store.state
     assert state.current.nonce == 2 and store.published.nonce == 2  # type: ignore[union-attr]
     # The published key is ours (derive proves it): it retires with its grace, as consumers hold it.
-    assert [(r.key.api_key, r.reason) for r in state.retiring] == [(published.api_key, "rotated")]  # type: ignore[union-attr]
-    assert state.retiring[0].revoke_after == clock.now + 10  # type: ignore[union-attr]
-    # The key below it cannot be told from one made by hand: left live, but named.
-    assert retiring.api_key in clob.live
-    assert any("nonce 0" in r.getMessage() and retiring.masked in r.getMessage() for r in caplog.records)
+    assert sorted((r.key.api_key, r.reason) for r in state.retiring) == [  # type: ignore[union-attr]
+        (retiring.api_key, "recovered"),
+        (published.api_key, "rotated"),
+    ]
+    assert {r.revoke_after for r in state.retiring} == {clock.now + 10}  # type: ignore[union-attr]
+    assert state.audit is None  # nothing unmanaged  # type: ignore[union-attr]
     clock.now += 10
     run(rot)
-    assert published.api_key not in clob.live  # revoked after grace: not orphaned
+    assert set(clob.live) == {state.current.api_key}  # revoked after grace: not orphaned  # type: ignore[union-attr]
+
+
+def test_a_lost_state_names_and_reports_a_key_below_that_its_store_never_published(world, caplog) -> None:  # type: ignore[no-untyped-def]
+    """Issue 22 item 6: a key below the published one that the store never published (made by hand,
+    walked past by the bootstrap) cannot be told from ours: left live, named, reported unmanaged."""
+    clock, store, clob, rot = world
+    hand = key(0, clock.now)
+    clob.by_nonce[0] = clob.live[hand.api_key] = hand
+    run(rot)  # walks past nonce 0
+    clock.now += 100
+    run(rot)  # 1 retiring, 2 current
+    assert store.state.audit.unmanaged[0].key_prefix == hand.masked  # type: ignore[union-attr]
+    store.state, store.version = None, 0
+    with caplog.at_level(logging.WARNING, logger="rotator.rotation"):
+        assert run(rot).outcome == "rotated"
+    state = store.state
+    assert sorted((r.key.nonce, r.reason) for r in state.retiring) == [(1, "recovered"), (2, "rotated")]  # type: ignore[union-attr]
+    assert hand.api_key in clob.live
+    assert [(u.key_prefix, u.nonce) for u in state.audit.unmanaged] == [(hand.masked, 0)]  # type: ignore[union-attr]
+    assert state.audit.at == 0.0  # type: ignore[union-attr]  # no audit yet: the first one stays due
+    assert any("nonce 0" in r.getMessage() and hand.masked in r.getMessage() for r in caplog.records)
+    gauge = rot.metrics.registry.get_sample_value("rotator_unmanaged_keys", {"credential": "c1"})
+    assert gauge == 1
 
 
 def test_a_lost_state_with_adopt_existing_retires_the_keys_below_too(world) -> None:  # type: ignore[no-untyped-def]

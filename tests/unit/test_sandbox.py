@@ -159,6 +159,18 @@ def test_uuid7_is_time_ordered() -> None:
     assert uuid7() > first
 
 
+def test_key_ids_carry_the_time_on_the_sandboxs_own_clock() -> None:
+    """As the real CLOB stamps a key's UUIDv7 id with its clock: a sandbox whose clock runs ahead
+    (``clock_offset``) mints ids of that time, which the rotation reads (issue 22 item 5)."""
+    from rotator.rotation import minted_at
+
+    ahead = SandboxSettings(clock_offset=600.0)
+    creds = KeyRegistry().create(ADDRESS, 1, ahead)
+    assert creds is not None
+    made = minted_at(creds.api_key)
+    assert made is not None and abs(made - ahead.server_time()) < 5
+
+
 # -- key registry --------------------------------------------------------------------------------------------
 
 ADDRESS = "0x00000000000000000000000000000000000000Aa"

@@ -113,10 +113,204 @@ the Helm release and the ConfigMap in clear text.
 {{- if and (eq .Values.mode "deployment") (gt (int .Values.deployment.replicas) 1) (eq (dig "store" "backend" "file" .Values.config) "file") }}
 {{- fail "deployment.replicas above 1 needs a store the pods share (store.backend: vault or aws): each pod's file store is its own, so every replica would lead and rotate" }}
 {{- end }}
+{{- include "rotator.validateSchedule" . }}
+{{- include "rotator.validateSecurity" . }}
+{{- include "rotator.validateWiring" . }}
 {{- end }}
 
 {{/*
-The pod spec. Call with (dict "root" $ "args" (list ...) "restartPolicy" "Never" "probes" bool).
+The CronJob's schedule (the standard five fields, or a @-macro, as the CronJob controller parses
+it) and time zone (a name of the IANA database, files/timezones.txt): Kubernetes itself would take
+the CronJob and never run it, or refuse it only at apply time.
+*/}}
+{{- define "rotator.validateSchedule" -}}
+{{- if eq .Values.mode "cronjob" }}
+{{- $step := "(/[0-9]+)?" }}
+{{- $field := "^(\\*|%s(-%s)?)%s(,(\\*|%s(-%s)?)%s)*$" }}
+{{- $names := dict
+  "minute" (list "([0-5]?[0-9])" false)
+  "hour" (list "([01]?[0-9]|2[0-3])" false)
+  "day of month" (list "(0?[1-9]|[12][0-9]|3[01])" true)
+  "month" (list "(0?[1-9]|1[0-2]|(?i:jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec))" false)
+  "day of week" (list "([0-7]|(?i:sun|mon|tue|wed|thu|fri|sat))" true) }}
+{{- $schedule := trim (toString .Values.cronjob.schedule) }}
+{{- if not (regexMatch "^@(yearly|annually|monthly|weekly|daily|midnight|hourly)$" $schedule) }}
+{{- $parts := regexSplit "\\s+" $schedule -1 }}
+{{- if ne (len $parts) 5 }}
+{{- fail (printf "cronjob.schedule %q: needs 5 fields (minute hour day-of-month month day-of-week) or a macro like @hourly" $schedule) }}
+{{- end }}
+{{- range $i, $name := list "minute" "hour" "day of month" "month" "day of week" }}
+{{- $atom := index (get $names $name) 0 }}
+{{- $re := printf $field $atom $atom $step $atom $atom $step }}
+{{- $value := index $parts $i }}
+{{- if not (or (regexMatch $re $value) (and (index (get $names $name) 1) (eq $value "?"))) }}
+{{- fail (printf "cronjob.schedule %q: %q is not a valid %s field" $schedule $value $name) }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- with .Values.cronjob.timeZone }}
+{{- if not (has . (splitList "\n" ($.Files.Get "files/timezones.txt"))) }}
+{{- fail (printf "cronjob.timeZone %q: not a time zone name of the IANA database (like Europe/London or UTC)" .) }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/*
+The restricted Pod Security Standard, refused at install with the value named rather than by the
+namespace's admission (which names only the pod) or, worse, run as root where nothing enforces it.
+*/}}
+{{- define "rotator.validateSecurity" -}}
+{{- $pod := .Values.podSecurityContext | default dict }}
+{{- $ctr := .Values.securityContext | default dict }}
+{{- range $where, $sc := dict "podSecurityContext" $pod "securityContext" $ctr }}
+{{- if and (hasKey $sc "runAsUser") (eq (int $sc.runAsUser) 0) }}
+{{- fail (printf "%s.runAsUser: 0 (root) is refused: the restricted Pod Security Standard needs a non-root user (the image runs as 10001)" $where) }}
+{{- end }}
+{{- if and (hasKey $sc "runAsNonRoot") (not $sc.runAsNonRoot) }}
+{{- fail (printf "%s.runAsNonRoot: false is refused: the restricted Pod Security Standard needs true" $where) }}
+{{- end }}
+{{- with $sc.seccompProfile }}
+{{- if not (has .type (list "RuntimeDefault" "Localhost")) }}
+{{- fail (printf "%s.seccompProfile.type: %v is refused: the restricted Pod Security Standard needs RuntimeDefault or Localhost" $where .type) }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- if not (or $pod.runAsNonRoot $ctr.runAsNonRoot) }}
+{{- fail "podSecurityContext.runAsNonRoot or securityContext.runAsNonRoot must be true (restricted Pod Security Standard)" }}
+{{- end }}
+{{- if not (or $pod.seccompProfile $ctr.seccompProfile) }}
+{{- fail "podSecurityContext.seccompProfile or securityContext.seccompProfile must be set, to RuntimeDefault (restricted Pod Security Standard)" }}
+{{- end }}
+{{- if ne (toString (dig "allowPrivilegeEscalation" "unset" $ctr)) "false" }}
+{{- fail "securityContext.allowPrivilegeEscalation must be false (restricted Pod Security Standard)" }}
+{{- end }}
+{{- if $ctr.privileged }}
+{{- fail "securityContext.privileged: true is refused (restricted Pod Security Standard)" }}
+{{- end }}
+{{- if not (has "ALL" (dig "capabilities" "drop" list $ctr)) }}
+{{- fail "securityContext.capabilities.drop must hold ALL (restricted Pod Security Standard)" }}
+{{- end }}
+{{- range (dig "capabilities" "add" list $ctr) }}
+{{- if ne . "NET_BIND_SERVICE" }}
+{{- fail (printf "securityContext.capabilities.add: %s is refused (restricted Pod Security Standard: only NET_BIND_SERVICE)" .) }}
+{{- end }}
+{{- end }}
+{{- range $i, $v := .Values.extraVolumes }}
+{{- if hasKey $v "hostPath" }}
+{{- fail (printf "extraVolumes[%d] (%s): hostPath volumes are refused (restricted Pod Security Standard)" $i $v.name) }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/*
+The config against the pod: every variable the config names is set (secretEnv or extraEnv), every
+secretEnv entry feeds something the worker reads, every signerFiles key is a signer's file, and
+every file the config names lies on a volume the worker's container mounts. Each of these renders
+a pod that crash-loops; here the install fails instead, naming the value.
+*/}}
+{{- define "rotator.validateWiring" -}}
+{{- $config := .Values.config | default dict }}
+{{- $store := $config.store | default dict }}
+{{- $backend := $store.backend | default "file" }}
+{{- $provided := list }}
+{{- range .Values.secretEnv }}{{ $provided = append $provided .env }}{{ end }}
+{{- range .Values.extraEnv }}{{ $provided = append $provided .name }}{{ end }}
+{{- /* name -> the config field that names it */}}
+{{- $needed := dict }}
+{{- range $i, $c := $config.credentials | default list }}
+{{- if and (eq (dig "signer" "source" "" $c) "env") (dig "signer" "env" "" $c) }}
+{{- $_ := set $needed $c.signer.env (printf "config.credentials[%d].signer.env (%s)" $i $c.name) }}
+{{- end }}
+{{- end }}
+{{- if eq $backend "file" }}
+{{- $file := $store.file | default dict }}
+{{- range $key := list "key_env" "previous_key_env" }}
+{{- with get $file $key }}{{ $_ := set $needed . (printf "config.store.file.%s" $key) }}{{ end }}
+{{- end }}
+{{- end }}
+{{- if eq $backend "vault" }}
+{{- $auth := dig "vault" "auth" dict $store }}
+{{- $method := $auth.method | default "token" }}
+{{- if eq $method "token" }}
+{{- if not $auth.token_file }}
+{{- $_ := set $needed ($auth.token_env | default "VAULT_TOKEN") "config.store.vault.auth.token_env" }}
+{{- end }}
+{{- end }}
+{{- if eq $method "approle" }}
+{{- range $key := list "role_id_env" "secret_id_env" }}
+{{- with get $auth $key }}{{ $_ := set $needed . (printf "config.store.vault.auth.%s" $key) }}{{ end }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- /* Egress proxies' passwords (clob.proxy, store.vault.proxy, store.aws.proxy). */}}
+{{- $proxies := dict "config.clob.proxy" (dig "proxy" dict ($config.clob | default dict)) }}
+{{- $_ := set $proxies "config.store.vault.proxy" (dig "vault" "proxy" dict $store) }}
+{{- $_ := set $proxies "config.store.aws.proxy" (dig "aws" "proxy" dict $store) }}
+{{- range $where := keys $proxies | sortAlpha }}
+{{- with (get $proxies $where | default dict).password_env }}{{ $_ := set $needed . (printf "%s.password_env" $where) }}{{ end }}
+{{- end }}
+{{- range $name := keys $needed | sortAlpha }}
+{{- if not (has $name $provided) }}
+{{- fail (printf "%s: the worker reads environment variable %s, which no secretEnv (or extraEnv) entry sets" (get $needed $name) $name) }}
+{{- end }}
+{{- end }}
+{{- range $i, $e := .Values.secretEnv }}
+{{- if not (or (hasKey $needed $e.env) (regexMatch "^(AWS_[A-Z_]+|VAULT_TOKEN|ROTATOR_[A-Z0-9_]+__[A-Z0-9_]+)$" $e.env)) }}
+{{- fail (printf "secretEnv[%d].env %s: nothing in config names this variable (signer.env, store.file.key_env, store.vault.auth.*_env, *.proxy.password_env), so the worker would never read it" $i $e.env) }}
+{{- end }}
+{{- end }}
+{{- /* Where files can be: the volumes the worker's container mounts (and the image's own CA certificates). */}}
+{{- $mounts := list "/etc/ssl/certs" }}
+{{- $volumes := list "config" "tmp" }}
+{{- if .Values.signerFiles }}{{ $mounts = append $mounts .Values.signerFilesDir }}{{ $volumes = append $volumes "signers" }}{{ end }}
+{{- if eq (include "rotator.automountToken" .) "true" }}{{ $mounts = append $mounts "/var/run/secrets/kubernetes.io/serviceaccount" }}{{ end }}
+{{- range .Values.extraVolumes }}{{ $volumes = append $volumes .name }}{{ end }}
+{{- range $i, $m := .Values.extraVolumeMounts }}
+{{- if not (has $m.name $volumes) }}
+{{- fail (printf "extraVolumeMounts[%d].name %s: no volume of that name (extraVolumes)" $i $m.name) }}
+{{- end }}
+{{- $mounts = append $mounts $m.mountPath }}
+{{- end }}
+{{- $files := dict }}
+{{- $signerFiles := dict }}
+{{- range $i, $c := $config.credentials | default list }}
+{{- if eq (dig "signer" "source" "" $c) "file" }}
+{{- $_ := set $files (printf "config.credentials[%d].signer.path (%s)" $i $c.name) $c.signer.path }}
+{{- $_ := set $signerFiles (toString $c.signer.path) true }}
+{{- end }}
+{{- end }}
+{{- if eq $backend "vault" }}
+{{- $vault := $store.vault | default dict }}
+{{- range $key := list "ca_cert" "client_cert" "client_key" }}
+{{- with dig "tls" $key "" $vault }}{{ $_ := set $files (printf "config.store.vault.tls.%s" $key) . }}{{ end }}
+{{- end }}
+{{- range $key := list "token_file" "role_id_file" "secret_id_file" "jwt_file" }}
+{{- with dig "auth" $key "" $vault }}{{ $_ := set $files (printf "config.store.vault.auth.%s" $key) . }}{{ end }}
+{{- end }}
+{{- end }}
+{{- range $where := keys $proxies | sortAlpha }}
+{{- with (get $proxies $where | default dict).password_file }}{{ $_ := set $files (printf "%s.password_file" $where) . }}{{ end }}
+{{- end }}
+{{- range $field := keys $files | sortAlpha }}
+{{- $path := get $files $field }}
+{{- $on := false }}
+{{- range $mounts }}{{ if hasPrefix (printf "%s/" (trimSuffix "/" .)) $path }}{{ $on = true }}{{ end }}{{ end }}
+{{- if not $on }}
+{{- fail (printf "%s %s: no volume is mounted there (signerFiles for signer keys; extraVolumes with extraVolumeMounts for anything else)" $field $path) }}
+{{- end }}
+{{- end }}
+{{- range $i, $f := .Values.signerFiles }}
+{{- $path := printf "%s/%s" (trimSuffix "/" $.Values.signerFilesDir) $f.name }}
+{{- if not (hasKey $signerFiles $path) }}
+{{- fail (printf "signerFiles[%d].name %s: no signer has path %s (credentials[].signer: {source: file, path: %s})" $i $f.name $path $path) }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/*
+The pod spec. Call with (dict "root" $ "args" (list ...) "restartPolicy" "Never" "probes" bool
+"spread" bool); spread adds the replicas' topology spread constraints.
 */}}
 {{- define "rotator.podSpec" -}}
 {{- $root := .root }}
@@ -254,6 +448,37 @@ tolerations:
   {{- toYaml . | nindent 2 }}
 {{- end }}
 {{- end }}
+{{- if $.spread }}
+{{- include "rotator.topologySpread" $root }}
+{{- end }}
+{{- end }}
+
+{{/*
+Where the Deployment's replicas go when there is more than one: the values' constraints (each given
+the pods' selector labels unless it has its own), or across nodes and zones.
+*/}}
+{{- define "rotator.topologySpread" -}}
+{{- $selector := dict "matchLabels" (include "rotator.selectorLabels" . | fromYaml) }}
+{{- $constraints := list }}
+{{- range .Values.deployment.topologySpreadConstraints }}
+{{- $c := deepCopy . }}
+{{- if not (hasKey $c "labelSelector") }}{{ $_ := set $c "labelSelector" $selector }}{{ end }}
+{{- $constraints = append $constraints $c }}
+{{- else }}
+{{- range list "kubernetes.io/hostname" "topology.kubernetes.io/zone" }}
+{{- $constraints = append $constraints (dict "maxSkew" 1 "topologyKey" . "whenUnsatisfiable" "ScheduleAnyway" "labelSelector" $selector) }}
+{{- end }}
+{{- end }}
+topologySpreadConstraints:
+  {{- toYaml $constraints | nindent 2 }}
+{{- end }}
+
+{{/*
+The runbook the alerts link to: runbookBaseUrl, else the project's docs/runbook.md at the tag of the
+chart's appVersion.
+*/}}
+{{- define "rotator.runbookBaseUrl" -}}
+{{- .Values.runbookBaseUrl | default (printf "%s/blob/v%s/docs/runbook.md" (trimSuffix "/" .Chart.Home) .Chart.AppVersion) }}
 {{- end }}
 
 {{/* Pod metadata: labels and the config checksum that rolls the pods on a config change. */}}
