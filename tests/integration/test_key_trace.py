@@ -117,8 +117,9 @@ def test_a_401_on_the_old_key_after_promotion_keeps_it_retiring_until_derive_con
     w.rotate()
     old = w.published()
     assert old is not None
-    # The forced pass probes twice on /balance-allowance: the new key (verify), then the old one.
-    hold = sb.hold("GET", "/balance-allowance", "before", skip=1)
+    # The forced pass probes on /balance-allowance: the new key (verify), the route's proof that it
+    # checks L2 auth (a wrong signature, once per process), then the old key.
+    hold = sb.hold("GET", "/balance-allowance", "before", skip=2)
     proc = w.start("rotate", "--all", "--force")
     try:
         assert hold.reached.wait(60), "the old key was never probed"
