@@ -55,7 +55,9 @@ TEST_WORKERS ?= 4
 test: lint typecheck
 	@# The checkout's own bytecode, for the same reason (cheap: only changed files are compiled).
 	$(PY) -m compileall -q -j 0 rotator tests $(wildcard examples) >/dev/null
-	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist load --maxschedchunk 1 $(PYTEST_ARGS)
+	@# Bytecode is written (an empty PYTHONDONTWRITEBYTECODE turns it off): pytest caches its rewritten
+	@# test modules, and the worker's subprocesses their imports, instead of compiling them each time.
+	PYTHONDONTWRITEBYTECODE= $(PY) -m pytest -q -n $(TEST_WORKERS) --dist load --maxschedchunk 1 $(PYTEST_ARGS)
 
 # The edit loop (well under a minute): the tests that start no server (tests/unit, tests/static),
 # without the slow scenarios. `make test` runs everything, tests/integration and tests/contract included.
