@@ -9,7 +9,6 @@ and an injected answer is sent whatever the request's headers: a route that stop
 from __future__ import annotations
 
 import collections
-import json
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -18,7 +17,7 @@ import pytest
 import yaml
 
 from rotator.sandbox import Sandbox
-from tests.harness import OUTPUTS, Worker, wait_for
+from tests.harness import OUTPUTS, Worker, log_events, wait_for
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -36,18 +35,6 @@ def configure(w: Worker, probe: dict[str, Any] | None = None, daemon: dict[str, 
 
 def auth_requests(sb: Sandbox) -> int:
     return sum(n for (_, path, _), n in sb.request_counts().items() if path.startswith("/auth/"))
-
-
-def events(out: str, **match: str) -> list[dict[str, Any]]:
-    found = []
-    for line in out.splitlines():
-        try:
-            record = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(record, dict) and all(record.get(k) == v for k, v in match.items()):
-            found.append(record)
-    return found
 
 
 # -- item 9: refused at config ----------------------------------------------------------------------
@@ -102,7 +89,7 @@ def test_a_probe_route_without_l2_auth_never_keeps_a_dead_key_published(
     # The route answered 200 to a deliberately wrong signature: its 200 says nothing about a key, so
     # the check went through GET /auth/api-keys, which refused the dead key.
     assert "mm1: rotated" in proc.stdout, proc.stdout + proc.stderr[-3000:]
-    assert [e["reason"] for e in events(proc.stderr, step="intent")] == ["rejected"]
+    assert [e["reason"] for e in log_events(proc.stderr, step="intent")] == ["rejected"]
     assert proc.stderr.count("does not check L2 auth") == 1, proc.stderr[-3000:]
     published = w.published()
     assert published is not None and published.api_key != dead.api_key
@@ -133,7 +120,7 @@ def test_a_probe_route_that_stops_checking_auth_is_caught_by_a_running_daemon(
         code, _out, err = w.finish(proc)
     assert code == 0, err[-2000:]
     assert "does not check L2 auth" in err
-    assert [e["reason"] for e in events(err, step="intent")] == ["bootstrap", "rejected"]
+    assert [e["reason"] for e in log_events(err, step="intent")] == ["bootstrap", "rejected"]
 
 
 # -- item 10: one 404 is not for life ----------------------------------------------------------------
@@ -168,4 +155,4 @@ def test_after_the_probe_route_answers_404_an_idle_daemon_returns_to_zero_auth_r
         {k: n for k, n in sb.request_counts().items() if k[1].startswith("/auth/")}
     )
     assert err.count("does not serve the probe endpoint") == 1, err[-3000:]
-    assert not events(err, outcome="failed")
+    assert not log_events(err, outcome="failed")

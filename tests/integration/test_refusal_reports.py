@@ -27,7 +27,7 @@ from rotator.model import CredentialRef, Key, Secret, ack_prefix
 from rotator.sandbox import Sandbox
 from rotator.stores.aws import AwsStore, make_client
 from rotator.stores.vault import build_vault_store
-from tests.harness import OUTPUTS, Worker, wait_for
+from tests.harness import OUTPUTS, Worker, log_events, wait_for
 from tests.integration.test_vault_store import DEPLOY, POLICY_CREDENTIAL, make_token
 
 pytestmark = pytest.mark.timeout(120)
@@ -89,19 +89,6 @@ def probes(sb: Sandbox, status: int) -> int:
     return sb.request_counts()[(*PROBE, status)]
 
 
-def events(out: str, **match: str) -> list[dict[str, Any]]:
-    """The worker's JSON log lines whose fields include ``match``."""
-    found = []
-    for line in out.splitlines():
-        try:
-            record = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(record, dict) and all(record.get(k) == v for k, v in match.items()):
-            found.append(record)
-    return found
-
-
 def finish(w: Worker, proc: Any) -> str:
     proc.terminate()
     code, out, err = w.finish(proc)
@@ -143,8 +130,8 @@ def test_a_key_deleted_behind_the_workers_back_is_replaced_within_a_tick_on_a_bo
         if bot is not None:
             bot.close()
         out = finish(w, proc)
-    assert len(events(out, step="probe", outcome="rejected", trigger="consumer-report")) == 1
-    assert [e["reason"] for e in events(out, step="intent")] == ["bootstrap", "rejected"]
+    assert len(log_events(out, step="probe", outcome="rejected", trigger="consumer-report")) == 1
+    assert [e["reason"] for e in log_events(out, step="intent")] == ["bootstrap", "rejected"]
     assert w.state().rotations == 2
 
 
@@ -217,9 +204,9 @@ def test_a_faulty_bot_neither_switches_recovery_off_nor_makes_the_worker_probe_i
         wait_for(lambda: (p := w.published()) is not None and p.api_key != key.api_key, timeout=60)
     finally:
         out = finish(w, proc)
-    rejected = events(out, step="probe", outcome="rejected", trigger="consumer-report")
+    rejected = log_events(out, step="probe", outcome="rejected", trigger="consumer-report")
     assert len(rejected) == 1
-    assert [e["reason"] for e in events(out, step="intent")] == ["bootstrap", "rejected"]
+    assert [e["reason"] for e in log_events(out, step="intent")] == ["bootstrap", "rejected"]
 
 
 @pytest.mark.slow
@@ -254,7 +241,7 @@ def test_a_key_refused_right_after_a_cold_start_is_replaced_within_seconds(
             bot.close()
         out = finish(w, proc)
     print(f"cold start: key killed {killed_at:.1f}, replaced after {replaced:.1f} s (daemon.tick {TICK:g} s)")
-    assert len(events(out, step="probe", outcome="rejected", trigger="consumer-report")) == 1
+    assert len(log_events(out, step="probe", outcome="rejected", trigger="consumer-report")) == 1
 
 
 @pytest.mark.slow
@@ -297,7 +284,7 @@ def test_two_hundred_bots_reporting_the_same_dead_key_cost_one_probe_and_one_rot
         assert sb.request_counts()[("POST", "/auth/api-key", 200)] == 1
     finally:
         out = finish(w, proc)
-    assert len(events(out, step="probe", trigger="consumer-report")) == 1
+    assert len(log_events(out, step="probe", trigger="consumer-report")) == 1
     assert w.state().rotations == 2
     OUTPUTS.append(out)
 
@@ -380,8 +367,8 @@ def test_a_cronjob_run_reads_the_reports_and_replaces_a_reported_key(
     sb.reset_counts()
     proc = w.rotate()
     out = proc.stdout + proc.stderr
-    assert len(events(out, step="probe", outcome="rejected", trigger="consumer-report")) == 1
-    assert [e["reason"] for e in events(out, step="intent")] == ["rejected"]
+    assert len(log_events(out, step="probe", outcome="rejected", trigger="consumer-report")) == 1
+    assert [e["reason"] for e in log_events(out, step="intent")] == ["rejected"]
     # The report's probe replaces the run's own check of the key: one probe, then the rotation's
     # (the old key's check, and the proof that the probe route refuses a wrong signature, issue 22).
     assert probes(sb, 401) == 3, sb.request_counts()
