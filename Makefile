@@ -13,7 +13,7 @@ WORKER_STAMP := $(VENV)/.installed-worker
 STAMP        := $(VENV)/.installed
 DEV_EXTRAS   := worker,file,vault,aws,v1,v2,unified,test
 
-.PHONY: demo test durations lint typecheck unit mutants bench image sbom lock template clean
+.PHONY: demo test lint typecheck unit mutants bench image sbom lock template clean
 
 $(WORKER_STAMP): pyproject.toml requirements/worker.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -58,13 +58,6 @@ test: lint typecheck
 	@# Bytecode is written (an empty PYTHONDONTWRITEBYTECODE turns it off): pytest caches its rewritten
 	@# test modules, and the worker's subprocesses their imports, instead of compiling them each time.
 	PYTHONDONTWRITEBYTECODE= $(PY) -m pytest -q -n $(TEST_WORKERS) --dist load --maxschedchunk 1 $(PYTEST_ARGS)
-
-# Refreshes tests/durations.tsv (how long each test took: make test starts the longest first) from
-# a full run of the suite.
-durations: $(STAMP)
-	mkdir -p build
-	$(MAKE) --no-print-directory test PYTEST_ARGS="--durations=0 $(PYTEST_ARGS)" | tee build/durations.log
-	$(PY) scripts/durations.py build/durations.log
 
 # The edit loop (well under a minute): the tests that start no server (tests/unit, tests/static),
 # without the slow scenarios. `make test` runs everything, tests/integration and tests/contract included.

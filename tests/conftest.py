@@ -22,40 +22,22 @@ IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 pytest_plugins = ["tests.servers"]
 
 
-#: How long each test took in a recent full run (scripts/durations.py, ``make durations``).
-DURATIONS = os.path.join(os.path.dirname(__file__), "durations.tsv")
-
-
-def _known_durations() -> dict[str, float]:
-    try:
-        with open(DURATIONS, encoding="utf-8") as f:
-            lines = [line.rstrip("\n") for line in f if line.strip() and not line.startswith("#")]
-    except OSError:
-        return {}
-    return {node: float(seconds) for seconds, _, node in (line.partition("\t") for line in lines)}
-
-
-def _expected_seconds(item: pytest.Item, known: dict[str, float]) -> float:
-    """A test's expected length: as measured, else a guess from its kind (a new slow scenario is
-    taken as long, a new test that starts servers as a second, the rest as nothing)."""
-    if item.nodeid in known:
-        return known[item.nodeid]
+def _longest_first(item: pytest.Item) -> int:
     if item.get_closest_marker("slow") is not None:
-        return 20.0
-    return 1.0 if any(part in ("integration", "contract") for part in item.path.parts) else 0.0
+        return 0
+    return 1 if any(part in ("integration", "contract") for part in item.path.parts) else 2
 
 
 @pytest.hookimpl(trylast=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """In a pytest-xdist worker (``make test`` runs ``-n``): the longest tests first, by the lengths
-    measured in tests/durations.tsv. With ``--dist load --maxschedchunk 1`` each test goes to
-    whichever worker is free, longest first: the long ones spread over the workers at the start and
-    the short ones fill the gaps at the end, so the workers finish together instead of one working
-    through a queue of 30 s scenarios while the others wait. Every worker collects the same order
-    (the sort is stable, the file the same). A run without xdist keeps the files' order."""
+    """In a pytest-xdist worker (``make test`` runs ``-n``): the slow scenarios first, then the other
+    tests that start servers, the quick ones last, each group in its usual order. With ``--dist load
+    --maxschedchunk 1`` each test goes to whichever worker is free (longest first): the long ones
+    spread over the workers at the start and the short ones fill the gaps at the end, instead of one
+    worker working through a queue of 30 s scenarios while the others wait. Every worker collects
+    the same order (the sort is stable). A run without xdist keeps the files' order."""
     if os.environ.get("PYTEST_XDIST_WORKER"):
-        known = _known_durations()
-        items.sort(key=lambda item: -_expected_seconds(item, known))
+        items.sort(key=_longest_first)
 
 
 def _share_tls_contexts() -> None:
