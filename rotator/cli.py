@@ -336,7 +336,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         if args.command == "revoke":
             _refuse_orphan(rt, args.credential, "revoke --emergency")
             cred = rt.settings.credential(args.credential)
-            return _report(rt, [_pass(rt, cred, force=True, emergency=True)])
+            return _report(rt, [_emergency(rt, cred)])
         if args.command in ("pause", "resume"):
             return _pause(rt, args)
         if args.command == "history":
@@ -367,6 +367,26 @@ def _runtime(path: str) -> Runtime:
 def _pass(rt: Runtime, cred: CredentialSettings, **kw: bool) -> PassResult:
     # A credential whose signer cannot be used fails alone (a dry run says would-fail).
     return rt.rotator.run_pass(rt.ref(cred), rt.signer(cred), rt.policy(cred), problem=rt.problem(cred), **kw)
+
+
+#: How often ``revoke --emergency`` runs again when its pass lost the race for the state.
+EMERGENCY_TRIES = 3
+
+
+def _emergency(rt: Runtime, cred: CredentialSettings) -> PassResult:
+    """``revoke --emergency``: a pass that lost the race for the state (a daemon's pass wrote it
+    meanwhile: both revoking the same retiring key, say) is run again on what that pass left, so the
+    operator's "revoke now" does not end as "someone else was quicker". Whatever the lost pass did at
+    the CLOB is found again by the next (a key deleted but not recorded is confirmed gone)."""
+    result = _pass(rt, cred, force=True, emergency=True)
+    for _ in range(EMERGENCY_TRIES - 1):
+        if result.outcome != "lost-race":
+            break
+        import logging
+
+        logging.getLogger("rotator").info("%s: emergency pass lost the race for the state; again", cred.name)
+        result = _pass(rt, cred, force=True, emergency=True)
+    return result
 
 
 def _passes(
