@@ -19,6 +19,17 @@ import httpx
 import pytest
 
 
+def stop_process(process: subprocess.Popen[Any]) -> None:
+    """Stop a server started for the session: SIGTERM, then SIGKILL if it has not exited in 10 s."""
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(5)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -129,13 +140,7 @@ class OpenBao:
         assert self._wait_healthy(10.0), "OpenBao did not come back unsealed"
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(5)
+        stop_process(self.process)
 
 
 def bao_binary() -> str | None:
@@ -260,13 +265,7 @@ class Pushgateway:
         return out
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(5)
+        stop_process(self.process)
 
 
 @pytest.fixture(scope="session")
@@ -342,13 +341,7 @@ class EgressProxy:
         return text.count("Request (file descriptor")
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(5)
+        stop_process(self.process)
 
 
 def _proxy(kind: str, tool: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[EgressProxy]:
