@@ -184,6 +184,9 @@ def _sandbox_child(conn: Connection, settings: dict[str, Any]) -> None:
         elif op == "configure":
             sandbox.configure(**arg)
             conn.send(None)
+        elif op == "invalidate":
+            sandbox.invalidate(arg)
+            conn.send(None)
         elif op == "stop":
             sandbox.stop()
             conn.send(None)
@@ -213,6 +216,10 @@ class SandboxProcess:
 
     def configure(self, **changes: Any) -> None:
         self._ask("configure", changes)
+
+    def invalidate(self, api_key: str) -> None:
+        """Revoke a key behind its owner's back."""
+        self._ask("invalidate", api_key)
 
     @property
     def pid(self) -> int:

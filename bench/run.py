@@ -22,6 +22,7 @@ import common
 import fleet
 import footprint
 import replicas
+import reports
 import rotation
 import startup
 from common import Row, Section
@@ -32,6 +33,7 @@ BENCHMARKS: dict[str, ModuleType] = {
     "rotation": rotation,
     "fleet": fleet,
     "auth_budget": auth_budget,
+    "reports": reports,
     "replicas": replicas,
     "footprint": footprint,
 }

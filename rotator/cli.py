@@ -336,7 +336,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         if args.command == "revoke":
             _refuse_orphan(rt, args.credential, "revoke --emergency")
             cred = rt.settings.credential(args.credential)
-            return _report(rt, [_pass(rt, cred, force=True, emergency=True)])
+            return _report(rt, [_emergency(rt, cred)])
         if args.command in ("pause", "resume"):
             return _pause(rt, args)
         if args.command == "history":
@@ -367,6 +367,26 @@ def _runtime(path: str) -> Runtime:
 def _pass(rt: Runtime, cred: CredentialSettings, **kw: bool) -> PassResult:
     # A credential whose signer cannot be used fails alone (a dry run says would-fail).
     return rt.rotator.run_pass(rt.ref(cred), rt.signer(cred), rt.policy(cred), problem=rt.problem(cred), **kw)
+
+
+#: How often ``revoke --emergency`` runs again when its pass lost the race for the state.
+EMERGENCY_TRIES = 3
+
+
+def _emergency(rt: Runtime, cred: CredentialSettings) -> PassResult:
+    """``revoke --emergency``: a pass that lost the race for the state (a daemon's pass wrote it
+    meanwhile: both revoking the same retiring key, say) is run again on what that pass left, so the
+    operator's "revoke now" does not end as "someone else was quicker". Whatever the lost pass did at
+    the CLOB is found again by the next (a key deleted but not recorded is confirmed gone)."""
+    result = _pass(rt, cred, force=True, emergency=True)
+    for _ in range(EMERGENCY_TRIES - 1):
+        if result.outcome != "lost-race":
+            break
+        import logging
+
+        logging.getLogger("rotator").info("%s: emergency pass lost the race for the state; again", cred.name)
+        result = _pass(rt, cred, force=True, emergency=True)
+    return result
 
 
 def _passes(
@@ -436,7 +456,7 @@ def _rotate(rt: Runtime, args: argparse.Namespace) -> int:
         for name in orphans:
             results.append(serve(rt.rotator, name, dry_run=args.dry_run))
             finished(results[-1])
-    audits = [] if args.dry_run else _audits(rt, creds)
+    audits = [] if args.dry_run else _audits(rt, creds, results)
     if rt.settings.metrics.pushgateway:  # before raising: a closed stdout must not lose the metrics
         from rotator.exporter import push_metrics
 
@@ -587,37 +607,31 @@ def _audit_data(st: CredentialState) -> dict[str, Any] | None:
     }
 
 
-def _audits(rt: Runtime, creds: list[CredentialSettings]) -> list[Any]:
+def _audits(rt: Runtime, creds: list[CredentialSettings], results: list[PassResult]) -> list[Any]:
     """One-shot runs (issue 16): audit each credential whose last audit is older than
-    ``daemon.audit_every``, after its pass; reap after it when ``reap_unmanaged`` says so."""
-    from functools import partial
-
+    ``daemon.audit_every``, after its pass; reap after it when ``reap_unmanaged`` says so. The last
+    audit is the one the state held as the pass left it (no second read of every state)."""
     from rotator.clob.budget import one_shot_audits
-    from rotator.errors import RotatorError
-    from rotator.hygiene import audit, audit_due, reap_after
+    from rotator.hygiene import audit_due
+    from rotator.model import AuditRecord
 
     every = rt.settings.daemon.audit_every
     if every <= 0:
         return []
-
-    def last_audit(cred: CredentialSettings) -> tuple[float, CredentialSettings] | None:
-        try:
-            record = rt.rotator.store_call("load", partial(rt.store.load, rt.ref(cred))).state.audit
-        except RotatorError:
-            return None  # the pass has already said why the store cannot be read
-        if not audit_due(record, rt.rotator.clock(), every):
-            return None
-        return (record.at if record else float("-inf"), cred)
-
-    from concurrent.futures import ThreadPoolExecutor
-
-    # A state read per credential: several at once, as the passes ran (a fleet on Vault or AWS
-    # would otherwise wait for them one by one after its passes).
-    with ThreadPoolExecutor(max(1, min(rt.settings.clob.concurrency, len(creds))), "audit-due") as pool:
-        due = [d for d in pool.map(last_audit, creds) if d is not None]
+    passes = {r.credential: r for r in results}
+    now = rt.rotator.clock()
+    due = []
+    for cred in creds:
+        result = passes.get(cred.name)
+        if result is None or result.failed_step == "read":
+            continue  # the pass has already said why the store cannot be read
+        last = result.audited_at
+        if audit_due(None if last is None else AuditRecord(last), now, every):
+            due.append((float("-inf") if last is None else last, cred))
     # The stalest first, and no more than a quarter of one window of the worker's /auth/* budget
     # per run: a CronJob over a large fleet audits it over several runs, not in one burst.
     chosen = [cred for _, cred in sorted(due, key=lambda d: d[0])[: one_shot_audits(rt.settings)]]
+    from rotator.hygiene import audit, reap_after
 
     def one(cred: CredentialSettings) -> Any:
         result = audit(rt.rotator, rt.ref(cred))
@@ -628,6 +642,8 @@ def _audits(rt: Runtime, creds: list[CredentialSettings]) -> list[Any]:
     workers = min(rt.settings.clob.concurrency, len(chosen))
     if workers <= 1:
         return [one(c) for c in chosen]
+    from concurrent.futures import ThreadPoolExecutor
+
     # Several at once, as the passes run: the shared budget paces them, no RTT adds up.
     with ThreadPoolExecutor(workers, thread_name_prefix="audit") as pool:
         return list(pool.map(one, chosen))

@@ -28,6 +28,7 @@ from pydantic import (
     Tag,
     ValidationError,
     WithJsonSchema,
+    field_validator,
     model_validator,
 )
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
@@ -196,6 +197,15 @@ class AuthBudget(_Section):
     # Half of the IP's 100 per 10 s: the other half stays free for the bots' own start-ups.
     requests: int = Field(50, ge=0, le=1_000_000, description="requests allowed per window; 0 turns it off")
     per: PositiveDuration = 10.0
+    # The share holds across the worker's processes: a daemon leaves this part of it free, and a
+    # one-shot run (rotate, revoke, retire, reap) beside a daemon that leads the store takes only it.
+    one_shot_share: float = Field(
+        0.2,
+        gt=0,
+        lt=1,
+        description="the part of requests a one-shot run takes while a daemon leads the store; the "
+        "daemon keeps the rest",
+    )
 
 
 class ReadBudget(_Section):
@@ -224,15 +234,24 @@ class ProbeSettings(_Section):
     per: PositiveDuration = 10.0
     share: float = Field(0.25, gt=0, le=1)
 
-    @model_validator(mode="after")
-    def _endpoint(self) -> ProbeSettings:
-        path = self.endpoint.partition("?")[0]
-        if not re.match(r"^/[A-Za-z0-9/_.-]*$", path) or path.startswith("/auth/") or ".." in path:
+    @field_validator("endpoint")
+    @classmethod
+    def _endpoint(cls, endpoint: str) -> str:
+        # Every segment named: "//balance-allowance" is read by HTTP clients as a host, and the request
+        # goes to "/", which needs no auth and answers 200 (issue 22 item 9).
+        path, _, query = endpoint.partition("?")
+        segments = path.split("/")[1:] if path.startswith("/") else []
+        if (
+            not segments
+            or any(not re.fullmatch(r"[A-Za-z0-9_.~-]+", s) or s in (".", "..") for s in segments)
+            or segments[0] == "auth"
+            or not re.fullmatch(r"[A-Za-z0-9_.~%&=+-]*", query)
+        ):
             raise ValueError(
-                "probe.endpoint must be the path (and query) of an L2 read outside /auth/*, "
-                "like /balance-allowance?asset_type=COLLATERAL"
+                "must be the path (and query) of an L2 read outside /auth/*, each path segment named "
+                "(no '//', '.' or '..'), like /balance-allowance?asset_type=COLLATERAL"
             )
-        return self
+        return endpoint
 
 
 #: The proxy variables other tools honour; rotator never does (``ignored_proxy_env``).
@@ -1073,27 +1092,40 @@ class Settings(BaseSettings):
 
 ENV_PREFIX = "ROTATOR_"
 #: Variables Kubernetes sets for every Service in the namespace ("service links"): a release named
-#: ``rotator`` gets ROTATOR_PORT, ROTATOR_SERVICE_HOST, ROTATOR_PORT_9464_TCP_ADDR, ... They are not settings.
-_SERVICE_LINK = re.compile(
-    r"^ROTATOR(_[A-Z0-9_]*)??_(SERVICE_HOST|SERVICE_PORT(_[A-Z0-9_]+)?|PORT(_\d+_(TCP|UDP|SCTP)(_(PROTO|PORT|ADDR))?)?)$"
+#: ``rotator`` gets ROTATOR_PORT, ROTATOR_SERVICE_HOST, ROTATOR_PORT_9464_TCP_ADDR, ... They are not
+#: settings. The Service's part of the name may itself end like a suffix (``ROTATOR_PROD_SERVICE_PORT``
+#: is the ``SERVICE_PORT`` of ``rotator-prod``, not the ``PORT`` of ``rotator-prod-service``), so every
+#: split of the name is tried and the value's format decides.
+_LINK_SUFFIX = re.compile(
+    r"SERVICE_HOST|SERVICE_PORT(_[A-Z0-9_]+)?|PORT(_\d+_(TCP|UDP|SCTP)(_(PROTO|PORT|ADDR))?)?"
 )
+_LINK_SERVICE = re.compile(r"[A-Z0-9_]*")
 
 
 def _service_link(name: str, value: str) -> bool:
     """Is this a variable Kubernetes set for a Service (its name has the shape, its value the format)?"""
-    match = _SERVICE_LINK.match(name)
-    if match is None:
+    if not name.startswith("ROTATOR"):
         return False
-    suffix = match.group(2)
+    rest = name[len("ROTATOR") :]
+    for at in (i for i, ch in enumerate(rest) if ch == "_"):
+        service, suffix = rest[:at], rest[at + 1 :]
+        if (
+            _LINK_SERVICE.fullmatch(service)
+            and _LINK_SUFFIX.fullmatch(suffix)
+            and re.fullmatch(_link_format(suffix), value) is not None
+        ):
+            return True
+    return False
+
+
+def _link_format(suffix: str) -> str:
     if suffix == "PORT" or suffix.endswith(("_TCP", "_UDP", "_SCTP")):
-        shape = r"(?i:tcp|udp|sctp)://\S+"
-    elif suffix == "SERVICE_HOST" or suffix.endswith("_ADDR"):
-        shape = r"[0-9A-Fa-f.:]+"
-    elif suffix.endswith("_PROTO"):
-        shape = r"(?i:tcp|udp|sctp)"
-    else:  # SERVICE_PORT, SERVICE_PORT_<NAME>, PORT_<N>_<PROTO>_PORT
-        shape = r"\d{1,5}"
-    return re.fullmatch(shape, value) is not None
+        return r"(?i:tcp|udp|sctp)://\S+"
+    if suffix == "SERVICE_HOST" or suffix.endswith("_ADDR"):
+        return r"[0-9A-Fa-f.:]+"
+    if suffix.endswith("_PROTO"):
+        return r"(?i:tcp|udp|sctp)"
+    return r"\d{1,5}"  # SERVICE_PORT, SERVICE_PORT_<NAME>, PORT_<N>_<PROTO>_PORT
 
 
 #: A config that nests deeper or expands (YAML aliases) to more values than this is refused.
@@ -1310,7 +1342,9 @@ def _unknown_env(env: Mapping[str, str], sources: dict[tuple[str, ...], str], na
     for name in sorted(env):
         if not name.upper().startswith(ENV_PREFIX) or name in used or name in named:
             continue
-        if "__" not in name and _service_link(name.upper(), env[name]):
+        # "__" too: a Service named with "--" (release "rotator--x") gets ROTATOR__X_*. Overrides of
+        # real settings were taken out above (``used``); a link also needs a link's value.
+        if _service_link(name.upper(), env[name]):
             continue
         return name
     return None

@@ -1048,6 +1048,10 @@ class PassResult:
     duration: float = 0.0
     key_prefix: str | None = None
     plan: tuple[str, ...] = ()
+    #: When the state as this pass left it says the wallet was last audited (None: never; unknown
+    #: when the pass could not read the state), so a one-shot run picks its audits without reading
+    #: every state again.
+    audited_at: float | None = None
     #: The keys this pass revoked: ``nonce 6 key=01a24daa-6b2e-7fa2…`` each.
     revoked_keys: tuple[str, ...] = ()
     #: Whether an operator's pause held the credential (a rotation then happened only because it had to).

@@ -78,8 +78,15 @@ RECHECK_LIVE_KEY = 15.0
 #: The same, when no signer can confirm it is gone (a credential removed from the config).
 RECHECK_WITHOUT_SIGNER = 600.0
 #: A credential whose last read of acknowledgements showed no live consumer has its refusal reports
-#: read again after this long rather than every pass (a new consumer is heard within it).
+#: read again after this long rather than every pass (a new consumer is heard within it)...
 REPORTS_WITHOUT_CONSUMERS = 60.0
+#: ...once this worker has watched it this long: bots started with the daemon (a deploy) may not
+#: have acknowledged at its first passes, and a key refused then is replaced within a tick.
+REPORTS_COLD_START = 120.0
+#: A key the CLOB accepted although consumers reported it refused gets another probe on a later
+#: report (a newer refusal, another consumer), at most this often: a faulty or hostile bot can make
+#: the worker neither probe in a loop nor ignore the key's real death.
+REPORT_PROBE_EVERY = 30.0
 #: A recorded time further ahead than any this protocol writes, by more than this, was written on a
 #: clock that was wrong (an older version that took a /time answer in milliseconds or a day ahead;
 #: a worker that fell back to its own clock): it is clamped when read (DESIGN.md "Time"). Workers
@@ -445,6 +452,16 @@ def lease_blocked(pending: Pending, now: float, me: str, alive: Callable[[str], 
     return pending.owner != me and now < pending.lease_until and alive(pending.owner)
 
 
+@dataclass(frozen=True, slots=True)
+class _Disputed:
+    """A key consumers reported refused and the CLOB accepted: when, and which reports (consumer,
+    first refusal) that probe answered."""
+
+    api_key: str
+    at: float
+    answered: frozenset[tuple[str, float | None]]
+
+
 # -- execution -------------------------------------------------------------------------------------
 class _Stopped(Exception):
     """Internal: the worker may not start another step (SIGTERM, or a replica lost the leader lease)."""
@@ -551,13 +568,15 @@ class Rotator:
         self.alive = alive
         # credential -> (api key last known to work, when it was last checked)
         self._checked: dict[str, tuple[str, float]] = {}
-        # Consumers' refusal reports (issue 18). credential -> the api key reports made this worker
-        # probe and the CLOB accepted: no more probes on reports for it, whoever reports and how often.
-        self._report_probed: dict[str, str] = {}
+        # Consumers' refusal reports (issue 18). credential -> the last report-made probe the CLOB
+        # answered by accepting the key: later reports about that key need to be new, and wait.
+        self._report_probed: dict[str, _Disputed] = {}
         # credential -> (refused api key, earliest refused_at reported): a recovery under way.
         self._recovering: dict[str, tuple[str, float]] = {}
         # credential -> clock time before which its reports are not read (no live consumer seen).
         self._reports_quiet_until: dict[str, float] = {}
+        # credential -> clock time this worker first read its reports (the cold start's beginning).
+        self._reports_watched: dict[str, float] = {}
         # True once the worker may start no new step: SIGTERM, or a replica that lost the leader lease.
         self.stopping = stopping
         self.timer = timer  # durations only (audit, metrics): never a deadline
@@ -799,7 +818,7 @@ class Rotator:
         if emergency:
             retiring = tuple(replace(r, revoke_after=now, reason="emergency") for r in ctx.state.retiring)
             self._save(ctx, replace(ctx.state, retiring=retiring))
-        acks = self._acks(ctx)
+        acks = self._acks(ctx, now, policy)
         due = due_revocations(ctx.state, now, acks, policy)
         if due:
             self._ensure_published_is_current(ctx)
@@ -828,12 +847,12 @@ class Rotator:
         rejected). Returns the reason it rotated for, or None."""
         reason = rotation_reason(ctx.state, now, policy, force_nonce, emergency=emergency)
         trigger = "operator" if reason in ("forced", "emergency") else "schedule"
-        reported = reason is None and self._refusal_reported(ctx, policy)
-        if not reported:
+        reports = self._refusal_reported(ctx, policy) if reason is None else []
+        if not reports:
             self._recovering.pop(ctx.ref.name, None)  # this rotation, if any, is not a report's
-        if reported:
+        if reports:
             ctx.begin("probe")
-            reason, trigger = self._probe_reported(ctx), "consumer-report"
+            reason, trigger = self._probe_reported(ctx, reports), "consumer-report"
         elif reason is None and self._probe_due(ctx, policy):
             ctx.begin("probe")
             reason, trigger = self._probe_current(ctx), "probe"
@@ -1019,6 +1038,7 @@ class Rotator:
             duration=self.timer() - t0,
             key_prefix=state.current.masked if state.current else None,
             plan=plan,
+            audited_at=state.audit.at if state.audit is not None else None,
             revoked_keys=tuple(ctx.revoked_keys),
             paused=pause is not None and known is not None,
             reason=reason,
@@ -1054,7 +1074,11 @@ class Rotator:
         if pause is not None:
             until = "until resumed" if pause.until is None else f"for {_age(pause.until - now)} more"
             plan.append(("nothing-due", f"paused by {pause.by} {until}"))
-        due = list(state.retiring) if emergency else due_revocations(state, now, self._acks(ctx), policy)
+        due = (
+            list(state.retiring)
+            if emergency
+            else due_revocations(state, now, self._acks(ctx, now, policy), policy)
+        )
         plan += [("would-revoke", would_revoke(entry, now, emergency)) for entry in due]
         outcome: Outcome = next((kind for kind, _ in plan if kind != "nothing-due"), "nothing-due")
         return self._finish(
@@ -1135,9 +1159,14 @@ class Rotator:
             found=published.masked if published else None,
         )
 
-    def _acks(self, ctx: _Ctx) -> list[Ack] | None:
-        """The consumers' acknowledgements; None when there is nothing to revoke or they cannot be read."""
-        if not ctx.state.retiring:
+    def _acks(self, ctx: _Ctx, now: float, policy: Policy) -> list[Ack] | None:
+        """The consumers' acknowledgements; None when they cannot change this pass's revocations (no
+        retiring key is past its grace, nor retired by a rotation at least ``min_grace`` ago) or
+        cannot be read. A pass with nothing to decide leaves them to the reports' own read."""
+        if not any(
+            now >= r.revoke_after or (r.reason == "rotated" and now >= r.retired_at + policy.min_grace)
+            for r in ctx.state.retiring
+        ):
             return None
         try:
             acks = self.store.acks(ctx.ref)
@@ -1334,36 +1363,46 @@ class Rotator:
         return None
 
     # -- consumers' refusal reports (issue 18) ------------------------------------------------------
-    def _refusal_reported(self, ctx: _Ctx, policy: Policy) -> bool:
-        """Whether a consumer reported that the CLOB refuses the current key, and no report made this
-        worker probe that key yet. A store read (the acknowledgements, shared with the revocation step
-        when it read them this pass), no CLOB request. Credentials whose last read showed no consumer
-        seen within ``consumer_ttl`` are read once a minute only."""
+    def _refusal_reported(self, ctx: _Ctx, policy: Policy) -> list[Ack]:
+        """The consumers' reports that the CLOB refuses the current key, when they earn a probe now:
+        a report naming it, and, if a report-made probe found the key accepted, a report that probe
+        did not answer (a newer refusal, another consumer) at least :data:`REPORT_PROBE_EVERY` later.
+
+        A store read (the acknowledgements, shared with the revocation step when it read them this
+        pass), no CLOB request. Credentials whose last read showed no consumer seen within
+        ``consumer_ttl`` are read once a minute only, once this worker has watched them for
+        :data:`REPORTS_COLD_START`: before that, every pass (bots starting with the daemon)."""
         cur = ctx.state.current
         name = ctx.ref.name
-        if cur is None or self._report_probed.get(name) == cur.api_key:
-            return False
+        if cur is None:
+            return []
         now = self.clock()
         acks = ctx.acks
         if acks is None:
             if now < self._reports_quiet_until.get(name, 0.0):
-                return False
+                return []
             try:
                 acks = self.store.acks(ctx.ref)
             except RotatorError as exc:
                 self._store_metric("acks", "failure")
                 log.warning("%s: consumer reports unreadable: %s", name, exc)
-                return False
+                return []
             self._store_metric("acks", "success")
             ctx.acks = acks
+        watched = self._reports_watched.setdefault(name, now)
         if any(now - a.at <= policy.consumer_ttl for a in acks):
             self._reports_quiet_until.pop(name, None)
-        else:
+        elif now - watched >= REPORTS_COLD_START:
             self._reports_quiet_until[name] = now + min(REPORTS_WITHOUT_CONSUMERS, policy.consumer_ttl)
         prefix = ack_prefix(cur.api_key)
         reports = [a for a in acks if a.refused_at is not None and a.key_prefix == prefix]
+        disputed = self._report_probed.get(name)
+        if disputed is not None and disputed.api_key == cur.api_key:
+            reports = [a for a in reports if (a.consumer_id, a.refused_at) not in disputed.answered]
+            if reports and now - disputed.at < REPORT_PROBE_EVERY:
+                return []  # heard; probed again once the interval is over, if still reported then
         if not reports:
-            return False
+            return []
         first = min(a.refused_at for a in reports if a.refused_at is not None)
         self._recovering[name] = (cur.api_key, first)
         log.warning(
@@ -1373,12 +1412,13 @@ class Rotator:
             cur.masked,
             _some(sorted(f"{a.consumer_id} x{a.refusals}" for a in reports)),
         )
-        return True
+        return reports
 
-    def _probe_reported(self, ctx: _Ctx) -> str | None:
-        """Probe the current key because a consumer reported it refused: ``rejected`` if the CLOB
-        confirms. A key the CLOB accepts gets no other probe on reports; a refused key whose rotation
-        fails, or a probe that could not tell (5xx, timeouts), leaves the reports to the next pass."""
+    def _probe_reported(self, ctx: _Ctx, reports: Sequence[Ack]) -> str | None:
+        """Probe the current key because consumers reported it refused: ``rejected`` if the CLOB
+        confirms. A key the CLOB accepts is probed again only on a report this probe did not answer,
+        :data:`REPORT_PROBE_EVERY` later at the earliest; a refused key whose rotation fails, or a probe
+        that could not tell (5xx, timeouts), leaves the reports to the next pass."""
         cur = ctx.state.current
         assert cur is not None
         name = ctx.ref.name
@@ -1400,7 +1440,11 @@ class Rotator:
             self._event(ctx, "probe", "unknown", t, nonce=cur.nonce, key=cur.masked, error=str(exc))
             log.warning("%s: could not probe the reported key %s: %s", name, cur.masked, exc)
             return None
-        self._report_probed[name] = cur.api_key
+        before = self._report_probed.get(name)
+        answered = {(a.consumer_id, a.refused_at) for a in reports}
+        if before is not None and before.api_key == cur.api_key:
+            answered |= before.answered
+        self._report_probed[name] = _Disputed(cur.api_key, self.clock(), frozenset(answered))
         self._recovering.pop(name, None)
         self._checked_ok(ctx, cur)
         self._event(
@@ -1408,9 +1452,10 @@ class Rotator:
         )
         log.warning(
             "%s: consumers reported key %s refused, but the CLOB accepts it (a consumer's clock or bug?): "
-            "ignoring further reports for this key",
+            "a later report (a newer refusal, another consumer) gets another probe, at most every %gs",
             name,
             cur.masked,
+            REPORT_PROBE_EVERY,
         )
         return None
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from rotator.clob.adapter import ClobAdapter, ProbeEndpoint, RetryPolicy, SkewPolicy
-from rotator.clob.budget import SlidingWindowBudget
+from rotator.clob.budget import SlidingWindowBudget, daemon_auth_limit, one_shot_auth_budget
 from rotator.clob.clock import ClobClock
 from rotator.config import CredentialSettings, Settings, env_problem
 from rotator.errors import ConfigError
@@ -21,7 +21,7 @@ from rotator.model import CredentialRef
 from rotator.rotation import Policy, Rotator, one_shot_slack
 from rotator.signers.base import Signer
 from rotator.signers.factory import build_signer, check_signer
-from rotator.stores.base import Store
+from rotator.stores.base import LEADER, Store
 from rotator.stores.factory import build_store
 
 if TYPE_CHECKING:
@@ -39,6 +39,8 @@ class Runtime:
     #: Whether this process may start rotation steps: a daemon replica only while it holds the
     #: leader lease (set by the scheduler); one-shot runs always.
     may_work: Callable[[], bool] = lambda: True
+    #: The daemon (``rotator run``); else a one-shot run. Set before the CLOB adapter is built.
+    daemon: bool = False
     _store: Store | None = None
     _clob: ClobAdapter | None = None
     _rotator: Rotator | None = None
@@ -110,7 +112,7 @@ class Runtime:
                 timeout=c.timeout,
                 retry=RetryPolicy(c.retry.attempts, c.retry.base, c.retry.cap, c.retry.deadline),
                 skew=SkewPolicy(c.clock_skew.max, c.clock_skew.mode, c.clock_skew.recheck_every),
-                auth_budget=SlidingWindowBudget(c.rate_limits.auth.requests, c.rate_limits.auth.per),
+                auth_budget=self._auth_budget(),
                 read_budget=SlidingWindowBudget(c.rate_limits.read.requests, c.rate_limits.read.per),
                 probe=ProbeEndpoint.parse(c.probe.endpoint),
                 probe_budget=SlidingWindowBudget(c.probe.requests, c.probe.per),
@@ -118,6 +120,14 @@ class Runtime:
                 proxy=self.clob_proxy(),
             )
         return self._clob
+
+    def _auth_budget(self) -> SlidingWindowBudget:
+        """The worker's /auth/* share, split between a daemon and a one-shot run beside it (budget.py)."""
+        if self.daemon:
+            return SlidingWindowBudget(
+                daemon_auth_limit(self.settings), self.settings.clob.rate_limits.auth.per
+            )
+        return one_shot_auth_budget(self.settings, lambda: self.store.load_lease(LEADER))
 
     def use_clob(self, adapter: ClobAdapter) -> None:
         """Send this runtime's CLOB calls through ``adapter`` (``rotator doctor``'s, which observes)."""

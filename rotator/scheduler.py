@@ -45,6 +45,7 @@ class Daemon:
         from apscheduler.schedulers.background import BackgroundScheduler
 
         self.rt = rt
+        rt.daemon = True  # its /auth/* share leaves a one-shot run room beside it (clob/budget.py)
         self.stop_event = threading.Event()
         workers = max(1, min(16, len(rt.settings.credentials)))
         self.scheduler = BackgroundScheduler(

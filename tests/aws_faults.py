@@ -10,6 +10,7 @@ from __future__ import annotations
 import collections
 import json
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from http.client import HTTPConnection
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -27,12 +28,18 @@ class Rule:
     secret: str | None = None  # SecretId must be this
     stage: str | None = None  # VersionStage (UpdateSecretVersionStage) must be this
     skip: int = 0  # let this many matching calls through first
+    times: int | None = None  # answer at most this many calls (None: all of them)
+    #: Forward the call to moto first, run ``then`` (if any), and only then answer with the error:
+    #: a call that took effect but whose answer was lost, as botocore retries it.
+    lose_answer: bool = False
+    then: Callable[[], None] | None = None
     hits: int = 0
     passed: int = 0
 
     def matches(self, operation: str, body: dict[str, Any]) -> bool:
         return (
-            operation == self.operation
+            (self.times is None or self.hits < self.times)
+            and operation == self.operation
             and (self.secret is None or body.get("SecretId") == self.secret)
             and (self.stage is None or body.get("VersionStage") == self.stage)
         )
@@ -55,7 +62,7 @@ class FaultProxy:
                 if rule is not None and rule.passed < rule.skip:
                     rule.passed += 1
                     rule = None
-                if rule is not None:
+                if rule is not None and not rule.lose_answer:
                     rule.hits += 1
                     self._answer(rule.status, {"__type": rule.code, "message": f"injected {rule.code}"})
                     return
@@ -65,6 +72,12 @@ class FaultProxy:
                 resp = conn.getresponse()
                 data = resp.read()
                 conn.close()
+                if rule is not None:
+                    rule.hits += 1
+                    if rule.then is not None:
+                        rule.then()
+                    self._answer(rule.status, {"__type": rule.code, "message": f"injected {rule.code}"})
+                    return
                 self.send_response(resp.status)
                 self.send_header("Content-Type", resp.getheader("Content-Type", "application/x-amz-json-1.1"))
                 self.send_header("Content-Length", str(len(data)))

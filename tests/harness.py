@@ -6,6 +6,7 @@ and each test's own ``assert_no_leaks``) can search all of it for secret materia
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -216,6 +217,19 @@ def sdk_works(url: str, private_key: str, key: Key) -> bool:
             return False
         raise
     return key.api_key in listed["apiKeys"]
+
+
+def log_events(out: str, **match: str) -> list[dict[str, Any]]:
+    """The worker's JSON log lines (``log.format: json``) whose fields include ``match``."""
+    found = []
+    for line in out.splitlines():
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(record, dict) and all(record.get(k) == v for k, v in match.items()):
+            found.append(record)
+    return found
 
 
 def wait_for(predicate: Any, timeout: float = 20.0, interval: float = 0.05) -> None:

@@ -7,7 +7,7 @@ getmoto/moto#10202 ("KMS: implement MessageType=DIGEST for Sign and Verify", unm
 written); remove this module once a moto release includes it (``test_digest_fix_still_needed`` in
 tests/integration/test_signers.py fails then, to say so).
 
-The fix must run in the process that runs ``ThreadedMotoServer`` (the pytest process): it notes the
+The fix must run in the process that runs the moto server (the pytest process): it notes the
 request's ``MessageType`` while moto handles ``Sign``/``Verify`` (in the request's thread), and while it
 is DIGEST, the ECDSA key signs and verifies the message as a prehashed digest, refusing a digest of the
 wrong length as AWS does. RAW requests are untouched.

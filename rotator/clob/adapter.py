@@ -24,16 +24,19 @@ import hashlib
 import hmac
 import json
 import logging
+import os
 import random
+import re
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from rotator.clob.base import ListedKey
 from rotator.clob.budget import SlidingWindowBudget
 from rotator.clob.clock import TimeCheck
+from rotator.clob.probe import ProbeRoute, Unusable, answer_shape
 from rotator.errors import (
     Blocked,
     Cancelled,
@@ -46,6 +49,7 @@ from rotator.errors import (
     Unreachable,
     Unrevocable,
 )
+from rotator.logs import REDACTED
 from rotator.model import Key, Secret
 from rotator.signers.base import Signer
 
@@ -250,7 +254,8 @@ class ClobAdapter:
         self.probe = probe or ProbeEndpoint()
         # The probe endpoint's own documented limit (200 per 10 s for /balance-allowance).
         self.probe_budget = probe_budget or SlidingWindowBudget(200, 10.0)
-        self._probe_fallback = False  # the server does not serve the probe endpoint: list keys instead
+        # Whether the probe endpoint's 200s can be taken for "the CLOB accepts this key" (probe.py).
+        self.probe_route = ProbeRoute()
         self.metrics = metrics
         self._cancel = cancel if cancel is not None else threading.Event()
         self._sleep = sleep if sleep is not None else self._cancel.wait
@@ -408,7 +413,7 @@ class ClobAdapter:
                 return json.loads(body)
             except ValueError:
                 return body.decode("utf-8", "replace")
-        raise self._error(method, path, status, resp_headers, body)
+        raise self._error(method, path, status, resp_headers, body, sent=headers)
 
     def _rate_limit_headers(self, path: str, headers: httpx.Headers) -> None:
         """``Poly-RateLimit-Tier`` / ``Poly-RateLimit-Warning`` (polymarket-client reads the same
@@ -430,7 +435,16 @@ class ClobAdapter:
             return self.probe_budget
         return self.read_budget
 
-    def _error(self, method: str, path: str, status: int, headers: httpx.Headers, raw: bytes) -> ClobError:
+    def _error(
+        self,
+        method: str,
+        path: str,
+        status: int,
+        headers: httpx.Headers,
+        raw: bytes,
+        sent: Mapping[str, str] | None = None,
+    ) -> ClobError:
+        """The error for a non-200 answer. ``sent``: the request's headers, which the body may repeat."""
         ctype = headers.get("content-type", "")
         body: Any = None
         if "json" in ctype:
@@ -438,9 +452,7 @@ class ClobAdapter:
                 body = json.loads(raw)
             except ValueError:
                 body = None
-        reason = body.get("error") if isinstance(body, dict) else None
-        if not isinstance(reason, str):
-            reason = None
+        reason = error_reason(body, sent or {})
         where = self._where(method, path)
         if status == 429:
             retry_after = _retry_after(headers.get("retry-after"), body)
@@ -669,11 +681,12 @@ class ClobAdapter:
         return self._key_from(raw, signer, nonce, "/auth/derive-api-key")
 
     # -- L2 ---------------------------------------------------------------------------------------
-    def _l2_headers(self, key: Key, method: str, path: str) -> dict[str, str]:
+    def _l2_headers(self, key: Key, method: str, path: str, secret: Secret | None = None) -> dict[str, str]:
+        """``secret``: sign with this instead of the key's own (a deliberately wrong signature)."""
         ts = self._timestamp()
         return {
             "POLY_ADDRESS": key.address,
-            "POLY_SIGNATURE": l2_signature(key.api_secret, ts, method, path),
+            "POLY_SIGNATURE": l2_signature(key.api_secret if secret is None else secret, ts, method, path),
             "POLY_TIMESTAMP": ts,
             "POLY_API_KEY": key.api_key,
             "POLY_PASSPHRASE": key.api_passphrase.reveal(),
@@ -694,32 +707,80 @@ class ClobAdapter:
     def probe_key(self, key: Key) -> None:
         """One L2 read signed with ``key`` on the probe endpoint, outside ``/auth/*``.
 
-        A server that does not serve the probe endpoint (404/405) makes every later probe fall back
-        to ``GET /auth/api-keys``, said once in the log: a probe must never fail a pass for that.
+        Its 200 counts only from a route shown to refuse a wrong signature (:mod:`rotator.clob.probe`).
+        A route that is missing (404/405) or checks no auth is left for a back-off, the check going
+        through ``GET /auth/api-keys`` meanwhile (said in the log): a probe never fails a pass for that.
 
         :raises Unauthorized: the server refuses ``key``.
         """
-        if not self._probe_fallback:
+        route = self.probe_route
+        if route.usable():
             path, query = self.probe.path, self.probe.query
             try:
-                self._call(
+                answer = self._call(
                     "GET", path, lambda: self._l2_headers(key, "GET", path), idempotent=True, query=query
                 )
-                return
             except Rejected as exc:
                 if exc.status not in (404, 405):
+                    route.changed()
                     raise
-                with self._lock:
-                    first, self._probe_fallback = not self._probe_fallback, True
-                if first:
-                    log.warning(
-                        "the CLOB does not serve the probe endpoint GET %s (%s): probing keys with "
-                        "GET /auth/api-keys instead, which spends the shared /auth/* budget; set "
-                        "clob.probe.endpoint to an L2 read this server serves",
-                        path,
-                        exc.status,
-                    )
+                self._leave_route("unserved", f"does not serve the probe endpoint GET {path} ({exc.status})")
+            else:
+                if self._route_vouches(key, answer_shape(answer)):
+                    return
         self.list_keys(key)
+
+    def _route_vouches(self, key: Key, shape: str) -> bool:
+        """Whether the probe route's 200 (of ``shape``) says the CLOB accepts ``key``: it does once the
+        route has answered 401 to the same request signed with a random secret.
+
+        :raises Transient, RateLimited: the proof could not tell (the caller's check is unknown).
+        """
+        route = self.probe_route
+        if route.vouches(shape):
+            return True
+        with route.proving:
+            if route.vouches(shape):  # another pass proved it meanwhile
+                return True
+            path, query = self.probe.path, self.probe.query
+            wrong = Secret(base64.urlsafe_b64encode(os.urandom(32)).decode("ascii"))
+            try:
+                self._call(
+                    "GET",
+                    path,
+                    lambda: self._l2_headers(key, "GET", path, wrong),
+                    idempotent=True,
+                    query=query,
+                )
+            except Unauthorized:
+                if route.proven(shape):
+                    log.info("the probe endpoint GET %s checks L2 auth again: probing keys on it", path)
+                return True
+            except Rejected as exc:
+                route.changed()
+                if exc.status in (404, 405):
+                    self._leave_route(
+                        "unserved", f"does not serve the probe endpoint GET {path} ({exc.status})"
+                    )
+                    return False
+                # It turned the wrong signature away, but not as the CLOB refuses bad L2 auth.
+                self._leave_route("unauthenticated", f"answered {exc.status}, not 401, to a wrong signature")
+                return False
+            self._leave_route(
+                "unauthenticated", f"GET {path} answered 200 to a wrong signature: it does not check L2 auth"
+            )
+            return False
+
+    def _leave_route(self, why: Unusable, what: str) -> None:
+        news, after = self.probe_route.leave(why)
+        if news:
+            log.warning(
+                "%s: checking keys with GET /auth/api-keys instead, which spends the shared /auth/* "
+                "budget, and trying the probe endpoint again in %.0fs (then less and less often); set "
+                "clob.probe.endpoint to an authenticated L2 read this server serves",
+                what,
+                after,
+            )
 
     def probe_endpoint_status(self, key: Key | None) -> int:
         """What the probe endpoint answers (``rotator doctor``): 200 signed with a key it accepts, 401
@@ -864,6 +925,34 @@ class ClobAdapter:
     def probe_builder_key(self, key: Key) -> None:
         path = "/builder/trades"
         self._call("GET", path, lambda: self._builder_headers(key, "GET", path), idempotent=True)
+
+
+#: What key material looks like in a server's words: hex runs (passphrases, L1 signatures, private
+#: keys, addresses) and base64 runs (API secrets, L2 signatures; key ids, dashes included).
+_KEYISH = re.compile(r"(?:0x)?[0-9a-fA-F]{16,}|[A-Za-z0-9+/_-]{32,}={0,2}")
+#: Request headers whose values may be repeated in an error line: the others are cut wherever they appear.
+_NOT_SECRET = frozenset({"POLY_TIMESTAMP", "POLY_NONCE"})
+#: An error line quotes at most this much of what the server said.
+MAX_REASON = 200
+
+
+def error_reason(body: Any, sent: Mapping[str, str]) -> str | None:
+    """The server's own words in an error body (``{"error": "..."}``), fit for an error line: every
+    value the request sent (its headers: passphrase, signature, key, address) and anything shaped like
+    key material cut out, control characters dropped, at most :data:`MAX_REASON` characters. The one
+    place every CLOB error body on every route passes through (I6): a server that repeats its input
+    in its errors must not put a passphrase into a log line or a pass's result."""
+    reason = body.get("error") if isinstance(body, dict) else None
+    if not isinstance(reason, str):
+        return None
+    said = (v for k, v in sent.items() if k.upper() not in _NOT_SECRET and len(v) >= 8)
+    for value in sorted(said, key=len, reverse=True):
+        reason = reason.replace(value, REDACTED)
+    reason = _KEYISH.sub(REDACTED, reason)
+    reason = "".join(ch if ch.isprintable() else " " for ch in reason).strip()
+    if len(reason) > MAX_REASON:
+        reason = reason[:MAX_REASON] + "..."
+    return reason or None
 
 
 def _tls_of(resp: Any) -> tuple[str, str | None, float | None, str | None] | None:

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from rotator.config import Settings
+    from rotator.stores.base import LeaseRecord
 
 #: /auth/* requests one rotation cycle of one credential needs: create the new key, delete the old.
 AUTH_REQUESTS_PER_CYCLE = 2
@@ -102,6 +103,87 @@ class SlidingWindowBudget:
                 s.at = max(s.at, until)
 
 
+class SettledBudget(SlidingWindowBudget):
+    """A budget whose limit is settled by ``settle()`` just before its first request (a one-shot run's
+    /auth/* share depends on whether a daemon leads the store: asked only by a run that needs it)."""
+
+    def __init__(self, limit: int, window: float, settle: Callable[[], int]) -> None:
+        super().__init__(limit, window)
+        self._settle: Callable[[], int] | None = settle
+        self._settling = threading.Lock()
+
+    def acquire(self, deadline: float | None = None, cancel: threading.Event | None = None) -> Slot | None:
+        if self._settle is not None:
+            with self._settling:
+                if self._settle is not None:
+                    self.limit, self._settle = self._settle(), None
+        return super().acquire(deadline, cancel)
+
+
+#: A leader lease whose deadline passed less than this long ago (on this host's clock) still counts
+#: as live here: another host's clock may be that far ahead, and the cost of the doubt is only that
+#: a one-shot run paces itself at its smaller share for a minute after a daemon died.
+LEADER_CLOCK_SLACK = 60.0
+
+
+def daemon_auth_limit(settings: Settings) -> int:
+    """The daemon's /auth/* requests per window: the worker's share less what it leaves a one-shot run."""
+    auth = settings.clob.rate_limits.auth
+    if auth.requests <= 0:
+        return auth.requests
+    return max(1, auth.requests - one_shot_auth_limit(settings))
+
+
+def one_shot_auth_limit(settings: Settings) -> int:
+    """A one-shot run's /auth/* requests per window while a daemon leads the store."""
+    auth = settings.clob.rate_limits.auth
+    return max(1, int(auth.requests * auth.one_shot_share)) if auth.requests > 0 else auth.requests
+
+
+def one_shot_auth_budget(
+    settings: Settings, leader: Callable[[], LeaseRecord | None], wall: Callable[[], float] = time.time
+) -> SettledBudget:
+    """The /auth/* budget of a one-shot run (rotate, revoke, retire, reap): the whole share, unless a
+    daemon leads the store when the run first needs /auth/* (``leader()`` reads its lease), then the
+    share the daemon leaves free, so together they keep to one share of the IP's budget (issue 22
+    item 13). Two one-shot runs at once with no daemon (a CronJob run and a manual one) each take the
+    whole share: docs/how-it-works.md says so, and ``rotator check`` too."""
+    import logging
+
+    from rotator.errors import RotatorError
+
+    auth = settings.clob.rate_limits.auth
+
+    def settle() -> int:
+        if auth.requests <= 0:
+            return auth.requests  # unlimited: nothing to split
+        try:
+            record = leader()
+        except RotatorError as exc:
+            # Cannot tell: the smaller share is the one that cannot overrun a daemon's.
+            logging.getLogger("rotator.clob").warning(
+                "cannot read the daemon's leader lease (%s): this run paces /auth/* at %d per %gs, the "
+                "share it takes beside a daemon",
+                exc,
+                one_shot_auth_limit(settings),
+                auth.per,
+            )
+            return one_shot_auth_limit(settings)
+        if record is None or record.until + LEADER_CLOCK_SLACK <= wall():
+            return auth.requests
+        logging.getLogger("rotator.clob").info(
+            "a daemon leads this store (%s): this run paces /auth/* at %d per %gs "
+            "(clob.rate_limits.auth.one_shot_share) and leaves the daemon its %d",
+            record.holder,
+            one_shot_auth_limit(settings),
+            auth.per,
+            daemon_auth_limit(settings),
+        )
+        return one_shot_auth_limit(settings)
+
+    return SettledBudget(auth.requests, auth.per, settle)
+
+
 def probe_interval(settings: Settings) -> float:
     """Seconds between two checks of one credential's current key by the daemon.
 
@@ -175,6 +257,15 @@ def budget_report(settings: Settings) -> list[tuple[str, str]]:
                 f"at once, they take at least {pace:.0f}s at the worker's pace. An idle worker spends none.",
             )
         )
+    lines.append(
+        (
+            "ok",
+            f"/auth/* across processes: a daemon takes {daemon_auth_limit(settings)} per {auth.per:g}s and "
+            f"leaves {one_shot_auth_limit(settings)} to a one-shot run (rotate, revoke, retire, reap) beside "
+            "it; two one-shot runs at once with no daemon (a CronJob run and a manual one) take "
+            f"{auth.requests} each: do not overlap them",
+        )
+    )
     if n and probe.requests > 0:
         every = probe_interval(settings)
         used = n / every * probe.per / probe.requests

@@ -22,6 +22,7 @@ import base64
 import contextlib
 import ipaddress
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -357,10 +358,16 @@ class _Transport(httpx.HTTPTransport):
     that has ours (httpx 0.28; tests/integration/test_clob_transport.py fails if that changes).
     """
 
-    def __init__(self, guard: RequestGuard, limits: httpx.Limits, proxy: Proxy | None = None) -> None:
-        super().__init__(limits=limits)
+    def __init__(
+        self, guard: RequestGuard, limits: httpx.Limits, proxy: Proxy | None = None, *, tls: bool = True
+    ) -> None:
+        # One TLS context for both pools (loading the CA bundle costs 50 ms of CPU each time). A plain
+        # http:// host (a sandbox, a test server) never shakes hands: its context loads no CA at all,
+        # so a TLS connection through it would fail verification, never pass unchecked.
+        context = httpx.create_ssl_context() if tls else ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        super().__init__(verify=context, limits=limits)
         self._pool = httpcore.ConnectionPool(
-            ssl_context=httpx.create_ssl_context(),
+            ssl_context=context,
             max_connections=limits.max_connections,
             max_keepalive_connections=limits.max_keepalive_connections,
             keepalive_expiry=limits.keepalive_expiry,
@@ -373,7 +380,7 @@ def build_client(host: str, guard: RequestGuard, proxy: Proxy | None = None) -> 
     limits = httpx.Limits(max_connections=32, max_keepalive_connections=32)
     return httpx.Client(
         base_url=host,
-        transport=_Transport(guard, limits, proxy),
+        transport=_Transport(guard, limits, proxy, tls=not host.lower().startswith("http://")),
         trust_env=False,
         # identity: a compressed answer could inflate far past the cap inside one decoded chunk.
         headers={"User-Agent": "rotator", "Accept": "*/*", "Accept-Encoding": "identity"},

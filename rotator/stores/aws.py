@@ -13,7 +13,10 @@ one is configured):
   uses a fresh ``ClientRequestToken`` that botocore repeats on its own retries, so a retried call is
   idempotent; a token derived from (expected version, content) would be idempotent across *our*
   retries too, but then two workers writing the same bytes over the same version would both "win",
-  which breaks the compare-and-set contract, so it is deliberately not done.
+  which breaks the compare-and-set contract, so it is deliberately not done. The repeat of a move
+  whose answer was lost can arrive after another writer has already built on it, so AWSCURRENT is
+  then neither ours nor ``expected``: each version names the one it replaced (``rotator_replaces``,
+  taken off on read), and a refused write is ours exactly when AWSCURRENT descends from it.
 * **Published** ``ref.path``: the version labelled ``AWSCURRENT`` holds the verified key in the
   consumer contract's JSON. Every key lives in its own version whose ``ClientRequestToken`` is
   derived from (credential, nonce, api key, created_at), so a retried step re-puts the same version
@@ -84,6 +87,11 @@ _NOT_FOUND = aws.NOT_FOUND
 _EXISTS = "ResourceExistsException"
 #: What Secrets Manager answers when RemoveFromVersionId no longer carries the label.
 _STAGE_REFUSED = frozenset({"InvalidParameterException", "InvalidRequestException"})
+#: The field of a state (or lease) version that names the version it replaced: the lineage
+#: :meth:`AwsStore._landed` walks. The store adds it on write and takes it off on read.
+_PARENT = "rotator_replaces"
+#: How far back that walk looks: further than any burst of writers between a call and its retry.
+_LINEAGE_STEPS = 32
 
 
 class SecretsManagerClient(Protocol):
@@ -214,7 +222,10 @@ class AwsStore:
         if not isinstance(text, str):
             raise Corrupt(f"state secret {name!r}: AWSCURRENT holds no text value")
         try:
-            state = CredentialState.from_dict(json.loads(text))
+            data = json.loads(text)
+            if isinstance(data, dict):
+                data.pop(_PARENT, None)
+            state = CredentialState.from_dict(data)
         except NewerSchema as exc:
             raise Corrupt(f"state secret {name!r}: {exc}") from None
         except ValueError as exc:
@@ -223,15 +234,15 @@ class AwsStore:
 
     def save(self, ref: CredentialRef, state: CredentialState, expected: Version | None) -> Version:
         name = self.state_secret(ref)
-        body = _dumps(state.to_dict())
+        data = state.to_dict()
         token = str(uuid.uuid4())
         with self._aws(f"writing state secret {name!r}"):
             if expected is None:
-                version = self._create_state(ref, name, body, token)
+                version = self._create_state(ref, name, _dumps(data), token)
             elif not isinstance(expected, str) or not _is_uuid(expected):
                 raise VersionConflict(f"state secret {name!r}: {expected!r} is not a version of it")
             else:
-                version = self._update_state(name, body, token, expected)
+                version = self._update_state(name, data, token, expected)
         self._mirror(ref, state)
         return version
 
@@ -446,14 +457,14 @@ class AwsStore:
 
     def save_lease(self, name: str, holder: str, until: float, expected: LeaseRecord | None) -> LeaseRecord:
         secret = self._state_prefix + name
-        body = _dumps({"holder": holder, "until": until})
+        lease = {"holder": holder, "until": until}
         token = str(uuid.uuid4())
         with self._aws(f"writing lease secret {secret!r}"):
             if expected is None:
                 try:
                     self._client.create_secret(
                         Name=secret,
-                        SecretString=body,
+                        SecretString=_dumps(lease),
                         ClientRequestToken=token,
                         Description="rotator: which daemon replica is active (no secret in it)",
                         Tags=[
@@ -486,7 +497,7 @@ class AwsStore:
                     raise VersionConflict(f"lease secret {secret!r}: renewed or taken over meanwhile")
                 # The same compare-and-set as a state's: a new version, made AWSCURRENT only if it
                 # still is ``version``.
-                self._update_state(secret, body, token, version)
+                self._update_state(secret, lease, token, version)
                 version = token
             # managed-by rides along: the worker's IAM policy allows TagResource only with it.
             self._client.tag_resource(
@@ -518,14 +529,15 @@ class AwsStore:
         except self._client_error as exc:
             if aws.error_code(exc) != _EXISTS:
                 raise
-            if self._current_version(name) == token:
+            if self._landed(name, token, None, self._current_version(name)):
                 return token  # our own create, retried by botocore after its answer was lost
             raise VersionConflict(
                 f"state secret {name!r}: already exists (another writer got there first)"
             ) from None
         return token
 
-    def _update_state(self, name: str, body: str, token: str, expected: str) -> str:
+    def _update_state(self, name: str, data: Mapping[str, Any], token: str, expected: str) -> str:
+        body = _dumps({**data, _PARENT: expected})
         try:
             self._client.put_secret_value(
                 SecretId=name, ClientRequestToken=token, SecretString=body, VersionStages=[NEXT]
@@ -544,15 +556,47 @@ class AwsStore:
             if aws.error_code(exc) not in _STAGE_REFUSED:
                 raise
             current = self._current_version(name)
-            if current == token:
-                return token  # our own move, retried by botocore after its answer was lost
             if current != expected:
+                if self._landed(name, token, expected, current):
+                    return token  # our own move, retried by botocore after its answer was lost
                 raise VersionConflict(
                     f"state secret {name!r}: AWSCURRENT is no longer version {expected} "
                     "(another writer got there first)"
                 ) from None
             raise
         return token
+
+    def _landed(self, name: str, token: str, expected: str | None, current: str | None) -> bool:
+        """Whether our write ``token`` became AWSCURRENT of ``name``, though it may no longer be.
+
+        A refusal of a retried call is ambiguous: botocore repeats a call whose answer was lost, and by
+        the time the repeat arrives another writer may have built on our version, so AWSCURRENT is
+        neither ours nor ``expected``. Each state version names the version it replaced
+        (:data:`_PARENT`), so the chain from AWSCURRENT back to ``expected`` passes through ``token``
+        exactly when our write landed. Unknown or unreadable links end the walk with "not ours":
+        the conflict the caller retries, never a write claimed that did not happen.
+        """
+        version = current
+        for _ in range(_LINEAGE_STEPS):
+            if version is None or version == expected:
+                return False
+            if version == token:
+                return True
+            version = self._parent(name, version)
+        return False
+
+    def _parent(self, name: str, version: str) -> str | None:
+        try:
+            resp = self._client.get_secret_value(SecretId=name, VersionId=version)
+        except self._client_error as exc:
+            if aws.error_code(exc) == _NOT_FOUND:
+                return None  # Secrets Manager deleted the unlabelled version
+            raise
+        try:
+            parent = json.loads(str(resp.get("SecretString"))).get(_PARENT)
+        except (ValueError, AttributeError):
+            return None
+        return parent if isinstance(parent, str) else None
 
     def _current_version(self, name: str) -> str | None:
         resp = self._get_current(name)

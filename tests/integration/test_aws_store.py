@@ -232,6 +232,64 @@ def test_two_writers_of_the_same_bytes_over_the_same_version_do_not_both_win(
     assert b.load(ref).version == v2
 
 
+def _built_on_by(other: AwsStore, ref: CredentialRef, seen: list[CredentialState]) -> Any:
+    """What another writer does between our call and botocore's retry: read, and write over it."""
+
+    def build() -> None:
+        snap = other.load(ref)
+        seen.append(snap.state)
+        other.save(ref, replace(snap.state, rotations=snap.state.rotations + 1), snap.version)
+
+    return build
+
+
+@pytest.mark.parametrize(
+    ("operation", "first"),
+    [("UpdateSecretVersionStage", False), ("CreateSecret", True)],
+    ids=["move", "create"],
+)
+def test_a_write_whose_answer_was_lost_is_ours_even_after_another_writer_built_on_it(
+    moto_server: str, proxy: FaultProxy, ref: CredentialRef, operation: str, first: bool
+) -> None:
+    # The write takes effect, its answer is lost, another writer builds on it, and botocore's retry
+    # is refused because AWSCURRENT has moved on: the write still happened, so save must say so.
+    # Saying "conflict" would make the caller redo a step it already did (a counter counted twice).
+    # (A repeated CreateSecret of the same token and content is answered as a success by Secrets
+    # Manager itself; the case is here for the behaviour, the move is where the lineage is needed.)
+    other = open_store(moto_server)
+    expected = None if first else other.save(ref, CredentialState(next_nonce=1), None)
+    seen: list[CredentialState] = []
+    rule = proxy.fail(
+        operation,
+        "InternalServiceError",
+        status=500,
+        lose_answer=True,
+        times=1,
+        then=_built_on_by(other, ref, seen),
+    )
+    store = open_store(proxy.url, max_attempts=2)
+    mine = CredentialState(next_nonce=2, rotations=10)
+    version = store.save(ref, mine, expected)
+    assert rule.hits == 1 and seen == [mine]  # the other writer read our write
+    after = other.load(ref)
+    assert after.version != version and after.state == replace(mine, rotations=11)
+    # ... and the lineage field stays the store's own: it never surfaces in a state.
+    assert after.state.extra == ()
+
+
+def test_a_lost_answer_of_a_write_that_really_lost_is_still_a_conflict(
+    moto_server: str, proxy: FaultProxy, ref: CredentialRef
+) -> None:
+    other = open_store(moto_server)
+    v1 = other.save(ref, CredentialState(next_nonce=1), None)
+    v2 = other.save(ref, CredentialState(next_nonce=2), v1)
+    proxy.fail("UpdateSecretVersionStage", "InternalServiceError", status=500, lose_answer=True, times=1)
+    store = open_store(proxy.url, max_attempts=2)
+    with pytest.raises(VersionConflict):
+        store.save(ref, CredentialState(next_nonce=9), v1)
+    assert other.load(ref).version == v2 and other.load(ref).state.next_nonce == 2
+
+
 # -- failures -----------------------------------------------------------------------------------------------
 
 

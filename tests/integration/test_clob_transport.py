@@ -11,6 +11,7 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -45,23 +46,39 @@ def point_at(w: Worker, host: str, timeout: float = TIMEOUT, deadline: float | N
     w.write_config()
 
 
+#: Runs the command as its own child and writes that child's peak RSS (KiB) to the file named first.
+#: A process's peak RSS counts the process it was forked from until it exec'd: a child forked
+#: straight from a pytest worker that has grown to 300 MB would report those 300 MB as its own.
+#: Forked from this small launcher instead, the command's peak is its own.
+_LAUNCHER = """
+import os, sys
+pid = os.fork()
+if pid == 0:
+    os.execv(sys.argv[2], sys.argv[2:])
+_, status, usage = os.wait4(pid, 0)
+with open(sys.argv[1], "w") as f:
+    f.write(str(usage.ru_maxrss))
+sys.exit(os.waitstatus_to_exitcode(status) % 256)
+"""
+
+
 def run_measured(w: Worker, tmp: Path, *args: str, limit: float = 120) -> tuple[int, str, str, float, float]:
     """Run the CLI; (exit code, stdout, stderr, seconds, peak RSS in MiB of that process alone)."""
-    out_path, err_path = tmp / "out.txt", tmp / "err.txt"
+    out_path, err_path, rss_path = tmp / "out.txt", tmp / "err.txt", tmp / "rss.txt"
+    argv = [sys.executable, "-c", _LAUNCHER, str(rss_path), *w.argv(*args)]
     with out_path.open("w") as out, err_path.open("w") as err:
         started = time.monotonic()
-        proc = subprocess.Popen(w.argv(*args), env=w.env(), stdout=out, stderr=err)
-        timer = threading.Timer(limit, proc.kill)
+        proc = subprocess.Popen(argv, env=w.env(), stdout=out, stderr=err, start_new_session=True)
+        timer = threading.Timer(limit, lambda: os.killpg(proc.pid, signal.SIGKILL))
         timer.start()
         try:
-            _, status, usage = os.wait4(proc.pid, 0)
+            proc.wait()
         finally:
             timer.cancel()
         elapsed = time.monotonic() - started
-        proc.returncode = os.waitstatus_to_exitcode(status)
     stdout, stderr = out_path.read_text(), err_path.read_text()
     OUTPUTS.extend((stdout, stderr))
-    return proc.returncode, stdout, stderr, elapsed, usage.ru_maxrss / 1024
+    return proc.returncode, stdout, stderr, elapsed, int(rss_path.read_text()) / 1024
 
 
 def refused_url() -> str:

@@ -9,7 +9,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,7 +18,7 @@ import pytest
 from rotator.config import load_settings
 from rotator.runtime import Runtime
 from rotator.sandbox import Sandbox, SandboxSettings
-from tests.harness import SECRETS, Worker
+from tests.harness import SECRETS, Worker, log_events
 
 TTL = 4.0
 
@@ -33,25 +32,13 @@ def lapsing() -> Iterator[Sandbox]:
     sb.stop()
 
 
-def _events(proc_err: str, outcome: str) -> list[dict[str, object]]:
-    found = []
-    for line in proc_err.splitlines():
-        try:
-            event = json.loads(line)
-        except ValueError:
-            continue
-        if event.get("outcome") == outcome:
-            found.append(event)
-    return found
-
-
 def test_a_key_that_answers_401_for_its_first_seconds_is_waited_for_and_measured(
     fresh_sandbox: Sandbox, tmp_path: Path, wallet: tuple[str, str]
 ) -> None:
     fresh_sandbox.configure(propagation_delay=3.0)
     w = Worker(tmp_path, fresh_sandbox.url, *wallet)  # verify_timeout 10s
     proc = w.rotate()
-    verified = _events(proc.stderr, "verified")
+    verified = log_events(proc.stderr, outcome="verified")
     assert len(verified) == 1 and float(verified[0]["live_after"]) >= 2.5  # type: ignore[arg-type]
     state = w.state()
     assert state.current is not None and state.pending is None and state.retiring == ()
@@ -74,7 +61,7 @@ def test_a_lapsed_published_key_is_revived_in_place_and_said_once(
     lapsing.reset_counts()
     proc = w.rotate()
     assert "mm1: nothing-due" in proc.stdout, proc.stdout
-    assert len(_events(proc.stderr, "revived")) == 1
+    assert len(log_events(proc.stderr, outcome="revived")) == 1
     assert "came back, identical, on a create at its nonce" in proc.stderr  # said, the first time
     assert w.published() == first and w.state().current == first  # the bots' key, unchanged
     records = lapsing.keys(wallet[1])
@@ -91,7 +78,7 @@ def test_a_lapsed_published_key_is_revived_in_place_and_said_once(
     rt.signer(cred)()
     time.sleep(TTL + 0.5)  # it lapses again
     again = w.rotate()
-    assert len(_events(again.stderr, "revived")) == 1
+    assert len(log_events(again.stderr, outcome="revived")) == 1
     assert "came back, identical" not in again.stderr  # said once, not at every revival
     assert [r.revivals for r in lapsing.keys(wallet[1])] == [2]
 

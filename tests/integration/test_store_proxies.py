@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from rotator.config import load_settings
-from rotator.errors import Unavailable
+from rotator.errors import StoreError, Unavailable
 from rotator.model import CredentialRef, Key, Secret
 from rotator.stores.factory import build_store
 from tests.harness import OUTPUTS, SECRETS
@@ -85,8 +85,12 @@ def test_aws_goes_through_its_proxy(moto_server: str, http_proxy: EgressProxy) -
     _roundtrip(_aws(moto_server, _proxy(http_proxy)), env, "aws-proxied")
     assert http_proxy.requests() > before  # the proxy carried them (forwarded: moto is plain HTTP)
     wrong = "not-" + http_proxy.password
-    with pytest.raises(Unavailable) as info:
+    # tinyproxy refuses a wrong password with 407 (botocore: the proxy is unavailable), or now and then
+    # with its own 401 page ("not configured to service requests from you"), which reaches the store
+    # as an answer: either way the write fails, and neither password is said.
+    with pytest.raises((Unavailable, StoreError)) as info:
         _roundtrip(_aws(moto_server, _proxy(http_proxy)), {"T_STORE_PROXY": wrong}, "aws-wrong")
+    assert isinstance(info.value, Unavailable) or "proxy" in str(info.value).lower(), info.value
     OUTPUTS.append(str(info.value))
     assert wrong not in str(info.value) and http_proxy.password not in str(info.value)
 

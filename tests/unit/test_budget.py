@@ -115,3 +115,49 @@ def test_cancel_ends_a_wait_at_once_without_taking_a_slot() -> None:
     assert b.acquire(deadline=started + 30, cancel=cancel) is None
     assert time.monotonic() - started < 1.5
     assert b.acquire(deadline=time.monotonic() + 30, cancel=cancel) is None  # and stays cancelled
+
+
+# -- issue 22 item 13: one share of /auth/* across the worker's processes -------------------------------
+def test_a_daemon_leaves_a_one_shot_run_its_part_of_the_share() -> None:
+    from rotator.clob.budget import daemon_auth_limit, one_shot_auth_limit
+    from rotator.runtime import Runtime
+
+    s = _settings(1)
+    assert (daemon_auth_limit(s), one_shot_auth_limit(s)) == (40, 10)  # type: ignore[arg-type]
+    rt = Runtime(s, {})  # type: ignore[arg-type]
+    rt.daemon = True
+    assert rt.clob.auth_budget.limit == 40
+
+
+def test_a_one_shot_run_takes_the_smaller_share_only_beside_a_live_daemon() -> None:
+    from rotator.clob.budget import LEADER_CLOCK_SLACK, one_shot_auth_budget
+    from rotator.errors import Unavailable
+    from rotator.stores.base import LeaseRecord
+
+    s = _settings(1)
+    now = 1_000_000.0
+    asked: list[int] = []
+
+    def limit(record: LeaseRecord | Exception | None) -> int:
+        def leader() -> LeaseRecord | None:
+            asked.append(1)
+            if isinstance(record, Exception):
+                raise record
+            return record
+
+        b = one_shot_auth_budget(s, leader, wall=lambda: now)  # type: ignore[arg-type]
+        assert b.limit == 50 and not asked  # nothing read until the run first needs /auth/*
+        for _ in range(3):
+            slot = b.acquire()
+            assert slot is not None
+            b.complete(slot)
+        assert len(asked) == 1  # read once
+        asked.clear()
+        return b.limit
+
+    assert limit(None) == 50  # no daemon ever ran on this store
+    assert limit(LeaseRecord("host:1:2", 0.0, 1)) == 50  # released by a graceful stop
+    assert limit(LeaseRecord("host:1:2", now + 15, 1)) == 10  # a live leader
+    assert limit(LeaseRecord("host:1:2", now - LEADER_CLOCK_SLACK + 1, 1)) == 10  # its clock may be ahead
+    assert limit(LeaseRecord("host:1:2", now - LEADER_CLOCK_SLACK - 1, 1)) == 50  # long dead
+    assert limit(Unavailable("vault down")) == 10  # cannot tell: the share that overruns nobody

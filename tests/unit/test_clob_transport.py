@@ -145,3 +145,23 @@ def test_a_dripping_tls_handshake_is_abandoned_at_the_deadline() -> None:
     with guard.deadline(started + 0.3), pytest.raises(httpcore.ConnectTimeout):
         _Stream(plain, guard).start_tls(None, "clob.example")
     assert time.monotonic() - started < 0.9 and plain.closed
+
+
+@pytest.mark.parametrize("host", ["https://clob.polymarket.com", "http://127.0.0.1:9"])
+def test_the_client_verifies_tls_and_loads_the_ca_bundle_only_for_https(host: str) -> None:
+    """One TLS context serves both of the transport's pools. An https:// CLOB gets the CA bundle and
+    checks the certificate and the host name. A plain http:// one (a sandbox) loads no CA, and still
+    requires a certificate: a TLS connection through it fails, never passes unchecked."""
+    import ssl
+
+    from rotator.clob.transport import build_client
+
+    client = build_client(host, RequestGuard(threading.Event()))
+    try:
+        transport = client._transport
+        context = transport._pool._ssl_context  # type: ignore[attr-defined]
+        assert context is not None
+        assert context.verify_mode == ssl.CERT_REQUIRED and context.check_hostname
+        assert (context.cert_store_stats()["x509_ca"] > 0) == host.startswith("https://")
+    finally:
+        client.close()

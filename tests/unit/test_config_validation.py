@@ -114,7 +114,7 @@ def test_zero_where_zero_makes_no_sense(tmp_path: Path, section: dict[str, Any],
 def test_the_probe_endpoint_must_lie_outside_auth(tmp_path: Path, endpoint: str, refused: bool) -> None:
     cfg = {**_base(), "clob": {"probe": {"endpoint": endpoint}}}
     if refused:
-        assert "clob.probe: probe.endpoint must be the path (and query) of an L2 read outside /auth/*" in (
+        assert "clob.probe.endpoint: must be the path (and query) of an L2 read outside /auth/*" in (
             _load(tmp_path, cfg)
         )
     else:
@@ -285,6 +285,29 @@ def test_environment_variables_the_config_names_are_not_settings(tmp_path: Path)
     }
     s = load_settings(path, env=env)
     assert s.metrics.port == 0
+
+
+@pytest.mark.parametrize(
+    "service",
+    ["ROTATOR_PROD", "ROTATOR_PUSHGATEWAY", "ROTATOR_SERVICE", "ROTATOR_PORT_9464_TCP", "ROTATOR__X"],
+)
+def test_service_links_of_any_release_name_are_not_settings(tmp_path: Path, service: str) -> None:
+    # Issue 22 item 15: the Service's part of the name may end like a suffix (rotator-prod's
+    # ROTATOR_PROD_SERVICE_PORT is not the PORT of "rotator-prod-service"): the value decides.
+    env = {
+        f"{service}_SERVICE_HOST": "10.0.0.1",
+        f"{service}_SERVICE_PORT": "9464",
+        f"{service}_SERVICE_PORT_METRICS": "9464",
+        f"{service}_PORT": "tcp://10.0.0.1:9464",
+        f"{service}_PORT_9464_TCP": "tcp://10.0.0.1:9464",
+        f"{service}_PORT_9464_TCP_PROTO": "tcp",
+        f"{service}_PORT_9464_TCP_PORT": "9464",
+        f"{service}_PORT_9464_TCP_ADDR": "fd00::1",
+    }
+    assert load_settings(_ok_file(tmp_path), env=env).metrics.port == 9464
+    for name in env:
+        with pytest.raises(ConfigError, match=f"^{name}: unknown setting"):
+            load_settings(_ok_file(tmp_path), env={name: "not a link"})
 
 
 def test_environment_overrides_merge_with_the_file(tmp_path: Path) -> None:

@@ -590,46 +590,82 @@ def test_a_confirmed_report_rotates_at_once_with_reason_rejected(world, caplog) 
     assert daemon_pass(rot).outcome == "nothing-due" and clob.calls == []
 
 
-def test_a_report_the_clob_does_not_confirm_is_probed_once_per_key(world, caplog) -> None:  # type: ignore[no-untyped-def]
+def test_reports_the_clob_does_not_confirm_cost_one_probe_per_interval(world, caplog) -> None:  # type: ignore[no-untyped-def]
     clock, store, clob, rot = world
     daemon_pass(rot)
     prefix = ack_prefix(store.state.current.api_key)
     clob.calls.clear()
     with caplog.at_level(logging.WARNING, logger="rotator.rotation"):
-        for n in range(1, 6):  # a bot with a bad clock keeps reporting, so does another bot later
-            who = "bot-1" if n < 4 else "bot-2"
-            store.report_refusal(REF, who, prefix, clock.now, clock.now - 300, n)
+        for n in range(1, 13):  # a faulty bot reports ever newer refusals, every 5 s, for a minute
+            store.report_refusal(REF, "bot-1", prefix, clock.now, clock.now - 300, n)
             clock.now += 5
             assert daemon_pass(rot).outcome == "nothing-due"
-    assert clob.calls == ["probe:0"]
-    assert sum("ignoring further reports" in r.getMessage() for r in caplog.records) == 1
+    # A probe on the first report, then one per REPORT_PROBE_EVERY (30 s): never one per pass.
+    assert clob.calls == ["probe:0"] * 2
+    assert sum("but the CLOB accepts it" in r.getMessage() for r in caplog.records) == 2
 
 
-def test_reports_are_one_store_read_per_pass_and_none_without_live_consumers(world) -> None:  # type: ignore[no-untyped-def]
+def test_after_a_false_report_a_later_one_still_replaces_a_key_that_really_died(world) -> None:  # type: ignore[no-untyped-def]
+    """Issue 22 item 11: a report the CLOB did not confirm does not switch recovery off for the key."""
     clock, store, clob, rot = world
     daemon_pass(rot)
-    reads = rot.metrics.registry.get_sample_value
-    before = reads(
-        "rotator_store_operations_total", {"backend": "memory", "operation": "acks", "result": "success"}
-    )
+    cur = store.state.current
+    prefix = ack_prefix(cur.api_key)
+    first = clock.now - 300
+    store.report_refusal(REF, "bot-skewed", prefix, clock.now, first, 1)
     clock.now += 5
-    daemon_pass(rot)  # nobody acknowledges: read once, then not for a minute
-    for _ in range(5):
+    clob.calls.clear()
+    assert daemon_pass(rot).outcome == "nothing-due"  # probed: the CLOB accepts it
+    assert clob.calls == ["probe:0"]
+    for n in range(2, 20):  # the same bot, the same first refusal, counted on: nothing new
+        store.report_refusal(REF, "bot-skewed", prefix, clock.now, first, n)
+        clock.now += 5
+        assert daemon_pass(rot).outcome == "nothing-due"
+    assert clob.calls == ["probe:0"]
+    del clob.live[cur.api_key]  # now it really dies, and a bot that worked until now says so
+    store.report_refusal(REF, "bot-healthy", prefix, clock.now, clock.now - 0.5, 1)
+    clock.now += 5
+    assert daemon_pass(rot).outcome == "rotated"
+    # The probe, whether it only lapsed (derive at its nonce, issue 24), whether the next nonce is taken.
+    assert clob.calls[1:4] == ["probe:0", "derive:0", "derive:1"]
+    assert "create:1" in clob.calls[4:]
+
+
+def test_reports_are_one_store_read_per_pass_and_once_a_minute_without_live_consumers(world) -> None:  # type: ignore[no-untyped-def]
+    """Issue 22 item 12: every pass while the worker is new to the credential (bots starting with the
+    daemon), then once a minute while nobody acknowledges; every pass once a consumer is seen."""
+    from rotator.rotation import REPORTS_COLD_START, REPORTS_WITHOUT_CONSUMERS
+
+    clock, store, clob, rot = world
+
+    def reads() -> float:
+        labels = {"backend": "memory", "operation": "acks", "result": "success"}
+        return rot.metrics.registry.get_sample_value("rotator_store_operations_total", labels) or 0.0
+
+    daemon_pass(rot)  # the bootstrap
+    clock.now += 5
+    daemon_pass(rot)  # the first read: nobody acknowledges yet
+    started = clock.now
+    before = reads()
+    passes = 0
+    while clock.now + 5 - started < REPORTS_COLD_START:
         clock.now += 5
         daemon_pass(rot)
-    after = reads(
-        "rotator_store_operations_total", {"backend": "memory", "operation": "acks", "result": "success"}
-    )
-    assert (after or 0) - (before or 0) == 1
+        passes += 1
+    assert reads() - before == passes  # the cold start: nobody yet, and every pass reads
+    clock.now += 5
+    daemon_pass(rot)  # the cold start is over: read, nobody: not again for a minute
+    quiet = reads()
+    for _ in range(int(REPORTS_WITHOUT_CONSUMERS // 5) - 1):
+        clock.now += 5
+        daemon_pass(rot)
+    assert reads() == quiet
     store.ack(REF, "bot-1", ack_prefix(store.state.current.api_key), clock.now)
-    clock.now += 60
+    clock.now += 5
     for _ in range(3):
         daemon_pass(rot)
         clock.now += 5
-    final = reads(
-        "rotator_store_operations_total", {"backend": "memory", "operation": "acks", "result": "success"}
-    )
-    assert (final or 0) - (after or 0) == 3  # a live consumer: every pass
+    assert reads() - quiet == 3  # a live consumer: every pass
     assert clob.calls.count("probe:0") == 1  # the bootstrap's verification only
 
 

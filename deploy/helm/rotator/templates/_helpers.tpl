@@ -317,6 +317,9 @@ The pod spec. Call with (dict "root" $ "args" (list ...) "restartPolicy" "Never"
 {{- with $root -}}
 serviceAccountName: {{ include "rotator.serviceAccountName" . }}
 automountServiceAccountToken: {{ include "rotator.automountToken" . }}
+{{- /* Service links share the worker's ROTATOR_ prefix (a release "rotator-prod" gets
+       ROTATOR_PROD_SERVICE_PORT, ...), and nothing here reads them: Services are found by DNS. */}}
+enableServiceLinks: false
 {{- with .Values.imagePullSecrets }}
 imagePullSecrets:
   {{- toYaml . | nindent 2 }}
