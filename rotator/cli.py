@@ -399,26 +399,41 @@ def _passes(
     """One pass per credential, several at once: a slow or failing credential delays no other.
     The shared request budgets in the CLOB adapter pace the whole fleet. ``finished`` hears of
     each result as its pass ends (in finish order), ``tick`` about once a second meanwhile; the
-    results come back in ``creds``' order."""
+    results come back in ``creds``' order. A read-only or builder credential's pass starts once its
+    ``via`` credential's pass in the same batch has ended: its calls are signed with the key that
+    pass may have just issued or rotated (a first run bootstraps both)."""
     workers = min(rt.settings.clob.concurrency, len(creds))
+    names = {c.name for c in creds}
+
+    def after(c: CredentialSettings) -> str | None:
+        return c.via if c.via in names else None
+
     if workers <= 1:
-        results = []
-        for c in creds:
-            results.append(_pass(rt, c, **kw))
-            finished(results[-1])
-        return results
-    from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+        by_name: dict[str, PassResult] = {}
+        for c in sorted(creds, key=lambda c: after(c) is not None):  # stable: vias first
+            by_name[c.name] = _pass(rt, c, **kw)
+            finished(by_name[c.name])
+        return [by_name[c.name] for c in creds]
+    from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 
     rt.store  # noqa: B018 - build the shared store once, before the threads race to
     with ThreadPoolExecutor(workers, thread_name_prefix="pass") as pool:
-        futures = [pool.submit(_pass, rt, c, **kw) for c in creds]
-        running = set(futures)
+        futures: dict[str, Future[PassResult]] = {}
+        waiting = [c for c in creds if after(c) is not None]
+        for c in creds:
+            if after(c) is None:
+                futures[c.name] = pool.submit(_pass, rt, c, **kw)
+        running = set(futures.values())
         while running:
             done, running = wait(running, timeout=1.0, return_when=FIRST_COMPLETED)
             for future in done:
                 finished(future.result())
+            for c in [c for c in waiting if futures[str(after(c))].done()]:
+                waiting.remove(c)
+                futures[c.name] = pool.submit(_pass, rt, c, **kw)
+                running.add(futures[c.name])
             tick()
-        return [f.result() for f in futures]
+        return [futures[c.name].result() for c in creds]
 
 
 def _rotate(rt: Runtime, args: argparse.Namespace) -> int:
@@ -598,6 +613,7 @@ def _audit_data(st: CredentialState) -> dict[str, Any] | None:
         "unmanaged": [
             {
                 "key": u.key_prefix,
+                "kind": u.kind,
                 "nonce": u.nonce,
                 "first_seen": u.first_seen,
                 "first_seen_iso": iso(u.first_seen),
@@ -653,7 +669,8 @@ def _report_audits(audits: list[Any]) -> None:
     """One line per audit a one-shot run made: ``audit mm1: unmanaged=2 (new 2) closed-only=no``."""
     for a in audits:
         if a.record is None:
-            print(f"audit {a.credential}: {a.outcome}" + (f" error={a.error}" if a.error else ""))
+            said = "note" if a.outcome == "covered" else "error"
+            print(f"audit {a.credential}: {a.outcome}" + (f" {said}={a.error}" if a.error else ""))
             continue
         closed = {True: "yes", False: "no", None: "unknown"}[a.record.closed_only]
         keys = " ".join(u.key_prefix for u in a.record.unmanaged)

@@ -228,7 +228,8 @@ def _audit_details(audit: dict[str, Any] | None, now: float) -> list[str]:
     for u in audit["unmanaged"]:
         nonce = "?" if u["nonce"] is None else u["nonce"]
         seen = f", first seen {duration(now - u['first_seen'])} ago" if u.get("first_seen") else ""
-        out += _wrap(f"unmanaged key={u['key']:<18} nonce={nonce}{seen}", "  ")
+        kind = "" if u.get("kind", "trading") == "trading" else f" kind={u['kind']}"
+        out += _wrap(f"unmanaged key={u['key']:<18} nonce={nonce}{kind}{seen}", "  ")
     return out
 
 
