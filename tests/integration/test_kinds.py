@@ -265,7 +265,7 @@ def test_unmanaged_keys_of_every_kind_are_audited_and_readonly_ones_reaped(
     kinds = {u["key"]: u["kind"] for u in row["audit"]["unmanaged"]}
     assert kinds == {mask_of(by_hand_ro): "readonly", mask_of(by_hand_b): "builder"}
     text = w.run("status").stdout
-    assert f"kind=readonly" in text and "kind=builder" in text, text
+    assert "kind=readonly" in text and "kind=builder" in text, text
 
     done = w.run("reap", "--credential", w.name, "--execute")
     assert done.returncode == 0, done.stdout + done.stderr
