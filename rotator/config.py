@@ -964,6 +964,11 @@ class Settings(BaseSettings):
                     f"credentials[{name}].{given[0]}: a {kind} credential takes no {given[0]} (it has no "
                     "nonce and no wallet key of its own: its via credential's wallet is its wallet)"
                 )
+            if cred.get("via") is None:
+                raise ValueError(
+                    f"credentials[{name}]: kind {kind} needs via: the trading credential of its wallet "
+                    "that manages it"
+                )
             via = by_name.get(cred.get("via"))
             if not isinstance(via, dict) or (via.get("kind") or "trading") != "trading":
                 what = "no credential" if via is None else "not a trading credential"
