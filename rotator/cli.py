@@ -846,6 +846,8 @@ def _state_row(name: str, st: CredentialState, now: float, policy: Policy | None
     return {
         "credential": name,
         "orphaned": policy is None,
+        "kind": policy.kind if policy is not None else st.kind,
+        "via": policy.via if policy is not None else st.via,
         "key": cur.masked if cur else None,
         "nonce": cur.nonce if cur else None,
         "address": cur.address if cur else None,

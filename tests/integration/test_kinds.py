@@ -277,6 +277,14 @@ def test_unmanaged_keys_of_every_kind_are_audited_and_readonly_ones_reaped(
     assert kinds == {mask_of(by_hand_ro): "readonly", mask_of(by_hand_b): "builder"}
     text = w.run("status").stdout
     assert "kind=readonly" in text and "kind=builder" in text, text
+    assert f"readonly key, managed with the key of trading credential {w.name}" in text, text
+    rows = {r["credential"]: r for r in json.loads(status.stdout)}
+    assert (rows[w.ro.name]["kind"], rows[w.ro.name]["via"]) == ("readonly", w.name)
+    assert (rows[w.builder.name]["kind"], rows[w.name]["kind"], rows[w.name]["via"]) == (
+        "builder",
+        "trading",
+        None,
+    )
 
     done = w.run("reap", "--credential", w.name, "--execute")
     assert done.returncode == 0, done.stdout + done.stderr
@@ -317,7 +325,7 @@ def test_the_daemon_starts_readonly_and_builder_credentials_after_their_via(
         wait_for(lambda: all(w.load(r).current is not None for r in (w.ro, w.builder)), timeout=30)
     finally:
         proc.terminate()
-        code, out, err = w.finish(proc)
+        code, _out, err = w.finish(proc)
     assert code == 0, err[-3000:]
     assert not log_events(err, step="via"), err[-3000:]
     assert len(sandbox.live_readonly(wallet[1])) == 1 and len(sandbox.live_builder(wallet[1])) == 1

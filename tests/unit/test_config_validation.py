@@ -375,7 +375,14 @@ def test_a_signer_source_is_named_without_key_material(tmp_path: Path, signer: d
 def _kinds(**extra: Any) -> dict[str, Any]:
     cfg = _base()
     cfg["credentials"].append(
-        {"name": "ro1", "kind": "readonly", "via": "mm1", "path": "pub/ro1", "rotate_every": "1d", "grace": "1h"}
+        {
+            "name": "ro1",
+            "kind": "readonly",
+            "via": "mm1",
+            "path": "pub/ro1",
+            "rotate_every": "1d",
+            "grace": "1h",
+        }
         | extra
     )
     return cfg
@@ -396,7 +403,10 @@ def test_a_readonly_credential_takes_its_via_signer(tmp_path: Path) -> None:
         ({"via": None}, "kind readonly needs via"),
         ({"via": "nobody"}, "credentials[ro1].via: 'nobody' is no credential"),
         ({"via": "ro1"}, "credentials[ro1].via: 'ro1' is not a trading credential"),
-        ({"signer": {"source": "env", "env": "K3"}}, "credentials[ro1].signer: a readonly credential takes no signer"),
+        (
+            {"signer": {"source": "env", "env": "K3"}},
+            "credentials[ro1].signer: a readonly credential takes no signer",
+        ),
         ({"start_nonce": 5}, "credentials[ro1].start_nonce: a readonly credential takes no start_nonce"),
         ({"key_model": "one"}, "a readonly credential takes no key_model"),
         ({"kind": "builder", "adopt_existing": True}, "a builder credential takes no adopt_existing"),

@@ -548,7 +548,7 @@ def test_the_background_thread_writes_the_report_off_the_request_path(store: Fil
         src.stop()
 
 
-# -- issue 27: read-only and builder consumers ----------------------------------------------------------------
+# -- issue 27: read-only and builder consumers -----------------------------------------------------------
 def test_readonly_headers_are_the_key_and_its_wallet_and_only_for_a_readonly_key() -> None:
     from rotator.consumer import readonly_headers
 

@@ -288,14 +288,20 @@ def test_each_kind_publishes_exactly_its_fields_and_reads_back() -> None:
 @pytest.mark.parametrize(
     ("data", "kind", "expected"),
     [
-        ({"key": "b", "secret": "", "passphrase": "p", "address": "0xa", "created_at": 1}, "builder", "secret"),
+        (
+            {"key": "b", "secret": "", "passphrase": "p", "address": "0xa", "created_at": 1},
+            "builder",
+            "secret",
+        ),
         ({"key": "b", "secret": "s", "address": "0xa", "created_at": 1}, "builder", "passphrase"),
         ({"api_key": "", "address": "0xa", "created_at": 1}, "readonly", "api_key"),
         ({"api_key": "r", "address": "0xa"}, "readonly", "created_at"),
         ({"api_key": "r", "address": "0xa", "created_at": 1}, "admin", "kind"),
     ],
 )
-def test_a_malformed_key_of_another_kind_names_its_field(data: dict[str, object], kind: str, expected: str) -> None:
+def test_a_malformed_key_of_another_kind_names_its_field(
+    data: dict[str, object], kind: str, expected: str
+) -> None:
     from rotator.model import Key
 
     with pytest.raises(ValueError, match=expected):
