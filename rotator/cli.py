@@ -638,6 +638,8 @@ def _audits(rt: Runtime, creds: list[CredentialSettings], results: list[PassResu
     now = rt.rotator.clock()
     due = []
     for cred in creds:
+        if cred.kind != "trading":
+            continue  # its wallet is audited through its via: a slot here would audit nothing
         result = passes.get(cred.name)
         if result is None or result.failed_step == "read":
             continue  # the pass has already said why the store cannot be read
@@ -976,6 +978,12 @@ def _retire(rt: Runtime, args: argparse.Namespace) -> int:
                 "config would issue it a new key), or pass --force"
             )
         signer = rt.signer(rt.settings.credential(name))
+    managed = [] if args.force else _managed_via(rt, name)
+    if managed:
+        raise _config_error(
+            f"--credential {name}: its key manages {', '.join(managed)} (via), which still hold keys: "
+            f"retire them first (only {name}'s key can revoke their keys), or pass --force"
+        )
     result = retire(rt.rotator, name, signer, dry_run=args.dry_run)
     if result.outcome == "nothing-stored":
         raise _config_error(f"--credential {name}: the store holds no state of that name")
@@ -993,6 +1001,21 @@ def _retire(rt: Runtime, args: argparse.Namespace) -> int:
         line += f" error={result.error}"
     print(line)
     return EXIT_OK if result.ok else EXIT_FAILED
+
+
+def _managed_via(rt: Runtime, name: str) -> list[str]:
+    """The read-only and builder credentials of the store whose ``via`` is ``name`` and that still
+    hold a key (issue 27): retiring ``name`` first would leave nothing that can revoke those keys."""
+    from rotator.model import CredentialRef
+
+    out = []
+    for other in sorted(rt.store.names()):
+        if other == name:
+            continue
+        state = rt.store.load(CredentialRef(other, "")).state
+        if state.via == name and (state.held_keys() or state.pending is not None):
+            out.append(other)
+    return out
 
 
 def _check(rt: Runtime) -> int:

@@ -791,7 +791,7 @@ def _kind_schema(schema: dict[str, Any]) -> None:
     schema["required"] = [f for f in schema.get("required", []) if f != "signer"]
     schema["if"] = {"properties": {"kind": {"enum": ["readonly", "builder"]}}, "required": ["kind"]}
     schema["then"] = {"required": ["via"], "not": {"anyOf": [{"required": [f]} for f in TRADING_ONLY]}}
-    schema["else"] = {"required": ["signer"]}
+    schema["else"] = {"required": ["signer"], "not": {"required": ["via"]}}
 
 
 class CredentialSettings(_Section):

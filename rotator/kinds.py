@@ -25,8 +25,8 @@ a listed key that is in neither that snapshot nor any state of the store on the 
 CLOB made (its UUIDv7 id, or a builder key's ``createdAt``) within the create's window, is the
 intent's. What that proves and what it does not (docs/kinds.md):
 
-- proven: a key outside the snapshot's complement (listed before the intent), held by a state, or
-  made outside the window is not the intent's, and is never taken;
+- proven: a key in the snapshot (listed before the intent), held by a state, or made outside the
+  window is not the intent's, and is never taken;
 - not proven: that a single key inside the window is the intent's rather than one made by hand in
   those same minutes while the intent's own create never landed. Two or more such keys are
   ambiguous: none is taken, each is reported unmanaged, and the intent moves to a new snapshot;
@@ -291,6 +291,13 @@ class _ListedOps:
             if self.lookup(key) is not None:
                 raise
 
+    def lookup(self, key: Key) -> Key | None:
+        if self.via().address.lower() != key.address.lower():
+            # The via's key lists its own wallet's keys, so a key of another wallet is never in its
+            # list: absent there proves nothing. Taken as live (I3), never as gone.
+            return key
+        return self._lookup(key)
+
     def confirm_deleted(self, key: Key) -> bool:
         """Listed no more (or, for a builder key, listed as revoked), and refused by a read with it."""
         try:
@@ -317,7 +324,7 @@ class _ListedOps:
     def verify(self, key: Key) -> None:
         raise NotImplementedError
 
-    def lookup(self, key: Key) -> Key | None:
+    def _lookup(self, key: Key) -> Key | None:
         raise NotImplementedError
 
 
@@ -344,7 +351,7 @@ class ReadonlyOps(_ListedOps):
     def verify(self, key: Key) -> None:
         self.clob.probe_readonly_key(key)
 
-    def lookup(self, key: Key) -> Key | None:
+    def _lookup(self, key: Key) -> Key | None:
         return key if key.api_key in self.clob.list_readonly_keys(self.via()) else None
 
 
@@ -374,7 +381,7 @@ class BuilderOps(_ListedOps):
     def verify(self, key: Key) -> None:
         self.clob.probe_builder_key(key)
 
-    def lookup(self, key: Key) -> Key | None:
+    def _lookup(self, key: Key) -> Key | None:
         for listed in self.clob.list_builder_keys(self.via()):
             if listed.key == key.api_key:
                 return key if listed.revoked_at is None else None

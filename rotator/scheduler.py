@@ -113,6 +113,8 @@ class Daemon:
         interval = audit_interval(self.rt.settings)
         if interval <= 0 or self.stop_event.is_set() or not self.leader.is_leader:
             return
+        if cred.kind != "trading":
+            return  # its wallet is audited through its via (issue 27)
         now = time.monotonic()
         due = self._audit_next.get(cred.name)
         if due is None:

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import yaml
 import pytest
 
 from rotator.consumer import CredentialSource, follow_builder, readonly_headers
@@ -329,3 +330,55 @@ def test_the_daemon_starts_readonly_and_builder_credentials_after_their_via(
     assert code == 0, err[-3000:]
     assert not log_events(err, step="via"), err[-3000:]
     assert len(sandbox.live_readonly(wallet[1])) == 1 and len(sandbox.live_builder(wallet[1])) == 1
+
+
+def test_a_readonly_key_left_on_a_wallet_its_via_moved_from_is_never_taken_for_gone(
+    request: pytest.FixtureRequest, sandbox: Sandbox, tmp_path: Path, wallet: tuple[str, str]
+) -> None:
+    # The trading credential moves to another wallet (its signer changed). The read-only key left on
+    # the old wallet cannot be revoked with the new wallet's key, and its absence from the new
+    # wallet's list proves nothing: it stays retiring, live, reported, never recorded as revoked.
+    from eth_account import Account
+
+    w = kinds_worker(request, "file", tmp_path, sandbox, wallet, kinds=("readonly",))
+    w.rotate()
+    forced = w.run("rotate", "--credential", w.ro.name, "--force")
+    assert forced.returncode == 0, forced.stdout + forced.stderr
+    old = w.load(w.ro)
+    [left] = old.retiring
+    other = Account.create()
+    SECRETS.update((other.key.hex(), other.key.hex().removeprefix("0x")))
+    w.private_key, w.address = other.key.hex(), other.address
+    w.foreign.update(sandbox.live_keys(wallet[1]))  # the old wallet's trading keys: not judged here
+    moved = w.run("rotate", "--credential", w.name, "--force")
+    assert moved.returncode == 0, moved.stdout + moved.stderr
+    time.sleep(max(0.0, left.revoke_after - time.time()) + 0.1)
+    proc = w.run("rotate", "--credential", w.ro.name)
+    state = w.load(w.ro)
+    assert left.key.api_key in {r.key.api_key for r in state.retiring}, proc.stdout + proc.stderr
+    assert left.key.api_key in sandbox.live_readonly(wallet[1])
+    assert not log_events(proc.stderr, step="revoke", outcome="already-gone"), proc.stderr
+    assert left.key.api_key not in {h.key_id for h in state.history if hasattr(h, "key_id")}
+    w.foreign.update(sandbox.live_readonly(wallet[1]))  # the old wallet's: left for a person
+
+
+def test_retiring_a_via_before_the_credentials_it_manages_is_refused(
+    request: pytest.FixtureRequest, sandbox: Sandbox, tmp_path: Path, wallet: tuple[str, str]
+) -> None:
+    w = kinds_worker(request, "file", tmp_path, sandbox, wallet)
+    w.rotate()
+    # All three leave the config (a placeholder stays: a config lists at least one credential).
+    cfg = w.config()
+    cfg["credentials"] = [dict(cfg["credentials"][0], name="placeholder", path="polymarket/placeholder")]
+    w.config_path.write_text(yaml.safe_dump(cfg))
+    refused = w.run("retire", "--credential", w.name)
+    assert refused.returncode == 2, refused.stdout + refused.stderr
+    assert f"its key manages {w.ro.name}, {w.builder.name}" in refused.stderr or (
+        f"its key manages {w.builder.name}, {w.ro.name}" in refused.stderr
+    ), refused.stderr
+    assert w.load(CredentialRef(w.name, "")).current is not None  # nothing was revoked
+    for ref in (w.ro, w.builder, CredentialRef(w.name, "")):  # the right order
+        done = w.run("retire", "--credential", ref.name)
+        assert done.returncode == 0, done.stdout + done.stderr
+    assert sandbox.live_readonly(wallet[1]) == [] and sandbox.live_builder(wallet[1]) == []
+    assert sandbox.live_keys(wallet[1]) == []

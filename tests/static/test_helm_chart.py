@@ -1047,6 +1047,7 @@ def test_a_config_with_every_kind_renders_and_the_worker_loads_it(
         pytest.param(2, lambda c: c.pop("via"), "missing property 'via'", id="builder-without-via"),
         pytest.param(2, lambda c: c.update(start_nonce=3), "'not' failed", id="builder-with-a-nonce"),
         pytest.param(0, lambda c: c.pop("signer"), "missing property 'signer'", id="trading-without-signer"),
+        pytest.param(0, lambda c: c.update(via="market-maker-1"), "'not' failed", id="trading-with-via"),
         pytest.param(1, lambda c: c.update(kind="read-only"), "/kind", id="unknown-kind"),
     ],
 )
