@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import yaml
 import pytest
+import yaml
 
 from rotator.consumer import CredentialSource, follow_builder, readonly_headers
 from rotator.model import CredentialRef, CredentialState, Key
