@@ -688,6 +688,11 @@ def _reap(rt: Runtime, args: argparse.Namespace) -> int:
 
     _refuse_orphan(rt, args.credential, "reap")
     cred = rt.settings.credential(args.credential)
+    if cred.kind != "trading":
+        raise _config_error(
+            f"--credential {cred.name}: a {cred.kind} credential's wallet is audited and reaped through "
+            f"its trading credential: reap --credential {cred.via}"
+        )
     result = reap(
         rt.rotator, rt.ref(cred), rt.signer(cred), execute=args.execute, start_nonce=cred.start_nonce
     )
@@ -698,7 +703,12 @@ def _reap(rt: Runtime, args: argparse.Namespace) -> int:
     for f in result.left:
         print(f"{name}: not confirmed gone {f} (run reap again)")
     for f in result.unreachable:
-        print(f"{name}: unreachable unmanaged {f} (at no nonce derive reaches: revoke it with its own creds)")
+        how = (
+            "a builder key is revoked only with its own secret: by whoever made it, or in the web UI"
+            if f.kind == "builder"
+            else "at no nonce derive reaches: revoke it with its own creds"
+        )
+        print(f"{name}: unreachable unmanaged {f} ({how})")
     line = f"{name}: {result.outcome} reaped={len(result.reaped) if args.execute else 0}"
     line += f" unreachable={len(result.unreachable)}"
     if not args.execute and result.reaped:

@@ -292,6 +292,9 @@ def test_unmanaged_keys_of_every_kind_are_audited_and_readonly_ones_reaped(
     assert by_hand_ro not in sandbox.live_readonly(wallet[1])
     assert by_hand_b in sandbox.live_builder(wallet[1])  # reported, never revoked by reap
     assert "unreachable=1" in done.stdout, done.stdout
+    assert "a builder key is revoked only with its own secret" in done.stdout, done.stdout
+    wrong = w.run("reap", "--credential", w.ro.name)
+    assert wrong.returncode == 2 and f"reap --credential {w.name}" in wrong.stderr, wrong.stderr
     # the managed keys of every kind are untouched
     for ref in (w.ro, w.builder):
         cur = w.load(ref).current
