@@ -104,8 +104,10 @@ def audit(rot: Rotator, ref: CredentialRef, *, closed_only: bool = True) -> Audi
         if ctx.state.pending is not None:
             result.outcome = "in-flight"
             return result
-        listed = _listing(rot, cur)
+        # The flag first: one request that never fails the audit, asked even when one of the key
+        # lists below fails it (there are three of them since issue 27).
         flag = _closed_only(rot, cur, closed_only)
+        listed = _listing(rot, cur)
         # Read again: a rotation that finished meanwhile (another worker) must not make its new key
         # look unmanaged. Anything either read manages is managed.
         again = rot.store_call("load", lambda: rot.store.load(ref))

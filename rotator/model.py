@@ -194,7 +194,10 @@ class Key:
         if not isinstance(data, dict):
             raise MalformedError("a key must be a JSON object")
         if kind is None:
-            kind = "builder" if "key" in data else "trading" if _TRADING_ONLY & data.keys() else "readonly"
+            # A read-only key only when it has a read-only key's fields and no secret: anything else
+            # is judged (and its error named) as the trading key it most likely is.
+            readonly = {"api_key", "address", "created_at"} <= data.keys() and not _TRADING_ONLY & data.keys()
+            kind = "builder" if "key" in data else "readonly" if readonly else "trading"
         if kind not in KINDS:
             raise MalformedError("key kind must be trading, readonly or builder")
         required = [f for f in PUBLISHED_BY_KIND[kind] if f != "nonce" or kind == "trading"]
