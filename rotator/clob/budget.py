@@ -24,6 +24,9 @@ if TYPE_CHECKING:
 
 #: /auth/* requests one rotation cycle of one credential needs: create the new key, delete the old.
 AUTH_REQUESTS_PER_CYCLE = 2
+#: The same for a read-only or builder credential (issue 27): a listing before the create (what a
+#: lost answer is found again against), the create, the DELETE, a listing that confirms it gone.
+AUTH_REQUESTS_PER_LISTED_CYCLE = 4
 
 
 class Slot:
@@ -250,13 +253,17 @@ def budget_report(settings: Settings) -> list[tuple[str, str]]:
         )
     ]
     if n:
-        cycle = AUTH_REQUESTS_PER_CYCLE * n
+        listed = sum(1 for c in settings.credentials if c.kind != "trading")
+        cycle = AUTH_REQUESTS_PER_CYCLE * (n - listed) + AUTH_REQUESTS_PER_LISTED_CYCLE * listed
         pace = cycle / auth.requests * auth.per
+        each = "create + delete each"
+        if listed:
+            each += ", and two listings for a read-only or builder one"
         lines.append(
             (
                 "ok",
-                f"a rotation cycle of the {n} credential(s) needs {cycle} /auth/* requests (create + "
-                f"delete each), {cycle / LIMIT:.0%} of one {WINDOW:g}s window of the IP's budget; all due "
+                f"a rotation cycle of the {n} credential(s) needs {cycle} /auth/* requests ({each}), "
+                f"{cycle / LIMIT:.0%} of one {WINDOW:g}s window of the IP's budget; all due "
                 f"at once, they take at least {pace:.0f}s at the worker's pace. An idle worker spends none.",
             )
         )
