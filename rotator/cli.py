@@ -399,26 +399,41 @@ def _passes(
     """One pass per credential, several at once: a slow or failing credential delays no other.
     The shared request budgets in the CLOB adapter pace the whole fleet. ``finished`` hears of
     each result as its pass ends (in finish order), ``tick`` about once a second meanwhile; the
-    results come back in ``creds``' order."""
+    results come back in ``creds``' order. A read-only or builder credential's pass starts once its
+    ``via`` credential's pass in the same batch has ended: its calls are signed with the key that
+    pass may have just issued or rotated (a first run bootstraps both)."""
     workers = min(rt.settings.clob.concurrency, len(creds))
+    names = {c.name for c in creds}
+
+    def after(c: CredentialSettings) -> str | None:
+        return c.via if c.via in names else None
+
     if workers <= 1:
-        results = []
-        for c in creds:
-            results.append(_pass(rt, c, **kw))
-            finished(results[-1])
-        return results
-    from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+        by_name: dict[str, PassResult] = {}
+        for c in sorted(creds, key=lambda c: after(c) is not None):  # stable: vias first
+            by_name[c.name] = _pass(rt, c, **kw)
+            finished(by_name[c.name])
+        return [by_name[c.name] for c in creds]
+    from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 
     rt.store  # noqa: B018 - build the shared store once, before the threads race to
     with ThreadPoolExecutor(workers, thread_name_prefix="pass") as pool:
-        futures = [pool.submit(_pass, rt, c, **kw) for c in creds]
-        running = set(futures)
+        futures: dict[str, Future[PassResult]] = {}
+        waiting = [c for c in creds if after(c) is not None]
+        for c in creds:
+            if after(c) is None:
+                futures[c.name] = pool.submit(_pass, rt, c, **kw)
+        running = set(futures.values())
         while running:
             done, running = wait(running, timeout=1.0, return_when=FIRST_COMPLETED)
             for future in done:
                 finished(future.result())
+            for c in [c for c in waiting if futures[str(after(c))].done()]:
+                waiting.remove(c)
+                futures[c.name] = pool.submit(_pass, rt, c, **kw)
+                running.add(futures[c.name])
             tick()
-        return [f.result() for f in futures]
+        return [futures[c.name].result() for c in creds]
 
 
 def _rotate(rt: Runtime, args: argparse.Namespace) -> int:
@@ -598,6 +613,7 @@ def _audit_data(st: CredentialState) -> dict[str, Any] | None:
         "unmanaged": [
             {
                 "key": u.key_prefix,
+                "kind": u.kind,
                 "nonce": u.nonce,
                 "first_seen": u.first_seen,
                 "first_seen_iso": iso(u.first_seen),
@@ -622,6 +638,8 @@ def _audits(rt: Runtime, creds: list[CredentialSettings], results: list[PassResu
     now = rt.rotator.clock()
     due = []
     for cred in creds:
+        if cred.kind != "trading":
+            continue  # its wallet is audited through its via: a slot here would audit nothing
         result = passes.get(cred.name)
         if result is None or result.failed_step == "read":
             continue  # the pass has already said why the store cannot be read
@@ -653,7 +671,8 @@ def _report_audits(audits: list[Any]) -> None:
     """One line per audit a one-shot run made: ``audit mm1: unmanaged=2 (new 2) closed-only=no``."""
     for a in audits:
         if a.record is None:
-            print(f"audit {a.credential}: {a.outcome}" + (f" error={a.error}" if a.error else ""))
+            said = "note" if a.outcome == "covered" else "error"
+            print(f"audit {a.credential}: {a.outcome}" + (f" {said}={a.error}" if a.error else ""))
             continue
         closed = {True: "yes", False: "no", None: "unknown"}[a.record.closed_only]
         keys = " ".join(u.key_prefix for u in a.record.unmanaged)
@@ -669,6 +688,11 @@ def _reap(rt: Runtime, args: argparse.Namespace) -> int:
 
     _refuse_orphan(rt, args.credential, "reap")
     cred = rt.settings.credential(args.credential)
+    if cred.kind != "trading":
+        raise _config_error(
+            f"--credential {cred.name}: a {cred.kind} credential's wallet is audited and reaped through "
+            f"its trading credential: reap --credential {cred.via}"
+        )
     result = reap(
         rt.rotator, rt.ref(cred), rt.signer(cred), execute=args.execute, start_nonce=cred.start_nonce
     )
@@ -679,7 +703,12 @@ def _reap(rt: Runtime, args: argparse.Namespace) -> int:
     for f in result.left:
         print(f"{name}: not confirmed gone {f} (run reap again)")
     for f in result.unreachable:
-        print(f"{name}: unreachable unmanaged {f} (at no nonce derive reaches: revoke it with its own creds)")
+        how = (
+            "a builder key is revoked only with its own secret: by whoever made it, or in the web UI"
+            if f.kind == "builder"
+            else "at no nonce derive reaches: revoke it with its own creds"
+        )
+        print(f"{name}: unreachable unmanaged {f} ({how})")
     line = f"{name}: {result.outcome} reaped={len(result.reaped) if args.execute else 0}"
     line += f" unreachable={len(result.unreachable)}"
     if not args.execute and result.reaped:
@@ -829,6 +858,8 @@ def _state_row(name: str, st: CredentialState, now: float, policy: Policy | None
     return {
         "credential": name,
         "orphaned": policy is None,
+        "kind": policy.kind if policy is not None else st.kind,
+        "via": policy.via if policy is not None else st.via,
         "key": cur.masked if cur else None,
         "nonce": cur.nonce if cur else None,
         "address": cur.address if cur else None,
@@ -957,6 +988,12 @@ def _retire(rt: Runtime, args: argparse.Namespace) -> int:
                 "config would issue it a new key), or pass --force"
             )
         signer = rt.signer(rt.settings.credential(name))
+    managed = [] if args.force else _managed_via(rt, name)
+    if managed:
+        raise _config_error(
+            f"--credential {name}: its key manages {', '.join(managed)} (via), which still hold keys: "
+            f"retire them first (only {name}'s key can revoke their keys), or pass --force"
+        )
     result = retire(rt.rotator, name, signer, dry_run=args.dry_run)
     if result.outcome == "nothing-stored":
         raise _config_error(f"--credential {name}: the store holds no state of that name")
@@ -974,6 +1011,21 @@ def _retire(rt: Runtime, args: argparse.Namespace) -> int:
         line += f" error={result.error}"
     print(line)
     return EXIT_OK if result.ok else EXIT_FAILED
+
+
+def _managed_via(rt: Runtime, name: str) -> list[str]:
+    """The read-only and builder credentials of the store whose ``via`` is ``name`` and that still
+    hold a key (issue 27): retiring ``name`` first would leave nothing that can revoke those keys."""
+    from rotator.model import CredentialRef
+
+    out = []
+    for other in sorted(rt.store.names()):
+        if other == name:
+            continue
+        state = rt.store.load(CredentialRef(other, "")).state
+        if state.via == name and (state.held_keys() or state.pending is not None):
+            out.append(other)
+    return out
 
 
 def _check(rt: Runtime) -> int:

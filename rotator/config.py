@@ -779,8 +779,30 @@ class ScheduleSettings(_Section):
 AWS_HISTORY_MAX = 120
 
 
+#: Issue 27: the settings a read-only or builder credential may not take: they belong to trading keys,
+#: whose nonces and wallet signature those kinds do not have (their wallet is their via's).
+TRADING_ONLY = ("signer", "adopt_existing", "start_nonce", "key_model")
+
+
+def _kind_schema(schema: dict[str, Any]) -> None:
+    """The JSON schema of a credential (the chart's values.schema.json): a trading credential needs its
+    signer; a read-only or builder one needs via and takes none of :data:`TRADING_ONLY` (the model
+    fills in its via's signer before it checks the field)."""
+    schema["required"] = [f for f in schema.get("required", []) if f != "signer"]
+    schema["if"] = {"properties": {"kind": {"enum": ["readonly", "builder"]}}, "required": ["kind"]}
+    schema["then"] = {"required": ["via"], "not": {"anyOf": [{"required": [f]} for f in TRADING_ONLY]}}
+    schema["else"] = {"required": ["signer"], "not": {"required": ["via"]}}
+
+
 class CredentialSettings(_Section):
+    model_config = ConfigDict(extra="forbid", frozen=True, json_schema_extra=_kind_schema)
+
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+    # Issue 27: which kind of key the credential holds (docs/kinds.md). A read-only or builder
+    # credential names the trading credential of its wallet whose key manages it (via), and takes
+    # that credential's signer (it gives none of its own).
+    kind: Literal["trading", "readonly", "builder"] = "trading"
+    via: str | None = Field(None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
     signer: SignerSettings
     path: Annotated[str, AfterValidator(published_path)]
     rotate_every: PositiveDuration
@@ -812,6 +834,12 @@ class CredentialSettings(_Section):
 
     @model_validator(mode="after")
     def _times(self) -> CredentialSettings:
+        if self.kind == "trading" and self.via is not None:
+            raise ValueError("via goes with kind readonly or builder (a trading credential signs for itself)")
+        if self.kind != "trading" and self.via is None:
+            raise ValueError(
+                f"kind {self.kind} needs via: the trading credential of its wallet that manages it"
+            )
         if self.consumer_ttl <= 0:
             raise ValueError("consumer_ttl must be positive")
         if self.max_age is not None:
@@ -914,6 +942,45 @@ class Settings(BaseSettings):
         # unknown variable is named (pydantic-settings blames the file, or ignores the variable).
         return (init_settings,)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _kinds_take_their_via_signer(cls, data: Any) -> Any:
+        """A read-only or builder credential is on its via's wallet: it takes that credential's signer
+        (so everything that asks a credential for its wallet finds it) and none of its own."""
+        if not isinstance(data, dict) or not isinstance(data.get("credentials"), list):
+            return data
+        creds = data["credentials"]
+        by_name = {c.get("name"): c for c in creds if isinstance(c, dict)}
+        out = []
+        for cred in creds:
+            kind = cred.get("kind") if isinstance(cred, dict) else None
+            if kind not in ("readonly", "builder"):
+                out.append(cred)
+                continue
+            name = cred.get("name")
+            given = sorted(set(TRADING_ONLY) & cred.keys())
+            if given:
+                raise ValueError(
+                    f"credentials[{name}].{given[0]}: a {kind} credential takes no {given[0]} (it has no "
+                    "nonce and no wallet key of its own: its via credential's wallet is its wallet)"
+                )
+            if cred.get("via") is None:
+                raise ValueError(
+                    f"credentials[{name}]: kind {kind} needs via: the trading credential of its wallet "
+                    "that manages it"
+                )
+            via = by_name.get(cred.get("via"))
+            if not isinstance(via, dict) or (via.get("kind") or "trading") != "trading":
+                what = "no credential" if via is None else "not a trading credential"
+                raise ValueError(
+                    f"credentials[{name}].via: {shown(cred.get('via'))} is {what}; via names a trading "
+                    "credential of this config (its key manages this one's)"
+                )
+            if "signer" in via:
+                cred = {**cred, "signer": via["signer"]}
+            out.append(cred)
+        return {**data, "credentials": out}
+
     @model_validator(mode="after")
     def _unique(self) -> Settings:
         seen: set[str] = set()
@@ -921,6 +988,14 @@ class Settings(BaseSettings):
             if cred.name in seen:
                 raise ValueError(f"duplicate credential name {cred.name!r}")
             seen.add(cred.name)
+        kinds = {cred.name: cred.kind for cred in self.credentials}
+        for cred in self.credentials:
+            if cred.via is not None and kinds.get(cred.via) != "trading":
+                what = "no credential" if cred.via not in kinds else f"a {kinds[cred.via]} credential"
+                raise ValueError(
+                    f"credentials[{cred.name}].via: {cred.via!r} is {what}; via names a trading credential "
+                    "of this config (its key manages this one's)"
+                )
         return self
 
     @model_validator(mode="after")

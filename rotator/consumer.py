@@ -557,6 +557,41 @@ def py_clob_creds(key: Key, creds_class: Any = None) -> Any:
     )
 
 
+def readonly_headers(key: Key) -> dict[str, str]:
+    """The headers a reader sends with a published read-only key (``GET /data/orders`` and the other
+    reads it opens): ``POLY_READONLY_API_KEY`` and ``POLY_ADDRESS``. Merge them into any HTTP
+    client's request; take ``key`` from a :class:`CredentialSource` of the read-only credential, so
+    each request carries the key published now (the id is the whole credential: never log them)."""
+    if key.kind != "readonly":
+        raise ValueError(f"readonly_headers needs a read-only key; {key.masked} is a {key.kind} key")
+    return {"POLY_READONLY_API_KEY": key.api_key, "POLY_ADDRESS": key.address}
+
+
+def builder_config(key: Key, config_class: Any = None, creds_class: Any = None) -> Any:
+    """py-builder-signing-sdk's ``BuilderConfig`` for a published builder key: what py-clob-client's
+    ``ClobClient(builder_config=...)`` and the relayer client take to sign ``POLY_BUILDER_*``
+    headers locally. ``config_class``/``creds_class``: another SDK's pair taking the same fields."""
+    if key.kind != "builder" or key.lost:
+        raise ValueError(f"builder_config needs a builder key with its secret; {key.masked} is not one")
+    if config_class is None or creds_class is None:
+        from py_builder_signing_sdk.config import BuilderConfig
+        from py_builder_signing_sdk.sdk_types import BuilderApiKeyCreds
+
+        config_class, creds_class = config_class or BuilderConfig, creds_class or BuilderApiKeyCreds
+    creds = creds_class(
+        key=key.api_key, secret=key.api_secret.reveal(), passphrase=key.api_passphrase.reveal()
+    )
+    return config_class(local_builder_creds=creds)
+
+
+def follow_builder(client: Any, source: CredentialSource, attribute: str = "builder_config") -> None:
+    """Keep ``client``'s builder configuration on the builder key ``source`` holds: set now, and set
+    again the moment the source sees a new key (before the worker revokes the old one, which stays
+    valid for its grace). py-clob-client keeps it in ``builder_config``."""
+    setattr(client, attribute, builder_config(source.get()))
+    source.subscribe(lambda key: setattr(client, attribute, builder_config(key)))
+
+
 #: Client attributes passed through untouched: they make no authenticated request.
 _PASSTHROUGH = frozenset({"set_api_creds", "get_address", "assert_level_1_auth", "assert_level_2_auth"})
 

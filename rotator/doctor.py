@@ -299,7 +299,12 @@ def _probe(rot: Rotator, ctx: _Ctx, signer: Callable[[], Signer], policy: Policy
     ctx.begin("doctor")
     snap = rot.store_call("load", partial(rot.store.load, ctx.ref))
     ctx.state, ctx.version = snap.state, snap.version
+    rot.bind(ctx, policy)
     state = ctx.state
+    if state.kind != "trading":
+        raise RotatorError(
+            f"only trading keys replace each other or not; {ctx.ref.name} holds {state.kind} keys"
+        )
     if state.pending is not None:
         raise RotatorError(
             f"refused: a rotation is in flight (nonce {state.pending.nonce}); run it again once it is done"
@@ -317,7 +322,7 @@ def _probe(rot: Rotator, ctx: _Ctx, signer: Callable[[], Signer], policy: Policy
     t = rot.timer()
     rot._save(ctx, replace(state, pending=intent, next_nonce=nonce + 1))
     rot._event(ctx, "doctor", "recorded", t, nonce=nonce, reason="key-model probe")
-    second = rot._obtain(ctx, wallet, policy, fresh=True)  # 1: POST /auth/api-key
+    second = rot._obtain(ctx, policy, fresh=True)  # 1: POST /auth/api-key
     # At the nonce the key is at: a nonce someone else's key holds is walked past (issue 22).
     moved = ctx.state.pending
     assert moved is not None

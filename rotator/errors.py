@@ -19,6 +19,7 @@ botocore or py-clob-client type escapes its adapter. Messages never contain secr
     │   ├── RateLimited        429; ``retry_after`` seconds when the server said
     │   ├── Unauthorized       401: the key (L2) or the wallet signature (L1) was refused
     │   ├── Rejected           a 4xx that retrying will not fix (400 "Could not create api key", ...)
+    │   │   └── Unrevocable    nothing the worker holds can sign this key's revocation (no request sent)
     │   ├── Transient          timeouts, connection errors, 425, 5xx, Cloudflare pages: retryable
     │   │   └── Unreachable    connection refused, DNS failure: not retried within a call
     │   └── Cancelled          the worker is stopping (SIGTERM): the call was cut short, not retried
@@ -97,6 +98,12 @@ class Unauthorized(ClobError):
 
 class Rejected(ClobError):
     """A client error that retrying will not fix (e.g. 400 "Could not create api key")."""
+
+
+class Unrevocable(Rejected):
+    """The worker holds nothing that can authenticate this key's revocation: a builder key whose
+    create's answer was lost (its DELETE is signed with its own secret), or a key of another wallet
+    than the one its trading credential is on. No request was sent; asking again soon does not help."""
 
 
 class Transient(ClobError):

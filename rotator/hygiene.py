@@ -1,11 +1,15 @@
 """Wallet hygiene (issue 16): which keys does the wallet hold that rotator does not manage, and what
 state is the account in.
 
-:func:`audit` lists the wallet's keys (``GET /auth/api-keys``, signed with the current key) and asks
-whether the account is closed-only (``GET /auth/ban-status/closed-only``): two ``/auth/*`` requests,
-paced by the adapter's shared budget. Keys that are not current, retiring or pending are unmanaged:
-counted in ``rotator_unmanaged_keys``, logged once each when first seen (masked id), and recorded in
-the state's ``audit`` so ``status`` shows them and the next audit knows which are new.
+:func:`audit` lists the wallet's keys of every kind, each signed with a trading credential's current
+key: its L2 keys (``GET /auth/api-keys``), read-only keys (``GET /auth/readonly-api-keys``) and
+builder keys (``GET /auth/builder-api-key``, the unrevoked ones), and asks whether the account is
+closed-only (``GET /auth/ban-status/closed-only``): four ``/auth/*`` requests, paced by the adapter's
+shared budget. A read-only or builder credential is not audited on its own: the audit of a trading
+credential on its wallet covers it (issue 27). Keys that no state of the store holds are unmanaged:
+counted in ``rotator_unmanaged_keys`` (and by kind in ``rotator_unmanaged_keys_by_kind``), logged
+once each when first seen (masked id), and recorded in the state's ``audit`` so ``status`` shows them
+and the next audit knows which are new.
 
 :func:`reap` revokes the unmanaged keys the worker can reach: a key made at a nonce the wallet's
 signer can ``derive`` (nonce 0, the SDKs' default, and every nonce from the credential's own
@@ -14,7 +18,9 @@ team sharing the wallet through another store keeps its keys) is recovered and r
 DELETE, each confirmed gone as the rotation confirms its own revocations. A key at any other nonce
 can be found (listed) but not revoked without its secret: it is reported as unreachable. Current,
 retiring and pending keys are never touched, and nothing secret of a reaped key is kept or logged:
-only its masked id and nonce.
+only its masked id and nonce. An unmanaged read-only key is always reachable (its DELETE names its id
+and is signed with the trading key); an unmanaged builder key never is (its DELETE is signed with its
+own secret, which only its maker holds): it is reported, to be revoked in Polymarket's web UI.
 """
 
 from __future__ import annotations
@@ -22,8 +28,10 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from functools import partial
 
-from rotator.errors import Cancelled, ClobError, RotatorError, Unauthorized
+from rotator.errors import Cancelled, ClobError, Rejected, RotatorError, Unauthorized
+from rotator.kinds import KeyOps, ReadonlyOps, readonly_key
 from rotator.model import AuditRecord, CredentialRef, CredentialState, Key, UnmanagedKey, mask
 from rotator.rotation import Rotator, _Conflict, _Ctx
 from rotator.signers.base import Signer
@@ -54,10 +62,12 @@ def managed_nonces(state: CredentialState) -> set[int]:
 @dataclass(slots=True)
 class AuditResult:
     """What :func:`audit` found. ``outcome``: audited | no-key (nothing to sign the list with) |
-    in-flight (a rotation is pending: its key could be mistaken for an unmanaged one) | failed.
+    in-flight (a rotation is pending: its key could be mistaken for an unmanaged one) | covered (a
+    read-only or builder credential: its trading credential's audit covers the wallet) | failed.
 
-    ``unmanaged_ids`` are the full ids, for :func:`reap` in the same process; they are never
-    printed or stored (the record and every line show :func:`rotator.model.mask` forms)."""
+    ``unmanaged_ids`` are the full ids, for :func:`reap` in the same process, and ``kinds`` the kind
+    of each; they are never printed or stored (the record and every line show
+    :func:`rotator.model.mask` forms)."""
 
     credential: str
     outcome: str
@@ -65,6 +75,7 @@ class AuditResult:
     new: list[str] = field(default_factory=list)
     unmanaged_ids: list[str] = field(default_factory=list)
     error: str | None = None
+    kinds: dict[str, str] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -82,6 +93,10 @@ def audit(rot: Rotator, ref: CredentialRef, *, closed_only: bool = True) -> Audi
         ctx.begin("audit")
         snap = rot.store_call("load", lambda: rot.store.load(ref))
         ctx.state, ctx.version = snap.state, snap.version
+        if ctx.state.kind != "trading":
+            result.outcome = "covered"
+            result.error = f"the wallet audit of its trading credential {ctx.state.via} lists its keys"
+            return result
         cur = ctx.state.current
         if cur is None:
             result.outcome = "no-key"
@@ -89,8 +104,10 @@ def audit(rot: Rotator, ref: CredentialRef, *, closed_only: bool = True) -> Audi
         if ctx.state.pending is not None:
             result.outcome = "in-flight"
             return result
-        listed = rot.clob.list_keys(cur)
+        # The flag first: one request that never fails the audit, asked even when one of the key
+        # lists below fails it (there are three of them since issue 27).
         flag = _closed_only(rot, cur, closed_only)
+        listed = _listing(rot, cur)
         # Read again: a rotation that finished meanwhile (another worker) must not make its new key
         # look unmanaged. Anything either read manages is managed.
         again = rot.store_call("load", lambda: rot.store.load(ref))
@@ -102,15 +119,17 @@ def audit(rot: Rotator, ref: CredentialRef, *, closed_only: bool = True) -> Audi
             return result
         ids = [i for i in dict.fromkeys(listed) if i and i not in managed]
         if ids:
-            # The wallet may be shared (credentials at nonces far apart, start_nonce): another
-            # credential's keys are managed too, and one mid-rotation may hold a key not yet recorded.
+            # The wallet may be shared (credentials at nonces far apart, start_nonce; read-only and
+            # builder credentials on it): another credential's keys are managed too, and one
+            # mid-rotation may hold a key not yet recorded.
             siblings, busy = rot.wallet_siblings(ref, cur.address)
             if busy:
                 result.outcome = "in-flight"
                 return result
             ids = [i for i in ids if i not in siblings]
         now = rot.clock()
-        record = _record(ctx.state.audit, ids, now, flag)
+        result.kinds = {i: listed[i] for i in ids}
+        record = _record(ctx.state.audit, result.kinds, now, flag)
         result.new = [mask(i) for i in ids if mask(i) not in _reported(ctx.state.audit)]
         result.unmanaged_ids = ids
         result.record = record
@@ -129,8 +148,11 @@ def audit(rot: Rotator, ref: CredentialRef, *, closed_only: bool = True) -> Audi
     if result.record is not None:
         _observe(rot, name, result.record)
         rot.metrics.audits.labels(credential=name, result="success").inc()
+        kinds = {mask(i): k for i, k in result.kinds.items()}
         for prefix in result.new:
-            rot._event(ctx, "audit", "unmanaged-key", t, level=logging.WARNING, key=prefix)
+            rot._event(
+                ctx, "audit", "unmanaged-key", t, level=logging.WARNING, key=prefix, kind=kinds.get(prefix)
+            )
         if result.record.closed_only:
             rot._event(ctx, "audit", "closed-only", t, level=logging.WARNING)
         rot._event(
@@ -143,6 +165,38 @@ def audit(rot: Rotator, ref: CredentialRef, *, closed_only: bool = True) -> Audi
             closed_only=result.record.closed_only,
         )
     return result
+
+
+#: The listings of the kinds without nonces (issue 27), each signed with the trading key: a CLOB that
+#: does not serve one (404, 405) has no such keys to list, said once per process.
+_UNSERVED: set[str] = set()
+
+
+def _listing(rot: Rotator, cur: Key) -> dict[str, str]:
+    """Every key of the wallet that ``cur`` (a trading key) can list, id -> kind, in listing order:
+    its trading keys, its read-only keys and its builder keys not revoked."""
+    out = dict.fromkeys(rot.clob.list_keys(cur), "trading")
+
+    def builder() -> list[str]:
+        return [k.key for k in rot.clob.list_builder_keys(cur) if k.revoked_at is None]
+
+    extra: tuple[tuple[str, str, Callable[[], list[str]]], ...] = (
+        ("readonly", "GET /auth/readonly-api-keys", partial(rot.clob.list_readonly_keys, cur)),
+        ("builder", "GET /auth/builder-api-key", builder),
+    )
+    for kind, route, lister in extra:
+        if route in _UNSERVED:
+            continue
+        try:
+            ids = lister()
+        except Rejected as exc:
+            if exc.status not in (404, 405):
+                raise
+            _UNSERVED.add(route)
+            log.warning("the CLOB does not serve %s (%s): %s keys are not audited", route, exc.status, kind)
+            continue
+        out |= {i: kind for i in ids if i and i not in out}
+    return out
 
 
 def _reported(previous: AuditRecord | None) -> set[str]:
@@ -168,10 +222,13 @@ def _closed_only(rot: Rotator, key: Key, wanted: bool) -> bool | None:
         return None
 
 
-def _record(previous: AuditRecord | None, ids: list[str], now: float, flag: bool | None) -> AuditRecord:
-    """The new record: each unmanaged key keeps when it was first seen and its nonce once known."""
+def _record(previous: AuditRecord | None, ids: dict[str, str], now: float, flag: bool | None) -> AuditRecord:
+    """The new record of the unmanaged ``ids`` (id -> kind): each keeps when it was first seen and its
+    nonce once known."""
     before = {u.key_prefix: u for u in previous.unmanaged} if previous else {}
-    unmanaged = tuple(before.get(mask(i)) or UnmanagedKey(mask(i), None, now) for i in ids)
+    unmanaged = tuple(
+        before.get(mask(i)) or UnmanagedKey(mask(i), None, now, kind) for i, kind in ids.items()
+    )
     if flag is None and previous is not None:
         flag = previous.closed_only  # unknown this time: the last known answer stands
     return AuditRecord(now, unmanaged, flag)
@@ -182,7 +239,7 @@ def _save_record(rot: Rotator, ctx: _Ctx, record: AuditRecord) -> None:
 
 
 def _observe(rot: Rotator, name: str, record: AuditRecord) -> None:
-    rot.metrics.unmanaged_keys.labels(credential=name).set(len(record.unmanaged))
+    rot.metrics.observe_unmanaged(name, record)
     if record.closed_only is not None:
         rot.metrics.closed_only.labels(credential=name).set(1 if record.closed_only else 0)
 
@@ -195,12 +252,16 @@ def audit_due(record: AuditRecord | None, now: float, every: float) -> bool:
 # -- reap ----------------------------------------------------------------------------------------------
 @dataclass(frozen=True, slots=True)
 class Found:
-    """An unmanaged key as a reap reports it: masked id, and its nonce when derive reached it."""
+    """An unmanaged key as a reap reports it: masked id, and its nonce when derive reached it (a
+    trading key), or its kind (a read-only or builder key, which has no nonce)."""
 
     key: str
     nonce: int | None
+    kind: str = "trading"
 
     def __str__(self) -> str:
+        if self.kind != "trading":
+            return f"key={self.key} kind={self.kind}"
         return f"key={self.key} nonce={'?' if self.nonce is None else self.nonce}"
 
 
@@ -210,8 +271,9 @@ class ReapResult:
     incomplete (a reachable key was not confirmed gone) | lost-race | failed.
 
     ``reaped``: revoked and confirmed gone (``would-reap``: would be). ``unreachable``: listed, but
-    at no nonce the signer reaches, so it cannot be revoked without its secret. ``left``: reached
-    but not confirmed gone (tried again by the next reap)."""
+    at no nonce the signer reaches (or a builder key, revoked only with its own secret), so it
+    cannot be revoked without its secret. ``left``: reached but not confirmed gone (tried again by
+    the next reap)."""
 
     credential: str
     outcome: str
@@ -243,7 +305,7 @@ def reap(
     name = ref.name
     found = audit(rot, ref)
     result = ReapResult(name, "nothing-to-reap")
-    if found.outcome in ("no-key", "in-flight", "failed"):
+    if found.outcome in ("no-key", "in-flight", "failed", "covered"):
         result.outcome, result.error = found.outcome, found.error
         return result
     if not found.unmanaged_ids:
@@ -253,28 +315,41 @@ def reap(
         ctx.begin("reap")
         snap = rot.store_call("load", lambda: rot.store.load(ref))
         ctx.state, ctx.version = snap.state, snap.version
+        rot.bind(ctx)
+        cur = ctx.state.current
         wanted = set(found.unmanaged_ids) - managed_ids(ctx.state)
-        reached = _reach(rot, ctx, signer, wanted, start_nonce)
+        kind_of = found.kinds
+        trading = {i for i in wanted if kind_of.get(i, "trading") == "trading"}
+        reached: dict[str, tuple[KeyOps, Key]] = {
+            i: (ctx.ops, k) for i, k in _reach(rot, ctx, signer, trading, start_nonce).items()
+        }
+        if cur is not None:
+            # Read-only keys are reached by id: their DELETE names them, signed with the trading key.
+            readonly = ReadonlyOps(rot.clob, None, lambda: cur)
+            for i in sorted(i for i in wanted if kind_of.get(i) == "readonly"):
+                reached[i] = (readonly, readonly_key(i, cur.address, 0, 0.0))
         result.unreachable = [
-            Found(mask(i), None) for i in found.unmanaged_ids if i in wanted - reached.keys()
+            Found(mask(i), None, kind_of.get(i, "trading"))
+            for i in found.unmanaged_ids
+            if i in wanted - reached.keys()
         ]
         result.outcome = ("reaped" if execute else "would-reap") if reached else "nothing-to-reap"
-        gone: dict[str, int] = {}
-        for api_key, key in reached.items():
-            entry = Found(key.masked, key.nonce)
+        gone: dict[str, int | None] = {}
+        for api_key, (ops, key) in reached.items():
+            entry = Found(key.masked, key.clob_nonce, key.kind)
             if not execute:
                 result.reaped.append(entry)
                 continue
-            if _revoke(rot, ctx, key):
-                gone[api_key] = key.nonce
+            if _revoke(rot, ctx, ops, key):
+                gone[api_key] = key.clob_nonce
                 result.reaped.append(entry)
             else:
                 result.left.append(entry)
         if result.left:
             result.outcome = "incomplete"
-        _update_record(rot, ctx, gone, {i: k.nonce for i, k in reached.items()})
+        _update_record(rot, ctx, gone, {i: k.clob_nonce for i, (_ops, k) in reached.items()})
         for u in result.unreachable:
-            rot._event(ctx, "reap", "unreachable", ctx.step_started, key=u.key)
+            rot._event(ctx, "reap", "unreachable", ctx.step_started, key=u.key, kind=u.kind)
     except _Conflict:
         result.outcome = "lost-race"
         result.error = "another worker changed the state meanwhile; run reap again"
@@ -304,16 +379,17 @@ def _reach(
     return reached
 
 
-def _revoke(rot: Rotator, ctx: _Ctx, key: Key) -> bool:
-    """DELETE ``key`` with its own credentials; True once it is confirmed gone (a 200 by an L2 read
-    that now fails, a 401 by ``derive`` finding no key at its nonce), as the rotation confirms."""
+def _revoke(rot: Rotator, ctx: _Ctx, ops: KeyOps, key: Key) -> bool:
+    """Revoke ``key`` as its kind's strategy does (a trading key with its own credentials, a read-only
+    key by id with the trading key); True once it is confirmed gone (a 200 by the kind's check, a
+    401 by the authority finding it no more), as the rotation confirms its own revocations."""
     t = rot.timer()
     try:
-        rot.clob.delete_key(key)
-        gone = rot._confirm_gone(key)
+        ops.delete(key)
+        gone = ops.confirm_deleted(key)
     except Unauthorized:
         try:
-            gone = ctx.signer is not None and rot.clob.derive_key(ctx.signer(), key.nonce) is None
+            gone = ops.authority and ops.lookup(key) is None
         except Cancelled:
             raise
         except ClobError:
@@ -322,18 +398,36 @@ def _revoke(rot: Rotator, ctx: _Ctx, key: Key) -> bool:
         raise
     except ClobError as exc:
         rot._event(
-            ctx, "reap", "failed", t, level=logging.WARNING, nonce=key.nonce, key=key.masked, error=str(exc)
+            ctx,
+            "reap",
+            "failed",
+            t,
+            level=logging.WARNING,
+            nonce=key.clob_nonce,
+            key=key.masked,
+            error=str(exc),
         )
         return False
     if gone:
         rot.metrics.reaped.labels(credential=ctx.ref.name).inc()
-        rot._event(ctx, "reap", "reaped", t, level=logging.WARNING, nonce=key.nonce, key=key.masked)
+        rot._event(
+            ctx,
+            "reap",
+            "reaped",
+            t,
+            level=logging.WARNING,
+            nonce=key.clob_nonce,
+            key=key.masked,
+            kind=key.kind,
+        )
     else:
-        rot._event(ctx, "reap", "still-live-after-delete", t, nonce=key.nonce, key=key.masked)
+        rot._event(ctx, "reap", "still-live-after-delete", t, nonce=key.clob_nonce, key=key.masked)
     return gone
 
 
-def _update_record(rot: Rotator, ctx: _Ctx, gone: dict[str, int], nonces: dict[str, int]) -> None:
+def _update_record(
+    rot: Rotator, ctx: _Ctx, gone: dict[str, int | None], nonces: dict[str, int | None]
+) -> None:
     """Drop the reaped keys from the audit record and note the nonce of each key derive reached."""
     record = ctx.state.audit
     if record is None:

@@ -24,7 +24,10 @@ from rotator import __version__
 _TIER = re.compile(r"^[A-Za-z0-9_.-]{1,32}$")
 
 if TYPE_CHECKING:
-    from rotator.model import CredentialState
+    from rotator.model import AuditRecord, CredentialState
+
+#: The credential kinds (rotator.model.KINDS, kept here so the metrics load no model at import).
+KINDS = ("trading", "readonly", "builder")
 
 CLOB_ENDPOINTS = (
     "/time",
@@ -165,6 +168,7 @@ class Metrics:
         )
         self.build_info.labels(version=__version__).set(1)
         self._init_hygiene()
+        self._init_kinds()
         self._init_operations()
         # Only a daemon has it (see enable_leader): a CronJob run pushing a 0 would look like a
         # replica without the lease.
@@ -207,10 +211,43 @@ class Metrics:
             registry=r,
         )
 
+    def observe_unmanaged(self, name: str, record: AuditRecord) -> None:
+        """What an audit of ``name``'s wallet found unmanaged, in all and by kind."""
+        self.unmanaged_keys.labels(credential=name).set(len(record.unmanaged))
+        for kind in KINDS:
+            count = sum(1 for u in record.unmanaged if u.kind == kind)
+            self.unmanaged_by_kind.labels(credential=name, kind=kind).set(count)
+
+    def init_kinds(self, credentials: Iterable[tuple[str, str, str | None]]) -> None:
+        """``rotator_credential_info`` for each configured (name, kind, via): 1, so any per-credential
+        series can be filtered by kind with ``* on(credential) group_left(kind) rotator_credential_info``
+        while its own labels stay as they were (dashboards and alerts match on them)."""
+        for name, kind, via in credentials:
+            self.credential_info.labels(credential=name, kind=kind, via=via or "").set(1)
+            self.lost_keys.labels(credential=name)
+
     def observe_key_model(self, name: str, model: str) -> None:
         """``model``: several, one or unknown."""
         for each in KEY_MODELS:
             self.key_model.labels(credential=name, model=each).set(1 if each == model else 0)
+
+    def _init_kinds(self) -> None:
+        """Issue 27: read-only and builder credentials."""
+        r = self.registry
+        self.credential_info = Gauge(
+            "rotator_credential_info",
+            "1 for each configured credential: its kind (trading, readonly, builder) and, for a read-only "
+            "or builder one, the trading credential whose key manages it (via). Join on credential.",
+            ["credential", "kind", "via"],
+            registry=r,
+        )
+        self.lost_keys = Gauge(
+            "rotator_lost_keys",
+            "Live keys the worker made but cannot revoke: builder keys whose create's answer was lost "
+            "with their secret (retiring, reason lost-secret). An operator revokes them in the web UI.",
+            ["credential"],
+            registry=r,
+        )
 
     def _init_hygiene(self) -> None:
         """Issue 16: the wallet audit, the account's closed-only flag and the CLOB's rate-limit tier."""
@@ -220,6 +257,13 @@ class Metrics:
             "Keys the credential's wallet holds at the CLOB that rotator does not manage (not current, "
             "retiring or pending), as the last audit found them.",
             ["credential"],
+            registry=r,
+        )
+        self.unmanaged_by_kind = Gauge(
+            "rotator_unmanaged_keys_by_kind",
+            "rotator_unmanaged_keys by the kind of key (trading, readonly, builder): the same count, split "
+            "by the list it was found in.",
+            ["credential", "kind"],
             registry=r,
         )
         self.closed_only = Gauge(
@@ -410,6 +454,9 @@ class Metrics:
             elif every is not None:
                 self.next_rotation.labels(credential=name).set(created + every)
         self.retiring.labels(credential=name).set(len(state.retiring))
+        self.lost_keys.labels(credential=name).set(
+            sum(1 for r in state.retiring if r.reason == "lost-secret")
+        )
         self.retiring_deadline.labels(credential=name).set(
             min((r.revoke_after for r in state.retiring), default=0)
         )
@@ -417,7 +464,7 @@ class Metrics:
             # The record a pass may have added to (a key walked past, or found by a recovery) is the
             # count: said at once, and a one-shot run that audits some credentials pushes the last
             # known count for the others rather than 0.
-            self.unmanaged_keys.labels(credential=name).set(len(state.audit.unmanaged))
+            self.observe_unmanaged(name, state.audit)
 
     def carry_failures(self, previous: dict[str, float]) -> None:
         """One-shot runs: continue the failure streak a previous run left in the Pushgateway.

@@ -6,15 +6,30 @@ they are read to the moment they are sent, so a stray log line or traceback cann
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import json
 import math
 import re
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 PUBLISHED_FIELDS = ("api_key", "api_secret", "api_passphrase", "address", "nonce", "created_at")
+
+#: The kinds of credential a wallet holds at the CLOB (issue 27): ``trading`` (the L2 triplet, made
+#: with the wallet's L1 signature at a nonce), ``readonly`` (an id alone, made and deleted with a
+#: trading key's L2 headers; readers send it with the wallet's address) and ``builder`` (a triplet
+#: of the builder program, made with a trading key's L2 headers, revoked by its own HMAC headers).
+#: Neither of the last two has a nonce or a derive: see :mod:`rotator.kinds`.
+KINDS = ("trading", "readonly", "builder")
+#: The published secret's fields per kind (DESIGN.md, the consumer contract; docs/kinds.md).
+PUBLISHED_BY_KIND = {
+    "trading": PUBLISHED_FIELDS,
+    "readonly": ("api_key", "address", "created_at", "nonce"),
+    "builder": ("key", "secret", "passphrase", "address", "created_at"),
+}
 
 
 class Secret:
@@ -60,6 +75,23 @@ MASK_HEAD, MASK_TAIL = 13, 4
 ACK_PREFIX_CHARS = 18
 
 
+#: How far the CLOB's clock as a worker reads it (or its own, while ``/time`` never answered) may be
+#: from the clock the CLOB stamps key ids with, for a key's id to prove the key older than an intent.
+KEY_CLOCK_SLACK = 300.0
+
+
+def minted_at(key_id: str) -> float | None:
+    """When the CLOB made the key ``key_id``, read from the id: real key ids are UUIDv7 (clob-auth.md
+    4.1), whose first 48 bits are the unix time in milliseconds. None for an id of another kind."""
+    try:
+        value = uuid.UUID(key_id)
+    except ValueError:
+        return None
+    if value.version != 7 or value.variant != uuid.RFC_4122:
+        return None
+    return (value.int >> 80) / 1000.0
+
+
 def mask(key_id: str) -> str:
     """The one form of a key id that logs, status output, consumers and stores' tags may show:
     ``01a24daa-6b2e…b948``, its first :data:`MASK_HEAD` and last :data:`MASK_TAIL` characters.
@@ -86,7 +118,15 @@ def masked_prefix(prefix: str) -> str:
 
 @dataclass(frozen=True, slots=True)
 class Key:
-    """One issued L2 triplet and where it came from."""
+    """One issued key and where it came from.
+
+    ``kind`` (:data:`KINDS`): a ``trading`` key is the L2 triplet at its CLOB ``nonce``. A
+    ``readonly`` key is its id alone (``api_secret`` and ``api_passphrase`` are empty): the id *is*
+    the credential, so it is shown masked like a secret's neighbour, never in full. A ``builder``
+    key is a triplet whose secret is empty only when the create's answer was lost (:attr:`lost`).
+    Neither has a CLOB nonce: their ``nonce`` is the credential's own serial number of the key
+    (its ``next_nonce`` when the key was issued), which orders keys and names them in logs.
+    """
 
     api_key: str
     api_secret: Secret
@@ -94,13 +134,43 @@ class Key:
     address: str
     nonce: int
     created_at: float
+    kind: str = "trading"
 
     @property
     def masked(self) -> str:
         return mask(self.api_key)
 
+    @property
+    def clob_nonce(self) -> int | None:
+        """The key's nonce at the CLOB: a trading key's; None for the kinds without nonces."""
+        return self.nonce if self.kind == "trading" else None
+
+    @property
+    def lost(self) -> bool:
+        """A builder key whose secret never reached the state (its create's answer was lost): it can
+        neither be published nor sign its own revocation."""
+        return self.kind == "builder" and not self.api_secret.reveal()
+
     def to_dict(self) -> dict[str, Any]:
-        """The published-secret JSON object (DESIGN.md, "the consumer contract"). Reveals secrets."""
+        """The key as the state keeps it. Reveals secrets. For a trading or read-only key it is also
+        the published secret (:meth:`published`)."""
+        if self.kind == "builder":
+            lost = self.lost
+            return {
+                "key": self.api_key,
+                "secret": None if lost else self.api_secret.reveal(),
+                "passphrase": None if lost else self.api_passphrase.reveal(),
+                "address": self.address,
+                "created_at": self.created_at,
+                "nonce": self.nonce,
+            }
+        if self.kind == "readonly":
+            return {
+                "api_key": self.api_key,
+                "address": self.address,
+                "created_at": self.created_at,
+                "nonce": self.nonce,
+            }
         return {
             "api_key": self.api_key,
             "api_secret": self.api_secret.reveal(),
@@ -110,29 +180,65 @@ class Key:
             "created_at": self.created_at,
         }
 
+    def published(self) -> dict[str, Any]:
+        """The published-secret JSON object (DESIGN.md, "the consumer contract"; per kind,
+        :data:`PUBLISHED_BY_KIND`). Reveals secrets."""
+        data = self.to_dict()
+        return {name: data[name] for name in PUBLISHED_BY_KIND[self.kind]}
+
     @classmethod
-    def from_dict(cls, data: Any) -> Key:
-        """Parse the published-secret object. :raises ValueError: naming the bad field."""
+    def from_dict(cls, data: Any, kind: str | None = None) -> Key:
+        """Parse a key as the state keeps it or as it is published. ``kind``: the kind it must be;
+        None: told by its fields (a builder key has ``key``, a trading key ``api_secret``, a
+        read-only key ``api_key`` alone). :raises ValueError: naming the bad field."""
         if not isinstance(data, dict):
             raise MalformedError("a key must be a JSON object")
-        missing = [f for f in PUBLISHED_FIELDS if f not in data]
+        if kind is None:
+            # A read-only key only when it has a read-only key's fields and no secret: anything else
+            # is judged (and its error named) as the trading key it most likely is.
+            readonly = {"api_key", "address", "created_at"} <= data.keys() and not _TRADING_ONLY & data.keys()
+            kind = "builder" if "key" in data else "readonly" if readonly else "trading"
+        if kind not in KINDS:
+            raise MalformedError("key kind must be trading, readonly or builder")
+        required = [f for f in PUBLISHED_BY_KIND[kind] if f != "nonce" or kind == "trading"]
+        missing = [f for f in required if f not in data]
         if missing:
-            raise MalformedError(f"key is missing field(s): {', '.join(missing)}")
-        for name in ("api_key", "api_secret", "api_passphrase", "address"):
+            what = "key" if kind == "trading" else f"{kind} key"
+            raise MalformedError(f"{what} is missing field(s): {', '.join(missing)}")
+        id_field = "key" if kind == "builder" else "api_key"
+        for name in (id_field, "address", *(("api_secret", "api_passphrase") if kind == "trading" else ())):
             if not isinstance(data[name], str) or not data[name]:
                 raise MalformedError(f"key field {name} must be a non-empty string")
-        if not isinstance(data["nonce"], int) or isinstance(data["nonce"], bool) or data["nonce"] < 0:
+        secret, passphrase = "", ""
+        if kind == "trading":
+            secret, passphrase = data["api_secret"], data["api_passphrase"]
+        elif kind == "builder":
+            secret, passphrase = data["secret"], data["passphrase"]
+            # null: a lost key's (its create's answer never arrived), in the state only
+            lost = secret is None and passphrase is None
+            if not lost:
+                for name in ("secret", "passphrase"):
+                    if not isinstance(data[name], str) or not data[name]:
+                        raise MalformedError(f"key field {name} must be a non-empty string")
+            secret, passphrase = secret or "", passphrase or ""
+        nonce = data.get("nonce", 0)
+        if not isinstance(nonce, int) or isinstance(nonce, bool) or nonce < 0:
             raise MalformedError("key field nonce must be a non-negative integer")
         if not isinstance(data["created_at"], (int, float)) or isinstance(data["created_at"], bool):
             raise MalformedError("key field created_at must be a number")
         return cls(
-            api_key=data["api_key"],
-            api_secret=Secret(data["api_secret"]),
-            api_passphrase=Secret(data["api_passphrase"]),
+            api_key=data[id_field],
+            api_secret=Secret(secret),
+            api_passphrase=Secret(passphrase),
             address=data["address"],
-            nonce=data["nonce"],
+            nonce=nonce,
             created_at=float(data["created_at"]),
+            kind=kind,
         )
+
+
+#: Fields only a trading key's published form has (how :meth:`Key.from_dict` tells kinds apart).
+_TRADING_ONLY = frozenset({"api_secret", "api_passphrase"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,6 +263,11 @@ class Pending:
     # None in intents recorded before state format 4.
     reason: str | None = None
     trigger: str | None = None
+    # Issue 27: for a kind without nonces (read-only, builder), digests (:func:`listed_digest`) of
+    # the wallet's keys of that kind listed just before this intent was recorded. After a crash or a
+    # lost answer, a listed key that is neither in this snapshot nor held by any state is the
+    # intent's (rotator.kinds). None for trading keys, which derive recovers.
+    listed: tuple[str, ...] | None = None
 
     @property
     def wallet(self) -> str | None:
@@ -171,24 +282,41 @@ class Pending:
             "lease_until": self.lease_until,
             "key": self.key.to_dict() if self.key else None,
             "address": self.address,
-            **_present(reason=self.reason, trigger=self.trigger),
+            **_present(
+                reason=self.reason,
+                trigger=self.trigger,
+                listed=None if self.listed is None else list(self.listed),
+            ),
         }
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Pending:
+    def from_dict(cls, data: dict[str, Any], kind: str = "trading") -> Pending:
         address = data.get("address")
         if address is not None and (not isinstance(address, str) or not address):
             raise MalformedError("pending field address must be a non-empty string")
+        listed = data.get("listed")
+        if listed is not None and (
+            not isinstance(listed, list) or not all(isinstance(d, str) and d for d in listed)
+        ):
+            raise MalformedError("pending field listed must be a list of digests")
         return cls(
             nonce=int(data["nonce"]),
             started_at=float(data["started_at"]),
             owner=str(data["owner"]),
             lease_until=float(data["lease_until"]),
-            key=Key.from_dict(data["key"]) if data.get("key") else None,
+            key=Key.from_dict(data["key"], kind) if data.get("key") else None,
             address=address,
             reason=_opt_str(data.get("reason")),
             trigger=_opt_str(data.get("trigger")),
+            listed=None if listed is None else tuple(listed),
         )
+
+
+def listed_digest(key_id: str) -> str:
+    """How an intent's snapshot of listed keys names one (:attr:`Pending.listed`): a short digest, so
+    the state never holds the ids of keys that are not the worker's (a read-only key's id is its
+    whole credential). 96 bits: no two keys of a wallet share one."""
+    return hashlib.sha256(key_id.encode()).hexdigest()[:24]
 
 
 @dataclass(frozen=True, slots=True)
@@ -198,7 +326,9 @@ class Retiring:
     key: Key
     retired_at: float
     revoke_after: float
-    reason: str = "rotated"  # rotated | unverified | emergency | recovered | restored | retired
+    # rotated | unverified | emergency | recovered | restored | retired | lost-secret (issue 27: a
+    # builder key whose create's answer was lost: nothing the worker holds can revoke it)
+    reason: str = "rotated"
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -209,9 +339,9 @@ class Retiring:
         }
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Retiring:
+    def from_dict(cls, data: dict[str, Any], kind: str = "trading") -> Retiring:
         return cls(
-            key=Key.from_dict(data["key"]),
+            key=Key.from_dict(data["key"], kind),
             retired_at=float(data["retired_at"]),
             revoke_after=float(data["revoke_after"]),
             reason=str(data.get("reason", "rotated")),
@@ -360,14 +490,18 @@ HISTORY_LIMIT = 100
 #: issue 13). 2: ``schema`` and the pending intent's wallet ``address``. 3: ``audit``, what the last
 #: unmanaged-key audit found (issue 16). 4 (issue 23): ``format``, ``pause``, ``provenance``, history
 #: records with issue, publish and retire times, reason, trigger and worker, the intent's reason and
-#: trigger, and unknown top-level fields kept on save.
-STATE_FORMAT = 4
+#: trigger, and unknown top-level fields kept on save. 5 (issue 27): ``kind`` and ``via`` of a read-only
+#: or builder credential, its intent's ``listed`` snapshot, the kind of an unmanaged key.
+STATE_FORMAT = 5
 #: What a state's ``schema`` field says: the oldest format whose readers read this state correctly
 #: (the "readable by" marker; a reader refuses a state whose ``schema`` is above its own format).
 #: Additive fields that an older reader may ignore do not raise it, so the previous minor version
-#: reads what this one writes (docs/upgrading.md). Format 4 is read correctly by format 3 (rotator
-#: 0.1), which drops the new fields when it saves.
+#: reads what this one writes (docs/upgrading.md). Formats 4 and 5 of a trading credential are read
+#: correctly by format 3 (rotator 0.1), which drops the new fields when it saves.
 STATE_SCHEMA = 3
+#: The ``schema`` of a read-only or builder credential's state: an older reader would take its keys
+#: for trading keys (and DELETE them with L2 headers they do not have), so it must refuse the state.
+KIND_SCHEMA = 5
 #: The top-level fields of format 4. Any other is a newer version's additive field: kept as it was.
 _KNOWN_FIELDS = frozenset(
     {
@@ -385,6 +519,8 @@ _KNOWN_FIELDS = frozenset(
         "pause",
         "key_model",
         "published_path",
+        "kind",
+        "via",
     }
 )
 
@@ -399,14 +535,27 @@ class UnmanagedKey:
     key_prefix: str
     nonce: int | None
     first_seen: float
+    kind: str = "trading"  # issue 27: which list it was found in (written when not trading)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"key_prefix": self.key_prefix, "nonce": self.nonce, "first_seen": self.first_seen}
+        out: dict[str, Any] = {
+            "key_prefix": self.key_prefix,
+            "nonce": self.nonce,
+            "first_seen": self.first_seen,
+        }
+        if self.kind != "trading":
+            out["kind"] = self.kind
+        return out
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> UnmanagedKey:
         nonce = data.get("nonce")
-        return cls(str(data["key_prefix"]), None if nonce is None else int(nonce), float(data["first_seen"]))
+        kind = str(data.get("kind") or "trading")
+        if kind not in KINDS:
+            raise MalformedError("an unmanaged key's kind must be trading, readonly or builder")
+        return cls(
+            str(data["key_prefix"]), None if nonce is None else int(nonce), float(data["first_seen"]), kind
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -522,6 +671,11 @@ class CredentialState:
     #: Top-level fields written by a newer rotator (additive, readable by this one): kept as they
     #: were, as (name, JSON text) pairs, so an older worker's save loses nothing of a newer one's.
     extra: tuple[tuple[str, str], ...] = ()
+    #: Issue 27: which kind of key the credential holds (:data:`KINDS`), fixed by its first save;
+    #: ``via``: for a read-only or builder credential, the trading credential whose key authenticates
+    #: its management calls (the last one configured; kept so a removed credential can still revoke).
+    kind: str = "trading"
+    via: str | None = None
 
     def paused(self, now: float) -> Pause | None:
         """The pause in force at ``now``, if any (one whose ``until`` passed has ended by itself)."""
@@ -614,7 +768,7 @@ class CredentialState:
         provenance = [r.to_dict() for r in self.provenance if any(r.names(k) for k in held)]
         out: dict[str, Any] = {name: json.loads(text) for name, text in self.extra}
         out |= {
-            "schema": STATE_SCHEMA,
+            "schema": STATE_SCHEMA if self.kind == "trading" else KIND_SCHEMA,
             "format": STATE_FORMAT,
             "current": self.current.to_dict() if self.current else None,
             "pending": self.pending.to_dict() if self.pending else None,
@@ -633,6 +787,9 @@ class CredentialState:
             out["key_model"] = self.key_model.to_dict()
         if self.published_path is not None:
             out["published_path"] = self.published_path
+        if self.kind != "trading":
+            out["kind"] = self.kind
+            out["via"] = self.via
         return out
 
     @classmethod
@@ -651,10 +808,16 @@ class CredentialState:
         published = data.get("published_nonce")
         if published is not None and (not isinstance(published, int) or isinstance(published, bool)):
             raise MalformedError("rotation state is malformed (field published_nonce)")
+        kind = data.get("kind") or "trading"
+        if kind not in KINDS:
+            raise MalformedError("rotation state is malformed (field kind)")
+        via = data.get("via")
+        if via is not None and (not isinstance(via, str) or not via):
+            raise MalformedError("rotation state is malformed (field via)")
         parsers: dict[str, Any] = {
-            "current": lambda v: Key.from_dict(v) if v else None,
-            "pending": lambda v: Pending.from_dict(v) if v else None,
-            "retiring": lambda v: tuple(Retiring.from_dict(r) for r in v or ()),
+            "current": lambda v: Key.from_dict(v, kind) if v else None,
+            "pending": lambda v: Pending.from_dict(v, kind) if v else None,
+            "retiring": lambda v: tuple(Retiring.from_dict(r, kind) for r in v or ()),
             "next_nonce": lambda v: int(v or 0),
             "rotations": lambda v: int(v or 0),
             "history": lambda v: tuple(_gone(KeyRecord.from_dict(h)) for h in v or ()),
@@ -666,7 +829,12 @@ class CredentialState:
         path = data.get("published_path")
         if path is not None and (not isinstance(path, str) or not path):
             raise MalformedError("rotation state is malformed (field published_path)")
-        fields: dict[str, Any] = {"published_nonce": published, "published_path": path}
+        fields: dict[str, Any] = {
+            "published_nonce": published,
+            "published_path": path,
+            "kind": kind,
+            "via": via,
+        }
         for name, parse in parsers.items():
             try:
                 fields[name] = parse(data.get(name))
@@ -802,6 +970,8 @@ Step = Literal[
     # issue 23: a credential whose signer cannot be used; `rotator pause` and `resume`
     "signer",
     "pause",
+    # issue 27: a read-only or builder credential's trading credential (its key authenticates the calls)
+    "via",
 ]
 
 
@@ -859,6 +1029,10 @@ Event = Literal[
     "restored",
     "paused",
     "resumed",
+    # issue 27: keys without nonces, found again by listing
+    "lost-secret",  # a builder key made by a create whose answer was lost: ours, but unusable
+    "ambiguous",  # several keys could be the intent's: none is taken, each reported unmanaged
+    "unrevocable",  # nothing the worker holds can authenticate this key's revocation
 ]
 
 

@@ -20,10 +20,19 @@ import logging
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
+from functools import partial
 
 from rotator.errors import RotatorError
-from rotator.model import CredentialRef, CredentialState, Event, Key, PassResult, Retiring
-from rotator.rotation import Rotator, _Conflict, _Ctx, due_revocations, lease_blocked, would_revoke
+from rotator.model import CredentialRef, CredentialState, Event, Key, PassResult, Pending, Retiring
+from rotator.rotation import (
+    CREATE_WINDOW,
+    Rotator,
+    _Conflict,
+    _Ctx,
+    due_revocations,
+    lease_blocked,
+    would_revoke,
+)
 from rotator.signers.base import Signer
 
 log = logging.getLogger("rotator.orphans")
@@ -62,6 +71,7 @@ def serve(rot: Rotator, name: str, *, dry_run: bool = False) -> PassResult:
     try:
         snap = rot.store_call("load", lambda: rot.store.load(ctx.ref))
         ctx.state, ctx.version = snap.state, snap.version
+        rot.bind(ctx)
         now = rot.clock()
         due = due_revocations(ctx.state, now)
         if dry_run:
@@ -127,6 +137,7 @@ def retire(
     try:
         snap = rot.store.load(ctx.ref)
         ctx.state, ctx.version = snap.state, snap.version
+        rot.bind(ctx)
         if snap.version is None:
             result.outcome = "nothing-stored"
             return result
@@ -145,10 +156,10 @@ def retire(
             keys.append(("pending", pending.key))
         elif pending is not None:
             ctx.begin("derive")
-            found = _derive(rot, signer, pending.nonce)
+            found = _find(rot, ctx, pending)
             if found is not None:
                 keys.append(("pending", found))
-            elif signer is None:
+            elif not ctx.ops.authority:
                 intent = Held("pending-intent", pending.nonce, None)
         result.held = [Held(role, k.nonce, k.masked) for role, k in keys] + ([intent] if intent else [])
         if dry_run:
@@ -185,6 +196,11 @@ def retire(
     return result
 
 
-def _derive(rot: Rotator, signer: Callable[[], Signer] | None, nonce: int) -> Key | None:
-    """The key at ``nonce``, if the signer is at hand and the CLOB says one exists."""
-    return None if signer is None else rot.clob.derive_key(signer(), nonce)
+def _find(rot: Rotator, ctx: _Ctx, pending: Pending) -> Key | None:
+    """The key the intent ``pending`` may have made before a crash, when the state's kind can find
+    it (derive with the signer at hand; the listing for read-only and builder keys) and it is there.
+    Keys of which none is provably the intent's are left to the audit (reported unmanaged)."""
+    if not ctx.ops.authority:
+        return None
+    found = ctx.ops.find(pending, partial(rot._known, ctx), CREATE_WINDOW)
+    return found.key if found is not None else None

@@ -13,7 +13,6 @@ import logging
 import math
 import random
 import time
-import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from functools import partial
@@ -33,12 +32,15 @@ from rotator.errors import (
     SignerError,
     Transient,
     Unauthorized,
+    Unrevocable,
     VersionConflict,
 )
+from rotator.kinds import KeyOps, Obtained, ops_for
 from rotator.lease import owner_alive, owner_host, this_owner
 from rotator.metrics import Metrics
 from rotator.model import (
     HISTORY_LIMIT,
+    KEY_CLOCK_SLACK,
     Ack,
     AuditRecord,
     CredentialRef,
@@ -54,6 +56,7 @@ from rotator.model import (
     UnmanagedKey,
     ack_prefix,
     masked_prefix,
+    minted_at,
 )
 from rotator.signers.base import Signer
 from rotator.stores.base import Store, Version
@@ -89,9 +92,6 @@ REPORT_PROBE_EVERY = 30.0
 #: a worker that fell back to its own clock): it is clamped when read (DESIGN.md "Time"). Workers
 #: that measured the CLOB's clock agree to within a minute; five leave room for a worker on its own.
 CLAMP_AHEAD = 300.0
-#: How far the CLOB's clock as a worker reads it (or its own, while ``/time`` never answered) may be
-#: from the clock the CLOB stamps key ids with, for a key's id to prove the key older than an intent.
-KEY_CLOCK_SLACK = 300.0
 #: How far the CLOB's own clocks may disagree between two key ids it made one after the other.
 KEY_ID_SLACK = 1.0
 #: One-shot runs (a CronJob) start a few seconds late, by a different amount each time, and stamp
@@ -101,6 +101,9 @@ KEY_ID_SLACK = 1.0
 JITTER_TOLERANCE = 600.0
 #: After a restore, how many nonces past the state's next one are looked at for keys it never heard of.
 RESTORE_WALK = 8
+#: Seconds after an intent by which its create was answered or given up, at the default
+#: ``clob.retry.deadline`` (120 s) and ``clob.timeout`` (10 s): see ``Policy.create_window``.
+CREATE_WINDOW = 130.0
 #: The reasons a key is due by its age or its schedule (not an operator, not the CLOB).
 AGE_REASONS = frozenset({"due", "schedule", "max-age"})
 
@@ -137,6 +140,13 @@ class Policy:
     due_slack: float = 0.0
     # How many gone keys the credential's history keeps (credentials[].history_limit).
     history_limit: int = HISTORY_LIMIT
+    # Issue 27: which kind of key the credential holds (its rotator.kinds strategy), and for a
+    # read-only or builder credential the trading credential whose key authenticates its calls.
+    kind: str = "trading"
+    via: str | None = None
+    # Seconds after an intent by which its create was answered or given up (clob.retry.deadline
+    # plus one request's clob.timeout): a key found by listing after a lost answer was made then.
+    create_window: float = CREATE_WINDOW
 
     @property
     def lease(self) -> float:
@@ -417,18 +427,6 @@ def _ahead(at: float, now: float) -> str:
     return f"{ahead / 86400:.0f} days ahead" if ahead >= 2 * 86400 else f"{_age(ahead)} ahead"
 
 
-def minted_at(key_id: str) -> float | None:
-    """When the CLOB made the key ``key_id``, read from the id: real key ids are UUIDv7 (clob-auth.md
-    4.1), whose first 48 bits are the unix time in milliseconds. None for an id of another kind."""
-    try:
-        value = uuid.UUID(key_id)
-    except ValueError:
-        return None
-    if value.version != 7 or value.variant != uuid.RFC_4122:
-        return None
-    return (value.int >> 80) / 1000.0
-
-
 def made_before_intent(key: Key, pending: Pending, current: Key | None) -> bool:
     """Whether ``key``, found at the intent's nonce, provably existed before the intent was recorded,
     so that no create of the intent made it (someone else did, and holds its secret). Proven by its id
@@ -478,6 +476,7 @@ class _Ctx:
     failure, a lost race or a stop is reported at that step, with that step's ``duration``."""
 
     __slots__ = (
+        "_ops",
         "_step",
         "_timer",
         "acks",
@@ -494,6 +493,7 @@ class _Ctx:
         "state",
         "step_started",
         "version",
+        "via_key",
     )
 
     def __init__(
@@ -516,6 +516,8 @@ class _Ctx:
         # the state's key model with the promotion).
         self.live_after: float | None = None
         self.reason: str | None = None  # why this pass rotates (None: resuming, or not rotating)
+        self._ops: KeyOps | None = None  # the kind's key operations, bound once the state is read
+        self.via_key: Key | None = None  # the via credential's current key, read once per pass
         self._timer = timer
         self._step: Step = "read"
         self.step_started = timer()
@@ -523,6 +525,12 @@ class _Ctx:
     @property
     def step(self) -> Step:
         return self._step
+
+    @property
+    def ops(self) -> KeyOps:
+        """The key operations of the credential's kind (:meth:`Rotator.bind`)."""
+        assert self._ops is not None, "key operations are bound once the state is read"
+        return self._ops
 
     def begin(self, step: Step) -> None:
         self._step = step
@@ -596,12 +604,15 @@ class Rotator:
         self._store_metric(op, "success")
         return result
 
-    def wallet_siblings(self, ref: CredentialRef, address: str) -> tuple[set[str], bool]:
+    def wallet_siblings(
+        self, ref: CredentialRef, address: str, kind: str | None = None
+    ) -> tuple[set[str], bool]:
         """The keys every other state in the store (configured or removed from the config) manages on
         the wallet ``address``, and whether one of them has a rotation in flight on it (whose key may
         exist unrecorded). Credentials may share a wallet at nonces far apart (``start_nonce``): each
         one's keys are the other's managed keys, never unmanaged ones. Reads every state: ask only
-        when a key is found that this state does not manage."""
+        when a key is found that this state does not manage. ``kind``: only rotations of states of
+        that kind count as in flight (a trading rotation makes no read-only key)."""
         wallet = address.lower()
         ids: set[str] = set()
         busy = False
@@ -617,7 +628,9 @@ class Rotator:
             ids |= {k.api_key for k in keys if k.address.lower() == wallet}
             pending_wallet = state.pending.wallet if state.pending is not None else None
             busy = busy or (
-                state.pending is not None and (pending_wallet is None or pending_wallet.lower() == wallet)
+                state.pending is not None
+                and (pending_wallet is None or pending_wallet.lower() == wallet)
+                and (kind is None or state.kind == kind)
             )
         return ids, busy
 
@@ -654,6 +667,50 @@ class Rotator:
     def _since(self, started: float) -> float:
         return round(self.timer() - started, 4)
 
+    # -- the kind's key operations (issue 27) --------------------------------------------------------
+    def bind(self, ctx: _Ctx, policy: Policy | None = None) -> None:
+        """Give ``ctx`` the key operations of its credential's kind (rotator.kinds), once its state is
+        read. With the credential's ``policy`` (a configured credential), a state written before holds
+        the configured kind, or the pass fails here: its keys were made for another kind; a new state
+        takes the configured kind and ``via``. Without (a removed credential), the state says."""
+        if policy is not None:
+            state = ctx.state
+            if ctx.version is not None and state.kind != policy.kind:
+                raise RotationError(
+                    "read",
+                    f"the state holds {state.kind} keys, but the config makes {ctx.ref.name} a {policy.kind} "
+                    "credential: a credential's kind cannot change (give the new one its own name, and "
+                    f"`rotator retire` this one once it is out of the config)",
+                )
+            if state.kind != policy.kind or state.via != policy.via:
+                ctx.state = replace(state, kind=policy.kind, via=policy.via)  # saved with the next write
+        ctx._ops = ops_for(ctx.state.kind, self.clob, ctx.signer, partial(self._via_key, ctx))
+
+    def _via_key(self, ctx: _Ctx) -> Key:
+        """The current key of the trading credential that manages this read-only or builder one, read
+        from the store once per pass (its previous key stays valid for its grace if it rotates)."""
+        if ctx.via_key is not None:
+            return ctx.via_key
+        name = ctx.state.via
+        if name is None:
+            raise RotationError("via", f"{ctx.state.kind} credential names no trading credential (via)")
+        state = self.store_call("load", partial(self.store.load, CredentialRef(name, ""))).state
+        if state.kind != "trading":
+            raise RotationError("via", f"via {name} is a {state.kind} credential, not a trading one")
+        if state.current is None:
+            raise RotationError(
+                "via", f"trading credential {name} has no key yet: its first pass issues one, then this one's"
+            )
+        ctx.via_key = state.current
+        return state.current
+
+    def _known(self, ctx: _Ctx) -> tuple[set[str], bool]:
+        """The ids every state of the store holds on the credential's wallet (its own included), and
+        whether another state of its kind there has a rotation in flight: what a key found by listing
+        must not be, and whether a lone one may be a sibling's (rotator.kinds)."""
+        theirs, busy = self.wallet_siblings(ctx.ref, ctx.ops.address(), kind=ctx.state.kind)
+        return theirs | {k.api_key for k in ctx.state.held_keys()}, busy
+
     # -- the pass -----------------------------------------------------------------------------------
     def run_pass(
         self,
@@ -686,6 +743,7 @@ class Rotator:
         ctx.history_limit = policy.history_limit
         try:
             force_nonce = self._read(ctx, force or emergency)
+            self.bind(ctx, policy)
             now = self.clock()
             self._clamp(ctx, policy, now, save=not dry_run)
             pending = ctx.state.pending
@@ -854,18 +912,17 @@ class Rotator:
         if cur is None:
             return False
         t = self.timer()
-        wallet = signer()
         nonce = max(ctx.state.next_nonce, policy.start_nonce)
-        beyond = self.clob.derive_key(wallet, nonce)
+        beyond = ctx.ops.at_nonce(nonce)  # None for kinds without nonces: nothing to tell by
         if beyond is None:
             return False
-        at_current = self.clob.derive_key(wallet, cur.nonce)
+        at_current = ctx.ops.at_nonce(cur.nonce)
         if at_current is not None and at_current.api_key == cur.api_key:
             return False  # the key exists: refused for another reason than being gone
-        theirs, _busy = self.wallet_siblings(ctx.ref, wallet.address)
+        theirs, _busy = self.wallet_siblings(ctx.ref, ctx.ops.address())
         found = [beyond]
         while len(found) < RESTORE_WALK:
-            more = self.clob.derive_key(wallet, nonce + len(found))
+            more = ctx.ops.at_nonce(nonce + len(found))
             if more is None:
                 break
             found.append(more)
@@ -1126,9 +1183,9 @@ class Rotator:
         t = self.timer()
         name = ctx.ref.name
         try:
-            self.clob.delete_key(entry.key)
+            ctx.ops.delete(entry.key)
             how: Event = "deleted"
-            if not self._confirm_gone(entry.key):
+            if not ctx.ops.confirm_deleted(entry.key):
                 # A 200 that left the key working is not a revocation: keep it retiring (I3).
                 self._recheck_later(ctx, entry)
                 self._event(
@@ -1140,7 +1197,7 @@ class Rotator:
             # the server's propagation delay answers 401 too: ask the authority (derive, L1).
             # No signer (a credential removed from the config) means no way to ask: keep it retiring.
             try:
-                at_nonce = self.clob.derive_key(ctx.signer(), entry.key.nonce) if ctx.signer else entry.key
+                at_nonce = ctx.ops.lookup(entry.key) if ctx.ops.authority else entry.key
                 gone = at_nonce is None
                 if not gone and self._revived_to_delete(ctx, entry, at_nonce):
                     return
@@ -1150,9 +1207,27 @@ class Rotator:
                 gone = False
             if not gone:
                 # Without a signer nothing new can be learnt soon: ask again rarely (it costs /auth/*).
-                self._recheck_later(ctx, entry, RECHECK_LIVE_KEY if ctx.signer else RECHECK_WITHOUT_SIGNER)
+                self._recheck_later(
+                    ctx, entry, RECHECK_LIVE_KEY if ctx.ops.authority else RECHECK_WITHOUT_SIGNER
+                )
                 self._event(
                     ctx, "revoke", "not-yet-revocable", t, nonce=entry.key.nonce, key=entry.key.masked
+                )
+                return
+            how = "already-gone"
+        except Unrevocable as exc:
+            # Nothing this worker holds can sign its DELETE (a builder key whose secret was lost): an
+            # operator revokes it by hand, and the authority's listing says when it is gone.
+            if not self._gone_at_nonce(ctx, entry.key):
+                self._recheck_later(ctx, entry, RECHECK_WITHOUT_SIGNER)
+                self._event(
+                    ctx,
+                    "revoke",
+                    "unrevocable",
+                    t,
+                    nonce=entry.key.nonce,
+                    key=entry.key.masked,
+                    error=str(exc),
                 )
                 return
             how = "already-gone"
@@ -1228,30 +1303,17 @@ class Rotator:
             raise _Stopped()
 
     def _gone_at_nonce(self, ctx: _Ctx, key: Key) -> bool:
-        """Whether ``derive`` (L1, the authority) finds no ``key`` at its nonce any more. No signer,
-        or an answer that cannot tell, confirms nothing."""
-        if ctx.signer is None:
+        """Whether the authority (``derive`` at its nonce, L1; a listing for the kinds without nonces)
+        finds no ``key`` any more. No authority, or an answer that cannot tell, confirms nothing."""
+        if not ctx.ops.authority:
             return False
         try:
-            live = self.clob.derive_key(ctx.signer(), key.nonce)
+            live = ctx.ops.lookup(key)
         except Cancelled:
             raise  # the worker is stopping: never taken for an answer about a key
         except ClobError:
             return False
         return live is None or live.api_key != key.api_key
-
-    def _confirm_gone(self, key: Key) -> bool:
-        """After a DELETE answered 200: the key must now be refused by an L2 read (off ``/auth/*``).
-        A probe that cannot tell (the CLOB hiccuped) confirms nothing."""
-        try:
-            self.clob.probe_key(key)
-        except Unauthorized:
-            return True
-        except Cancelled:
-            raise  # the worker is stopping: never taken for an answer about a key
-        except ClobError:
-            return False
-        return False
 
     def _recheck_later(self, ctx: _Ctx, entry: Retiring, after: float = RECHECK_LIVE_KEY) -> None:
         """Keep ``entry`` retiring and try its revocation again ``after`` seconds from now."""
@@ -1284,7 +1346,7 @@ class Rotator:
         assert cur is not None
         t = self.timer()
         try:
-            self.clob.probe_key(cur)
+            ctx.ops.verify(cur)
         except Unauthorized:
             self._checked.pop(ctx.ref.name, None)
             self._event(ctx, "probe", "rejected", t, nonce=cur.nonce, key=cur.masked)
@@ -1362,7 +1424,7 @@ class Rotator:
         name = ctx.ref.name
         t = self.timer()
         try:
-            self.clob.probe_key(cur)
+            ctx.ops.verify(cur)
         except Unauthorized:
             # Not remembered: if the rotation fails, the reports still name this key, and the next
             # pass probes it again (it would otherwise wait for probe_every).
@@ -1430,31 +1492,34 @@ class Rotator:
         self._may_start(ctx, "issue")
         t = self.timer()
         bootstrap = ctx.state.current is None and not ctx.state.history and not ctx.state.retiring
-        if bootstrap and self._recover_published(ctx, signer(), policy):
+        if bootstrap and self._recover_published(ctx, policy):
             reason = "recovered"  # a lost state: the published key is ours, adopted (it retires now)
         nonce = max(ctx.state.next_nonce, policy.start_nonce)
         if bootstrap:
-            nonce = self._bootstrap_nonce(ctx, signer(), policy, nonce)
+            nonce = self._bootstrap_nonce(ctx, policy, nonce)
             if ctx.state.current is not None and reason != "recovered":
                 reason = "adopted"
         if reason in ("recovered", "adopted"):
             trigger = "store"
+        # Kinds without nonces list their keys first: a lost answer is found again by elimination.
+        listed = ctx.ops.snapshot()
         now = self.clock()
         pending = Pending(
             nonce=nonce,
             started_at=now,
             owner=self.owner,
             lease_until=now + policy.lease,
-            address=signer().address,  # only this wallet can find a key made at this nonce again
+            address=ctx.ops.address(),  # only this wallet can find a key made at this nonce again
             reason=reason,
             trigger=trigger,
+            listed=listed,
         )
         self._save(ctx, replace(ctx.state, pending=pending, next_nonce=max(ctx.state.next_nonce, nonce + 1)))
         ctx.reason = reason
         self._event(ctx, "intent", "recorded", t, nonce=nonce, reason=reason, trigger=trigger)
         return reason
 
-    def _recover_published(self, ctx: _Ctx, signer: Signer, policy: Policy) -> bool:
+    def _recover_published(self, ctx: _Ctx, policy: Policy) -> bool:
         """A bootstrap over a published key: the state was lost (deleted by hand, a fresh store
         over an old published path), not never written. Returns True when the key was adopted.
 
@@ -1470,26 +1535,27 @@ class Rotator:
         """
         t = self.timer()
         published = self.store_call("read_published", lambda: self.store.read_published(ctx.ref))
-        if published is None:
+        if published is None or published.kind != ctx.ops.kind:
             return False
-        if published.address.lower() != signer.address.lower():
+        wallet = ctx.ops.address()
+        if published.address.lower() != wallet.lower():
             log.warning(
                 "%s: no state, and the published key %s is for wallet %s, not the configured %s: "
                 "leaving it alone (revoke it by hand if it is no longer used)",
                 ctx.ref.name,
                 published.masked,
                 published.address,
-                signer.address,
+                wallet,
             )
             self._event(ctx, "recover", "other-wallet", t, nonce=published.nonce, key=published.masked)
             return False
-        live = self.clob.derive_key(signer, published.nonce)
+        live = ctx.ops.lookup(published)
         if live is None or live.api_key != published.api_key:
             self._event(ctx, "recover", "published-not-live", t, nonce=published.nonce, key=published.masked)
             return False
         below = range(max(policy.start_nonce, live.nonce - RECOVER_BELOW), live.nonce)
-        found = [k for k in (self.clob.derive_key(signer, n) for n in below) if k is not None]
-        claimed, busy = self.wallet_siblings(ctx.ref, signer.address) if found else (set(), False)
+        found = [k for k in (ctx.ops.at_nonce(n) for n in below) if k is not None]
+        claimed, busy = self.wallet_siblings(ctx.ref, wallet) if found else (set(), False)
         found = [k for k in found if k.api_key not in claimed]
         proven = (
             self.store_call("read_published", lambda: self.store.ever_published(ctx.ref, found))
@@ -1535,12 +1601,13 @@ class Rotator:
             self._event(ctx, "recover", "unproven-key-left", t, nonce=k.nonce, key=k.masked)
         return True
 
-    def _bootstrap_nonce(self, ctx: _Ctx, signer: Signer, policy: Policy, nonce: int) -> int:
+    def _bootstrap_nonce(self, ctx: _Ctx, policy: Policy, nonce: int) -> int:
         """No key of ours yet: nonces that already hold a key were made by hand, not by us. Each one
-        walked past is reported unmanaged (with ``adopt_existing``, the first is adopted instead)."""
+        walked past is reported unmanaged (with ``adopt_existing``, the first is adopted instead).
+        Kinds without nonces have none to walk (``at_nonce`` finds nothing)."""
         walked: list[Key] = []
         for _ in range(MAX_NONCE_WALK):
-            existing = self.clob.derive_key(signer, nonce)
+            existing = ctx.ops.at_nonce(nonce)
             if existing is None:
                 if walked:
                     self._save(ctx, self._noting_unmanaged(ctx, ctx.state, walked))
@@ -1578,12 +1645,12 @@ class Rotator:
         """Steps 4b-7 for the pending rotation. ``resumed``: the intent was found, not just recorded."""
         pending = ctx.state.pending
         assert pending is not None
-        self._check_wallet(pending, signer)
+        self._check_wallet(pending, ctx.ops)
         # The strategy is data (the key model): on a wallet that keeps one key the create killed the
         # published key, so the new one is published in the same step, and verified after it.
         at_once = keeps_one_key(ctx.state, policy)
         if pending.key is None:
-            key = self._obtain(ctx, signer(), policy, fresh=pending.owner == self.owner and not resumed)
+            key = self._obtain(ctx, policy, fresh=pending.owner == self.owner and not resumed)
             assert ctx.state.pending is not None
             pending = replace(ctx.state.pending, key=key)  # at the nonce the key is at (a walk moves it)
             issued = ctx.state.with_issued(
@@ -1614,14 +1681,14 @@ class Rotator:
                 self._revoke(ctx, entry)
 
     @staticmethod
-    def _check_wallet(pending: Pending, signer: Callable[[], Signer]) -> None:
+    def _check_wallet(pending: Pending, ops: KeyOps) -> None:
         """A rotation in flight belongs to the wallet that started it. Deriving with another wallet
         would find nothing and create a key there, orphaning the one the crash may have left at
         (old wallet, nonce); promoting a recorded key would publish the old wallet's key."""
         recorded = pending.wallet
         if recorded is None:  # a schema-1 intent: it never said, so nothing to check against
             return
-        configured = signer().address
+        configured = ops.address()
         if configured.lower() != recorded.lower():
             raise RotationError(
                 "resume",
@@ -1630,60 +1697,104 @@ class Rotator:
                 "again until a pass completes it, then change wallets",
             )
 
-    def _obtain(self, ctx: _Ctx, signer: Signer, policy: Policy, fresh: bool) -> Key:
+    def _obtain(self, ctx: _Ctx, policy: Policy, fresh: bool) -> Key:
         """Step 4b: the key for the recorded intent, stamped on the pass's clock (the CLOB's): its
         ``created_at`` is the start of the key's age, which every worker compares with its own now."""
-        key = self._obtain_key(ctx, signer, policy, fresh)
+        key = self._obtain_key(ctx, policy, fresh)
         return replace(key, created_at=self.clock())
 
-    def _obtain_key(self, ctx: _Ctx, signer: Signer, policy: Policy, fresh: bool) -> Key:
-        """The key of the intent in ``ctx.state.pending``. ``fresh``: this pass has just recorded the
-        intent, so no create of it has reached the CLOB yet.
+    def _obtain_key(self, ctx: _Ctx, policy: Policy, fresh: bool) -> Key:
+        """The key of the intent in ``ctx.state.pending``, made or found again by the kind's strategy
+        (:meth:`rotator.kinds.KeyOps.obtain`). ``fresh``: this pass has just recorded the intent, so
+        no create of it has reached the CLOB yet.
 
         A key at the intent's nonce that no create of the intent made is someone else's (made by
         hand, or by another tool on the wallet), who holds its secret: it is never published. That
         is the case when the first create of a fresh intent answers 400 (the nonce was taken before
         it), or when the key's id (a UUIDv7) predates the intent (:func:`made_before_intent`). The
         intent then walks past it to the next nonce, as a bootstrap does, and the key is reported
-        unmanaged. Any other key found there is the intent's own (DESIGN step 4b).
+        unmanaged. Any other key found there is the intent's own (DESIGN step 4b). A key found by
+        listing that is the intent's but unusable (``lost-secret``), or keys of which none can be
+        told to be the intent's (``ambiguous``), are set aside the same way (:meth:`_set_aside`).
         """
         ctx.begin("create")
         for _ in range(MAX_NONCE_WALK):
             pending = ctx.state.pending
             assert pending is not None
             t = self.timer()
-            key, how = self._key_at(signer, pending.nonce, fresh)
-            if how != "nonce-taken" and not made_before_intent(key, pending, ctx.state.current):
-                self._event(ctx, "create", how, t, nonce=pending.nonce, key=key.masked)
+            got = ctx.ops.obtain(pending, fresh, partial(self._known, ctx), policy.create_window)
+            fresh = True  # whatever is set aside or walked past, the next intent has sent no create
+            if got.key is None or got.how == "lost-secret":
+                self._set_aside(ctx, policy, got, t)
+                continue
+            key = got.key
+            if got.how != "nonce-taken" and not made_before_intent(key, pending, ctx.state.current):
+                self._event(ctx, "create", got.how, t, nonce=pending.nonce, key=key.masked)
                 return key
             self._walk_past(ctx, policy, key, t)
-            fresh = True  # the intent at the next nonce has sent no create yet
         raise RotationError("create", f"no free nonce in {MAX_NONCE_WALK} tries")
 
-    def _key_at(self, signer: Signer, nonce: int, fresh: bool) -> tuple[Key, Event]:
-        """The key at ``nonce`` for an intent there, and how it was found: ``created`` by this call,
-        ``recovered`` (a resumed intent's derive, or a 400 to its create: its own create may have
-        landed before a crash), ``recovered-lost-answer`` (a create whose answer was lost: never
-        created again blind, derived), or ``nonce-taken`` (a 400 to a fresh intent's first create)."""
-        if not fresh:
-            key = self.clob.derive_key(signer, nonce)
-            if key is not None:
-                return key, "recovered"
-        try:
-            return self.clob.create_key(signer, nonce), "created"
-        except Rejected as exc:
-            key = self.clob.derive_key(signer, nonce)
-            if key is None:
-                raise RotationError("create", str(exc)) from exc
-            return key, "nonce-taken" if fresh else "recovered"
-        except Cancelled:
-            raise  # the worker is stopping: never taken for an answer about a key
-        except ClobError as exc:
-            # The answer may have been lost after the key was made: never create blind, derive.
-            key = self.clob.derive_key(signer, nonce)
-            if key is None:
-                raise RotationError("create", str(exc)) from exc
-            return key, "recovered-lost-answer"
+    def _set_aside(self, ctx: _Ctx, policy: Policy, got: Obtained, started: float) -> None:
+        """A key found by listing for the intent that cannot become current, in one compare-and-set
+        before any new create: the intent's own builder key whose secret was lost with its create's
+        answer retires at once (reason ``lost-secret``: held, reported, revoked by an operator), and
+        keys of which none is provably the intent's are reported unmanaged. The intent moves to the
+        next serial with a new snapshot, which lists them."""
+        pending = ctx.state.pending
+        assert pending is not None
+        now = self.clock()
+        state = ctx.state
+        if got.how == "lost-secret":
+            assert got.key is not None
+            lost = got.key
+            state = state.with_issued(
+                lost,
+                reason=pending.reason or "unrecorded",
+                trigger=pending.trigger or "schedule",
+                worker=self.worker,
+            )
+            state = state.with_retired(lost, now, "lost-secret")
+            state = replace(state, retiring=(*state.retiring, Retiring(lost, now, now, "lost-secret")))
+            keys = [lost]
+        else:
+            keys = list(got.others)
+            state = self._noting_unmanaged(ctx, state, keys, claimed=set())
+        moved = replace(
+            pending,
+            nonce=pending.nonce + 1,
+            started_at=now,
+            lease_until=now + policy.lease,
+            listed=ctx.ops.snapshot(),
+        )
+        self._save(ctx, replace(state, pending=moved, next_nonce=max(state.next_nonce, moved.nonce + 1)))
+        shown = ", ".join(k.masked for k in keys)
+        if got.how == "lost-secret":
+            log.warning(
+                "%s: builder key %s was made by this rotation's create, whose answer was lost: its secret "
+                "is gone, so it can be neither published nor revoked by rotator (its DELETE is signed with "
+                "its own secret). It is kept as retiring (lost-secret): revoke it in Polymarket's web UI "
+                "(settings, builder keys); rotator confirms it gone. Creating another.",
+                ctx.ref.name,
+                shown,
+            )
+        else:
+            log.warning(
+                "%s: keys %s were made while this rotation's create was in flight and none of them can be "
+                "told to be its own (docs/kinds.md): none is taken; each is reported unmanaged (`rotator "
+                "reap` revokes read-only ones). Creating another.",
+                ctx.ref.name,
+                shown,
+            )
+        self._event(
+            ctx,
+            "create",
+            got.how,
+            started,
+            level=logging.WARNING,
+            nonce=pending.nonce,
+            keys=[k.masked for k in keys],
+        )
+        self._may_start(ctx, "create")
 
     def _walk_past(self, ctx: _Ctx, policy: Policy, key: Key, started: float) -> None:
         """Move the intent from ``key``'s nonce, which someone else's key holds, to the next one, and
@@ -1691,7 +1802,13 @@ class Rotator:
         pending = ctx.state.pending
         assert pending is not None
         now = self.clock()
-        moved = replace(pending, nonce=pending.nonce + 1, started_at=now, lease_until=now + policy.lease)
+        moved = replace(
+            pending,
+            nonce=pending.nonce + 1,
+            started_at=now,
+            lease_until=now + policy.lease,
+            listed=ctx.ops.snapshot(),
+        )
         state = self._noting_unmanaged(ctx, ctx.state, [key])
         self._save(ctx, replace(state, pending=moved, next_nonce=max(state.next_nonce, moved.nonce + 1)))
         log.warning(
@@ -1722,10 +1839,12 @@ class Rotator:
             return state
         now = self.clock()
         record = state.audit or AuditRecord(0.0)
-        nonces = {k.masked: k.nonce for k in found}
+        nonces = {k.masked: k.clob_nonce for k in found}
         kept = tuple(replace(u, nonce=nonces.get(u.key_prefix, u.nonce)) for u in record.unmanaged)
         seen = {u.key_prefix for u in kept}
-        added = tuple(UnmanagedKey(k.masked, k.nonce, now) for k in found if k.masked not in seen)
+        added = tuple(
+            UnmanagedKey(k.masked, k.clob_nonce, now, k.kind) for k in found if k.masked not in seen
+        )
         return replace(state, audit=replace(record, unmanaged=(*kept, *added)))
 
     def _verify(self, ctx: _Ctx, key: Key, policy: Policy, *, published: bool = False) -> None:
@@ -1742,7 +1861,7 @@ class Rotator:
         while True:
             attempts += 1
             try:
-                self.clob.probe_key(key)
+                ctx.ops.verify(key)
                 self._checked_ok(ctx, key)
                 # How long the CLOB refused the new key (clob-client #311): what an operator sizes
                 # verify_timeout by. Measured only when it refused at first (else 0).
@@ -1841,7 +1960,7 @@ class Rotator:
         ctx.begin("probe-old")
         t = self.timer()
         try:
-            self.clob.probe_key(old)
+            ctx.ops.verify(old)
         except Unauthorized:
             if not self._gone_at_nonce(ctx, old):
                 self._event(
@@ -1888,7 +2007,10 @@ class Rotator:
 
     def _learn_keys(self, ctx: _Ctx, keys: str, by: str = "rotation") -> None:
         """Step 7's finding (the old key alive, or dead at once) is the wallet's key model from now
-        on. Said once, when it changes; the rotation strategy follows it (:func:`keeps_one_key`)."""
+        on. Said once, when it changes; the rotation strategy follows it (:func:`keeps_one_key`). Only
+        trading keys teach it: read-only and builder keys are several by design."""
+        if not ctx.ops.learns_model:
+            return
         model = ctx.state.key_model or KeyModel()
         if model.keys == keys:
             return
@@ -1920,18 +2042,19 @@ class Rotator:
         self._may_start(ctx, "revive")
         ctx.begin("revive")
         t = self.timer()
-        wallet = signer()
-        if cur.address.lower() != wallet.address.lower():
+        wallet = ctx.ops.address()
+        if cur.address.lower() != wallet.lower():
             return None
-        at_nonce = self.clob.derive_key(wallet, cur.nonce)
+        # Kinds without nonces have nothing at one (a lapse there is not known to come back).
+        at_nonce = ctx.ops.at_nonce(cur.nonce)
         if at_nonce is None or at_nonce.api_key != cur.api_key:
             return None  # gone (deleted, expired) or replaced: nothing to revive; rotate
         now = self.clock()
-        pending = Pending(cur.nonce, now, self.owner, now + policy.lease, address=wallet.address)
+        pending = Pending(cur.nonce, now, self.owner, now + policy.lease, address=wallet)
         self._save(ctx, replace(ctx.state, pending=pending))
         self._event(ctx, "intent", "recorded", t, nonce=cur.nonce, reason="revive")
         try:
-            key = self.clob.create_key(wallet, cur.nonce)
+            key = self.clob.create_key(signer(), cur.nonce)
         except Rejected:
             # The key is live at its nonce and only refuses reads for now (propagation, a passing
             # 401, py-clob-client #175): not a lapse. Rotate as for any refused key.

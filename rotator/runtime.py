@@ -66,6 +66,8 @@ class Runtime:
         return self._problems[cred.name]
 
     def _check(self, cred: CredentialSettings) -> str | None:
+        if cred.kind != "trading":
+            return None  # its calls are signed by its via's key, read from the store (issue 27)
         s = cred.signer
         if s.source == "env" and s.env is not None and (missing := env_problem(self.env, s.env)):
             return f"signer env {s.env} {missing}"
@@ -82,6 +84,7 @@ class Runtime:
             self._store = build_store(self.settings, self.env)
             self.metrics.init_credentials((c.name for c in self.settings.credentials), self._store.backend)
             self.metrics.init_hygiene(c.name for c in self.settings.credentials)
+            self.metrics.init_kinds((c.name, c.kind, c.via) for c in self.settings.credentials)
         return self._store
 
     def clob_proxy(self) -> Proxy | None:
@@ -171,7 +174,11 @@ class Runtime:
     def policy(self, cred: CredentialSettings, *, probe_every: float | None = None) -> Policy:
         """``probe_every``: None for one-shot runs (each run checks the key once, and takes a key
         within their start-up jitter of ``rotate_every`` as due); the daemon passes its own."""
+        clob = self.settings.clob
         return Policy(
+            kind=cred.kind,
+            via=cred.via,
+            create_window=clob.retry.deadline + clob.timeout,
             probe_every=probe_every or 0.0,
             due_slack=one_shot_slack(cred.rotate_every) if probe_every is None else 0.0,
             schedule=self.schedule(cred),
@@ -186,7 +193,8 @@ class Runtime:
             start_nonce=cred.start_nonce,
             min_grace=cred.min_grace,
             consumer_ttl=cred.consumer_ttl,
-            key_model=cred.key_model,
+            # Read-only and builder keys coexist by design: rotations overlap them for grace.
+            key_model=cred.key_model if cred.kind == "trading" else "several",
         )
 
     @staticmethod

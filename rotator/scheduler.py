@@ -65,10 +65,18 @@ class Daemon:
         rt.may_work = lambda: self.leader.is_leader
         # credential -> when (monotonic) this daemon audits its wallet next (issue 16)
         self._audit_next: dict[str, float] = {}
+        # Trading credentials whose first pass has ended: their dependents' first passes follow it.
+        self._vias_done: set[str] = set()
 
     def _job(self, cred: CredentialSettings) -> None:
         if self.stop_event.is_set() or not self.leader.is_leader:
             return  # a standby spends nothing on the CLOB
+        try:
+            self._pass(cred)
+        finally:
+            self._start_dependents(cred)
+
+    def _pass(self, cred: CredentialSettings) -> None:
         rt = self.rt
         from rotator.clob.budget import probe_interval
 
@@ -83,6 +91,19 @@ class Daemon:
             self.store_problem = None
         self._audit_if_due(cred)
 
+    def _start_dependents(self, cred: CredentialSettings) -> None:
+        """After a trading credential's first pass, the first passes of the read-only and builder
+        credentials ``via`` it (issue 27): their calls are signed with the key that pass may have just
+        issued. They wait for nothing else: from then on each runs on its own interval."""
+        if cred.name in self._vias_done:
+            return
+        self._vias_done.add(cred.name)
+        for dep in self.rt.settings.credentials:
+            if dep.via == cred.name and not self.stop_event.is_set():
+                job = self.scheduler.get_job(f"rotate:{dep.name}")
+                if job is not None:
+                    job.modify(next_run_time=_soon(self.rt.settings.daemon.jitter))
+
     def _audit_if_due(self, cred: CredentialSettings) -> None:
         """Issue 16: audit the credential's wallet (unmanaged keys, closed-only) every
         :func:`rotator.clob.budget.audit_interval`, after its pass and in the same job, so an audit
@@ -92,6 +113,8 @@ class Daemon:
         interval = audit_interval(self.rt.settings)
         if interval <= 0 or self.stop_event.is_set() or not self.leader.is_leader:
             return
+        if cred.kind != "trading":
+            return  # its wallet is audited through its via (issue 27)
         now = time.monotonic()
         due = self._audit_next.get(cred.name)
         if due is None:
@@ -192,9 +215,13 @@ class Daemon:
         )
         self.scheduler.start()
         self.started = True
-        # First pass right away, spread by the job's jitter.
+        # First pass right away, spread by the job's jitter; a read-only or builder credential's
+        # right after its via's (_start_dependents), or on its interval if that never comes.
+        names = {c.name for c in self.rt.settings.credentials}
+        waits = {f"rotate:{c.name}" for c in self.rt.settings.credentials if c.via in names}
         for job in self.scheduler.get_jobs():
-            job.modify(next_run_time=_soon(jitter))
+            if job.id not in waits:
+                job.modify(next_run_time=_soon(jitter))
 
     def shutdown(self) -> None:
         self.stop_event.set()

@@ -136,6 +136,8 @@ def _details(row: dict[str, Any], now: float) -> list[str]:
         out += _wrap(f"NOT READY: {row['problem']} (its passes fail; the others rotate on)", "  ")
     if row["orphaned"]:
         out += _wrap(ORPHAN_NOTE[bool(row["archived"])], "  ")
+    if row.get("kind", "trading") != "trading":
+        out += _wrap(f"{row['kind']} key, managed with the key of trading credential {row['via']}", "  ")
     out += _pause_details(row.get("paused"), now) + _schedule_details(row.get("schedule"), now)
     for r in sorted(row["retiring"], key=lambda r: r["revoke_after"]):
         out += _wrap(
@@ -228,7 +230,8 @@ def _audit_details(audit: dict[str, Any] | None, now: float) -> list[str]:
     for u in audit["unmanaged"]:
         nonce = "?" if u["nonce"] is None else u["nonce"]
         seen = f", first seen {duration(now - u['first_seen'])} ago" if u.get("first_seen") else ""
-        out += _wrap(f"unmanaged key={u['key']:<18} nonce={nonce}{seen}", "  ")
+        kind = "" if u.get("kind", "trading") == "trading" else f" kind={u['kind']}"
+        out += _wrap(f"unmanaged key={u['key']:<18} nonce={nonce}{kind}{seen}", "  ")
     return out
 
 

@@ -136,7 +136,7 @@ class MemoryStore:
 
     def publish(self, ref: CredentialRef, key: Key) -> None:
         self._fault("publish")
-        text = json.dumps(key.to_dict())
+        text = json.dumps(key.published())
         for _ in range(PUBLISH_ATTEMPTS):
             with self.data.lock:
                 seen = self.data.published.get(self._path(ref))

@@ -33,6 +33,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from rotator.clob.base import ListedKey
 from rotator.clob.budget import SlidingWindowBudget
 from rotator.clob.clock import TimeCheck
 from rotator.clob.probe import ProbeRoute, Unusable, answer_shape
@@ -46,6 +47,7 @@ from rotator.errors import (
     Transient,
     Unauthorized,
     Unreachable,
+    Unrevocable,
 )
 from rotator.logs import REDACTED
 from rotator.model import Key, Secret
@@ -61,6 +63,10 @@ log = logging.getLogger("rotator.clob")
 
 L1_ENDPOINTS = frozenset({"/auth/api-key", "/auth/derive-api-key"})
 CLOSED_ONLY = "/auth/ban-status/closed-only"
+#: Issue 27: the read-only keys' routes (create and delete share one path) and the builder keys' one.
+READONLY_KEY = "/auth/readonly-api-key"
+READONLY_KEYS = "/auth/readonly-api-keys"
+BUILDER_KEY = "/auth/builder-api-key"
 #: After a failed clock check, signing fails at once for this long instead of asking /time again.
 CLOCK_RECHECK_AFTER_FAILURE = 5.0
 #: Identical edge-block answers in a row that make a block (one may be a passing challenge).
@@ -313,7 +319,15 @@ class ClobAdapter:
         if self.metrics is not None:
             self.metrics.clob_requests.labels(endpoint=path, code=str(code)).inc()
 
-    def _send(self, method: str, path: str, headers: dict[str, str], deadline: float, query: str = "") -> Any:
+    def _send(
+        self,
+        method: str,
+        path: str,
+        headers: dict[str, str],
+        deadline: float,
+        query: str = "",
+        content: str = "",
+    ) -> Any:
         """One request, done by ``deadline`` (monotonic) and never past ``timeout`` from now, with
         its answer capped at ``MAX_BODY``. Translates every failure into the ClobError tree."""
         import httpx
@@ -336,7 +350,9 @@ class ClobAdapter:
             timeout = max(limit - time.monotonic(), 0.001)
             with (
                 guard.deadline(limit),
-                client.stream(method, path + query, headers=headers, timeout=timeout) as resp,
+                client.stream(
+                    method, path + query, headers=headers, timeout=timeout, content=content.encode() or None
+                ) as resp,
             ):
                 status, resp_headers = resp.status_code, resp.headers
                 body = read_capped(resp)
@@ -457,6 +473,7 @@ class ClobAdapter:
         *,
         idempotent: bool,
         query: str = "",
+        content: str = "",
     ) -> Any:
         """Send with retries: 429 always (nothing happened), transient failures only if idempotent,
         never an unreachable host (refused, unresolvable: retrying within seconds does not help).
@@ -469,7 +486,7 @@ class ClobAdapter:
             # Outside the retry: the headers' clock check is a call of its own, already retried.
             headers = headers_fn()
             try:
-                return self._send(method, path, headers, deadline, query)
+                return self._send(method, path, headers, deadline, query, content)
             except _EdgeRefused as exc:
                 # Retried whatever the method: the edge answered, so the CLOB never saw the request.
                 attempt += 1
@@ -800,6 +817,115 @@ class ClobAdapter:
             idempotent=True,
         )
 
+    # -- read-only keys (issue 27, clob-auth.md 12.4) -----------------------------------------------
+    def _l2_body_headers(self, key: Key, method: str, path: str, body: str) -> dict[str, str]:
+        """L2 headers whose HMAC covers ``body`` too, exactly the bytes sent (py-clob-client's
+        ``delete_readonly_api_key``: compact JSON, signed and sent as one string)."""
+        ts = self._timestamp()
+        return {
+            "POLY_ADDRESS": key.address,
+            "POLY_SIGNATURE": l2_signature(key.api_secret, ts, method, path, body),
+            "POLY_TIMESTAMP": ts,
+            "POLY_API_KEY": key.api_key,
+            "POLY_PASSPHRASE": key.api_passphrase.reveal(),
+            "Content-Type": "application/json",
+        }
+
+    def create_readonly_key(self, via: Key) -> str:
+        path = READONLY_KEY
+        raw = self._call("POST", path, lambda: self._l2_headers(via, "POST", path), idempotent=False)
+        key_id = raw.get("apiKey") if isinstance(raw, dict) else None
+        if not isinstance(key_id, str) or not key_id:
+            raise Transient(f"{self._where('POST', path)}: answer lacks apiKey", endpoint=path)
+        return key_id
+
+    def list_readonly_keys(self, via: Key) -> list[str]:
+        path = READONLY_KEYS
+        raw = self._call("GET", path, lambda: self._l2_headers(via, "GET", path), idempotent=True)
+        if isinstance(raw, dict):  # a listing shaped like /auth/api-keys' is taken too
+            raw = raw.get("apiKeys", raw.get("keys"))
+        if not isinstance(raw, list):
+            raise Transient(f"{self._where('GET', path)}: answer is not a list of keys", endpoint=path)
+        return [i if isinstance(i, str) else str(i.get("apiKey", i.get("key", ""))) for i in raw if i]
+
+    def delete_readonly_key(self, via: Key, key_id: str) -> None:
+        path = READONLY_KEY
+        body = json.dumps({"key": key_id}, separators=(",", ":"), ensure_ascii=False)
+        self._call(
+            "DELETE",
+            path,
+            lambda: self._l2_body_headers(via, "DELETE", path, body),
+            idempotent=True,
+            content=body,
+        )
+
+    def probe_readonly_key(self, key: Key) -> None:
+        from urllib.parse import quote
+
+        path = "/data/orders"
+        headers = {"POLY_READONLY_API_KEY": key.api_key, "POLY_ADDRESS": key.address}
+        self._call(
+            "GET", path, lambda: dict(headers), idempotent=True, query=f"?maker_address={quote(key.address)}"
+        )
+
+    # -- builder keys (issue 27, clob-auth.md 12.5) -------------------------------------------------
+    def _builder_headers(self, key: Key, method: str, path: str, body: str = "") -> dict[str, str]:
+        """``POLY_BUILDER_*``: the builder key's own HMAC, the L2 construction over ts + METHOD + path
+        (+ body) with its secret (py_builder_signing_sdk ``BuilderSigner``, polymarket-client
+        ``build_builder_key_headers``). No ``POLY_ADDRESS``: the key names its owner."""
+        if key.lost:
+            raise Unrevocable(
+                f"builder key {key.masked}: its secret was lost with its create's answer; nothing can sign "
+                "for it (revoke it in the Polymarket web UI, settings > builder)",
+                endpoint=path,
+            )
+        ts = self._timestamp()
+        return {
+            "POLY_BUILDER_API_KEY": key.api_key,
+            "POLY_BUILDER_PASSPHRASE": key.api_passphrase.reveal(),
+            "POLY_BUILDER_SIGNATURE": l2_signature(key.api_secret, ts, method, path, body),
+            "POLY_BUILDER_TIMESTAMP": ts,
+        }
+
+    def create_builder_key(self, via: Key) -> Key:
+        path = BUILDER_KEY
+        raw = self._call("POST", path, lambda: self._l2_headers(via, "POST", path), idempotent=False)
+        if not isinstance(raw, dict) or not all(
+            isinstance(raw.get(f), str) and raw.get(f) for f in ("key", "secret", "passphrase")
+        ):
+            raise Transient(f"{self._where('POST', path)}: answer lacks key/secret/passphrase", endpoint=path)
+        return Key(
+            api_key=raw["key"],
+            api_secret=Secret(raw["secret"]),
+            api_passphrase=Secret(raw["passphrase"]),
+            address=via.address,
+            nonce=0,
+            created_at=time.time(),
+            kind="builder",
+        )
+
+    def list_builder_keys(self, via: Key) -> list[ListedKey]:
+        path = BUILDER_KEY
+        raw = self._call("GET", path, lambda: self._l2_headers(via, "GET", path), idempotent=True)
+        if not isinstance(raw, list):
+            raise Transient(f"{self._where('GET', path)}: answer is not a list of keys", endpoint=path)
+        out: list[ListedKey] = []
+        for item in raw:
+            # polymarket-client takes a bare id as a key never revoked
+            entry = {"key": item} if isinstance(item, str) else item
+            if not isinstance(entry, dict) or not isinstance(entry.get("key"), str) or not entry["key"]:
+                raise Transient(f"{self._where('GET', path)}: a listed key has no id", endpoint=path)
+            out.append(ListedKey(entry["key"], _when(entry.get("createdAt")), _when(entry.get("revokedAt"))))
+        return out
+
+    def revoke_builder_key(self, key: Key) -> None:
+        path = BUILDER_KEY
+        self._call("DELETE", path, lambda: self._builder_headers(key, "DELETE", path), idempotent=True)
+
+    def probe_builder_key(self, key: Key) -> None:
+        path = "/builder/trades"
+        self._call("GET", path, lambda: self._builder_headers(key, "GET", path), idempotent=True)
+
 
 #: What key material looks like in a server's words: hex runs (passphrases, L1 signatures, private
 #: keys, addresses) and base64 runs (API secrets, L2 signatures; key ids, dashes included).
@@ -855,3 +981,26 @@ def _retry_after(header: str | None, body: Any) -> float | None:
         if seconds >= 0:
             return min(seconds, 600.0)
     return None
+
+
+def _when(value: Any) -> float | None:
+    """A listed builder key's ``createdAt`` / ``revokedAt``: epoch milliseconds or seconds, or an ISO
+    8601 string (polymarket-client accepts both), as unix seconds; None when absent or unreadable."""
+    import datetime
+
+    if value is None or isinstance(value, bool):
+        return None
+    if isinstance(value, str):
+        try:
+            value = float(value)
+        except ValueError:
+            try:
+                parsed = datetime.datetime.fromisoformat(value.replace("Z", "+00:00"))
+            except ValueError:
+                return None
+            if parsed.tzinfo is None:
+                parsed = parsed.replace(tzinfo=datetime.UTC)
+            return parsed.timestamp()
+    if not isinstance(value, (int, float)) or value != value:  # NaN
+        return None
+    return float(value) / 1000.0 if value > 1e11 else float(value)

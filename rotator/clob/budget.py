@@ -24,6 +24,9 @@ if TYPE_CHECKING:
 
 #: /auth/* requests one rotation cycle of one credential needs: create the new key, delete the old.
 AUTH_REQUESTS_PER_CYCLE = 2
+#: The same for a read-only or builder credential (issue 27): a listing before the create (what a
+#: lost answer is found again against), the create, the DELETE, a listing that confirms it gone.
+AUTH_REQUESTS_PER_LISTED_CYCLE = 4
 
 
 class Slot:
@@ -198,8 +201,9 @@ def probe_interval(settings: Settings) -> float:
     return max(wanted, len(settings.credentials) / per_second)
 
 
-#: /auth/* requests one wallet audit spends (issue 16): the key list and the closed-only flag.
-AUTH_REQUESTS_PER_AUDIT = 2
+#: /auth/* requests one wallet audit spends: the key list and the closed-only flag (issue 16), and
+#: the lists of read-only and builder keys (issue 27).
+AUTH_REQUESTS_PER_AUDIT = 4
 #: The part of the worker's own /auth/* budget (clob.rate_limits.auth) that audits may take on
 #: average, so rotations due meanwhile are not kept waiting behind them.
 AUDIT_SHARE = 0.25
@@ -216,7 +220,9 @@ def audit_interval(settings: Settings) -> float:
     if wanted <= 0 or auth.requests <= 0:
         return wanted
     per_second = auth.requests * AUDIT_SHARE / auth.per
-    return max(wanted, len(settings.credentials) * AUTH_REQUESTS_PER_AUDIT / per_second)
+    # A read-only or builder credential's wallet is audited through its trading credential.
+    wallets = sum(1 for c in settings.credentials if c.kind == "trading")
+    return max(wanted, wallets * AUTH_REQUESTS_PER_AUDIT / per_second)
 
 
 def one_shot_audits(settings: Settings) -> int:
@@ -247,13 +253,17 @@ def budget_report(settings: Settings) -> list[tuple[str, str]]:
         )
     ]
     if n:
-        cycle = AUTH_REQUESTS_PER_CYCLE * n
+        listed = sum(1 for c in settings.credentials if c.kind != "trading")
+        cycle = AUTH_REQUESTS_PER_CYCLE * (n - listed) + AUTH_REQUESTS_PER_LISTED_CYCLE * listed
         pace = cycle / auth.requests * auth.per
+        each = "create + delete each"
+        if listed:
+            each += ", and two listings for a read-only or builder one"
         lines.append(
             (
                 "ok",
-                f"a rotation cycle of the {n} credential(s) needs {cycle} /auth/* requests (create + "
-                f"delete each), {cycle / LIMIT:.0%} of one {WINDOW:g}s window of the IP's budget; all due "
+                f"a rotation cycle of the {n} credential(s) needs {cycle} /auth/* requests ({each}), "
+                f"{cycle / LIMIT:.0%} of one {WINDOW:g}s window of the IP's budget; all due "
                 f"at once, they take at least {pace:.0f}s at the worker's pace. An idle worker spends none.",
             )
         )
@@ -284,7 +294,7 @@ def budget_report(settings: Settings) -> list[tuple[str, str]]:
             (
                 "ok",
                 f"wallet audits: the daemon audits each wallet every {every:.0f}s ({AUTH_REQUESTS_PER_AUDIT} "
-                f"/auth/* requests each: unmanaged keys and the closed-only flag), at most "
+                f"/auth/* requests each: the wallet's keys of every kind and the closed-only flag), at most "
                 f"{AUDIT_SHARE:.0%} of the worker's /auth/* budget",
             )
         )

@@ -6,7 +6,14 @@ Used by ``rotator demo``/``rotator sandbox`` and by the integration tests in pla
 from __future__ import annotations
 
 from rotator.sandbox.server import Hold, HoldPhase, Sandbox, serve
-from rotator.sandbox.state import Credentials, DuplicateNonce, KeyRecord, RevokedBy, SandboxSettings
+from rotator.sandbox.state import (
+    Credentials,
+    DuplicateNonce,
+    KeyRecord,
+    OtherKeyRecord,
+    RevokedBy,
+    SandboxSettings,
+)
 
 __all__ = [
     "Credentials",
@@ -14,6 +21,7 @@ __all__ = [
     "Hold",
     "HoldPhase",
     "KeyRecord",
+    "OtherKeyRecord",
     "RevokedBy",
     "Sandbox",
     "SandboxSettings",

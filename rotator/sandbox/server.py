@@ -28,7 +28,15 @@ from types import FrameType, TracebackType
 from typing import Any, Literal, cast
 from urllib.parse import urlsplit
 
-from rotator.sandbox.state import KeyRecord, KeyRegistry, SandboxSettings, SlidingWindowLimiter, uuid7
+from rotator.sandbox.state import (
+    KeyRecord,
+    KeyRegistry,
+    OtherKeyRecord,
+    SandboxSettings,
+    SlidingWindowLimiter,
+    _OtherKey,
+    uuid7,
+)
 from rotator.sandbox.verify import (
     parse_nonce,
     parse_timestamp,
@@ -270,6 +278,27 @@ class Sandbox:
         """Revoke a key behind its owner's back. Idempotent. :raises KeyError: the key was never issued."""
         self._registry.revoke(api_key, "invalidate")
 
+    # -- read-only and builder keys (issue 27) ---------------------------------------------------------------
+
+    def readonly_keys(self, address: str) -> list[OtherKeyRecord]:
+        """Every read-only key ever created for ``address``, oldest first, deleted ones included."""
+        return self._registry.other_records("readonly", address)
+
+    def builder_keys(self, address: str) -> list[OtherKeyRecord]:
+        """Every builder key ever created for ``address``, oldest first, revoked ones included."""
+        return self._registry.other_records("builder", address)
+
+    def live_readonly(self, address: str) -> list[str]:
+        return [r.key for r in self.readonly_keys(address) if r.live]
+
+    def live_builder(self, address: str) -> list[str]:
+        return [r.key for r in self.builder_keys(address) if r.live]
+
+    def revoke_by_hand(self, key: str) -> bool:
+        """Revoke a read-only or builder key as a person does in Polymarket's web UI; False when it is
+        unknown or already gone."""
+        return self._registry.revoke_other(key, "invalidate")
+
     def request_counts(self) -> collections.Counter[tuple[str, str, int]]:
         """A copy of answered requests counted by (method, path without query, status)."""
         with self._lock:
@@ -484,6 +513,40 @@ class Sandbox:
             return None
         return api_key, address
 
+    def _readonly_identity(self, request: _Request, settings: SandboxSettings) -> str | None:
+        """The wallet of a valid read-only header pair (``POLY_READONLY_API_KEY``, ``POLY_ADDRESS``):
+        a live key of that wallet. No HMAC: the id is the credential (clob-auth.md 12.4)."""
+        key, address = request.headers.get("POLY_READONLY_API_KEY"), request.headers.get("POLY_ADDRESS")
+        if key is None or address is None:
+            return None
+        other = self._registry.usable_other("readonly", key, address, settings)
+        return other.address if other is not None else None
+
+    def _builder_identity(self, request: _Request, settings: SandboxSettings) -> _OtherKey | None:
+        """The builder key of a valid ``POLY_BUILDER_*`` header set (builder-signing-sdk: the L2 HMAC
+        over ts + METHOD + path + body, keyed by the builder secret), else None."""
+        headers = request.headers
+        api_key, passphrase = headers.get("POLY_BUILDER_API_KEY"), headers.get("POLY_BUILDER_PASSPHRASE")
+        signature, raw_timestamp = (
+            headers.get("POLY_BUILDER_SIGNATURE"),
+            headers.get("POLY_BUILDER_TIMESTAMP"),
+        )
+        timestamp = parse_timestamp(raw_timestamp)
+        if api_key is None or passphrase is None or signature is None or raw_timestamp is None:
+            return None
+        if timestamp is None or not timestamp_in_window(
+            timestamp, settings.server_time(), settings.timestamp_window
+        ):
+            return None
+        other = self._registry.usable_other("builder", api_key, None, settings)
+        if other is None or not secrets.compare_digest(other.passphrase.encode(), passphrase.encode()):
+            return None
+        if not verify_l2_signature(
+            other.secret, raw_timestamp, request.method, request.path, request.body, signature
+        ):
+            return None
+        return other
+
     # -- routes ----------------------------------------------------------------------------------------------
 
     def _route_ok(self, request: _Request, settings: SandboxSettings) -> _Response:
@@ -534,9 +597,93 @@ class Sandbox:
         return _json(HTTPStatus.OK, {"closed_only": identity[1].lower() in settings.closed_only})
 
     def _route_orders(self, request: _Request, settings: SandboxSettings) -> _Response:
-        if self._l2_identity(request, settings) is None:
+        # A reader's read-only key, or the user's L2 headers (issue 27, clob-auth.md 12.4).
+        readonly = "POLY_READONLY_API_KEY" in request.headers
+        if readonly and self._readonly_identity(request, settings) is None:
+            return _json(HTTPStatus.UNAUTHORIZED, L2_UNAUTHORIZED)
+        if not readonly and self._l2_identity(request, settings) is None:
             return _json(HTTPStatus.UNAUTHORIZED, L2_UNAUTHORIZED)
         # "LTE=" is base64 of "-1", the CLOB's end-of-pagination cursor: the SDK stops paging on it.
+        return _json(HTTPStatus.OK, {"data": [], "next_cursor": "LTE=", "limit": 100, "count": 0})
+
+    # -- read-only keys (issue 27): managed with the user's L2 headers ---------------------------------------
+
+    def _route_readonly_create(self, request: _Request, settings: SandboxSettings) -> _Response:
+        identity = self._l2_identity(request, settings)
+        if identity is None:
+            return _json(HTTPStatus.UNAUTHORIZED, L2_UNAUTHORIZED)
+        return _json(
+            HTTPStatus.OK, {"apiKey": self._registry.create_other("readonly", identity[1], settings).key}
+        )
+
+    def _route_readonly_list(self, request: _Request, settings: SandboxSettings) -> _Response:
+        identity = self._l2_identity(request, settings)
+        if identity is None:
+            return _json(HTTPStatus.UNAUTHORIZED, L2_UNAUTHORIZED)
+        keys = self._registry.others("readonly", identity[1])
+        return _json(HTTPStatus.OK, [o.key for o in keys if o.revoked_at is None])
+
+    def _route_readonly_delete(self, request: _Request, settings: SandboxSettings) -> _Response:
+        identity = self._l2_identity(request, settings)  # the body is in the HMAC
+        if identity is None:
+            return _json(HTTPStatus.UNAUTHORIZED, L2_UNAUTHORIZED)
+        try:
+            payload = json.loads(request.body or b"null")
+        except (ValueError, UnicodeDecodeError):
+            payload = None
+        key = payload.get("key") if isinstance(payload, dict) else None
+        if not isinstance(key, str) or not key:
+            return _json(HTTPStatus.BAD_REQUEST, {"error": "Invalid payload"})
+        if not self._registry.revoke_other(key, "delete", "readonly", identity[1]):
+            return _json(HTTPStatus.BAD_REQUEST, {"error": "Could not delete readonly api key"})
+        return _json(HTTPStatus.OK, True)
+
+    # -- builder keys (issue 27) -----------------------------------------------------------------------------
+
+    def _route_builder_create(self, request: _Request, settings: SandboxSettings) -> _Response:
+        identity = self._l2_identity(request, settings)
+        if identity is None:
+            return _json(HTTPStatus.UNAUTHORIZED, L2_UNAUTHORIZED)
+        made = self._registry.create_other("builder", identity[1], settings)
+        return _json(HTTPStatus.OK, {"key": made.key, "secret": made.secret, "passphrase": made.passphrase})
+
+    def _route_builder_list(self, request: _Request, settings: SandboxSettings) -> _Response:
+        identity = self._l2_identity(request, settings)
+        if identity is None:
+            return _json(HTTPStatus.UNAUTHORIZED, L2_UNAUTHORIZED)
+        offset = settings.clock_offset
+        listed = [
+            {
+                "key": o.key,
+                "createdAt": _iso(o.minted_at),
+                "revokedAt": None if o.revoked_at is None else _iso(o.revoked_at + offset),
+            }
+            for o in self._registry.others("builder", identity[1])
+        ]
+        return _json(HTTPStatus.OK, listed)
+
+    def _route_builder_revoke(self, request: _Request, settings: SandboxSettings) -> _Response:
+        """The SDKs disagree (clob-auth.md 12.5): clob-client and polymarket-client authenticate it with
+        the builder key's own headers (it revokes that key); py-clob-client-v2 and clob-client-v2 with
+        the user's L2 headers alone, which name no builder key: this sandbox then revokes every builder
+        key of the wallet, the broadest reading (the real server's is not documented)."""
+        if any(name.upper().startswith("POLY_BUILDER_") for name in request.headers):
+            builder = self._builder_identity(request, settings)
+            if builder is None:
+                return _json(HTTPStatus.UNAUTHORIZED, L2_UNAUTHORIZED)
+            self._registry.revoke_other(builder.key, "delete", "builder")
+            return _json(HTTPStatus.OK, "OK")
+        identity = self._l2_identity(request, settings)
+        if identity is None:
+            return _json(HTTPStatus.UNAUTHORIZED, L2_UNAUTHORIZED)
+        for other in self._registry.others("builder", identity[1]):
+            self._registry.revoke_other(other.key, "delete-l2", "builder")
+        return _json(HTTPStatus.OK, "OK")
+
+    def _route_builder_trades(self, request: _Request, settings: SandboxSettings) -> _Response:
+        # py-clob-client 0.34.6 get_builder_trades and clob-client getBuilderTrades: builder headers only.
+        if self._builder_identity(request, settings) is None:
+            return _json(HTTPStatus.UNAUTHORIZED, L2_UNAUTHORIZED)
         return _json(HTTPStatus.OK, {"data": [], "next_cursor": "LTE=", "limit": 100, "count": 0})
 
     def _route_balance_allowance(self, request: _Request, settings: SandboxSettings) -> _Response:
@@ -580,7 +727,23 @@ _ROUTES: dict[tuple[str, str], _Route] = {
     # py-clob-client-v2's health check and order-version probe (get_ok, get_version).
     ("GET", "/ok"): Sandbox._route_ok,
     ("GET", "/version"): Sandbox._route_version,
+    # Issue 27: read-only keys (clob-auth.md 12.4) and builder keys (12.5).
+    ("POST", "/auth/readonly-api-key"): Sandbox._route_readonly_create,
+    ("GET", "/auth/readonly-api-keys"): Sandbox._route_readonly_list,
+    ("DELETE", "/auth/readonly-api-key"): Sandbox._route_readonly_delete,
+    ("POST", "/auth/builder-api-key"): Sandbox._route_builder_create,
+    ("GET", "/auth/builder-api-key"): Sandbox._route_builder_list,
+    ("DELETE", "/auth/builder-api-key"): Sandbox._route_builder_revoke,
+    ("GET", "/builder/trades"): Sandbox._route_builder_trades,
 }
+
+
+def _iso(seconds: float) -> str:
+    """A listed builder key's time as the CLOB's JSON gives times: ISO 8601 in UTC, milliseconds."""
+    import datetime
+
+    moment = datetime.datetime.fromtimestamp(seconds, tz=datetime.UTC)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 class _HTTPServer(ThreadingHTTPServer):

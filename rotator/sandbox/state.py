@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import collections
+import dataclasses
 import ipaddress
 import secrets
 import threading
@@ -23,6 +24,11 @@ EdgePage = Literal["block", "challenge"]
 #: The documented per-10 s limits of the L2 reads outside /auth/* (clob-auth.md section 6).
 READ_LIMITS: Mapping[str, int] = {"/balance-allowance": 200, "/notifications": 125, "/data/orders": 500}
 RevokedBy = Literal["delete", "single_key", "invalidate", "ttl"]
+#: How a read-only or builder key went (issue 27): ``delete`` (its DELETE, for a builder key signed
+#: with its own builder headers), ``delete-l2`` (a builder DELETE with the user's L2 headers only, as
+#: py-clob-client-v2 sends it: every builder key of the wallet), ``invalidate`` (a test, or a person
+#: in the web UI).
+OtherRevokedBy = Literal["delete", "delete-l2", "invalidate"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,6 +128,38 @@ class KeyRecord:
 
 
 @dataclass(frozen=True, slots=True)
+class OtherKeyRecord:
+    """A read-only or builder key as tests see it (issue 27): no secret. Times are local wall-clock
+    seconds; ``kind`` is ``readonly`` or ``builder``."""
+
+    key: str
+    kind: str
+    created_at: float
+    revoked_at: float | None = None
+    revoked_by: str | None = None
+
+    @property
+    def live(self) -> bool:
+        return self.revoked_at is None
+
+
+@dataclass(slots=True)
+class _OtherKey:
+    kind: str
+    key: str
+    address: str  # lower-cased
+    created_at: float
+    minted_at: float  # on the emulated server's clock (what its id and createdAt say)
+    secret: str = ""  # builder keys only
+    passphrase: str = ""
+    revoked_at: float | None = None
+    revoked_by: OtherRevokedBy | None = None
+
+    def record(self) -> OtherKeyRecord:
+        return OtherKeyRecord(self.key, self.kind, self.created_at, self.revoked_at, self.revoked_by)
+
+
+@dataclass(frozen=True, slots=True)
 class Credentials:
     """What create/derive return on the wire. Secrets are kept out of repr so they never reach a log."""
 
@@ -184,6 +222,8 @@ class KeyRegistry:
         self._lock = threading.Lock()
         self._by_id: dict[str, _StoredKey] = {}
         self._by_address: dict[str, list[_StoredKey]] = collections.defaultdict(list)
+        # Issue 27: read-only and builder keys, by id, in creation order.
+        self._others: dict[str, _OtherKey] = {}
 
     def create(self, address: str, nonce: int, settings: SandboxSettings) -> Credentials | None:
         """Issue creds for (address, nonce); None when the nonce has a live key and duplicates are errors."""
@@ -248,8 +288,67 @@ class KeyRegistry:
             return [stored.record() for stored in self._by_address.get(address.lower(), [])]
 
     def issued_secrets(self) -> list[str]:
+        """Every secret and passphrase issued, and every read-only key's id (the id is its credential)."""
         with self._lock:
-            return [v for s in self._by_id.values() for v in (s.creds.secret, s.creds.passphrase)]
+            out = [v for s in self._by_id.values() for v in (s.creds.secret, s.creds.passphrase)]
+            out += [o.key for o in self._others.values() if o.kind == "readonly"]
+            out += [v for o in self._others.values() if o.kind == "builder" for v in (o.secret, o.passphrase)]
+            return out
+
+    # -- read-only and builder keys (issue 27) -------------------------------------------------------------
+    def create_other(self, kind: str, address: str, settings: SandboxSettings) -> _OtherKey:
+        """A new read-only (an id) or builder (id, secret, passphrase) key for ``address``."""
+        minted = settings.server_time()
+        creds = new_credentials(minted)
+        other = _OtherKey(kind, creds.api_key, address.lower(), time.time(), minted)
+        if kind == "builder":
+            other.secret, other.passphrase = creds.secret, creds.passphrase
+        with self._lock:
+            self._others[other.key] = other
+        return other
+
+    def others(self, kind: str, address: str) -> list[_OtherKey]:
+        """``address``'s keys of ``kind``, revoked ones included, oldest first (copies)."""
+        with self._lock:
+            return [
+                dataclasses.replace(o)
+                for o in self._others.values()
+                if o.kind == kind and o.address == address.lower()
+            ]
+
+    def other_records(self, kind: str, address: str) -> list[OtherKeyRecord]:
+        return [o.record() for o in self.others(kind, address)]
+
+    def revoke_other(
+        self, key: str, reason: OtherRevokedBy, kind: str | None = None, address: str | None = None
+    ) -> bool:
+        """Revoke a read-only or builder key (of ``kind`` on ``address`` when given); False when it is
+        unknown there or already gone."""
+        with self._lock:
+            other = self._others.get(key)
+            if other is None or (kind is not None and other.kind != kind):
+                return False
+            if address is not None and other.address != address.lower():
+                return False
+            if other.revoked_at is not None:
+                return False
+            other.revoked_at, other.revoked_by = time.time(), reason
+            return True
+
+    def usable_other(
+        self, kind: str, key: str, address: str | None, settings: SandboxSettings
+    ) -> _OtherKey | None:
+        """A live, propagated key of ``kind`` with id ``key`` (on ``address`` when given), or None: every
+        mismatch looks the same outside."""
+        with self._lock:
+            other = self._others.get(key)
+            if other is None or other.kind != kind or other.revoked_at is not None:
+                return None
+            if address is not None and other.address != address.lower():
+                return None
+            if time.time() - other.created_at < settings.propagation_delay:
+                return None
+            return dataclasses.replace(other)
 
     def live_ids(self, address: str, settings: SandboxSettings) -> list[str]:
         with self._lock:

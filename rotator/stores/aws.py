@@ -249,7 +249,7 @@ class AwsStore:
     def publish(self, ref: CredentialRef, key: Key) -> None:
         path = ref.path
         token = self.key_version(ref, key)
-        body = _dumps(key.to_dict())
+        body = _dumps(key.published())
         with self._aws(f"publishing to secret {path!r}"):
             drop_pending = False
             for _ in range(_PUBLISH_TRIES):
@@ -696,7 +696,7 @@ class AwsStore:
                     self._client.put_secret_value(
                         SecretId=path,
                         ClientRequestToken=want,
-                        SecretString=_dumps(pending.to_dict()),
+                        SecretString=_dumps(pending.published()),
                         VersionStages=[PENDING],
                     )
         elif holder is not None and holder != current:

@@ -95,7 +95,7 @@ class _Entry:
 @dataclass(slots=True)
 class _Contents:
     credentials: dict[str, _Entry]
-    published: dict[str, dict[str, Any]]  # path -> Key.to_dict()
+    published: dict[str, dict[str, Any]]  # path -> Key.published()
     # credential name -> consumer id -> Ack.to_dict(); kept apart from the state so that a
     # consumer's acknowledgement never moves the credential's version.
     acks: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -181,7 +181,7 @@ class FileStore:
         return version
 
     def publish(self, ref: CredentialRef, key: Key) -> None:
-        raw = key.to_dict()
+        raw = key.published()
         with self._locked():
             contents = self._read_copy()
             before = contents.published.get(ref.path)

@@ -97,7 +97,7 @@ class VaultStore:
         )
 
     def publish(self, ref: CredentialRef, key: Key) -> None:
-        data = key.to_dict()
+        data = key.published()
         doing = f"publish to {self._where(ref.path)}"
         for _ in range(PUBLISH_ATTEMPTS):
             read = self._read(ref.path, doing)

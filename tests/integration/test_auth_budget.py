@@ -220,10 +220,11 @@ def test_the_sandbox_limits_the_probe_endpoint_like_the_clob(fresh_sandbox: Sand
 
 @pytest.mark.slow
 def test_a_200_credential_fleet_audits_within_its_auth_share(fresh_sandbox: Sandbox, tmp_path: Path) -> None:
-    """Issue 16: wallet audits (key list + closed-only, 2 /auth/* each) of a 200-credential fleet are
+    """Issue 16: wallet audits (the key lists of every kind + closed-only, 4 /auth/* each) of a
+    200-credential fleet are
     spread over the audit interval, which is stretched to a quarter of the worker's /auth/* budget:
     no burst at start, 0 x 429 at the CLOB's real limit, each wallet audited at most once in it."""
-    from rotator.clob.budget import AUDIT_SHARE, audit_interval
+    from rotator.clob.budget import AUDIT_SHARE, AUTH_REQUESTS_PER_AUDIT, audit_interval
     from rotator.config import load_settings
 
     sb = fresh_sandbox  # unlimited while the fleet bootstraps; the real limit while the daemon audits
@@ -235,7 +236,7 @@ def test_a_200_credential_fleet_audits_within_its_auth_share(fresh_sandbox: Sand
     w.config_path.write_text(yaml.safe_dump(cfg))
     env = {**w.env(), **keys}
     interval = audit_interval(load_settings(str(w.config_path), env=env))
-    assert interval == pytest.approx(n * 2 / (80 / 10 * AUDIT_SHARE))  # 200 s
+    assert interval == pytest.approx(n * AUTH_REQUESTS_PER_AUDIT / (80 / 10 * AUDIT_SHARE))  # 400 s
     import subprocess
 
     setup = subprocess.run(
@@ -263,9 +264,15 @@ def test_a_200_credential_fleet_audits_within_its_auth_share(fresh_sandbox: Sand
     spent = auth_requests(sb)
     assert throttled(sb) == 0, spent
     audits = spent[("GET", "/auth/api-keys", 200)]
-    assert audits == spent[("GET", "/auth/ban-status/closed-only", 200)]
-    assert set(spent) == {("GET", "/auth/api-keys", 200), ("GET", "/auth/ban-status/closed-only", 200)}
-    # First audits are spread over the 200 s interval: about n * 30/200 = 30 in 30 s, never the
+    lists = (
+        "/auth/api-keys",
+        "/auth/ban-status/closed-only",
+        "/auth/readonly-api-keys",
+        "/auth/builder-api-key",
+    )
+    assert set(spent) == {("GET", route, 200) for route in lists}
+    assert all(spent[("GET", route, 200)] == audits for route in lists)
+    # First audits are spread over the 400 s interval: about n * 30/400 = 15 in 30 s, never the
     # whole fleet at start-up, and no wallet twice.
     assert 0 < audits < n / 2, audits
     share = 80 / 10 * AUDIT_SHARE * (run_for + 10)  # the share's requests over the run, with a window's slack

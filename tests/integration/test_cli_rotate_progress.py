@@ -78,7 +78,8 @@ def test_on_a_pipe_each_credential_prints_as_it_finishes(
     # After the passes, the one-shot run's wallet audits (issue 16) say their own lines.
     audits = [line for _, line in rest if line.startswith("audit ")]
     [(last_at, last)] = [(at, line) for at, line in rest if not line.startswith("audit ")]
-    assert rest[0][1] == last and len(audits) == N, rest
+    # As many as a quarter of one window of the /auth/* budget allows (rotator.clob.budget).
+    assert rest[0][1] == last and len(audits) == min(N, 3), rest
     assert all(" unmanaged=0 " in line for line in audits), audits  # one wallet: all managed
     assert all(at < released <= last_at for at, _ in early) and _issued(last), last
     OUTPUTS.extend(line for _, line in [*early, *rest])

@@ -31,6 +31,8 @@ ROUTES = {
     ("GET", "/auth/api-keys"),
     ("DELETE", "/auth/api-key"),
     ("GET", "/auth/ban-status/closed-only"),
+    ("GET", "/auth/readonly-api-keys"),  # the audit's lists of the other kinds (issue 27)
+    ("GET", "/auth/builder-api-key"),
     ("GET", "/balance-allowance"),
 }
 STATUSES = (400, 401, 500)
@@ -65,7 +67,7 @@ def _tour(w: Worker) -> list[str]:
     run("rotate", "--all")  # revoke (DELETE, confirmed by a probe), probe, audit
     run("revoke", "--credential", w.name, "--emergency")
     run("reap", "--credential", w.name, "--execute")
-    for _ in range(3):  # audits: the key list, then (when it answered) the closed-only flag
+    for _ in range(5):  # audits: the closed-only flag, then the key lists of every kind in turn
         run("reap", "--credential", w.name)
     # The daemon rotates (rotate_every 3 s, grace 1 s), revokes, probes and audits for a while.
     cfg = yaml.safe_load(w.config_path.read_text())

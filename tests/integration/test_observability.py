@@ -58,7 +58,8 @@ DESIGN_METRICS = {
     "rotator_keys_revived_total": "counter",
 }
 #: Every label the worker may put on a series: bounded by config (credential, backend) or by code.
-# model: rotator_key_model's bounded enum (several, one, unknown; issue 24).
+# model: rotator_key_model's bounded enum (several, one, unknown; issue 24). kind: trading, readonly,
+# builder; via: a configured credential's name (rotator_credential_info, issue 27).
 ALLOWED_LABELS = {
     "credential",
     "result",
@@ -70,6 +71,8 @@ ALLOWED_LABELS = {
     "le",
     "tier",
     "model",
+    "kind",
+    "via",
 }
 #: Series the rules may use that are not the worker's: Prometheus' own and the Pushgateway's.
 NOT_OURS = {"up", "push_time_seconds"}
@@ -119,6 +122,7 @@ def grafana_to_promql(expr: str) -> str:
         .replace("$__interval", "1m")
         .replace("$__range", "1h")
         .replace("$job", ".+")
+        .replace("$kind", ".+")
         .replace("$credential", ".+")
     )
 
@@ -288,6 +292,30 @@ def test_dashboard_covers_wallet_hygiene() -> None:
         assert needed in used, needed
     assert {"RotatorUnmanagedKeys", "RotatorAccountClosedOnly"} <= set(alert_rules())
     assert alert_rules()["RotatorAccountClosedOnly"]["labels"]["severity"] == "critical"
+
+
+def test_dashboard_and_alerts_cover_the_credential_kinds() -> None:
+    """Issue 27: a Kind variable narrows the credentials (and so every per-credential panel), lost
+    builder keys and unmanaged keys by kind have panels, and the alerts say the kind."""
+    variables = {v["name"]: v for v in dashboard()["templating"]["list"]}
+    assert list(variables).index("kind") < list(variables).index("credential")
+    kind, cred = variables["kind"], variables["credential"]
+    assert kind["type"] == "query" and kind["multi"] and kind["includeAll"]
+    assert kind["query"]["query"] == 'label_values(rotator_credential_info{job=~"$job"}, kind)'
+    assert cred["query"]["query"] == (
+        'label_values(rotator_credential_info{job=~"$job", kind=~"$kind"}, credential)'
+    )
+    # "All" must be the kind's credentials as listed: an allValue (".+") would match every kind.
+    assert "allValue" not in cred
+    by_metric = {name: expr for _, expr in dashboard_queries() for name in metric_names(expr)}
+    assert 'kind=~"$kind"' in by_metric["rotator_unmanaged_keys_by_kind"]
+    assert 'kind="builder"' in by_metric["rotator_lost_keys"]
+    rules = alert_rules()
+    lost = rules["RotatorLostBuilderKey"]
+    assert lost["labels"]["severity"] == "warning" and "rotator_lost_keys" in lost["expr"]
+    unmanaged = rules["RotatorUnmanagedKeys"]
+    assert "by (namespace, job, credential, kind) (rotator_unmanaged_keys_by_kind)" in unmanaged["expr"]
+    assert "$labels.kind" in unmanaged["annotations"]["summary"]
 
 
 def test_dashboard_queries_parse(tmp_path: Path) -> None:

@@ -171,12 +171,11 @@ def test_the_matrix_covers_both_modes_both_stores_and_monitoring_on_and_off() ->
     assert combos == {
         (m, st, mon) for m in ("cronjob", "deployment") for st in ("vault", "aws") for mon in (False, True)
     }
-    sources = {
-        cred["signer"]["source"]
-        for s in SCENARIOS
-        for cred in _scenario_values(s).get("config", {}).get("credentials", [])
-    }
+    creds = [c for s in SCENARIOS for c in _scenario_values(s).get("config", {}).get("credentials", [])]
+    sources = {cred["signer"]["source"] for cred in creds if "signer" in cred}
     assert sources == {"env", "file", "vault", "aws-secretsmanager", "aws-kms"}
+    # Issue 27: every kind renders, lints, validates and passes `rotator check --offline` somewhere.
+    assert {cred.get("kind", "trading") for cred in creds} == {"trading", "readonly", "builder"}
 
 
 @pytest.mark.parametrize("scenario", SCENARIOS)
@@ -657,7 +656,7 @@ def test_signer_keys_come_from_existing_secrets_never_from_values(
         assert mounts["signers"]["readOnly"] is True
         assert "signer-secrets" not in mounts  # only the init container sees the Secret itself
         for cred in r.values["config"]["credentials"]:
-            if cred["signer"]["source"] == "file":
+            if cred.get("signer", {}).get("source") == "file":
                 assert Path(cred["signer"]["path"]).parent == Path(mounts["signers"]["mountPath"])
     else:
         assert "initContainers" not in pod
@@ -1011,6 +1010,60 @@ def test_the_schema_takes_the_durations_the_worker_takes(chart: Any, helm: Any, 
         assert "/config/credentials/0/grace" in str(exc)
         schema_takes = False
     assert schema_takes is worker_takes
+
+
+# --- credential kinds (issue 27) -------------------------------------------------------------------------
+
+#: A trading credential with a read-only and a builder credential on its wallet (neither has a signer).
+KINDS = "deployment-aws-monitoring"
+
+
+def test_a_config_with_every_kind_renders_and_the_worker_loads_it(
+    rendered: dict[str, Rendered], tmp_path: Path
+) -> None:
+    r = rendered[KINDS]
+    path = tmp_path / "config.yaml"
+    path.write_text(r.one("ConfigMap", FULLNAME)["data"]["config.yaml"], encoding="utf-8")
+    creds = load_settings(path, env={}).credentials
+    assert [(c.name, c.kind, c.via) for c in creds] == [
+        ("market-maker-1", "trading", None),
+        ("market-maker-1-readonly", "readonly", "market-maker-1"),
+        ("market-maker-1-builder", "builder", "market-maker-1"),
+    ]
+    assert all("signer" not in c for c in r.values["config"]["credentials"][1:])
+    assert creds[1].signer == creds[2].signer == creds[0].signer  # their via's wallet
+
+
+@pytest.mark.parametrize(
+    ("index", "edit", "message"),
+    [
+        pytest.param(
+            1,
+            lambda c: c.update(signer={"source": "aws-kms", "key_id": "alias/polymarket-ro"}),
+            "'not' failed",
+            id="readonly-with-a-signer",
+        ),
+        pytest.param(1, lambda c: c.pop("via"), "missing property 'via'", id="readonly-without-via"),
+        pytest.param(2, lambda c: c.pop("via"), "missing property 'via'", id="builder-without-via"),
+        pytest.param(2, lambda c: c.update(start_nonce=3), "'not' failed", id="builder-with-a-nonce"),
+        pytest.param(0, lambda c: c.pop("signer"), "missing property 'signer'", id="trading-without-signer"),
+        pytest.param(0, lambda c: c.update(via="market-maker-1"), "'not' failed", id="trading-with-via"),
+        pytest.param(1, lambda c: c.update(kind="read-only"), "/kind", id="unknown-kind"),
+    ],
+)
+def test_a_credential_kind_mistake_fails_the_install_naming_the_credential(
+    helm: Any, chart: Any, index: int, edit: Any, message: str
+) -> None:
+    values = _scenario_values(KINDS)
+    chart.validate_schema(values)  # the scenario itself is fine
+    edit(values["config"]["credentials"][index])
+    with pytest.raises(helm.HelmValuesError) as caught:
+        chart.validate_schema(values)
+    assert f"at '/config/credentials/{index}" in str(caught.value) and message in str(caught.value)
+    with pytest.raises(helm.HelmValuesError):  # what `helm install` (and --dry-run) runs first
+        chart.render(values, name=RELEASE, namespace=NAMESPACE)
+    with pytest.raises(ConfigError):  # and the worker refuses it too
+        load_settings(None, data=values["config"], env={})
 
 
 # --- Prometheus Operator objects: only where the cluster has their CRDs --------------------------------

@@ -97,6 +97,32 @@ def test_the_default_auth_budget_leaves_half_of_the_ip_to_the_bots() -> None:
     assert "needs 120 /auth/* requests" in text and "at least 24s" in text
 
 
+def test_a_cycle_counts_the_listings_of_read_only_and_builder_credentials_and_audits_skip_them() -> None:
+    from rotator.clob.budget import AUDIT_SHARE, AUTH_REQUESTS_PER_AUDIT, audit_interval, budget_report
+    from rotator.config import load_settings
+
+    settings = _settings(2, audit_every="1s")
+    data = settings.model_dump(mode="json", exclude_unset=True)  # type: ignore[attr-defined]
+    for i, kind in enumerate(("readonly", "builder")):
+        data["credentials"].append(
+            {
+                "name": f"k{i}",
+                "kind": kind,
+                "via": "c0",
+                "path": f"p/k{i}",
+                "rotate_every": "1d",
+                "grace": "1h",
+            }
+        )
+    mixed = load_settings(None, data=data)
+    text = " ".join(line for _, line in budget_report(mixed))
+    assert "needs 12 /auth/* requests" in text and "two listings for a read-only or builder one" in text
+    # two wallets' worth of credentials, one wallet audited per trading credential
+    assert (
+        audit_interval(mixed) == audit_interval(settings) == 2 * AUTH_REQUESTS_PER_AUDIT / (5 * AUDIT_SHARE)
+    )
+
+
 def test_probes_are_stretched_to_their_share_of_the_probe_endpoint() -> None:
     from rotator.clob.budget import probe_interval
 

@@ -369,3 +369,63 @@ def test_a_signer_source_is_named_without_key_material(tmp_path: Path, signer: d
     path.write_text(yaml.safe_dump(cfg))
     where = describe(load_settings(path, env={}).credentials[0])
     assert where.startswith("credentials[mm1].signer (") and PASTED_KEY[:12] not in where, where
+
+
+# -- issue 27: credential kinds -----------------------------------------------------------------------------
+def _kinds(**extra: Any) -> dict[str, Any]:
+    cfg = _base()
+    cfg["credentials"].append(
+        {
+            "name": "ro1",
+            "kind": "readonly",
+            "via": "mm1",
+            "path": "pub/ro1",
+            "rotate_every": "1d",
+            "grace": "1h",
+        }
+        | extra
+    )
+    return cfg
+
+
+def test_a_readonly_credential_takes_its_via_signer(tmp_path: Path) -> None:
+    path = tmp_path / "kinds.yaml"
+    path.write_text(yaml.safe_dump(_kinds()))
+    settings = load_settings(path, env={})
+    ro, mm1 = settings.credential("ro1"), settings.credential("mm1")
+    assert (ro.kind, ro.via, mm1.kind, mm1.via) == ("readonly", "mm1", "trading", None)
+    assert ro.signer == mm1.signer  # the same wallet: everything that asks for it finds it
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        ({"via": None}, "kind readonly needs via"),
+        ({"via": "nobody"}, "credentials[ro1].via: 'nobody' is no credential"),
+        ({"via": "ro1"}, "credentials[ro1].via: 'ro1' is not a trading credential"),
+        (
+            {"signer": {"source": "env", "env": "K3"}},
+            "credentials[ro1].signer: a readonly credential takes no signer",
+        ),
+        ({"start_nonce": 5}, "credentials[ro1].start_nonce: a readonly credential takes no start_nonce"),
+        ({"key_model": "one"}, "a readonly credential takes no key_model"),
+        ({"kind": "builder", "adopt_existing": True}, "a builder credential takes no adopt_existing"),
+        ({"kind": "admin"}, "kind"),
+    ],
+)
+def test_bad_kind_settings_are_one_clear_line(tmp_path: Path, change: dict[str, Any], expected: str) -> None:
+    cfg = _kinds()
+    cred = cfg["credentials"][-1]
+    for name, value in change.items():
+        if value is None:
+            cred.pop(name)
+        else:
+            cred[name] = value
+    message = _load(tmp_path, cfg, env={"K1": PASTED_KEY})
+    assert expected in message and "\n" not in message.strip(), message
+
+
+def test_a_trading_credential_takes_no_via(tmp_path: Path) -> None:
+    cfg = _base()
+    cfg["credentials"][1]["via"] = "mm1"
+    assert "via goes with kind readonly or builder" in _load(tmp_path, cfg)

@@ -546,3 +546,41 @@ def test_the_background_thread_writes_the_report_off_the_request_path(store: Fil
         assert [a.refusals for a in store.acks(REF)] == [1]
     finally:
         src.stop()
+
+
+# -- issue 27: read-only and builder consumers -----------------------------------------------------------
+def test_readonly_headers_are_the_key_and_its_wallet_and_only_for_a_readonly_key() -> None:
+    from rotator.consumer import readonly_headers
+
+    address = "0x" + "cd" * 20
+    ro = Key("ro-id", Secret(""), Secret(""), address, 1, 1.0, "readonly")
+    assert readonly_headers(ro) == {"POLY_READONLY_API_KEY": "ro-id", "POLY_ADDRESS": address}
+    with pytest.raises(ValueError, match="read-only key"):
+        readonly_headers(Key("t-id", Secret("s"), Secret("p"), address, 1, 1.0))
+
+
+def test_follow_builder_keeps_the_client_on_the_published_builder_key() -> None:
+    from rotator.consumer import builder_config, follow_builder
+    from tests.memory_store import MemoryStore
+
+    store = MemoryStore()
+    ref = CredentialRef("b1", "pub/b1")
+    first = Key("b-one", Secret("c2VjcmV0MQ=="), Secret("pass1"), "0xa", 1, 1.0, "builder")
+    second = Key("b-two", Secret("c2VjcmV0Mg=="), Secret("pass2"), "0xa", 2, 2.0, "builder")
+    store.publish(ref, first)
+
+    class Client:
+        builder_config: Any = None
+
+    client = Client()
+    source = CredentialSource(store, credential="b1", path="pub/b1", refresh_every=0.01, acknowledge=False)
+    follow_builder(client, source)
+    assert client.builder_config.local_builder_creds.key == "b-one"
+    headers = client.builder_config.generate_builder_headers("GET", "/builder/trades").to_dict()
+    assert headers["POLY_BUILDER_API_KEY"] == "b-one" and headers["POLY_BUILDER_PASSPHRASE"] == "pass1"
+    store.publish(ref, second)
+    source.refresh()
+    assert client.builder_config.local_builder_creds.key == "b-two"
+    lost = Key("b-lost", Secret(""), Secret(""), "0xa", 3, 3.0, "builder")
+    with pytest.raises(ValueError, match="builder key with its secret"):
+        builder_config(lost)

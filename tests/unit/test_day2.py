@@ -384,17 +384,17 @@ def test_a_credential_with_a_signer_problem_revokes_what_it_can_and_fails_in_one
 
 
 # -- the state format: readable by the previous version, newer fields kept ---------------------------
-def test_format_4_keeps_a_newer_versions_fields_and_refuses_a_newer_schema() -> None:
+def test_the_state_format_keeps_a_newer_versions_fields_and_refuses_a_newer_schema() -> None:
     state = state_made(5.0, pause=Pause(6.0, "ops", 7.0, "r"))
     data = state.to_dict()
-    assert (data["schema"], data["format"]) == (STATE_SCHEMA, STATE_FORMAT) == (3, 4)
-    newer = data | {"format": 5, "published_path": "pub/x", "flags": {"a": [1, 2]}}
+    assert (data["schema"], data["format"]) == (STATE_SCHEMA, STATE_FORMAT) == (3, 5)
+    newer = data | {"format": 6, "published_path": "pub/x", "flags": {"a": [1, 2]}}
     read = CredentialState.from_dict(newer)
     assert read.pause == state.pause and read.current == state.current
     saved = read.to_dict()
     assert saved["published_path"] == "pub/x" and saved["flags"] == {"a": [1, 2]}  # kept on save
-    with pytest.raises(ValueError, match="schema 5, newer than this rotator reads"):
-        CredentialState.from_dict(data | {"schema": 5})
+    with pytest.raises(ValueError, match="schema 6, newer than this rotator reads"):
+        CredentialState.from_dict(data | {"schema": 6})
 
 
 def test_history_records_of_rotator_0_1_are_read_and_matched() -> None:

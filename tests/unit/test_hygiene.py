@@ -49,11 +49,11 @@ def test_audit_due(record: AuditRecord | None, now: float, every: float, due: bo
 
 def test_a_record_keeps_first_sightings_and_known_nonces_and_drops_keys_gone() -> None:
     before = AuditRecord(10.0, (UnmanagedKey(mask(A), 0, 10.0), UnmanagedKey("gone…1234", None, 10.0)), True)
-    after = _record(before, [A, B], 20.0, None)
+    after = _record(before, {A: "trading", B: "readonly"}, 20.0, None)
     assert after.at == 20.0
-    assert after.unmanaged == (UnmanagedKey(mask(A), 0, 10.0), UnmanagedKey(mask(B), None, 20.0))
+    assert after.unmanaged == (UnmanagedKey(mask(A), 0, 10.0), UnmanagedKey(mask(B), None, 20.0, "readonly"))
     assert after.closed_only is True  # unknown this time: the last known answer stands
-    assert _record(before, [], 30.0, False) == AuditRecord(30.0, (), False)
+    assert _record(before, {}, 30.0, False) == AuditRecord(30.0, (), False)
 
 
 def test_managed_nonces_include_a_pending_intent() -> None:
@@ -118,8 +118,8 @@ def test_the_audit_record_round_trips_and_older_states_have_none() -> None:
 def test_a_one_shot_run_audits_a_quarter_window_of_the_auth_budget_at_most() -> None:
     from rotator.clob.budget import one_shot_audits
 
-    assert one_shot_audits(_settings(200)) == 6  # 50 per 10 s: 12 requests, 2 each
+    assert one_shot_audits(_settings(200)) == 3  # 50 per 10 s: 12 requests, 4 each (every kind's list)
     assert (
-        one_shot_audits(_settings(200, clob={"rate_limits": {"auth": {"requests": 100, "per": "10s"}}})) == 12
+        one_shot_audits(_settings(200, clob={"rate_limits": {"auth": {"requests": 100, "per": "10s"}}})) == 6
     )
     assert one_shot_audits(_settings(200, clob={"rate_limits": {"auth": {"requests": 2, "per": "10s"}}})) == 1

@@ -259,3 +259,59 @@ def test_an_ack_reads_with_or_without_a_refusal_report_and_a_bad_report_keeps_th
     assert Ack.from_dict(report.to_dict()) == report and report.reported
     for bad in ({"refused_at": "x", "refusals": 3}, {"refused_at": 9.5, "refusals": 0}, {"refused_at": 9.5}):
         assert Ack.from_dict({**old, **bad}) == Ack("bot-1", "019d4ec2-1a2b-7c3d", 10.0)
+
+
+# -- issue 27: the published secret per kind -----------------------------------------------------------------
+def test_each_kind_publishes_exactly_its_fields_and_reads_back() -> None:
+    from rotator.model import Key, Secret
+
+    address = "0x" + "ab" * 20
+    ro = Key("ro-id-0123456789abcdef", Secret(""), Secret(""), address, 3, 1.5, "readonly")
+    b = Key("b-id", Secret("s" * 44), Secret("p" * 64), address, 4, 2.5, "builder")
+    t = Key("t-id", Secret("s" * 44), Secret("p" * 64), address, 5, 3.5)
+    assert ro.published() == {"api_key": ro.api_key, "address": address, "created_at": 1.5, "nonce": 3}
+    assert b.published() == {
+        "key": "b-id",
+        "secret": "s" * 44,
+        "passphrase": "p" * 64,
+        "address": address,
+        "created_at": 2.5,
+    }
+    assert set(t.published()) == {"api_key", "api_secret", "api_passphrase", "address", "nonce", "created_at"}
+    for key in (ro, b, t):
+        back = Key.from_dict(key.published())  # the kind is told by the fields
+        assert (back.kind, back.api_key, back.address) == (key.kind, key.api_key, key.address)
+        assert back.api_secret.reveal() == key.api_secret.reveal()
+    assert Key.from_dict(b.published()).nonce == 0  # a builder key's serial is not published
+
+
+@pytest.mark.parametrize(
+    ("data", "kind", "expected"),
+    [
+        (
+            {"key": "b", "secret": "", "passphrase": "p", "address": "0xa", "created_at": 1},
+            "builder",
+            "secret",
+        ),
+        ({"key": "b", "secret": "s", "address": "0xa", "created_at": 1}, "builder", "passphrase"),
+        ({"api_key": "", "address": "0xa", "created_at": 1}, "readonly", "api_key"),
+        ({"api_key": "r", "address": "0xa"}, "readonly", "created_at"),
+        ({"api_key": "r", "address": "0xa", "created_at": 1}, "admin", "kind"),
+    ],
+)
+def test_a_malformed_key_of_another_kind_names_its_field(
+    data: dict[str, object], kind: str, expected: str
+) -> None:
+    from rotator.model import Key
+
+    with pytest.raises(ValueError, match=expected):
+        Key.from_dict(data, kind)
+
+
+def test_a_lost_builder_key_keeps_no_secret_and_says_so() -> None:
+    from rotator.model import Key, Secret
+
+    lost = Key("b-id", Secret(""), Secret(""), "0xa", 2, 1.0, "builder")
+    assert lost.lost and lost.to_dict()["secret"] is None
+    again = Key.from_dict(lost.to_dict(), "builder")
+    assert again.lost and again.nonce == 2

@@ -167,6 +167,15 @@ class FakeClob:
             raise Unauthorized("401")
         del self.live[k.api_key]
 
+    # The wallet's read-only and builder key lists (issue 27): this fake wallet holds none.
+    def list_readonly_keys(self, k: Key) -> list[str]:
+        self.calls.append(f"list-readonly:{k.nonce}")
+        return []
+
+    def list_builder_keys(self, k: Key) -> list[object]:
+        self.calls.append(f"list-builder:{k.nonce}")
+        return []
+
 
 @pytest.fixture
 def world() -> tuple[Clock, MemoryStore, FakeClob, Rotator]:
