@@ -30,9 +30,6 @@ def main(config: str) -> None:
     from pydantic import BaseModel, Field, model_validator  # noqa: F401 - its lazy API too
 
     lap("import pydantic")
-    import pydantic_settings  # noqa: F401
-
-    lap("import pydantic_settings")
     import yaml  # noqa: F401
 
     lap("import yaml")

@@ -31,7 +31,6 @@ from pydantic import (
     field_validator,
     model_validator,
 )
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from rotator.errors import ConfigError
 
@@ -917,10 +916,11 @@ class DaemonSettings(_Section):
     audit_every: Duration = 3600.0
 
 
-class Settings(BaseSettings):
-    model_config = SettingsConfigDict(
-        env_prefix="ROTATOR_", env_nested_delimiter="__", extra="forbid", frozen=True, case_sensitive=False
-    )
+class Settings(BaseModel):
+    # The whole config. The ROTATOR_* overrides are merged into the file's data by load_settings, which
+    # names a bad or unknown variable itself (a settings library blames the file, or ignores the
+    # variable), so this is a plain model: no settings source of its own, and none imported at start-up.
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
 
     clob: ClobSettings = ClobSettings()
     store: StoreSettings = StoreSettings()
@@ -928,19 +928,6 @@ class Settings(BaseSettings):
     metrics: MetricsSettings = MetricsSettings()
     log: LogSettings = LogSettings()
     daemon: DaemonSettings = DaemonSettings()
-
-    @classmethod
-    def settings_customise_sources(
-        cls,
-        settings_cls: type[BaseSettings],
-        init_settings: PydanticBaseSettingsSource,
-        env_settings: PydanticBaseSettingsSource,
-        dotenv_settings: PydanticBaseSettingsSource,
-        file_secret_settings: PydanticBaseSettingsSource,
-    ) -> tuple[PydanticBaseSettingsSource, ...]:
-        # Only what load_settings passes in: it merges the ROTATOR_* overrides itself, so that a bad or
-        # unknown variable is named (pydantic-settings blames the file, or ignores the variable).
-        return (init_settings,)
 
     @model_validator(mode="before")
     @classmethod

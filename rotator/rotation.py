@@ -1759,13 +1759,7 @@ class Rotator:
         else:
             keys = list(got.others)
             state = self._noting_unmanaged(ctx, state, keys, claimed=set())
-        moved = replace(
-            pending,
-            nonce=pending.nonce + 1,
-            started_at=now,
-            lease_until=now + policy.lease,
-            listed=ctx.ops.snapshot(),
-        )
+        moved = self._next_intent(ctx, policy, pending, now)
         self._save(ctx, replace(state, pending=moved, next_nonce=max(state.next_nonce, moved.nonce + 1)))
         shown = ", ".join(k.masked for k in keys)
         if got.how == "lost-secret":
@@ -1796,19 +1790,25 @@ class Rotator:
         )
         self._may_start(ctx, "create")
 
-    def _walk_past(self, ctx: _Ctx, policy: Policy, key: Key, started: float) -> None:
-        """Move the intent from ``key``'s nonce, which someone else's key holds, to the next one, and
-        report that key unmanaged: one compare-and-set, before any create at the next nonce."""
-        pending = ctx.state.pending
-        assert pending is not None
-        now = self.clock()
-        moved = replace(
+    @staticmethod
+    def _next_intent(ctx: _Ctx, policy: Policy, pending: Pending, now: float) -> Pending:
+        """The intent moved on to a fresh create: the next serial or nonce, a new start, a new lease
+        and, for a kind without nonces, a new snapshot of its listed keys."""
+        return replace(
             pending,
             nonce=pending.nonce + 1,
             started_at=now,
             lease_until=now + policy.lease,
             listed=ctx.ops.snapshot(),
         )
+
+    def _walk_past(self, ctx: _Ctx, policy: Policy, key: Key, started: float) -> None:
+        """Move the intent from ``key``'s nonce, which someone else's key holds, to the next one, and
+        report that key unmanaged: one compare-and-set, before any create at the next nonce."""
+        pending = ctx.state.pending
+        assert pending is not None
+        now = self.clock()
+        moved = self._next_intent(ctx, policy, pending, now)
         state = self._noting_unmanaged(ctx, ctx.state, [key])
         self._save(ctx, replace(state, pending=moved, next_nonce=max(state.next_nonce, moved.nonce + 1)))
         log.warning(
