@@ -489,3 +489,19 @@ def test_the_sdk_names_of_rotator_consumer_load_no_sdk_until_a_client_is_built()
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.splitlines() == ["[] False", "[] True unified unified", "True"], out.stdout
+
+
+def test_the_config_loads_no_settings_library() -> None:
+    # Every command loads the config first: it is a plain pydantic model (load_settings merges the
+    # ROTATOR_* overrides itself), so neither pydantic-settings nor the asyncio it brings is loaded.
+    code = textwrap.dedent(
+        """
+        import sys
+        from rotator.config import load_settings
+        load_settings(None, data={"credentials": []}, env={"ROTATOR_LOG__LEVEL": "debug"})
+        print(sorted(m for m in sys.modules if m.partition(".")[0] in ("pydantic_settings", "asyncio")))
+        """
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines() == ["[]"], out.stdout
