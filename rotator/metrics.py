@@ -224,7 +224,8 @@ class Metrics:
         while its own labels stay as they were (dashboards and alerts match on them)."""
         for name, kind, via in credentials:
             self.credential_info.labels(credential=name, kind=kind, via=via or "").set(1)
-            self.lost_keys.labels(credential=name)
+            if kind == "builder":  # only a builder key can lose its secret: no series for the others
+                self.lost_keys.labels(credential=name)
 
     def observe_key_model(self, name: str, model: str) -> None:
         """``model``: several, one or unknown."""
@@ -244,7 +245,8 @@ class Metrics:
         self.lost_keys = Gauge(
             "rotator_lost_keys",
             "Live keys the worker made but cannot revoke: builder keys whose create's answer was lost "
-            "with their secret (retiring, reason lost-secret). An operator revokes them in the web UI.",
+            "with their secret (retiring, reason lost-secret). An operator revokes them in the web UI. "
+            "Builder credentials only.",
             ["credential"],
             registry=r,
         )
@@ -454,9 +456,10 @@ class Metrics:
             elif every is not None:
                 self.next_rotation.labels(credential=name).set(created + every)
         self.retiring.labels(credential=name).set(len(state.retiring))
-        self.lost_keys.labels(credential=name).set(
-            sum(1 for r in state.retiring if r.reason == "lost-secret")
-        )
+        if state.kind == "builder":
+            self.lost_keys.labels(credential=name).set(
+                sum(1 for r in state.retiring if r.reason == "lost-secret")
+            )
         self.retiring_deadline.labels(credential=name).set(
             min((r.revoke_after for r in state.retiring), default=0)
         )

@@ -198,10 +198,11 @@ def test_readonly_and_builder_keys_rotate_beside_their_trading_key_and_no_reques
         ("POST", "/auth/{kind}", "before"),  # intent recorded, create not sent
         ("POST", "/auth/{kind}", "after"),  # create answered, answer not recorded (the lost answer)
         ("GET", "{verify}", "before"),  # key recorded in the intent, not verified
+        ("GET", "{verify}", "after"),  # verified, not yet published
         ("DELETE", "/auth/{kind}", "before"),  # new key published, old one about to be revoked
         ("DELETE", "/auth/{kind}", "after"),  # old key revoked, not recorded
     ],
-    ids=["before-create", "after-create", "before-verify", "before-revoke", "after-revoke"],
+    ids=["before-create", "after-create", "before-verify", "after-verify", "before-revoke", "after-revoke"],
 )
 def test_a_sigkill_between_any_two_steps_leaves_no_orphan(
     request: pytest.FixtureRequest,
