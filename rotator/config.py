@@ -975,14 +975,6 @@ class Settings(BaseModel):
             if cred.name in seen:
                 raise ValueError(f"duplicate credential name {cred.name!r}")
             seen.add(cred.name)
-        kinds = {cred.name: cred.kind for cred in self.credentials}
-        for cred in self.credentials:
-            if cred.via is not None and kinds.get(cred.via) != "trading":
-                what = "no credential" if cred.via not in kinds else f"a {kinds[cred.via]} credential"
-                raise ValueError(
-                    f"credentials[{cred.name}].via: {cred.via!r} is {what}; via names a trading credential "
-                    "of this config (its key manages this one's)"
-                )
         return self
 
     @model_validator(mode="after")
