@@ -6,6 +6,12 @@ would. The other requests reach the sandbox, so every command gets far enough to
 Which answer a request gets is fixed by its route's count: the 1st, 3rd, 5th ... are echoes, their
 status cycling through ``statuses`` and their body through a JSON ``error`` naming the headers, a
 JSON ``error`` that is the passphrase alone, and plain text; the 2nd, 4th ... are the sandbox's.
+
+Alternation reaches a route deep in a chain of calls (the audit's fourth list, reached only when the
+three calls before it pass) a few times a run, too few for every status. ``focus(routes)`` turns it
+into a schedule that cannot miss: from then on those routes answer every request with an echo of a
+status they have not yet echoed until they have echoed them all, and every other request reaches
+the sandbox.
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ class EchoProxy:
         #: Every POLY_SIGNATURE and POLY_PASSPHRASE value an echo repeated.
         self.repeated: set[str] = set()
         self._seen: collections.Counter[tuple[str, str]] = collections.Counter()
+        self._focus: set[tuple[str, str]] | None = None
         self._lock = threading.Lock()
         self._client = httpx.Client(base_url=self.upstream, timeout=30.0)
         proxy = self
@@ -64,17 +71,37 @@ class EchoProxy:
         self._server.server_close()
         self._client.close()
 
+    def missing(self, routes: set[tuple[str, str]]) -> set[tuple[str, str, int]]:
+        """Which of ``routes`` have not yet echoed which status."""
+        with self._lock:
+            return {(m, p, s) for (m, p) in routes for s in self.statuses if not self.echoed[(m, p, s)]}
+
+    def focus(self, routes: set[tuple[str, str]]) -> None:
+        """From now on: echo on ``routes`` only, each request with a status the route still lacks."""
+        with self._lock:
+            self._focus = set(routes)
+
+    def _answer(self, method: str, path: str) -> tuple[int, str] | None:
+        """The (status, style) of an echo for this request, or None to let it reach the sandbox."""
+        with self._lock:
+            n = self._seen[(method, path)]
+            self._seen[(method, path)] += 1
+            if self._focus is None:
+                if n % 2:
+                    return None
+                return self.statuses[(n // 2) % len(self.statuses)], STYLES[(n // 2) % len(STYLES)]
+            if (method, path) not in self._focus:
+                return None
+            lacking = [s for s in self.statuses if not self.echoed[(method, path, s)]]
+            return (lacking[0], STYLES[n % len(STYLES)]) if lacking else None
+
     def _serve(self, handler: BaseHTTPRequestHandler) -> None:
         length = int(handler.headers.get("Content-Length") or 0)
         body = handler.rfile.read(length) if length > 0 else b""
         method, path = handler.command, urlsplit(handler.path).path
-        with self._lock:
-            n = self._seen[(method, path)]
-            self._seen[(method, path)] += 1
-        if n % 2 == 0:
-            status = self.statuses[(n // 2) % len(self.statuses)]
-            style = STYLES[(n // 2) % len(STYLES)]
-            self._echo(handler, method, path, status, style)
+        echo = self._answer(method, path)
+        if echo is not None:
+            self._echo(handler, method, path, *echo)
             return
         headers = {k: v for k, v in handler.headers.items() if k.lower() not in ("host", "content-length")}
         resp = self._client.request(method, handler.path, headers=headers, content=body)

@@ -4,9 +4,11 @@ The CLOB is tests/echoserver.py in front of the sandbox: every other request on 
 answered with an error (400, 401, 500 in turn) whose body repeats the request's ``POLY_*`` headers,
 passphrase and signature included. Every command that talks to the CLOB runs against it as a
 subprocess (the daemon too), over a credential taken through every step (bootstrap, probe, forced
-rotation, revocation, emergency revocation, audit, reap, retire), until every route has echoed each
-status. Everything they printed (results, errors, JSON logs at debug) is searched for every secret
-and passphrase the sandbox issued, the wallet key, and every signature and passphrase echoed.
+rotation, revocation, emergency revocation, audit, reap, retire). A second tour, on a new wallet,
+has the proxy echo only on the routes that have not yet answered with every status, each time with
+one they lack, so every route echoes each status by its end. Everything they printed (results,
+errors, JSON logs at debug) is searched for every secret and passphrase the sandbox issued, the
+wallet key, and every signature and passphrase echoed.
 """
 
 from __future__ import annotations
@@ -89,23 +91,24 @@ def test_no_echoed_header_reaches_any_output_of_any_command(
     from eth_account import Account
 
     outputs: list[str] = []
-    for i in range(4):
+    for i in range(2):
         (tmp_path / f"w{i}").mkdir()
         if i:  # a wallet each: one worker's keys are never another's to account for
             acct = Account.create()
             SECRETS.update((acct.key.hex(), acct.key.hex().removeprefix("0x")))
             wallet = (acct.key.hex(), acct.address)
+            # Alternation reaches the audit's last lists a few times a tour: echo where it fell short.
+            echo.focus({(m, p) for (m, p, _) in echo.missing(ROUTES)})
         w = Worker(tmp_path / f"w{i}", echo.url, *wallet, name=f"mm{i}", rotate_every="24h", grace="1s")
         cfg = w.config()
         cfg["daemon"] = {"tick": "1s", "jitter": "0.2s", "probe_every": "1s", "audit_every": "1s"}
         cfg["log"] = {"format": "json", "level": "debug"}
         w.config_path.write_text(yaml.safe_dump(cfg))
         outputs += _tour(w)
-        covered = {(m, p, s) for (m, p, s) in echo.echoed if (m, p) in ROUTES}
-        if covered >= {(m, p, s) for (m, p) in ROUTES for s in STATUSES}:
+        if not echo.missing(ROUTES):
             break
     print(f"covered in {i + 1} tour(s): {sorted(echo.echoed.items())}")
-    missing = sorted({(m, p, s) for (m, p) in ROUTES for s in STATUSES} - set(echo.echoed))
+    missing = sorted(echo.missing(ROUTES))
     assert not missing, f"routes never answered with an echo of that status: {missing}"
     secrets = set(SECRETS) | set(fresh_sandbox.issued_secrets()) | echo.repeated
     assert len(echo.repeated) > 10
