@@ -994,7 +994,7 @@ def _retire(rt: Runtime, args: argparse.Namespace) -> int:
             f"--credential {name}: its key manages {', '.join(managed)} (via), which still hold keys: "
             f"retire them first (only {name}'s key can revoke their keys), or pass --force"
         )
-    result = retire(rt.rotator, name, signer, dry_run=args.dry_run)
+    result = retire(rt.rotator, name, signer, dry_run=args.dry_run, create_window=rt.create_window)
     if result.outcome == "nothing-stored":
         raise _config_error(f"--credential {name}: the store holds no state of that name")
     verb = "would revoke" if args.dry_run else "revoking"

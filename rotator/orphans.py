@@ -119,7 +119,12 @@ class RetireResult:
 
 
 def retire(
-    rot: Rotator, name: str, signer: Callable[[], Signer] | None, *, dry_run: bool = False
+    rot: Rotator,
+    name: str,
+    signer: Callable[[], Signer] | None,
+    *,
+    dry_run: bool = False,
+    create_window: float = CREATE_WINDOW,
 ) -> RetireResult:
     """Revoke every key the state of ``name`` holds (current, retiring, pending), each confirmed gone,
     then archive the state: it keeps its history and ``next_nonce`` (a credential added back under
@@ -128,7 +133,9 @@ def retire(
     ``signer``: the credential's signer when the config still has it (``--force``), else None; it is
     what confirms a key answering 401 is gone and what finds the key of an intent recorded before a
     crash. Without it such keys stay in the state (retiring: the daemon keeps trying) and the result
-    is ``incomplete``. The keys are first moved to ``retiring`` with a deadline of now in one write,
+    is ``incomplete``. ``create_window``: how long after an intent its create may have been answered
+    (the config's ``clob.retry.deadline`` plus ``clob.timeout``): a listed key made later is not the
+    intent's. The keys are first moved to ``retiring`` with a deadline of now in one write,
     so a crash part-way leaves them where every later pass revokes them (I3). Never raises a
     RotatorError.
     """
@@ -156,7 +163,7 @@ def retire(
             keys.append(("pending", pending.key))
         elif pending is not None:
             ctx.begin("derive")
-            found = _find(rot, ctx, pending)
+            found = _find(rot, ctx, pending, create_window)
             if found is not None:
                 keys.append(("pending", found))
             elif not ctx.ops.authority:
@@ -196,11 +203,11 @@ def retire(
     return result
 
 
-def _find(rot: Rotator, ctx: _Ctx, pending: Pending) -> Key | None:
+def _find(rot: Rotator, ctx: _Ctx, pending: Pending, window: float) -> Key | None:
     """The key the intent ``pending`` may have made before a crash, when the state's kind can find
     it (derive with the signer at hand; the listing for read-only and builder keys) and it is there.
     Keys of which none is provably the intent's are left to the audit (reported unmanaged)."""
     if not ctx.ops.authority:
         return None
-    found = ctx.ops.find(pending, partial(rot._known, ctx), CREATE_WINDOW)
+    found = ctx.ops.find(pending, partial(rot._known, ctx), window)
     return found.key if found is not None else None

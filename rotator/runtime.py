@@ -171,14 +171,20 @@ class Runtime:
         schedule: Schedule = self._schedules[cred.name]
         return schedule
 
+    @property
+    def create_window(self) -> float:
+        """Seconds after an intent by which its create was answered or given up: the retry deadline
+        plus one request's timeout (``Policy.create_window``)."""
+        clob = self.settings.clob
+        return clob.retry.deadline + clob.timeout
+
     def policy(self, cred: CredentialSettings, *, probe_every: float | None = None) -> Policy:
         """``probe_every``: None for one-shot runs (each run checks the key once, and takes a key
         within their start-up jitter of ``rotate_every`` as due); the daemon passes its own."""
-        clob = self.settings.clob
         return Policy(
             kind=cred.kind,
             via=cred.via,
-            create_window=clob.retry.deadline + clob.timeout,
+            create_window=self.create_window,
             probe_every=probe_every or 0.0,
             due_slack=one_shot_slack(cred.rotate_every) if probe_every is None else 0.0,
             schedule=self.schedule(cred),

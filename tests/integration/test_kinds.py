@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -386,3 +386,59 @@ def test_retiring_a_via_before_the_credentials_it_manages_is_refused(
         assert done.returncode == 0, done.stdout + done.stderr
     assert sandbox.live_readonly(wallet[1]) == [] and sandbox.live_builder(wallet[1]) == []
     assert sandbox.live_keys(wallet[1]) == []
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("deadline", "late", "found"),
+    # Either side of the default window (130 s), past the clocks' slack (KEY_CLOCK_SLACK, 300 s).
+    [("300s", 500.0, True), ("20s", 400.0, False)],
+    ids=["inside-a-long-deadline", "outside-a-short-deadline"],
+)
+def test_retire_finds_an_intents_key_within_the_configured_create_window_only(
+    request: pytest.FixtureRequest,
+    fresh_sandbox: Sandbox,
+    tmp_path: Path,
+    wallet: tuple[str, str],
+    deadline: str,
+    late: float,
+    found: bool,
+) -> None:
+    """``retire`` looks for a crashed intent's read-only key among the keys made within the config's
+    create window (clob.retry.deadline + clob.timeout) of the intent, as a rotation pass does: one
+    made later than a create could have been answered is somebody else's and is left alone; one made
+    within a deadline longer than the default is the intent's and is revoked."""
+    sb = fresh_sandbox
+    w = kinds_worker(request, "file", tmp_path, sb, wallet, kinds=("readonly",))
+    cfg = w.config()
+    cfg["clob"]["retry"]["deadline"] = deadline  # clob.timeout stays 10 s
+    w.config_path.write_text(yaml.safe_dump(cfg))
+    w.rotate()
+    hold = sb.hold("POST", "/auth/readonly-api-key", "after")
+    proc = w.start("rotate", "--credential", w.ro.name, "--force")
+    assert hold.reached.wait(30), "the pass never reached its create"
+    w.kill(proc)  # the create was answered; the answer is lost with the process
+    hold.release()
+    store = w.store()
+    try:
+        snap = store.load(w.ro)
+        pending = snap.state.pending
+        assert pending is not None and pending.key is None
+        [made] = set(sb.live_readonly(wallet[1])) - {snap.state.current.api_key if snap.state.current else ""}
+        # The intent was recorded ``late`` seconds before its key was made.
+        earlier = replace(pending, started_at=pending.started_at - late)
+        store.save(w.ro, replace(snap.state, pending=earlier), snap.version)
+    finally:
+        store.close()
+
+    done = w.run("retire", "--credential", w.ro.name, "--force")
+    assert done.returncode == 0, done.stdout + done.stderr
+    live = sb.live_readonly(wallet[1])
+    if found:
+        assert live == [], live  # the current key and the intent's, both revoked
+        assert f"pending nonce={pending.nonce} key={mask_of(made)}" in done.stdout, done.stdout
+    else:
+        # Not the intent's as far as the clocks can tell: left for the audit.
+        assert live == [made], (live, done.stdout)
+        assert "pending" not in done.stdout, done.stdout
+        w.foreign.add(made)
