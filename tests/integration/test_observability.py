@@ -318,6 +318,58 @@ def test_dashboard_and_alerts_cover_the_credential_kinds() -> None:
     assert "$labels.kind" in unmanaged["annotations"]["summary"]
 
 
+#: Metrics with no panel, on purpose, and whether an alert rule reads them (checked).
+OFF_DASHBOARD = {
+    "rotator_max_key_age_seconds": ("RotatorKeyTooOld's threshold per credential", True),
+    "rotator_schedule_interval_seconds": ("the schedule alerts' threshold (a window missed)", True),
+    "rotator_paused_since_timestamp_seconds": ("RotatorPausedTooLong's clock; a panel shows the pause", True),
+    "rotator_grace_seconds": ("configuration, for ad-hoc queries; Retiring key deadline shows it", False),
+    "rotator_last_failure_timestamp_seconds": (
+        "ad-hoc detail beside Consecutive failed passes, which the panel and the alert read",
+        False,
+    ),
+}
+
+
+def test_every_metric_has_a_panel_or_a_reason_not_to() -> None:
+    """A metric added to rotator/metrics.py shows on the dashboard, or says here why it does not
+    (issue 24's edge metrics went two rounds without a panel)."""
+    from prometheus_client import CollectorRegistry
+
+    from rotator.metrics import Metrics
+
+    registry = CollectorRegistry()
+    Metrics(registry)
+    families = {m.name + ("_total" if m.type == "counter" else "") for m in registry.collect()}
+    on_dashboard = "\n".join(expr for _, expr in dashboard_queries())
+    in_rules = "\n".join(r["expr"] for r in alert_rules().values())
+    missing = sorted(
+        name
+        for name in families
+        if name.startswith("rotator_") and name not in on_dashboard and name not in OFF_DASHBOARD
+    )
+    assert not missing, f"metrics with neither a dashboard panel nor a reason in OFF_DASHBOARD: {missing}"
+    for name, (_, alerted) in OFF_DASHBOARD.items():
+        assert name in families, f"OFF_DASHBOARD names {name}, which rotator no longer exports"
+        assert (name in in_rules) == alerted, f"{name}: an alert reads it: {name in in_rules}"
+
+
+def test_dashboard_shows_the_clobs_edge() -> None:
+    """Issue 24: an egress block, how the wallet keeps keys, key propagation, revived keys."""
+    panels = {p["title"]: p for p in dashboard()["panels"]}
+    edge = {
+        "Egress blocked": "rotator_clob_blocked",
+        "How the wallet keeps keys": "rotator_key_model",
+        "Key propagation": "rotator_key_propagation_seconds",
+        "Revived keys per day": "rotator_keys_revived_total",
+        "Reaped keys per day": "rotator_reaped_keys_total",
+    }
+    for title, metric in edge.items():
+        assert metric in metric_names(grafana_to_promql(panels[title]["targets"][0]["expr"])), title
+    assert panels["How the wallet keeps keys"]["options"]["textMode"] == "name"
+    assert "== 1" in panels["How the wallet keeps keys"]["targets"][0]["expr"]  # the model that holds, only
+
+
 def test_dashboard_queries_parse(tmp_path: Path) -> None:
     """Every query, with Grafana's variables filled in, is valid PromQL for promtool."""
     rules = [
