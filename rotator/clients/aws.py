@@ -201,10 +201,13 @@ def translate(
             "the shared profile, IRSA's web identity token and the instance role"
         )
     if name == "ProxyConnectionError":
-        # botocore's message names the proxy with its credentials masked; ours names the setting.
-        return Unavailable(
-            f"{doing}: cannot reach {service} through its proxy (store.aws.proxy); retry later"
-        )
+        # botocore's message names the proxy with its credentials masked; ours names the setting, and
+        # the status the proxy refused the tunnel with (urllib3's error, which botocore keeps).
+        from rotator.clients.proxy import tunnel_refusal
+
+        said = tunnel_refusal(str(getattr(exc, "kwargs", {}).get("error", "")))
+        how = f"refused the tunnel ({said})" if said else "cannot be reached"
+        return Unavailable(f"{doing}: cannot reach {service}: its proxy (store.aws.proxy) {how}; retry later")
     if isinstance(exc, ParamValidationError):
         # Its text may quote a parameter's value (a message to sign, a ciphertext): the type only.
         return permanent(f"{doing}: request rejected by botocore ({name})")

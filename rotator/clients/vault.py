@@ -208,13 +208,10 @@ def translate(
 def _proxy_reason(exc: BaseException) -> str:
     """What the proxy said: the status of its answer to CONNECT (407, 403, 502...), or that it could
     not be reached. Never the credentials: requests has them in a header, not in the URL."""
-    import re
+    from rotator.clients.proxy import tunnel_refusal
 
-    text = str(exc)
-    answered = re.search(r"Tunnel connection failed: (\d{3}(?: [A-Za-z -]{1,40})?)", text)
-    if answered:
-        return f"refused the tunnel ({answered.group(1).strip()})"
-    return f"cannot be reached ({_reason(exc)})"
+    said = tunnel_refusal(str(exc))
+    return f"refused the tunnel ({said})" if said else f"cannot be reached ({_reason(exc)})"
 
 
 def _reason(exc: BaseException) -> str:

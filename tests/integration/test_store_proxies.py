@@ -95,6 +95,23 @@ def test_aws_goes_through_its_proxy(moto_server: str, http_proxy: EgressProxy) -
     assert wrong not in str(info.value) and http_proxy.password not in str(info.value)
 
 
+def test_aws_over_https_a_refused_tunnel_names_the_proxy_and_its_answer(
+    moto_server: str, http_proxy: EgressProxy
+) -> None:
+    """Production endpoints are HTTPS: the proxy sees a CONNECT, and a wrong password is its refusal
+    of the tunnel (tinyproxy: 401, others 407), which botocore reports as a ProxyConnectionError.
+    The TLS that would follow a tunnel is never reached, so moto's plain HTTP port serves as the
+    endpoint's address."""
+    wrong = "not-" + http_proxy.password
+    store = _aws(moto_server.replace("http://", "https://"), _proxy(http_proxy))
+    with pytest.raises(Unavailable) as info:
+        _roundtrip(store, {"T_STORE_PROXY": wrong}, "aws-tunnel")
+    message = str(info.value)
+    OUTPUTS.append(message)
+    assert "its proxy (store.aws.proxy) refused the tunnel (40" in message, message
+    assert wrong not in message and http_proxy.password not in message and http_proxy.username not in message
+
+
 @pytest.mark.parametrize("backend", ["vault", "aws"])
 def test_a_proxy_in_the_environment_alone_is_not_used(
     backend: str, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
