@@ -1016,14 +1016,14 @@ def _retire(rt: Runtime, args: argparse.Namespace) -> int:
 def _managed_via(rt: Runtime, name: str) -> list[str]:
     """The read-only and builder credentials of the store whose ``via`` is ``name`` and that still
     hold a key (issue 27): retiring ``name`` first would leave nothing that can revoke those keys."""
-    from rotator.model import CredentialRef
+    from rotator.orphans import holds_keys, orphan_ref
 
     out = []
     for other in sorted(rt.store.names()):
         if other == name:
             continue
-        state = rt.store.load(CredentialRef(other, "")).state
-        if state.via == name and (state.held_keys() or state.pending is not None):
+        state = rt.store.load(orphan_ref(other)).state
+        if state.via == name and holds_keys(state):
             out.append(other)
     return out
 
