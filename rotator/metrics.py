@@ -11,6 +11,7 @@ rotator_rotate_every_seconds``) and the alert rules need no copy of the config.
 
 from __future__ import annotations
 
+import contextlib
 import re
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING
@@ -212,11 +213,18 @@ class Metrics:
         )
 
     def observe_unmanaged(self, name: str, record: AuditRecord) -> None:
-        """What an audit of ``name``'s wallet found unmanaged, in all and by kind."""
+        """What an audit of ``name``'s wallet found unmanaged, in all and by kind. ``kind="trading"``
+        is always set (the audited credential's series, 0 included); a read-only or builder count
+        only while above 0, and removed when it is back to 0: most wallets have none of those, and
+        a daemon of 1,000 credentials would otherwise carry 2,000 series of zeros."""
         self.unmanaged_keys.labels(credential=name).set(len(record.unmanaged))
         for kind in KINDS:
             count = sum(1 for u in record.unmanaged if u.kind == kind)
-            self.unmanaged_by_kind.labels(credential=name, kind=kind).set(count)
+            if count or kind == "trading":
+                self.unmanaged_by_kind.labels(credential=name, kind=kind).set(count)
+            else:
+                with contextlib.suppress(KeyError):  # never set, or removed by an earlier audit
+                    self.unmanaged_by_kind.remove(name, kind)
 
     def init_kinds(self, credentials: Iterable[tuple[str, str, str | None]]) -> None:
         """``rotator_credential_info`` for each configured (name, kind, via): 1, so any per-credential
@@ -264,7 +272,7 @@ class Metrics:
         self.unmanaged_by_kind = Gauge(
             "rotator_unmanaged_keys_by_kind",
             "rotator_unmanaged_keys by the kind of key (trading, readonly, builder): the same count, split "
-            "by the list it was found in.",
+            "by the list it was found in. kind=trading is always there; readonly and builder only above 0.",
             ["credential", "kind"],
             registry=r,
         )

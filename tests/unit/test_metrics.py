@@ -182,3 +182,21 @@ def test_pushgateway_urls_lose_their_credentials_in_logs() -> None:
 
     assert safe_url("https://user:s3cret@pg.example:9091/") == "https://pg.example:9091"
     assert safe_url("pg.monitoring.svc:9091") == "http://pg.monitoring.svc:9091"
+
+
+def test_unmanaged_keys_by_kind_always_has_trading_and_the_other_kinds_only_above_zero(m: Metrics) -> None:
+    from rotator.model import KINDS, AuditRecord, UnmanagedKey
+
+    def audit(*kinds: str) -> AuditRecord:
+        return AuditRecord(1.0, tuple(UnmanagedKey(f"k{i}", None, 1.0, kind) for i, kind in enumerate(kinds)))
+
+    def by_kind() -> dict[str, float | None]:
+        return {k: value(m, "rotator_unmanaged_keys_by_kind", credential="mm1", kind=k) for k in KINDS}
+
+    m.observe_unmanaged("mm1", audit())
+    assert by_kind() == {"trading": 0.0, "readonly": None, "builder": None}
+    m.observe_unmanaged("mm1", audit("builder", "builder", "readonly", "trading"))
+    assert by_kind() == {"trading": 1.0, "readonly": 1.0, "builder": 2.0}
+    assert value(m, "rotator_unmanaged_keys", credential="mm1") == 4.0
+    m.observe_unmanaged("mm1", audit("readonly"))  # the builder keys were revoked in the web UI
+    assert by_kind() == {"trading": 0.0, "readonly": 1.0, "builder": None}
