@@ -30,6 +30,8 @@ EXTRA_OF: Final[Mapping[str, str]] = {
     "apscheduler": "worker",
     "prometheus_client": "worker",
     "coincurve": "worker",
+    "eth_hash": "worker",
+    "Crypto": "worker",
     "eth_account": "worker",
     "eth_keys": "worker",
     "eth_utils": "worker",

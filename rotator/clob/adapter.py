@@ -1,14 +1,14 @@
 """The CLOB auth adapter: L1/L2 signing, transport, retries, budgets and the clock-skew guard.
 
-Seams into py-clob-client (pinned in pyproject.toml; tests/integration prove this version):
-``py_clob_client.signing.eip712.sign_clob_auth_message`` builds and hashes the EIP-712
-``ClobAuth`` struct and calls ``signer.sign(hash_hex)`` on whatever object it is given, which is
-how any :class:`rotator.signers.base.Signer` (KMS included) signs L1 requests. Transport is our own
-httpx client rather than the SDK's module-level one: the SDK fixes a 5 s timeout, drops the
-``Retry-After`` header and only knows the local clock; ``transport.py`` bounds each request as a
-whole, caps answers and makes it cancellable. L2 HMAC is the 6-line construction of
-clob-auth.md §2.2, written here so a pass that only checks a key does not import the SDK (0.8 s);
-``tests/unit/test_clob_signing.py`` proves it byte-identical to the SDK's ``build_hmac_signature``.
+Nothing here imports py-clob-client: its import alone takes 0.7-0.8 s, most of a one-shot run.
+L1 signs the EIP-712 ``ClobAuth`` digest of :mod:`rotator.clob.eip712` with any
+:class:`rotator.signers.base.Signer` (KMS included); ``tests/unit/test_eip712.py`` proves the digest
+byte-identical to the SDK's ``sign_clob_auth_message`` and to eth_account's typed data. L2 HMAC is
+the 6-line construction of clob-auth.md §2.2; ``tests/unit/test_clob_signing.py`` proves it
+byte-identical to the SDK's ``build_hmac_signature``. Transport is our own httpx client rather than
+the SDK's module-level one: the SDK fixes a 5 s timeout, drops the ``Retry-After`` header and only
+knows the local clock; ``transport.py`` bounds each request as a whole, caps answers and makes it
+cancellable.
 
 Edge blocks (clob-auth.md 12.3): Cloudflare in front of the CLOB answers many datacenter addresses
 with a 403 HTML page. Such an answer is retried like a 429 (the request never reached the CLOB),
@@ -160,23 +160,6 @@ def l2_signature(secret: Secret, timestamp: str, method: str, path: str, body: s
         base64.urlsafe_b64decode(secret.reveal()), message.encode("utf-8"), hashlib.sha256
     ).digest()
     return base64.urlsafe_b64encode(digest).decode("ascii")
-
-
-class _SdkSigner:
-    """What py-clob-client's ``sign_clob_auth_message`` expects of its signer, over our Signer."""
-
-    def __init__(self, signer: Signer, chain_id: int) -> None:
-        self._signer = signer
-        self._chain_id = chain_id
-
-    def address(self) -> str:
-        return self._signer.address
-
-    def get_chain_id(self) -> int:
-        return self._chain_id
-
-    def sign(self, message_hash: str) -> str:
-        return self._signer.sign_digest(bytes.fromhex(message_hash.removeprefix("0x"))).hex()
 
 
 @dataclass(frozen=True, slots=True)
@@ -640,13 +623,13 @@ class ClobAdapter:
 
     # -- L1 ---------------------------------------------------------------------------------------
     def _l1_headers(self, signer: Signer, nonce: int) -> dict[str, str]:
-        from py_clob_client.signing.eip712 import sign_clob_auth_message  # lazy: 0.8 s of imports
+        from rotator.clob.eip712 import clob_auth_digest
 
         ts = self._timestamp()
-        signature = sign_clob_auth_message(_SdkSigner(signer, self.chain_id), int(ts), nonce)
+        digest = clob_auth_digest(signer.address, int(ts), nonce, self.chain_id)
         return {
             "POLY_ADDRESS": signer.address,
-            "POLY_SIGNATURE": signature,
+            "POLY_SIGNATURE": "0x" + signer.sign_digest(digest).hex(),
             "POLY_TIMESTAMP": ts,
             "POLY_NONCE": str(nonce),
         }

@@ -18,11 +18,11 @@ from typing import Any, Protocol
 
 from rotator.clients import aws
 from rotator.errors import SignerError
+from rotator.signers import secp256k1
 from rotator.signers.aws import aws_error
 from rotator.signers.base import KnownAddress
+from rotator.signers.secp256k1 import SECP256K1_N
 
-#: The order of secp256k1's base point.
-SECP256K1_N = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
 KEY_SPEC = "ECC_SECG_P256K1"
 ALGORITHM = "ECDSA_SHA_256"
 
@@ -57,10 +57,7 @@ def public_key_point(spki_der: bytes) -> bytes:
 
 def address_from_public_key(spki_der: bytes) -> str:
     """The EIP-55 address of a secp256k1 public key in DER (what ``GetPublicKey`` returns)."""
-    from eth_keys.datatypes import PublicKey
-
-    address: str = PublicKey(public_key_point(spki_der)).to_checksum_address()
-    return address
+    return secp256k1.checksum_address(public_key_point(spki_der))
 
 
 def eth_signature(digest: bytes, der: bytes, point: bytes) -> bytes:
@@ -72,9 +69,6 @@ def eth_signature(digest: bytes, der: bytes, point: bytes) -> bytes:
         not over ``digest`` by that key).
     """
     from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
-    from eth_keys.datatypes import Signature
-    from eth_keys.exceptions import BadSignature
-    from eth_utils.exceptions import ValidationError
 
     if len(digest) != 32:
         raise ValueError("digest must be 32 bytes")
@@ -84,11 +78,7 @@ def eth_signature(digest: bytes, der: bytes, point: bytes) -> bytes:
     if s > SECP256K1_N // 2:
         s = SECP256K1_N - s  # (r, n - s) verifies wherever (r, s) does; Ethereum only takes low s
     for v in (0, 1):
-        try:
-            recovered = Signature(vrs=(v, r, s)).recover_public_key_from_msg_hash(digest)
-        except (BadSignature, ValidationError):
-            continue
-        if recovered.to_bytes() == point:
+        if secp256k1.recover(digest, r, s, v) == point:
             return r.to_bytes(32, "big") + s.to_bytes(32, "big") + bytes([27 + v])
     raise ValueError("the signature does not recover the public key")
 
@@ -119,9 +109,7 @@ class KmsSigner(KnownAddress):
             self._point = public_key_point(resp["PublicKey"])
         except (KeyError, TypeError, ValueError):
             raise SignerError(f"{source}: GetPublicKey returned no usable secp256k1 public key") from None
-        from eth_keys.datatypes import PublicKey
-
-        self._address: str = PublicKey(self._point).to_checksum_address()
+        self._address: str = secp256k1.checksum_address(self._point)
         self._key_arn = str(resp.get("KeyId") or key_id)
 
     def sign_digest(self, digest: bytes) -> bytes:

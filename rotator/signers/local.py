@@ -22,20 +22,19 @@ class LocalKeySigner(KnownAddress):
             raise SignerError(
                 f"{source}: not a private key (expected 64 hex characters, optionally 0x-prefixed)"
             )
-        from eth_keys.datatypes import PrivateKey  # lazy: only needed once a pass signs
+        from rotator.signers import secp256k1
 
         try:
-            self._key = PrivateKey(bytes.fromhex(raw.removeprefix("0x")))
-        except Exception:  # noqa: BLE001 - eth_keys raises ValidationError for out-of-range keys
-            # from None: the library's message may quote the key bytes.
+            self._key = secp256k1.private_key(bytes.fromhex(raw.removeprefix("0x")))
+        except ValueError:
+            # from None: a library's message may quote the key bytes.
             raise SignerError(f"{source}: not a valid secp256k1 private key") from None
-        self._address: str = self._key.public_key.to_checksum_address()
+        self._address: str = secp256k1.checksum_address(secp256k1.public_point(self._key))
 
     def sign_digest(self, digest: bytes) -> bytes:
-        digest = self._digest(digest)
-        sig = self._key.sign_msg_hash(digest)  # RFC 6979, low-s, v in {0, 1}
-        out: bytes = sig.r.to_bytes(32, "big") + sig.s.to_bytes(32, "big") + bytes([sig.v + 27])
-        return out
+        from rotator.signers import secp256k1
+
+        return secp256k1.sign(self._key, self._digest(digest))  # RFC 6979, low s, v in {27, 28}
 
     def __repr__(self) -> str:
         return f"LocalKeySigner(address={self._address})"

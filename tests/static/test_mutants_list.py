@@ -23,7 +23,7 @@ def _harness() -> ModuleType:
 def test_every_mutant_still_applies_and_names_tests_that_exist() -> None:
     harness = _harness()
     mutants = harness.load()
-    assert 30 <= len(mutants) <= 60, len(mutants)
+    assert 30 <= len(mutants) <= 70, len(mutants)  # curated: `make mutants` stays a few minutes
     stale = {m.id: why for m in mutants if (why := harness.problems(m)) is not None}
     assert not stale, f"scripts/mutants.toml: mutants that no longer apply: {stale}"
     dead = {m.id: why for m in mutants for t in m.tests if (why := missing(t)) is not None}
