@@ -1,7 +1,7 @@
 """L1 signing without the SDK (rotator/clob/eip712.py, rotator/signers/secp256k1.py), byte for byte
 against three independent sources: py-clob-client's own ``sign_clob_auth_message`` (what the
-adapter called before), eth_account's ``encode_typed_data`` over the typed data of clob-auth.md
-section 1, and the SDK's published test vector."""
+adapter called before), eth_account's ``encode_typed_data`` over the sandbox's typed data of
+clob-auth.md section 1, and the SDK's published test vector."""
 
 from __future__ import annotations
 
@@ -11,8 +11,9 @@ from eth_account.messages import encode_typed_data
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from rotator.clob.eip712 import MESSAGE, clob_auth_digest
+from rotator.clob.eip712 import clob_auth_digest
 from rotator.model import Secret
+from rotator.sandbox.verify import clob_auth_typed_data
 from rotator.signers import secp256k1
 from rotator.signers.local import LocalKeySigner
 
@@ -32,29 +33,11 @@ CHAINS = st.sampled_from([137, 80002, 1, 2**63])
 
 
 def typed_data(address: str, timestamp: int, nonce: int, chain_id: int) -> bytes:
-    """The digest eth_account makes of the typed data as clob-auth.md section 1 writes it."""
-    signable = encode_typed_data(
-        full_message={
-            "types": {
-                "EIP712Domain": [
-                    {"name": "name", "type": "string"},
-                    {"name": "version", "type": "string"},
-                    {"name": "chainId", "type": "uint256"},
-                ],
-                "ClobAuth": [
-                    {"name": "address", "type": "address"},
-                    {"name": "timestamp", "type": "string"},
-                    {"name": "nonce", "type": "uint256"},
-                    {"name": "message", "type": "string"},
-                ],
-            },
-            "primaryType": "ClobAuth",
-            "domain": {"name": "ClobAuthDomain", "version": "1", "chainId": chain_id},
-            "message": {"address": address, "timestamp": str(timestamp), "nonce": nonce, "message": MESSAGE},
-        }
-    )
+    """The digest eth_account makes of the sandbox's typed data (rotator/sandbox/verify.py, written
+    from clob-auth.md section 1 and what the sandbox verifies every L1 signature against)."""
     from eth_utils import keccak
 
+    signable = encode_typed_data(full_message=clob_auth_typed_data(address, str(timestamp), nonce, chain_id))
     out: bytes = keccak(b"\x19" + signable.version + signable.header + signable.body)
     return out
 
