@@ -39,7 +39,10 @@ def _vault(bao: OpenBao, proxy: dict[str, Any] | None) -> dict[str, Any]:
 
 
 def _aws(moto: str, proxy: dict[str, Any] | None) -> dict[str, Any]:
-    section: dict[str, Any] = {"region": "us-east-1", "endpoint_url": moto, "max_attempts": 1}
+    # Two attempts, as a store has in production (more by default): tinyproxy may close a kept-alive
+    # connection just as botocore reuses it ("Remote end closed connection without response"), which
+    # botocore's retry takes care of; a wrong password fails both attempts all the same.
+    section: dict[str, Any] = {"region": "us-east-1", "endpoint_url": moto, "max_attempts": 2}
     if proxy is not None:
         section["proxy"] = proxy
     return {"backend": "aws", "aws": section}
