@@ -137,7 +137,15 @@ def test_two_racing_forced_runs_rotate_once(worker: Worker, sandbox: Sandbox) ->
     for _ in range(3):
         before = worker.state()
         created_before = len(sandbox.keys(worker.address))
+        # Racing for real: each run has read the state (its pass then asks the CLOB's clock) before
+        # either goes on. Left to the scheduler, a run that starts 0.2 s after the other finished
+        # would see the new key and rightly rotate again.
+        holds = [sandbox.hold("GET", "/time") for _ in range(2)]
         procs = [worker.start("rotate", "--all", "--force") for _ in range(2)]
+        for hold in holds:
+            assert hold.reached.wait(30), "a run never asked the CLOB's clock"
+        for hold in holds:
+            hold.release()
         codes = [worker.finish(p)[0] for p in procs]
         assert codes == [0, 0]
         after = worker.state()
