@@ -120,6 +120,7 @@ class _Request:
     headers: Message
     body: bytes
     client: str = ""  # the peer's IP address
+    query: str = ""  # the URL's query string (the relayer's GET /nonce?address=...)
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,6 +153,9 @@ class Sandbox:
             SlidingWindowLimiter
         )
         self._counts: collections.Counter[tuple[str, str, int]] = collections.Counter()
+        # The relayer's transactions accepted, by the builder key that authenticated each (issue 27).
+        self._relayed: collections.Counter[str] = collections.Counter()
+        self._relay_nonces: collections.Counter[str] = collections.Counter()
         self._edge_refused = 0
         self._faults: list[_Fault] = []
         self._holds: list[Hold] = []  # armed, not yet claimed by a request
@@ -293,6 +297,11 @@ class Sandbox:
 
     def live_builder(self, address: str) -> list[str]:
         return [r.key for r in self.builder_keys(address) if r.live]
+
+    def relayed(self) -> dict[str, int]:
+        """Transactions the relayer's ``POST /submit`` accepted, by the builder key that signed each."""
+        with self._lock:
+            return dict(self._relayed)
 
     def revoke_by_hand(self, key: str) -> bool:
         """Revoke a read-only or builder key as a person does in Polymarket's web UI; False when it is
@@ -686,6 +695,40 @@ class Sandbox:
             return _json(HTTPStatus.UNAUTHORIZED, L2_UNAUTHORIZED)
         return _json(HTTPStatus.OK, {"data": [], "next_cursor": "LTE=", "limit": 100, "count": 0})
 
+    # The relayer (gasless transactions; relayer-v2.polymarket.com in production, served here beside
+    # the CLOB so py-builder-relayer-client's RelayClient runs against the builder keys it issues).
+    # What it checks of a submission is what matters to a key rotation: the builder headers.
+
+    def _route_relayer_deployed(self, request: _Request, settings: SandboxSettings) -> _Response:
+        return _json(HTTPStatus.OK, {"deployed": True})
+
+    def _route_relayer_nonce(self, request: _Request, settings: SandboxSettings) -> _Response:
+        from urllib.parse import parse_qs
+
+        address = (parse_qs(request.query).get("address") or [""])[0].lower()
+        with self._lock:
+            nonce = self._relay_nonces[address]
+        return _json(HTTPStatus.OK, {"address": address, "nonce": str(nonce)})
+
+    def _route_relayer_submit(self, request: _Request, settings: SandboxSettings) -> _Response:
+        builder = self._builder_identity(request, settings)
+        if builder is None:
+            return _json(HTTPStatus.UNAUTHORIZED, {"error": "invalid authorization"})
+        try:
+            payload = json.loads(request.body or b"null")
+        except (ValueError, UnicodeDecodeError):
+            payload = None
+        sender = payload.get("from") if isinstance(payload, dict) else None
+        if not isinstance(sender, str) or not sender:
+            return _json(HTTPStatus.BAD_REQUEST, {"error": "invalid transaction request"})
+        with self._lock:
+            self._relayed[builder.key] += 1
+            self._relay_nonces[sender.lower()] += 1
+        return _json(
+            HTTPStatus.OK,
+            {"transactionID": uuid7(), "transactionHash": "0x" + secrets.token_hex(32), "state": "STATE_NEW"},
+        )
+
     def _route_balance_allowance(self, request: _Request, settings: SandboxSettings) -> _Response:
         if self._l2_identity(request, settings) is None:
             return _json(HTTPStatus.UNAUTHORIZED, L2_UNAUTHORIZED)
@@ -735,6 +778,10 @@ _ROUTES: dict[tuple[str, str], _Route] = {
     ("GET", "/auth/builder-api-key"): Sandbox._route_builder_list,
     ("DELETE", "/auth/builder-api-key"): Sandbox._route_builder_revoke,
     ("GET", "/builder/trades"): Sandbox._route_builder_trades,
+    # The relayer's routes that py-builder-relayer-client's RelayClient.execute calls.
+    ("GET", "/deployed"): Sandbox._route_relayer_deployed,
+    ("GET", "/nonce"): Sandbox._route_relayer_nonce,
+    ("POST", "/submit"): Sandbox._route_relayer_submit,
 }
 
 
@@ -821,8 +868,9 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_error(HTTPStatus.BAD_REQUEST, "Bad request body")
             return
         server = cast(_HTTPServer, self.server)  # the only server this handler is built for
+        url = urlsplit(self.path)
         request = _Request(
-            self.command.upper(), urlsplit(self.path).path, self.headers, body, str(self.client_address[0])
+            self.command.upper(), url.path, self.headers, body, str(self.client_address[0]), url.query
         )
         self._write(server.sandbox._handle(request))
 

@@ -6,7 +6,8 @@ The reader is what a dashboard does with a read-only key: ``GET /data/orders`` w
 :func:`rotator.consumer.readonly_headers`, the key taken from a :class:`CredentialSource` of the
 read-only credential. The builder client is py-clob-client's own ``ClobClient.get_builder_trades``
 (builder headers signed by py-builder-signing-sdk), its ``builder_config`` kept on the published key
-by :func:`rotator.consumer.follow_builder`.
+by :func:`rotator.consumer.follow_builder`; the relayer client is py-builder-relayer-client's
+``RelayClient.execute`` (a Safe transaction to the sandbox's relayer routes), kept on it the same way.
 """
 
 from __future__ import annotations
@@ -94,21 +95,26 @@ def _remember(key: Key) -> None:
             SECRETS.add(secret)
 
 
+CONSUMERS = ("readonly", "builder", "relayer")
+
+
 @dataclass
 class Consumers:
-    """A reader of the read-only key and a builder client, each one request every 100 ms."""
+    """A reader of the read-only key, a builder client and a relayer client, each one request every
+    100 ms."""
 
     sb: Sandbox
     w: KindsWorker
     failures: list[str] = field(default_factory=list)
-    requests: dict[str, int] = field(default_factory=lambda: {"readonly": 0, "builder": 0})
-    used: dict[str, set[str]] = field(default_factory=lambda: {"readonly": set(), "builder": set()})
+    requests: dict[str, int] = field(default_factory=lambda: dict.fromkeys(CONSUMERS, 0))
+    used: dict[str, set[str]] = field(default_factory=lambda: {c: set() for c in CONSUMERS})
     stop: threading.Event = field(default_factory=threading.Event)
 
     def __post_init__(self) -> None:
         self.threads = [
             threading.Thread(target=self._reader, daemon=True),
             threading.Thread(target=self._builder, daemon=True),
+            threading.Thread(target=self._relayer, daemon=True),
         ]
 
     def __enter__(self) -> Consumers:
@@ -152,6 +158,27 @@ class Consumers:
                     self.failures.append(f"builder client: {exc.status_code}")
                 self.requests["builder"] += 1
 
+    def _relayer(self) -> None:
+        """py-builder-relayer-client's RelayClient submitting a Safe transaction (signed by the
+        wallet, authenticated by the builder key's headers), its BuilderConfig kept on the published
+        builder key by follow_builder as the builder client's is."""
+        from py_builder_relayer_client.client import RelayClient
+        from py_builder_relayer_client.exceptions import RelayerApiException
+        from py_builder_relayer_client.models import Transaction
+
+        usdc = "0x2791Bca1f2de4661ED88A30C99A7a9449Aa84174"
+        with self.w.source(self.w.builder, acknowledge=False) as source:
+            source.start()
+            relay = RelayClient(self.sb.url, 137, self.w.private_key)
+            follow_builder(relay, source)
+            while not self.stop.wait(0.1):
+                self.used["relayer"].add(relay.builder_config.local_builder_creds.key)
+                try:
+                    relay.execute([Transaction(to=usdc, data="0x", value="0")], "rotator test")
+                except RelayerApiException as exc:
+                    self.failures.append(f"relayer client: {exc.status_code}")
+                self.requests["relayer"] += 1
+
 
 @pytest.mark.slow
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -169,9 +196,11 @@ def test_readonly_and_builder_keys_rotate_beside_their_trading_key_and_no_reques
             w.rotate("--force")
         time.sleep(0.5)
     assert consumers.failures == []
-    assert min(consumers.requests.values()) >= 40
+    assert min(consumers.requests.values()) >= 40, consumers.requests
     # Every consumer followed the rotations (a key that never changed would prove nothing).
-    assert len(consumers.used["readonly"]) >= 5 and len(consumers.used["builder"]) >= 5
+    assert all(len(consumers.used[c]) >= 5 for c in CONSUMERS), {c: len(k) for c, k in consumers.used.items()}
+    # The relayer accepted the submissions under each of those builder keys.
+    assert len(sandbox.relayed()) >= 5 and sum(sandbox.relayed().values()) >= 40, sandbox.relayed()
 
     for ref, live, kind in (
         (w.ro, sandbox.live_readonly(address), "readonly"),

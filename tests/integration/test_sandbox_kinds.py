@@ -132,6 +132,46 @@ def test_builder_keys_are_made_used_and_revoked_by_their_own_headers(
     adapter.probe_builder_key(second)
 
 
+def test_the_relayer_takes_a_submission_signed_by_a_live_builder_key_only(
+    sandbox: Sandbox, wallet: tuple[str, str]
+) -> None:
+    """py-builder-relayer-client's RelayClient.execute against the sandbox's relayer routes: accepted
+    with a live builder key (the nonce counts it), refused once that key is revoked, and refused
+    without builder headers or with headers that do not cover the body."""
+    from py_builder_relayer_client.client import RelayClient
+    from py_builder_relayer_client.exceptions import RelayerApiException
+    from py_builder_relayer_client.models import Transaction
+    from py_builder_signing_sdk.config import BuilderConfig
+    from py_builder_signing_sdk.sdk_types import BuilderApiKeyCreds
+
+    private_key, address = wallet
+    trading = _trading(sandbox, private_key)
+    adapter = _adapter(sandbox)
+    builder = adapter.create_builder_key(trading)
+    SECRETS.update((builder.api_secret.reveal(), builder.api_passphrase.reveal()))
+    creds = BuilderApiKeyCreds(
+        key=builder.api_key, secret=builder.api_secret.reveal(), passphrase=builder.api_passphrase.reveal()
+    )
+    relay = RelayClient(sandbox.url, 137, private_key, BuilderConfig(local_builder_creds=creds))
+    tx = [Transaction(to="0x2791Bca1f2de4661ED88A30C99A7a9449Aa84174", data="0x", value="0")]
+    done = relay.execute(tx, "first")
+    assert done.transaction_id and done.transaction_hash.startswith("0x")
+    relay.execute(tx, "second")
+    assert sandbox.relayed() == {builder.api_key: 2}
+    assert relay.get_nonce(address, "SAFE") == {"address": address.lower(), "nonce": "2"}
+    # Headers that do not cover this body, and no headers at all: refused.
+    headers = BuilderConfig(local_builder_creds=creds).generate_builder_headers("POST", "/submit", "{}")
+    assert headers is not None
+    body = json.dumps({"from": address})
+    assert httpx.post(f"{sandbox.url}/submit", headers=headers.to_dict(), content=body).status_code == 401
+    assert httpx.post(f"{sandbox.url}/submit", content=body).status_code == 401
+    adapter.revoke_builder_key(builder)
+    with pytest.raises(RelayerApiException) as refused:
+        relay.execute(tx, "after revocation")
+    assert refused.value.status_code == 401
+    assert sandbox.relayed() == {builder.api_key: 2}
+
+
 def test_the_v2_clients_builder_revoke_with_user_l2_headers_is_served_too(
     sandbox: Sandbox, wallet: tuple[str, str]
 ) -> None:
