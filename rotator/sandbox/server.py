@@ -636,12 +636,8 @@ class Sandbox:
         identity = self._l2_identity(request, settings)  # the body is in the HMAC
         if identity is None:
             return _json(HTTPStatus.UNAUTHORIZED, L2_UNAUTHORIZED)
-        try:
-            payload = json.loads(request.body or b"null")
-        except (ValueError, UnicodeDecodeError):
-            payload = None
-        key = payload.get("key") if isinstance(payload, dict) else None
-        if not isinstance(key, str) or not key:
+        key = _body_text(request, "key")
+        if key is None:
             return _json(HTTPStatus.BAD_REQUEST, {"error": "Invalid payload"})
         if not self._registry.revoke_other(key, "delete", "readonly", identity[1]):
             return _json(HTTPStatus.BAD_REQUEST, {"error": "Could not delete readonly api key"})
@@ -714,12 +710,8 @@ class Sandbox:
         builder = self._builder_identity(request, settings)
         if builder is None:
             return _json(HTTPStatus.UNAUTHORIZED, {"error": "invalid authorization"})
-        try:
-            payload = json.loads(request.body or b"null")
-        except (ValueError, UnicodeDecodeError):
-            payload = None
-        sender = payload.get("from") if isinstance(payload, dict) else None
-        if not isinstance(sender, str) or not sender:
+        sender = _body_text(request, "from")
+        if sender is None:
             return _json(HTTPStatus.BAD_REQUEST, {"error": "invalid transaction request"})
         with self._lock:
             self._relayed[builder.key] += 1
@@ -783,6 +775,16 @@ _ROUTES: dict[tuple[str, str], _Route] = {
     ("GET", "/nonce"): Sandbox._route_relayer_nonce,
     ("POST", "/submit"): Sandbox._route_relayer_submit,
 }
+
+
+def _body_text(request: _Request, field: str) -> str | None:
+    """``field`` of the request's JSON object body when it is a non-empty string, else None."""
+    try:
+        payload = json.loads(request.body or b"null")
+    except (ValueError, UnicodeDecodeError):
+        return None
+    value = payload.get(field) if isinstance(payload, dict) else None
+    return value if isinstance(value, str) and value else None
 
 
 def _iso(seconds: float) -> str:
