@@ -26,6 +26,7 @@ from rotator.errors import RotatorError
 from rotator.model import CredentialRef, CredentialState, Event, Key, PassResult, Pending, Retiring
 from rotator.rotation import (
     CREATE_WINDOW,
+    Policy,
     Rotator,
     _Conflict,
     _Ctx,
@@ -39,6 +40,13 @@ log = logging.getLogger("rotator.orphans")
 
 #: ``Retiring.reason`` of the keys ``retire`` revokes.
 RETIRED = "retired"
+#: What clamping an orphan's state takes for its policy (rotation.clamp_deadlines, issue 22): its own
+#: left with its config. A retiring key whose deadline a wrong clock wrote absurdly far ahead keeps a
+#: day from now, longer than the graces in use, and is revoked then rather than never; a pending
+#: lease runs one default lease.
+ORPHAN_CLAMP = Policy(
+    rotate_every=86_400.0, grace=86_400.0, verify_timeout=180.0, min_grace=0.0, consumer_ttl=0.0
+)
 
 
 def orphan_ref(name: str) -> CredentialRef:
@@ -73,6 +81,8 @@ def serve(rot: Rotator, name: str, *, dry_run: bool = False) -> PassResult:
         ctx.state, ctx.version = snap.state, snap.version
         rot.bind(ctx)
         now = rot.clock()
+        if snap.version is not None:
+            rot._clamp(ctx, ORPHAN_CLAMP, now, save=not dry_run)
         due = due_revocations(ctx.state, now)
         if dry_run:
             plan = tuple(would_revoke(entry, now) for entry in due)

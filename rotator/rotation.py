@@ -372,7 +372,8 @@ def clamp_deadlines(state: CredentialState, now: float, policy: Policy) -> tuple
     """``state`` with every recorded time that lies absurdly far ahead of ``now`` brought back, and
     one phrase per clamp. Never earlier than the protocol could have meant: a grace deadline becomes
     ``now + grace`` (a key retired by a rotation keeps a whole grace from now, I2), a key's age
-    starts now, a pending lease runs one lease from now. Non-finite times count as absurd."""
+    starts now, a pending lease runs one lease from now, a last audit is taken as never made (the
+    next run that may audit does). Non-finite times count as absurd."""
     said: list[str] = []
 
     def age_from_now(key: Key, what: str) -> Key:
@@ -415,9 +416,14 @@ def clamp_deadlines(state: CredentialState, now: float, policy: Policy) -> tuple
             pending = replace(pending, lease_until=now + policy.lease)
         if pending.key is not None:
             pending = replace(pending, key=age_from_now(pending.key, "pending key"))
+    audit = state.audit
+    if audit is not None and _absurd(audit.at, now + CLAMP_AHEAD):
+        # "Last audited in the future" would hold every later audit off until then.
+        said.append(f"last audit at {_ahead(audit.at, now)}: taken as never made")
+        audit = replace(audit, at=0.0)
     if not said:
         return state, said
-    return replace(state, current=current, retiring=tuple(retiring), pending=pending), said
+    return replace(state, current=current, retiring=tuple(retiring), pending=pending, audit=audit), said
 
 
 def _ahead(at: float, now: float) -> str:

@@ -32,6 +32,7 @@ def farthest_ahead(state: CredentialState) -> float:
     """The latest time the state records for the future (deadlines, key ages)."""
     times = [r.revoke_after for r in state.retiring]
     times += [k.created_at for k in (state.current,) if k is not None]
+    times += [state.audit.at] if state.audit is not None else []
     if state.pending is not None:
         times.append(state.pending.lease_until)
         if state.pending.key is not None:
@@ -132,12 +133,14 @@ def test_a_state_poisoned_by_an_older_version_is_clamped_said_and_heals(
     assert old is not None
     now = time.time()
     # revoke_after in the year 58,900 (a /time in milliseconds), the current key a day old... ahead.
+    assert w.state().audit is not None  # the first run audited the wallet
     poison(
         w,
         lambda s: replace(
             s,
             current=replace(s.current, created_at=now + 86_400),
             retiring=tuple(replace(r, revoke_after=now * 1000 + 15) for r in s.retiring),
+            audit=replace(s.audit, at=now * 1000),  # "last audited" far ahead: no audit until then
         ),
     )
 
@@ -150,8 +153,9 @@ def test_a_state_poisoned_by_an_older_version_is_clamped_said_and_heals(
     warnings = [ln for ln in clamps if '"logger":"rotator.rotation"' in ln]
     events = [json.loads(ln) for ln in clamps if '"outcome":"clamped"' in ln]
     assert len(warnings) == 1, clamps
-    assert "revoke_after" in warnings[0] and "created_at" in warnings[0]
-    assert len(events) == 1 and events[0]["step"] == "read" and len(events[0]["clamped"]) == 2
+    assert "revoke_after" in warnings[0] and "created_at" in warnings[0] and "last audit" in warnings[0]
+    assert len(events) == 1 and events[0]["step"] == "read" and len(events[0]["clamped"]) == 3
+    assert f"audit {w.name}:" in proc.stdout, proc.stdout  # the audit held off by the poison runs
     state = w.state()
     healed = time.time()
     # A whole grace from now for the retired key (I2), and the current key's age starts now.
@@ -164,6 +168,43 @@ def test_a_state_poisoned_by_an_older_version_is_clamped_said_and_heals(
     sb.configure(clock_offset=GRACE + 1)
     assert "revoked=1" in w.rotate().stdout
     assert old.api_key not in sb.live_keys(w.address)
+
+
+def test_an_orphans_poisoned_deadline_is_clamped_to_a_day_and_its_key_revoked_then(
+    worker: Worker, fresh_sandbox: Sandbox
+) -> None:
+    """A credential removed from the config keeps its retiring keys served (orphans.serve). One whose
+    deadline an older version wrote from a bad /time (the year 58,900) was never revoked; its grace
+    left with its config, so the clamp gives it a day (orphans.ORPHAN_CLAMP) and then revokes it."""
+    import yaml
+
+    from rotator.orphans import ORPHAN_CLAMP
+
+    sb = fresh_sandbox
+    w = worker
+    w.rotate()
+    old = w.published()
+    w.rotate("--force")
+    assert old is not None
+    now = time.time()
+    poison(w, lambda s: replace(s, retiring=tuple(replace(r, revoke_after=now * 1000) for r in s.retiring)))
+    cfg = w.config()
+    cfg["credentials"][0]["name"] = "placeholder"  # the credential leaves the config: an orphan
+    cfg["credentials"][0]["path"] = "polymarket/placeholder"
+    w.config_path.write_text(yaml.safe_dump(cfg))
+
+    proc = w.rotate()
+    clamps = [ln for ln in proc.stderr.splitlines() if "clamped" in ln and w.name in ln]
+    assert any("revoke_after" in ln for ln in clamps), proc.stderr[-3000:]
+    healed = time.time()
+    [entry] = w.state().retiring
+    assert now + ORPHAN_CLAMP.grace <= entry.revoke_after <= healed + ORPHAN_CLAMP.grace
+    assert "clamped" not in w.rotate().stderr  # said once
+    assert old.api_key in sb.live_keys(w.address)
+    sb.configure(clock_offset=ORPHAN_CLAMP.grace + 60)  # a day later, on the CLOB's clock
+    w.rotate()
+    assert old.api_key not in sb.live_keys(w.address)
+    assert w.state().retiring == ()
 
 
 def test_a_pending_lease_a_day_ahead_is_clamped_to_one_lease(worker: Worker, fresh_sandbox: Sandbox) -> None:

@@ -17,7 +17,17 @@ import pytest
 
 from rotator.errors import Rejected, Transient, Unauthorized, Unavailable, VersionConflict
 from rotator.metrics import Metrics
-from rotator.model import Ack, CredentialRef, CredentialState, Key, Pending, Retiring, Secret, ack_prefix
+from rotator.model import (
+    Ack,
+    AuditRecord,
+    CredentialRef,
+    CredentialState,
+    Key,
+    Pending,
+    Retiring,
+    Secret,
+    ack_prefix,
+)
 from rotator.rotation import Policy, Rotator, due_revocations, lease_blocked, rotation_reason
 from rotator.stores.base import Version
 from tests.memory_store import MemoryStore as ReferenceStore
@@ -722,6 +732,7 @@ def test_clamp_brings_absurd_times_back_and_never_shortens_a_grace() -> None:
         retiring=(Retiring(key(2), now - 5, now + POLICY.grace, "rotated"),),
         pending=Pending(4, now, "w", now + POLICY.lease, address="0xA"),
         next_nonce=5,
+        audit=AuditRecord(now - 60),
     )
     assert clamp_deadlines(sane, now, POLICY) == (sane, [])
     edge = replace(sane, current=key(3, now + CLAMP_AHEAD))  # a worker on its own clock, a bit ahead
@@ -741,9 +752,11 @@ def test_clamp_brings_absurd_times_back_and_never_shortens_a_grace() -> None:
             Retiring(key(2), now, float("nan"), "emergency"),
         ),
         pending=Pending(4, now, "w", now + 86_400, key=key(4, float("inf")), address="0xA"),
+        audit=AuditRecord(now * 1000),  # "last audited" in the year 58,900: no audit until then
     )
     healed, said = clamp_deadlines(poisoned, now, POLICY)
-    assert len(said) == 5
+    assert len(said) == 6
+    assert healed.audit is not None and healed.audit.at == 0.0  # taken as never: the next run audits
     assert healed.current is not None and healed.current.created_at == now
     assert [r.revoke_after for r in healed.retiring] == [now + POLICY.grace, now]  # a whole grace (I2)
     assert healed.pending is not None and healed.pending.lease_until == now + POLICY.lease
