@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from rotator.model import CredentialState
+from rotator.model import CredentialState, Key
 from rotator.rotation import CLAMP_AHEAD
 from rotator.sandbox import Sandbox
 from tests.harness import Worker
@@ -46,6 +46,15 @@ def assert_no_poison(w: Worker) -> None:
     assert farthest_ahead(w.state()) < limit, w.state()
 
 
+def retiring_first_key(w: Worker) -> Key:
+    """Bootstrap, then a forced rotation: the first key is retiring, within its grace. Returns it."""
+    w.rotate()
+    old = w.published()
+    w.rotate("--force")
+    assert old is not None
+    return old
+
+
 @pytest.fixture
 def worker(fresh_sandbox: Sandbox, tmp_path: Path, wallet: tuple[str, str]) -> Worker:
     return Worker(tmp_path, fresh_sandbox.url, *wallet, grace=f"{GRACE:g}s")
@@ -66,10 +75,7 @@ def test_a_wrong_time_answer_for_a_whole_run_writes_no_deadline(
     line, and the next run on a sound answer carries on as if nothing happened."""
     sb = fresh_sandbox
     w = worker
-    w.rotate()
-    old = w.published()
-    w.rotate("--force")
-    assert old is not None
+    old = retiring_first_key(w)
     before = w.state()
 
     lies_about_time(sb, answer())  # type: ignore[operator]
@@ -127,10 +133,7 @@ def test_a_state_poisoned_by_an_older_version_is_clamped_said_and_heals(
 ) -> None:
     sb = fresh_sandbox
     w = worker
-    w.rotate()
-    old = w.published()
-    w.rotate("--force")
-    assert old is not None
+    old = retiring_first_key(w)
     now = time.time()
     # revoke_after in the year 58,900 (a /time in milliseconds), the current key a day old... ahead.
     assert w.state().audit is not None  # the first run audited the wallet
@@ -182,10 +185,7 @@ def test_an_orphans_poisoned_deadline_is_clamped_to_a_day_and_its_key_revoked_th
 
     sb = fresh_sandbox
     w = worker
-    w.rotate()
-    old = w.published()
-    w.rotate("--force")
-    assert old is not None
+    old = retiring_first_key(w)
     now = time.time()
     poison(w, lambda s: replace(s, retiring=tuple(replace(r, revoke_after=now * 1000) for r in s.retiring)))
     cfg = w.config()
@@ -256,10 +256,7 @@ def test_a_run_on_its_own_clock_behind_the_clobs_shortens_no_grace(
     sb = fresh_sandbox
     w = worker
     sb.configure(clock_offset=3600.0)
-    w.rotate()
-    old = w.published()
-    w.rotate("--force")
-    assert old is not None
+    old = retiring_first_key(w)
     before = w.state()
     sb.inject("GET", "/time", 503, '{"error": "down"}', times=ALL_RUN)
     proc = w.run("rotate", "--all")
