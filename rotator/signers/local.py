@@ -8,6 +8,7 @@ from collections.abc import Callable
 
 from rotator.errors import SignerError
 from rotator.model import Secret
+from rotator.signers import secp256k1  # light: coincurve and eth-hash load when a key is first used
 from rotator.signers.base import KnownAddress
 
 _HEX_KEY = re.compile(r"^(0x)?[0-9a-fA-F]{64}$")
@@ -22,8 +23,6 @@ class LocalKeySigner(KnownAddress):
             raise SignerError(
                 f"{source}: not a private key (expected 64 hex characters, optionally 0x-prefixed)"
             )
-        from rotator.signers import secp256k1
-
         try:
             self._key = secp256k1.private_key(bytes.fromhex(raw.removeprefix("0x")))
         except ValueError:
@@ -32,8 +31,6 @@ class LocalKeySigner(KnownAddress):
         self._address: str = secp256k1.checksum_address(secp256k1.public_point(self._key))
 
     def sign_digest(self, digest: bytes) -> bytes:
-        from rotator.signers import secp256k1
-
         return secp256k1.sign(self._key, self._digest(digest))  # RFC 6979, low s, v in {27, 28}
 
     def __repr__(self) -> str:
